@@ -1,0 +1,262 @@
+"""``python -m atroz_monitor demo``: a realistic simulated document-analysis pipeline.
+
+Ten phases, P00 to P09, each with sub-phases, real CPU work and real memory allocation (so
+the samples show the shape of each phase), a worker pool whose processes join the run,
+items and throughput, artifacts, custom metrics, warnings, and optionally a failure.
+Each phase works for its share of ``--duration`` seconds, so the run takes about that long
+on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from .monitor import Monitor
+
+PLAN: list[tuple[str, str, float]] = [
+    ("P00", "Document Assembly", 0.06),
+    ("P01", "Text Extraction", 0.12),
+    ("P02", "Normalization", 0.08),
+    ("P03", "Entity Recognition", 0.18),
+    ("P04", "Signal Detection", 0.12),
+    ("P05", "Cross-Referencing", 0.10),
+    ("P06", "Scoring", 0.09),
+    ("P07", "Validation", 0.08),
+    ("P08", "Report Generation", 0.10),
+    ("P09", "Archival", 0.07),
+]
+
+log = logging.getLogger("atroz_monitor.demo")
+
+
+class DemoFailure(RuntimeError):
+    """The failure ``--fail PHASE`` injects."""
+
+
+def _burn(seconds: float, chunk: bytes = b"atroz" * 200) -> int:
+    """Real CPU work for about ``seconds``: hashing, the way parsers and scorers spend it."""
+    end = time.perf_counter() + seconds
+    n = 0
+    h = hashlib.sha256()
+    while time.perf_counter() < end:
+        for _ in range(200):
+            h.update(chunk)
+        n += 1
+    return n
+
+
+def _docs(n: int, size: int = 2048) -> list[bytes]:
+    return [os.urandom(size) for _ in range(n)]
+
+
+def _ner_chunk(args: tuple[int, int, float, str | None]) -> dict[str, Any]:
+    """Worker-pool task: runs in another process, which joins the run through the
+    environment and records its own phase under the parent's span."""
+    index, ndocs, seconds, parent = args
+    import atroz_monitor
+
+    with atroz_monitor.phase("P03.worker", f"NER chunk {index}", parent=parent) as p:
+        entities = 0
+        per_doc = seconds / max(ndocs, 1)
+        for _ in range(ndocs):
+            entities += _burn(per_doc) % 7 + 3
+            p.add_items(1)
+        p.metric("entities", entities)
+    return {"chunk": index, "entities": entities, "pid": os.getpid()}
+
+
+def _pool_context() -> Any:
+    import multiprocessing as mp
+
+    # fork is quick and shows forked workers joining; spawn (macOS, Windows) joins through
+    # the environment instead.
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def run_pipeline(mon: Monitor, duration: float, fail: str | None, out_dir: str) -> None:
+    """The pipeline itself: what a user's code looks like with atroz_monitor."""
+    budget = {pid: duration * share for pid, _, share in PLAN}
+    os.makedirs(out_dir, exist_ok=True)
+    keep: list[bytearray] = []  # memory the pipeline holds on to between phases
+
+    def maybe_fail(key: str) -> None:
+        if fail == key:
+            raise DemoFailure(f"{key}: validation rule R-17 rejected 3 of 120 documents")
+
+    with mon.phase("P00", "Document Assembly") as p:
+        t = budget["P00"]
+        with mon.phase("P00.fetch", "Fetch sources") as s:
+            docs = _docs(120)
+            s.add_items(len(docs))
+            _burn(t * 0.4)
+        with mon.phase("P00.merge", "Merge and deduplicate") as s:
+            keep.append(bytearray(24 * 1024 * 1024))
+            _burn(t * 0.5)
+            s.add_items(len(docs))
+        p.add_items(len(docs))
+        p.metric("documents", len(docs))
+        path = os.path.join(out_dir, "assembled.bin")
+        with open(path, "wb") as f:
+            f.write(b"".join(docs))
+        p.artifact(path)
+        maybe_fail("P00")
+
+    with mon.phase("P01", "Text Extraction") as p:
+        t = budget["P01"]
+        p.set_total(len(docs))
+        with mon.phase("P01.ocr", "OCR"):
+            for _ in docs:
+                _burn(t * 0.6 / len(docs))
+                p.add_items(1)
+        with mon.phase("P01.layout", "Layout analysis"):
+            keep.append(bytearray(32 * 1024 * 1024))
+            _burn(t * 0.35)
+        log.warning("P01: 2 documents had no text layer; OCR confidence below 0.6")
+        maybe_fail("P01")
+
+    with mon.phase("P02", "Normalization") as p:
+        t = budget["P02"]
+        for sub, label in (("P02.unicode", "Unicode NFC"), ("P02.tokens", "Tokenize")):
+            with mon.phase(sub, label) as s:
+                _burn(t * 0.45)
+                s.add_items(len(docs))
+        p.add_items(len(docs))
+        p.metric("tokens", 183_402)
+        maybe_fail("P02")
+
+    with mon.phase("P03", "Entity Recognition") as p:
+        t = budget["P03"]
+        chunks = 4
+        per_chunk = len(docs) // chunks
+        ctx = _pool_context()
+        with mon.phase("P03.pool", "Worker pool"):
+            with ctx.Pool(2) as pool:
+                results = pool.map(
+                    _ner_chunk,
+                    [(i, per_chunk, t * 0.85 / 2, p.span) for i in range(chunks)],
+                )
+        entities = sum(r["entities"] for r in results)
+        with mon.phase("P03.merge", "Merge entities") as s:
+            _burn(t * 0.1)
+            s.add_items(entities)
+        p.add_items(len(docs))
+        p.metric("entities", entities)
+        p.metric("workers", len({r["pid"] for r in results}))
+        maybe_fail("P03")
+
+    with mon.phase("P04", "Signal Detection") as p:
+        t = budget["P04"]
+        with mon.phase("P04.features", "Feature extraction") as s:
+            keep.append(bytearray(48 * 1024 * 1024))
+            _burn(t * 0.5)
+            s.add_items(len(docs))
+        with mon.phase("P04.detect", "Detect signals") as s:
+            _burn(t * 0.45)
+            s.add_items(len(docs))
+        p.add_items(len(docs))
+        p.metric("signals", 12)
+        maybe_fail("P04")
+
+    with mon.phase("P05", "Cross-Referencing") as p:
+        t = budget["P05"]
+        with mon.phase("P05.index", "Build index"):
+            index = {hashlib.sha1(d[:64]).hexdigest(): i for i, d in enumerate(docs)}
+            _burn(t * 0.4)
+        with mon.phase("P05.link", "Link references") as s:
+            _burn(t * 0.55)
+            s.add_items(len(index))
+        p.add_items(len(docs))
+        p.warning("P05: 4 references point to documents outside this batch")
+        maybe_fail("P05")
+
+    with mon.phase("P06", "Scoring") as p:
+        t = budget["P06"]
+        del keep[:2]  # the early buffers are released: RSS falls
+        with mon.phase("P06.model", "Score documents") as s:
+            for _ in range(len(docs)):
+                _burn(t * 0.9 / len(docs))
+                s.add_items(1)
+        p.add_items(len(docs))
+        p.metric("mean_score", 0.73)
+        maybe_fail("P06")
+
+    with mon.phase("P07", "Validation") as p:
+        t = budget["P07"]
+        with mon.phase("P07.schema", "Schema checks"):
+            _burn(t * 0.4)
+        with mon.phase("P07.rules", "Business rules") as s:
+            _burn(t * 0.5)
+            s.add_items(len(docs))
+            maybe_fail("P07")
+        p.add_items(len(docs))
+
+    with mon.phase("P08", "Report Generation") as p:
+        t = budget["P08"]
+        with mon.phase("P08.render", "Render report"):
+            _burn(t * 0.6)
+        with mon.phase("P08.write", "Write outputs"):
+            path = os.path.join(out_dir, "report.json")
+            with open(path, "w") as f:
+                json.dump({"documents": len(docs), "signals": 12}, f)
+            p.artifact(path)
+            _burn(t * 0.3)
+        p.add_items(1)
+        maybe_fail("P08")
+
+    with mon.phase("P09", "Archival") as p:
+        t = budget["P09"]
+        keep.clear()
+        with mon.phase("P09.compress", "Compress") as s:
+            _burn(t * 0.7)
+            s.add_items(len(docs))
+        with mon.phase("P09.upload", "Upload"):
+            time.sleep(t * 0.2)  # waiting on I/O: wall time without CPU
+        p.add_items(len(docs))
+        maybe_fail("P09")
+
+
+def main(
+    duration: float = 30.0,
+    fail: str | None = None,
+    out: str = "atroz-runs",
+    interval: float = 0.1,
+    serve: bool = False,
+) -> int:
+    """Run the demo pipeline; print the per-phase summary. Returns the exit code."""
+    from .loader import load_state
+    from .report import phase_table
+
+    mon = Monitor(
+        out,
+        plan=[(pid, name) for pid, name, _ in PLAN],
+        sample_interval=interval,
+        name="demo: document analysis",
+        meta={"pipeline": "document-analysis", "documents": 120, "duration_s": duration},
+    )
+    path = mon.main.path
+    print(f"atroz_monitor demo: run {mon.run_id}, log {os.path.relpath(path)}", flush=True)
+    status = 0
+    try:
+        with mon:
+            run_pipeline(mon, duration, fail, os.path.join(out, mon.run_id + "-artifacts"))
+    except DemoFailure as exc:
+        print(f"the pipeline failed as asked: {exc}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = 130
+    # The summary is read back from the log, as `report` would: the file is the truth.
+    st, stats = load_state([path])
+    from .views import snapshot
+
+    snap = snapshot(st, mon.run_id, now=time.time(), quality=stats.to_dict())
+    print(phase_table(snap, depth=0))
+    return status
+

@@ -1,0 +1,1166 @@
+"""Recording: ``Monitor``, its runs, and phase handles.
+
+Everything here writes events to the run log and nothing else: the live view is the same
+reducer following the same file (``snapshot()``), so a run looks the same live and replayed,
+and the phases of worker processes that append to the file show up in it too.
+
+After construction nothing in this module raises into the host program: failures inside
+the monitor are counted (``internal_errors``), reported once, and visible in ``run_end``.
+The explicit phase API raises ``ValueError`` for misuse (completing a phase never started),
+which is the caller's bug to see.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import itertools
+import os
+import re
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+from . import events as E
+from .events import clip, dumps, quote
+from .sinks import LogWriter
+
+ENV_LOG = "ATROZ_MONITOR_LOG"
+ENV_RUN = "ATROZ_MONITOR_RUN"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current: ContextVar[Phase | None] = ContextVar("atroz_monitor_phase", default=None)
+
+# Span ids are "<pid>.<n>": unique across the processes of a run without coordination.
+_pid = os.getpid()
+_span_prefix = f"{_pid}."
+_spans = itertools.count(1)
+
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PROGRESS_EVERY_S = 0.5  # at most one progress event per phase this often (set_total: always)
+_perf_ns = time.perf_counter_ns
+_cpu_ns = time.process_time_ns
+_wall = time.time
+
+
+def current_phase() -> Phase | None:
+    """The phase active in this thread or asyncio task, or None."""
+    return _current.get()
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``YYYYmmdd-HHMMSS-xxxxxx``."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
+
+
+def _normalize_plan(plan: Any) -> list[dict[str, Any]]:
+    if plan is None:
+        return []
+    if isinstance(plan, (str, bytes)) or not isinstance(plan, (list, tuple)):
+        raise ValueError(
+            "plan must be a list of phase ids, (id, name) pairs or {'id': ..., 'name': ...} "
+            f"dicts, not {type(plan).__name__}"
+        )
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(plan):
+        if isinstance(entry, str):
+            pid, name, extra = entry, entry, {}
+        elif isinstance(entry, (list, tuple)) and len(entry) == 2:
+            pid, name, extra = entry[0], entry[1], {}
+        elif isinstance(entry, Mapping) and "id" in entry:
+            pid = entry["id"]
+            name = entry.get("name", pid)
+            extra = {k: v for k, v in entry.items() if k not in ("id", "name")}
+        else:
+            raise ValueError(f"plan entry {i} must be an id, an (id, name) pair or a dict: {entry!r}")
+        if not isinstance(pid, str) or not pid:
+            raise ValueError(f"plan entry {i}: the phase id must be a non-empty string: {pid!r}")
+        if not isinstance(name, str):
+            raise ValueError(f"plan entry {i}: the phase name must be a string: {name!r}")
+        if pid in seen:
+            raise ValueError(f"plan entry {i}: phase id {pid!r} appears twice")
+        seen.add(pid)
+        out.append({"id": pid, "name": name, **extra})
+    return out
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"a phase key must be a non-empty string, not {key!r}")
+    return key
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return True
+    aio = sys.modules.get("asyncio")
+    return aio is not None and isinstance(exc, aio.CancelledError)
+
+
+def _format_error(exc: BaseException) -> dict[str, Any]:
+    try:
+        import traceback
+
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        tb = ""
+    if len(tb) > E.TRACEBACK_LIMIT:  # keep the end: the frame that raised
+        tb = "... [cut]\n" + tb[-E.TRACEBACK_LIMIT :]
+    try:
+        msg = str(exc)
+    except Exception:
+        msg = "<str() failed>"
+    return {"type": type(exc).__qualname__, "msg": clip(msg, E.MESSAGE_LIMIT), "tb": tb}
+
+
+class Phase:
+    """One phase: a context manager (sync and async), a decorator, and a handle.
+
+    ``with mon.phase("P00") as p:`` gives the handle: ``p.add_items(n)``, ``p.set_total(n)``,
+    ``p.artifact(path)``, ``p.metric(name, value)``, ``p.warning(msg)``, ``p.error(msg)``.
+    Used as a decorator, every call of the function records a fresh phase.
+    """
+
+    __slots__ = (
+        "_run",
+        "key",
+        "name",
+        "meta",
+        "_parent_arg",
+        "_qkey",
+        "_qname",
+        "span",
+        "parent",
+        "status",
+        "items",
+        "total",
+        "warnings",
+        "errors",
+        "_token",
+        "_prev",
+        "_pid",
+        "_t0",
+        "_cpu0",
+        "_ccpu0",
+        "_rss0",
+        "peak_rss",
+        "_prog_t",
+        "_last_activity",
+    )
+
+    def __init__(
+        self,
+        run: Run,
+        key: str,
+        name: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        parent: Phase | str | None = None,
+        _q: tuple[str, str] | None = None,
+    ) -> None:
+        self._run = run
+        self.key = key
+        self.name = name if name is not None else key
+        self.meta = meta
+        self._parent_arg = parent
+        self._qkey, self._qname = _q if _q is not None else (quote(key), quote(self.name))
+        self.span: str | None = None
+        self.parent: str | None = None
+        self.status: str | None = None
+        self.items = 0
+        self.total: int | None = None
+        self.warnings = 0
+        self.errors = 0
+        self._token: Any = None
+        self._prev: Phase | None = None
+        self._pid = 0
+        self._t0 = 0
+        self._cpu0 = 0
+        self._ccpu0 = 0.0
+        self._rss0: int | None = None
+        self.peak_rss: int | None = None
+        self._prog_t = 0.0
+        self._last_activity = 0.0
+
+    # -- context manager, sync and async ------------------------------------------------
+    def __enter__(self) -> Phase:
+        try:
+            self._run._begin(self, True)
+        except Exception as exc:
+            self._run.monitor._internal("phase enter", exc)
+        return self
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            self._run._finish(self, exc, True)
+        except Exception as e:
+            self._run.monitor._internal("phase exit", e)
+        return False  # the host's exception propagates unchanged
+
+    async def __aenter__(self) -> Phase:
+        return self.__enter__()
+
+    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        return self.__exit__(et, exc, tb)
+
+    # -- decorator ----------------------------------------------------------------------
+    def __call__(self, fn: F) -> F:
+        run, key, name, meta, parent = self._run, self.key, self.name, self.meta, self._parent_arg
+        q = (self._qkey, self._qname)
+        code = getattr(fn, "__code__", None)
+        # CO_COROUTINE | CO_ITERABLE_COROUTINE, read from the code object so that we do
+        # not import inspect or asyncio (tens of ms) just to decorate a function.
+        if code is not None and code.co_flags & 0x180:
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                async with Phase(run, key, name, meta, parent, q):
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Phase(run, key, name, meta, parent, q):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    # -- the handle -----------------------------------------------------------------------
+    def add_items(self, n: int = 1) -> None:
+        """Count ``n`` more items processed (progress and items/s)."""
+        try:
+            self.items += int(n)
+            t = time.monotonic()
+            self._last_activity = t
+            if t - self._prog_t >= PROGRESS_EVERY_S and self.span is not None:
+                self._prog_t = t
+                self._run._progress(self)
+        except Exception as exc:
+            self._run.monitor._internal("add_items", exc)
+
+    def set_total(self, n: int) -> None:
+        """Declare how many items this phase will process (progress % and ETA)."""
+        try:
+            self.total = int(n)
+            self._last_activity = self._prog_t = time.monotonic()
+            if self.span is not None:
+                self._run._progress(self)
+        except Exception as exc:
+            self._run.monitor._internal("set_total", exc)
+
+    def artifact(self, path: str | os.PathLike[str], **meta: Any) -> None:
+        """Record an output file; its size is recorded when the file exists."""
+        self._run._artifact(path, self, meta)
+
+    def metric(self, name: str, value: float, **meta: Any) -> None:
+        """Record a custom metric value, attributed to this phase."""
+        self._run._metric(name, value, self, meta)
+
+    def warning(self, msg: str) -> None:
+        """Record a warning attributed to this phase."""
+        self._run._log("warning", msg, self, "api")
+
+    def error(self, msg: str) -> None:
+        """Record an error attributed to this phase (the phase itself goes on)."""
+        self._run._log("error", msg, self, "api")
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the phase started (0 before it starts)."""
+        return (_perf_ns() - self._t0) / 1e9 if self._t0 else 0.0
+
+    def __repr__(self) -> str:
+        return f"<Phase {self.key!r} span={self.span} status={self.status or 'open'}>"
+
+
+class Run:
+    """One run: the unit a log, a report and a dashboard page describe.
+
+    The owner process writes ``run_start``/``run_end``; a process that joins the run (a
+    worker) writes ``process_start``/``process_end`` and never ends it.
+    """
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        run_id: str,
+        path: str,
+        *,
+        name: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        plan: list[dict[str, Any]] | None = None,
+        owner: bool = True,
+    ) -> None:
+        self.monitor = monitor
+        self.id = run_id
+        self.name = name or run_id
+        self.meta = dict(meta) if meta else {}
+        self.plan = plan or []
+        self.owner = owner
+        self.writer = LogWriter(path, run_id)
+        self.path = self.writer.path
+        self.active: dict[str, Phase] = {}
+        self._explicit: dict[str, list[Phase]] = {}
+        self._explicit_done: set[str] = set()
+        self.live = False  # run_start / process_start written
+        self.ended = False
+        self.status: str | None = None
+        self._t0 = 0
+        self._env_saved: dict[str, str | None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> Run:
+        """Write ``run_start`` (or ``process_start`` for a joined run). Idempotent."""
+        try:
+            if not self.live and not self.ended:
+                self._announce()
+        except Exception as exc:
+            self.monitor._internal("run start", exc)
+        return self
+
+    def _announce(self) -> None:
+        self.live = True
+        self._t0 = _perf_ns()
+        mon = self.monitor
+        common = {
+            "host": mon.host,
+            "argv": list(sys.argv),
+            "pid_start": mon._pid_start(),
+        }
+        if self.owner:
+            fields: dict[str, Any] = {
+                "v": E.SCHEMA_VERSION,
+                "name": self.name,
+                **common,
+                "python": sys.version.split()[0],
+                "cwd": os.getcwd(),
+                "plan": self.plan,
+                "meta": self.meta,
+                "sample_interval": mon.sample_interval,
+                "ncpu": os.cpu_count(),
+            }
+            self._emit(E.RUN_START, fields)
+            if self is mon._main:
+                self._env_saved = {k: os.environ.get(k) for k in (ENV_LOG, ENV_RUN)}
+                os.environ[ENV_LOG] = self.path
+                os.environ[ENV_RUN] = self.id
+        else:
+            self._emit(E.PROCESS_START, {"ppid": os.getppid(), **common})
+        mon._run_started(self)
+
+    def end(self, status: str = E.COMPLETED, error: BaseException | None = None) -> None:
+        """Write ``run_end`` (``process_end`` for a joined run). Idempotent."""
+        try:
+            if self.ended:
+                return
+            if not self.live:
+                self._announce()
+            self.ended = True
+            self.status = status
+            mon = self.monitor
+            mon._run_ending(self)
+            fields: dict[str, Any] = {"status": status}
+            fields["duration_ms"] = round((_perf_ns() - self._t0) / 1e6, 3)
+            if error is not None:
+                fields["error"] = _format_error(error)
+            if self.owner:
+                open_spans = list(self.active)
+                if open_spans:
+                    fields["open_spans"] = open_spans
+                fields["counters"] = self.health()
+                self._emit(E.RUN_END, fields)
+            else:
+                self._emit(E.PROCESS_END, fields)
+            if self._env_saved is not None:
+                for k, v in self._env_saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+                self._env_saved = None
+        except Exception as exc:
+            self.monitor._internal("run end", exc)
+
+    def __enter__(self) -> Run:
+        return self.start()
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            self.end(E.COMPLETED)
+        elif _is_cancel(exc) and not isinstance(exc, SystemExit):
+            self.end(E.CANCELLED, exc)
+        elif isinstance(exc, SystemExit) and exc.code in (0, None):
+            self.end(E.COMPLETED)
+        else:
+            self.end(E.FAILED, exc)
+        return False
+
+    def environ(self) -> dict[str, str]:
+        """Environment variables that make a child process join this run."""
+        return {ENV_LOG: self.path, ENV_RUN: self.id}
+
+    def health(self) -> dict[str, Any]:
+        h: dict[str, Any] = dict(self.writer.health())
+        h.update(self.monitor._health())
+        return h
+
+    # -- phases -------------------------------------------------------------------------
+    def phase(
+        self,
+        key: str,
+        name: str | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        parent: Phase | str | None = None,
+    ) -> Phase:
+        """A phase of this run: ``with``, ``async with``, or ``@decorator``."""
+        return Phase(self, _check_key(key), name, meta, parent)
+
+    def start_phase(
+        self,
+        key: str,
+        name: str | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        parent: Phase | str | None = None,
+    ) -> Phase:
+        """Start a phase without a ``with`` block (orchestrators). Returns its handle."""
+        h = Phase(self, _check_key(key), name, meta, parent)
+        try:
+            self._begin(h, False)
+        except Exception as exc:
+            self.monitor._internal("start_phase", exc)
+        with self.monitor._lock:
+            self._explicit.setdefault(key, []).append(h)
+            self._explicit_done.discard(key)
+        return h
+
+    def _take_explicit(self, phase: Phase | str, verb: str) -> Phase:
+        if isinstance(phase, Phase):
+            key = phase.key
+        else:
+            key = _check_key(phase)
+        with self.monitor._lock:
+            stack = self._explicit.get(key)
+            if not stack:
+                if key in self._explicit_done:
+                    raise ValueError(f"cannot {verb} phase {key!r}: it was already completed")
+                raise ValueError(f"cannot {verb} phase {key!r}: it was never started")
+            if isinstance(phase, Phase):
+                if phase not in stack:
+                    raise ValueError(f"cannot {verb} phase {key!r}: this handle is not open")
+                stack.remove(phase)
+                h = phase
+            else:
+                h = stack.pop()
+            if not stack:
+                del self._explicit[key]
+                self._explicit_done.add(key)
+        return h
+
+    def complete_phase(
+        self,
+        phase: Phase | str,
+        *,
+        artifacts: Iterable[str | os.PathLike[str]] = (),
+        metrics: Mapping[str, float] | None = None,
+        items: int | None = None,
+    ) -> None:
+        """Complete a phase started with ``start_phase`` (by key or handle)."""
+        h = self._take_explicit(phase, "complete")
+        try:
+            for a in artifacts:
+                self._artifact(a, h, {})
+            for k, v in (metrics or {}).items():
+                self._metric(k, v, h, {})
+            if items is not None:
+                h.items += int(items)
+            self._finish(h, None, False)
+        except Exception as exc:
+            self.monitor._internal("complete_phase", exc)
+
+    def fail_phase(self, phase: Phase | str, error: BaseException | str) -> None:
+        """Mark a phase started with ``start_phase`` failed."""
+        h = self._take_explicit(phase, "fail")
+        try:
+            exc = error if isinstance(error, BaseException) else RuntimeError(str(error))
+            self._finish(h, exc, False)
+        except Exception as e:
+            self.monitor._internal("fail_phase", e)
+
+    # -- recording internals (hot path) -------------------------------------------------
+    def _begin(self, h: Phase, ctx: bool) -> None:
+        if not self.live:
+            self.start()
+        pid = _pid
+        if h.span is not None and h.status is None and h._pid == pid:
+            self.monitor._internal("phase entered twice", None)
+            return
+        prev = _current.get()
+        parg = h._parent_arg
+        if parg is None:
+            # The nearest open phase of this run in this process (a phase of another run,
+            # or one inherited from the parent across a fork, is not our parent).
+            p = prev
+            while p is not None and (p._run is not self or p._pid != pid or p.status is not None):
+                p = p._prev
+            parent = p.span if p is not None else None
+        elif isinstance(parg, Phase):
+            parent = parg.span
+        else:
+            parent = str(parg)
+        span = _span_prefix + str(next(_spans))
+        h.span = span
+        h.parent = parent
+        h._prev = prev
+        h._pid = pid
+        h.status = None
+        mon = self.monitor
+        h._rss0 = h.peak_rss = mon._rss
+        h._ccpu0 = mon._children_cpu()
+        if ctx:
+            h._token = _current.set(h)
+        else:
+            _current.set(h)
+        self.active[span] = h
+        body = (
+            f',"span":"{span}","phase":{h._qkey},"name":{h._qname},'
+            f'"parent":{"null" if parent is None else quote(parent)},'
+            f'"thread":{quote(threading.current_thread().name)}'
+        )
+        if h.meta:
+            body += ',"meta":' + dumps(h.meta)
+        h._cpu0 = _cpu_ns()
+        h._t0 = t0 = _perf_ns()
+        h._last_activity = t0 / 1e9
+        self.writer.emit("phase_start", _wall(), body)
+
+    def _finish(self, h: Phase, exc: BaseException | None, ctx: bool) -> None:
+        t1 = _perf_ns()
+        cpu1 = _cpu_ns()
+        if h._pid != _pid:
+            # A forked child leaving a phase its parent opened: not ours to end.
+            if ctx and h._token is not None:
+                _reset(h)
+            return
+        if h.status is not None or h.span is None:
+            return
+        if exc is None:
+            status = "completed"
+        elif _is_cancel(exc):
+            status = "cancelled"
+        else:
+            status = "failed"
+        h.status = status
+        self.active.pop(h.span, None)
+        if ctx:
+            _reset(h)
+        elif _current.get() is h:
+            _current.set(h._prev)
+        mon = self.monitor
+        parent = h.parent
+        body = (
+            f',"span":"{h.span}","phase":{h._qkey},"name":{h._qname},'
+            f'"parent":{"null" if parent is None else quote(parent)},"status":"{status}",'
+            f'"duration_ms":{(t1 - h._t0) / 1e6:.3f},"cpu_ms":{(cpu1 - h._cpu0) / 1e6:.3f}'
+        )
+        ccpu = mon._children_cpu() - h._ccpu0
+        if ccpu > 0:
+            body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
+        rss = mon._rss
+        if rss is not None:
+            peak = h.peak_rss
+            if peak is None or rss > peak:
+                peak = rss
+            body += f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
+            if h._rss0 is not None:
+                body += f',"rss_start_bytes":{h._rss0}'
+        if h.items:
+            body += f',"items":{h.items}'
+        if h.total is not None:
+            body += f',"total":{h.total}'
+        if h.warnings:
+            body += f',"warnings":{h.warnings}'
+        if h.errors:
+            body += f',"errors":{h.errors}'
+        if exc is not None and status != "completed":
+            body += ',"error":' + dumps(_format_error(exc))
+        self.writer.emit("phase_end", _wall(), body)
+        hook = mon._phase_end_hook
+        if hook is not None:
+            hook(self, h, status, (t1 - h._t0) / 1e6)
+
+    def _progress(self, h: Phase) -> None:
+        body = f',"span":"{h.span}","phase":{h._qkey},"items":{h.items}'
+        if h.total is not None:
+            body += f',"total":{h.total}'
+        self.writer.emit(E.PROGRESS, _wall(), body)
+
+    def _target(self, h: Phase | None) -> Phase | None:
+        if h is None:
+            h = _current.get()
+        if h is not None and (h._run is not self or h._pid != _pid):
+            return None
+        return h
+
+    def _event(self, ev: str, fields: dict[str, Any], h: Phase | None) -> None:
+        if h is not None and h.span is not None:
+            fields["span"] = h.span
+            fields["phase"] = h.key
+            h._last_activity = time.monotonic()
+        self._emit(ev, fields)
+
+    def _emit(self, ev: str, fields: Mapping[str, Any]) -> None:
+        if not self.live and ev not in (E.RUN_START, E.PROCESS_START):
+            self.start()
+        body = dumps(fields)
+        self.writer.emit(ev, _wall(), "," + body[1:-1] if len(body) > 2 else "")
+
+    def _log(self, level: str, msg: Any, h: Phase | None, source: str, **extra: Any) -> None:
+        try:
+            h = self._target(h)
+            if h is not None:
+                if level == "error":
+                    h.errors += 1
+                else:
+                    h.warnings += 1
+            text = msg if isinstance(msg, str) else str(msg)
+            fields: dict[str, Any] = {"level": level, "msg": clip(text, E.MESSAGE_LIMIT)}
+            fields["source"] = source
+            fields.update(extra)
+            self._event(E.LOG, fields, h)
+        except Exception as exc:
+            self.monitor._internal("log", exc)
+
+    def _artifact(self, path: Any, h: Phase | None, meta: Mapping[str, Any]) -> None:
+        try:
+            h = self._target(h)
+            p = os.fspath(path)
+            fields: dict[str, Any] = {"path": p if isinstance(p, str) else p.decode(errors="replace")}
+            try:
+                st = os.stat(p)
+                fields["bytes"] = st.st_size
+            except OSError:
+                fields["exists"] = False
+            if meta:
+                fields["meta"] = dict(meta)
+            self._event(E.ARTIFACT, fields, h)
+        except Exception as exc:
+            self.monitor._internal("artifact", exc)
+
+    def _metric(self, name: Any, value: Any, h: Phase | None, meta: Mapping[str, Any]) -> None:
+        try:
+            h = self._target(h)
+            fields: dict[str, Any] = {"name": str(name)}
+            v = E.number(value)
+            fields["value"] = None if v == "null" else (int(v) if type(value) is int else float(v))
+            if meta:
+                fields["meta"] = dict(meta)
+            self._event(E.METRIC, fields, h)
+        except Exception as exc:
+            self.monitor._internal("metric", exc)
+
+    # -- module-level-style conveniences ------------------------------------------------
+    def artifact(self, path: str | os.PathLike[str], **meta: Any) -> None:
+        """Record an artifact of the active phase (or of the run)."""
+        self._artifact(path, None, meta)
+
+    def metric(self, name: str, value: float, **meta: Any) -> None:
+        """Record a metric of the active phase (or of the run)."""
+        self._metric(name, value, None, meta)
+
+    def warning(self, msg: str) -> None:
+        self._log("warning", msg, None, "api")
+
+    def error(self, msg: str) -> None:
+        self._log("error", msg, None, "api")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON-ready view of this run (``docs/FORMAT.md``)."""
+        return self.monitor.snapshot(self.id)
+
+
+def _reset(h: Phase) -> None:
+    tok = h._token
+    h._token = None
+    try:
+        _current.reset(tok)
+    except (ValueError, RuntimeError, TypeError):
+        # Exited in another context than it entered (a generator, a task switch):
+        # fall back to restoring the phase that was current on entry.
+        _current.set(h._prev)
+
+
+_monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
+_active: list[Monitor] = []  # monitors inside their ``with`` block, innermost last
+
+
+class Monitor:
+    """Records the runs of a pipeline into JSON-lines run logs.
+
+    ``path`` ending in ``.jsonl`` is one log file (several runs may share it); any other
+    path is a directory holding one ``<run_id>.jsonl`` per run, whose earlier runs are the
+    history of this one.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "atroz-runs",
+        *,
+        plan: Any = None,
+        sample_interval: float | None = 0.5,
+        meta: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        run_id: str | None = None,
+        capture: bool = True,
+        history: Iterable[str | os.PathLike[str]] | None = None,
+        max_phases: int = 10_000,
+        proc: str = "/proc",
+        _join: bool = False,
+    ) -> None:
+        p = os.fspath(path)
+        if not isinstance(p, str) or not p:
+            raise ValueError(f"path must be a file or directory path, not {path!r}")
+        if sample_interval is not None and (
+            isinstance(sample_interval, bool)
+            or not isinstance(sample_interval, (int, float))
+            or not sample_interval > 0
+            or sample_interval != sample_interval
+        ):
+            raise ValueError(
+                f"sample_interval must be a positive number of seconds or None, "
+                f"not {sample_interval!r}"
+            )
+        if not isinstance(max_phases, int) or max_phases < 1:
+            raise ValueError(f"max_phases must be a positive integer, not {max_phases!r}")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise ValueError(f"meta must be a mapping, not {type(meta).__name__}")
+        if run_id is not None and not _RUN_ID_RE.match(run_id):
+            raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {run_id!r}")
+        self.plan = _normalize_plan(plan)
+        self.sample_interval = float(sample_interval) if sample_interval is not None else None
+        self.capture = bool(capture)
+        self.max_phases = max_phases
+        self.proc = proc
+        self.host = os.uname().nodename if hasattr(os, "uname") else "unknown"
+        self.is_dir = not (p.endswith(".jsonl") or _join)
+        if self.is_dir:
+            try:
+                os.makedirs(p, exist_ok=True)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot create the run directory {p!r}: {exc.strerror}")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise PermissionError(f"the run directory {p!r} is not writable")
+        self.path = os.path.abspath(p)
+        self.history_paths = [os.fspath(h) for h in history or ()]
+        self._lock = threading.RLock()
+        self._runs: dict[str, Run] = {}
+        self._internal_errors = 0
+        self._internal_last: str | None = None
+        self._internal_warned = False
+        self._rss: int | None = None  # latest sampled RSS (bytes)
+        self._ccpu_s: float | None = None  # latest sampled children CPU seconds
+        self._sampler: Any = None
+        self._sampler_done: Any = None  # the stopped sampler, for its final counters
+        self._capture_installed = False
+        self._phase_end_hook: Callable[[Run, Phase, str, float], None] | None = None
+        self._view: Any = None
+        self._entered = False
+        rid = run_id or new_run_id()
+        # Construct the main run now so that an unwritable path fails here, not later.
+        self._main = self._new_run(rid, name=name, meta=meta, plan=self.plan, owner=not _join)
+        _monitors.add(self)
+
+    # -- runs ---------------------------------------------------------------------------
+    def _new_run(self, run_id: str, **kw: Any) -> Run:
+        file = os.path.join(self.path, run_id + ".jsonl") if self.is_dir else self.path
+        if self.is_dir and os.path.exists(file) and kw.get("owner", True):
+            raise ValueError(f"run {run_id!r} already exists in {self.path}")
+        try:
+            run = Run(self, run_id, file, **kw)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write the run log {file!r}: {exc.strerror}")
+        with self._lock:
+            self._runs[run_id] = run
+        return run
+
+    @property
+    def run_id(self) -> str:
+        return self._main.id
+
+    @property
+    def main(self) -> Run:
+        """The run this monitor records by default."""
+        return self._main
+
+    def run(
+        self,
+        run_id: str | None = None,
+        *,
+        name: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        plan: Any = None,
+    ) -> Run:
+        """Start another concurrent run (a job) with its own ``.phase()``; end it with
+        ``with`` or ``.end()``."""
+        rid = run_id or new_run_id()
+        if not _RUN_ID_RE.match(rid):
+            raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {rid!r}")
+        with self._lock:
+            if rid in self._runs:
+                raise ValueError(f"run {rid!r} already exists in this monitor")
+        run = self._new_run(
+            rid, name=name, meta=meta, plan=_normalize_plan(plan) if plan is not None else []
+        )
+        return run.start()
+
+    def runs(self) -> list[Run]:
+        with self._lock:
+            return list(self._runs.values())
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> Monitor:
+        """Start the main run (``with Monitor(...)`` does this)."""
+        self._main.start()
+        return self
+
+    def close(self, status: str = E.COMPLETED, error: BaseException | None = None) -> None:
+        """End every run this monitor still has open, the main run last."""
+        for run in self.runs():
+            if run is not self._main and run.live and not run.ended:
+                run.end(status if run.owner else E.COMPLETED)
+        self._main.end(status, error)
+
+    def __enter__(self) -> Monitor:
+        self._entered = True
+        _active.append(self)
+        self._main.start()
+        return self
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+                self.close(E.COMPLETED)
+            elif _is_cancel(exc):
+                self.close(E.CANCELLED, exc)
+            else:
+                self.close(E.FAILED, exc)
+        finally:
+            if self in _active:
+                _active.remove(self)
+        return False
+
+    # -- the default run's API ----------------------------------------------------------
+    def phase(
+        self,
+        key: str,
+        name: str | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        parent: Phase | str | None = None,
+    ) -> Phase:
+        """A phase of the main run: ``with``, ``async with`` or ``@decorator``."""
+        return self._main.phase(key, name, meta=meta, parent=parent)
+
+    def start_phase(self, key: str, name: str | None = None, **kw: Any) -> Phase:
+        return self._main.start_phase(key, name, **kw)
+
+    def complete_phase(self, phase: Phase | str, **kw: Any) -> None:
+        self._main.complete_phase(phase, **kw)
+
+    def fail_phase(self, phase: Phase | str, error: BaseException | str) -> None:
+        self._main.fail_phase(phase, error)
+
+    def artifact(self, path: str | os.PathLike[str], **meta: Any) -> None:
+        self._main.artifact(path, **meta)
+
+    def metric(self, name: str, value: float, **meta: Any) -> None:
+        self._main.metric(name, value, **meta)
+
+    def warning(self, msg: str) -> None:
+        self._main.warning(msg)
+
+    def error(self, msg: str) -> None:
+        self._main.error(msg)
+
+    # -- reading back -------------------------------------------------------------------
+    def snapshot(self, run_id: str | None = None) -> dict[str, Any]:
+        """The JSON-ready view of a run (the main one by default), built by the same reducer
+        that reads files, from this run's log (worker processes included)."""
+        from .live import LiveView
+
+        try:
+            with self._lock:
+                if self._view is None:
+                    self._view = LiveView(self)
+                view = self._view
+            return view.snapshot(run_id or self._main.id)  # type: ignore[no-any-return]
+        except Exception as exc:
+            self._internal("snapshot", exc)
+            return {"run": {"id": run_id or self._main.id}, "error": f"{type(exc).__name__}: {exc}"}
+
+    # -- health -------------------------------------------------------------------------
+    def _internal(self, where: str, exc: BaseException | None) -> None:
+        self._internal_errors += 1
+        self._internal_last = f"{where}: {type(exc).__name__}: {exc}" if exc else where
+        if not self._internal_warned:
+            self._internal_warned = True
+            try:
+                sys.stderr.write(
+                    f"atroz_monitor: internal error ({self._internal_last}); the pipeline goes "
+                    "on, further errors are counted\n"
+                )
+            except Exception:
+                pass
+
+    def _health(self) -> dict[str, Any]:
+        h: dict[str, Any] = {
+            "internal_errors": self._internal_errors,
+            "last_internal_error": self._internal_last,
+        }
+        s = self._sampler or self._sampler_done
+        if s is not None:
+            h.update(s.health())
+        return h
+
+    def _pid_start(self) -> int | None:
+        try:
+            from .procfs import pid_start_time
+
+            return pid_start_time(os.getpid(), self.proc)
+        except Exception:
+            return None
+
+    def _children_cpu(self) -> float:
+        c = self._ccpu_s
+        if c is not None:
+            return c
+        if self._sampler is None:
+            t = os.times()
+            return t[2] + t[3]
+        return 0.0
+
+    # -- run start/end side effects -----------------------------------------------------
+    def _run_started(self, run: Run) -> None:
+        if run.owner:
+            if self.sample_interval is not None and self._sampler is None:
+                from .sampler import Sampler
+
+                self._sampler = Sampler(self, self.sample_interval, self.proc)
+                self._sampler.start()
+            if self.capture and not self._capture_installed:
+                from . import capture
+
+                capture.install(self)
+                self._capture_installed = True
+
+    def _run_ending(self, run: Run) -> None:
+        if run is not self._main:
+            return
+        s = self._sampler
+        if s is not None:
+            s.stop()  # one final sample, so short runs have at least one
+            self._sampler = None
+            self._sampler_done = s
+        if self._capture_installed:
+            from . import capture
+
+            capture.uninstall(self)
+            self._capture_installed = False
+
+    def _owned_live_runs(self) -> list[Run]:
+        with self._lock:
+            return [r for r in self._runs.values() if r.owner and r.live and not r.ended]
+
+    # -- fork ---------------------------------------------------------------------------
+    def _after_fork_child(self) -> None:
+        self._lock = threading.RLock()
+        self._sampler = None  # threads do not survive fork; the parent samples the tree
+        self._rss = None
+        self._ccpu_s = None
+        self._view = None
+        for run in self._runs.values():
+            run.active = {}
+            run._explicit = {}
+            run._env_saved = None
+            if run.live and not run.ended:
+                # The child joins the run: process_start on its first event, never run_end.
+                run.owner = False
+                run.live = False
+
+
+def _after_fork_child() -> None:
+    global _pid, _span_prefix, _spans
+    _pid = os.getpid()
+    _span_prefix = f"{_pid}."
+    _spans = itertools.count(1)
+    for m in list(_monitors):
+        try:
+            m._after_fork_child()
+        except Exception:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_child)
+
+
+# -- the process-wide default monitor ---------------------------------------------------
+_default: Monitor | None = None
+_default_lock = threading.Lock()
+_default_auto = False  # created by us (configure or the environment): we end it at exit
+
+
+def configure(path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Monitor:
+    """Set the process-wide monitor used by ``atroz_monitor.phase(...)``.
+
+    Without a path, ``ATROZ_MONITOR_LOG`` names it (and ``ATROZ_MONITOR_RUN`` joins a run
+    another process owns). The run starts at the first phase and ends at interpreter exit,
+    or at ``atroz_monitor.shutdown()``.
+    """
+    global _default, _default_auto
+    with _default_lock:
+        old = _default
+        _default = _from_env(path, kwargs)
+        _default_auto = True
+    if old is not None and old is not _default:
+        old.close()
+    return _default
+
+
+def _from_env(path: Any, kwargs: dict[str, Any]) -> Monitor:
+    env_log = os.environ.get(ENV_LOG)
+    env_run = os.environ.get(ENV_RUN)
+    if path is None:
+        if not env_log:
+            raise ValueError(f"no path given and {ENV_LOG} is not set")
+        if env_run:
+            if not _RUN_ID_RE.match(env_run):
+                raise ValueError(f"{ENV_RUN} is not a valid run id: {env_run!r}")
+            kwargs.setdefault("sample_interval", None)  # the owner samples the tree
+            return Monitor(env_log, run_id=env_run, _join=True, **kwargs)
+        path = env_log
+    return Monitor(path, **kwargs)
+
+
+def default_monitor() -> Monitor | None:
+    """The monitor ``atroz_monitor.phase`` records into: the innermost ``with Monitor``,
+    else the configured one, else one built from ``ATROZ_MONITOR_LOG``; None without any."""
+    global _default, _default_auto
+    if _active:
+        return _active[-1]
+    if _default is not None:
+        return _default
+    if not os.environ.get(ENV_LOG):
+        return None
+    with _default_lock:
+        if _default is None:
+            try:
+                _default = _from_env(None, {})
+                _default_auto = True
+            except Exception as exc:
+                sys.stderr.write(f"atroz_monitor: cannot record ({exc}); phases are not logged\n")
+                return None
+    return _default
+
+
+class _NullPhase:
+    """What ``atroz_monitor.phase`` gives with no monitor configured: records nothing."""
+
+    key = name = ""
+    span = parent = status = None
+    items = warnings = errors = 0
+    total = None
+
+    def __enter__(self) -> _NullPhase:
+        return self
+
+    def __exit__(self, *a: Any) -> bool:
+        return False
+
+    async def __aenter__(self) -> _NullPhase:
+        return self
+
+    async def __aexit__(self, *a: Any) -> bool:
+        return False
+
+    def __call__(self, fn: F) -> F:
+        return fn
+
+    def add_items(self, n: int = 1) -> None: ...
+    def set_total(self, n: int) -> None: ...
+    def artifact(self, path: Any, **meta: Any) -> None: ...
+    def metric(self, name: str, value: float, **meta: Any) -> None: ...
+    def warning(self, msg: str) -> None: ...
+    def error(self, msg: str) -> None: ...
+
+
+_warned_unconfigured = False
+
+
+def phase(
+    key: str,
+    name: str | None = None,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    parent: Phase | str | None = None,
+) -> Phase | _NullPhase:
+    """A phase of the process-wide default run (see ``configure``)."""
+    global _warned_unconfigured
+    _check_key(key)
+    mon = default_monitor()
+    if mon is None:
+        if not _warned_unconfigured:
+            _warned_unconfigured = True
+            sys.stderr.write(
+                f"atroz_monitor: no monitor configured (call atroz_monitor.configure(path) or "
+                f"set {ENV_LOG}); phases are not recorded\n"
+            )
+        return _NullPhase()
+    h = _current.get()
+    # Inside a phase of a concurrent run (a job), a sub-phase belongs to that job's run.
+    run = h._run if h is not None and h._pid == _pid and h.status is None else mon._main
+    return run.phase(key, name, meta=meta, parent=parent)
+
+
+def shutdown(status: str = E.COMPLETED) -> None:
+    """End the default monitor's runs (also done at interpreter exit)."""
+    global _default
+    with _default_lock:
+        m, _default = _default, None
+    if m is not None:
+        m.close(status)
+
+
+def _at_exit() -> None:
+    # Runs left open at exit (a default monitor, a Monitor never closed) end here; a
+    # joined worker writes its process_end. An uncaught exception makes the run failed.
+    failed = getattr(sys, "last_value", None) is not None or _uncaught
+    status = E.FAILED if failed else E.COMPLETED
+    for m in list(_monitors):
+        try:
+            for run in m.runs():
+                if run.live and not run.ended and (run.owner or run.writer.pid == os.getpid()):
+                    run.end(status if run.owner else E.COMPLETED)
+        except Exception:
+            pass
+
+
+_uncaught = False
+_prev_excepthook = sys.excepthook
+
+
+def _excepthook(et: Any, ev: Any, tb: Any) -> None:
+    global _uncaught
+    _uncaught = True
+    _prev_excepthook(et, ev, tb)
+
+
+sys.excepthook = _excepthook
+atexit.register(_at_exit)

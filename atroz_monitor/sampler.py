@@ -1,0 +1,110 @@
+"""The sampling thread: one reading of the process tree every ``interval`` seconds.
+
+Each tick reads /proc through kept file descriptors (``procfs.TreeSampler``), publishes the
+latest RSS and children's CPU for phase boundaries to use (so ``phase()`` itself never reads
+/proc), raises the peak RSS of every open phase, and writes one ``sample`` event to each
+live run this process owns. Without /proc, CPU comes from ``os.times`` and RSS is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
+
+
+class Sampler:
+    def __init__(self, monitor: Monitor, interval: float, proc: str = "/proc") -> None:
+        from .procfs import RusageSampler, TreeSampler
+
+        self.monitor = monitor
+        self.interval = interval
+        tree: Any = TreeSampler(os.getpid(), proc)
+        if not tree.available:
+            tree.close()
+            tree = RusageSampler()
+        self._tree = tree
+        self.source = "procfs" if isinstance(tree, TreeSampler) else "rusage"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.samples = 0
+        self.errors = 0
+        self.missed = 0
+        self.last_error: str | None = None
+        self.tick_hooks: list[Any] = []  # callables(reading, now) run after each sample
+
+    def start(self) -> None:
+        self._tick()  # a first reading at once: phases can carry RSS from the start
+        t = threading.Thread(target=self._loop, name="atroz-sampler", daemon=True)
+        self._thread = t
+        t.start()
+
+    def _loop(self) -> None:
+        interval = self.interval
+        deadline = time.monotonic()
+        while True:
+            deadline += interval
+            timeout = deadline - time.monotonic()
+            if timeout < 0:
+                # Behind schedule (a starved thread): skip the lost ticks instead of
+                # bursting to catch up, and count them.
+                skipped = int(-timeout // interval) + 1
+                self.missed += skipped
+                deadline += skipped * interval
+                timeout = deadline - time.monotonic()
+            if self._stop.wait(max(timeout, 0.0)):
+                return
+            self._tick()
+
+    def _tick(self) -> None:
+        mon = self.monitor
+        try:
+            reading = self._tree.read()
+        except Exception as exc:  # never let the thread die: count and go on
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return
+        self.samples += 1
+        rss = reading.get("rss_bytes")
+        mon._rss = rss
+        ccpu = reading.get("children_cpu_s")
+        if ccpu is not None:
+            mon._ccpu_s = ccpu
+        for run in mon._owned_live_runs():
+            active = list(run.active.values())  # one C-level copy: atomic under the GIL
+            if rss is not None:
+                for h in active:
+                    if h.peak_rss is None or rss > h.peak_rss:
+                        h.peak_rss = rss
+            # Two decimals are plenty for percentages and seconds, and keep lines short.
+            fields = {k: round(v, 2) if type(v) is float else v for k, v in reading.items()}
+            fields["spans"] = [h.span for h in active]
+            run._emit("sample", fields)
+        for hook in self.tick_hooks:
+            try:
+                hook(reading)
+            except Exception as exc:
+                mon._internal("sampler hook", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=max(2.0, 2 * self.interval))
+        self._tick()  # a final reading: even a run shorter than one interval has samples
+        try:
+            self._tree.close()
+        except Exception:
+            pass
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "sample_errors": self.errors,
+            "samples_missed": self.missed,
+            "sample_source": self.source,
+        }

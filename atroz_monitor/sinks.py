@@ -1,0 +1,138 @@
+"""Where event lines go: whole-line appends to a run log.
+
+One ``os.write`` of one whole line on an ``O_APPEND`` descriptor, under a per-file lock:
+the kernel appends each write atomically at the end of a regular file, so threads and
+separate processes sharing one log never interleave or tear lines. Write failures
+(ENOSPC, EACCES, EBADF, EIO, ...) never raise: they are counted, reported once on
+stderr, and visible in the monitor's health counters and in ``run_end``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+
+from .events import quote
+
+_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+class LogWriter:
+    """Appends the events of one run, from this process, to one file.
+
+    ``seq`` is per writer (one run in one process), so a reader can detect gaps. The seq
+    is assigned under the same lock as the write, so file order equals seq order.
+    """
+
+    __slots__ = (
+        "path",
+        "run",
+        "pid",
+        "_fd",
+        "_lock",
+        "_seq",
+        "_rp",
+        "written",
+        "write_errors",
+        "lost",
+        "last_error",
+        "_warned",
+        "__weakref__",
+    )
+
+    def __init__(self, path: str | os.PathLike[str], run: str) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.run = run
+        # Raises OSError at construction: an unwritable path is the caller's error to see.
+        self._fd: int = os.open(self.path, _FLAGS, 0o644)
+        self._lock = threading.Lock()
+        self.written = 0
+        self.write_errors = 0
+        self.lost = 0
+        self.last_error: str | None = None
+        self._warned = False
+        self._reset_identity()
+        _writers.add(self)
+
+    def _reset_identity(self) -> None:
+        self.pid = os.getpid()
+        self._seq = 0
+        self._rp = f'"run":{quote(self.run)},"pid":{self.pid},"seq":'
+
+    def emit(self, ev: str, ts: float, body: str = "") -> int:
+        """Write one event; ``body`` is pre-encoded JSON members starting with a comma.
+
+        Returns the event's seq, or 0 when it could not be written.
+        """
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+            data = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq}{body}}}\n'.encode("ascii")
+            try:
+                n = os.write(self._fd, data)
+                while n < len(data):
+                    # A short write (a nearly full disk): finish the line so it is whole.
+                    data = data[n:]
+                    n = os.write(self._fd, data)
+                    if n == 0:
+                        raise OSError(28, "short write")
+            except OSError as exc:
+                self._failed(exc)
+                return 0
+            except Exception as exc:  # e.g. ValueError from a closed descriptor number
+                self._failed(OSError(9, str(exc)))
+                return 0
+            self.written += 1
+            return seq
+
+    def _failed(self, exc: OSError) -> None:
+        self.write_errors += 1
+        self.lost += 1
+        self.last_error = f"{exc.strerror or exc} (errno {exc.errno})"
+        if not self._warned:
+            self._warned = True
+            try:
+                sys.stderr.write(
+                    f"atroz_monitor: cannot write to {self.path}: {self.last_error}; "
+                    "further failures are counted, not reported\n"
+                )
+            except Exception:
+                pass
+
+    def health(self) -> dict[str, object]:
+        return {
+            "events_written": self.written,
+            "write_errors": self.write_errors,
+            "events_lost": self.lost,
+            "last_write_error": self.last_error,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    pass
+                self._fd = -1
+
+    def _after_fork_child(self) -> None:
+        # A lock held by another thread at fork time stays held forever in the child.
+        self._lock = threading.Lock()
+        self._reset_identity()
+        self.written = self.write_errors = self.lost = 0
+        self._warned = False
+
+
+_writers: weakref.WeakSet[LogWriter] = weakref.WeakSet()
+
+
+def _after_fork_child() -> None:
+    for w in list(_writers):
+        w._after_fork_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_child)

@@ -1,0 +1,516 @@
+"""The reducer: ``apply(state, event)`` folds events into state. Pure: no I/O, clock or threads.
+
+The live monitor, ``serve`` over files written by other processes, and ``report`` all build
+state with this one function, so a run looks the same watched live or replayed from disk.
+Unknown kinds and keys are ignored. Memory is bounded however long the run: samples, logs
+and artifacts live in rings with drop counters, and beyond ``max_phases`` detailed records
+per run, completed repeats of a phase key are folded into per-key aggregates under their
+parent (counted in ``folded``), so a phase entered a million times costs a few aggregates.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from .ring import Ring
+
+RECENT = 64  # durations kept per phase key for statistics
+
+
+class KeyAgg:
+    """Aggregate of every ended phase with one key (in one run, or under one parent)."""
+
+    __slots__ = (
+        "count",
+        "completed",
+        "failed",
+        "cancelled",
+        "total_ms",
+        "min_ms",
+        "max_ms",
+        "last_ms",
+        "cpu_ms",
+        "items",
+        "recent",
+    )
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.total_ms = 0.0
+        self.min_ms: float | None = None
+        self.max_ms: float | None = None
+        self.last_ms: float | None = None
+        self.cpu_ms = 0.0
+        self.items = 0
+        self.recent: deque[float] = deque(maxlen=RECENT)
+
+    def add(self, status: str, ms: float, cpu_ms: float, items: int) -> None:
+        self.count += 1
+        if status == "completed":
+            self.completed += 1
+        elif status == "failed":
+            self.failed += 1
+        elif status == "cancelled":
+            self.cancelled += 1
+        self.total_ms += ms
+        self.min_ms = ms if self.min_ms is None or ms < self.min_ms else self.min_ms
+        self.max_ms = ms if self.max_ms is None or ms > self.max_ms else self.max_ms
+        self.last_ms = ms
+        self.cpu_ms += cpu_ms
+        self.items += items
+        self.recent.append(ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "completed": self.completed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "total_ms": round(self.total_ms, 3),
+            "mean_ms": round(self.total_ms / self.count, 3) if self.count else None,
+            "min_ms": self.min_ms,
+            "max_ms": self.max_ms,
+            "last_ms": self.last_ms,
+            "cpu_ms": round(self.cpu_ms, 3),
+            "items": self.items,
+        }
+
+
+class PhaseRec:
+    """One phase (span) as the log describes it so far."""
+
+    __slots__ = (
+        "span",
+        "phase",
+        "name",
+        "parent",
+        "pid",
+        "thread",
+        "meta",
+        "start",
+        "end",
+        "status",
+        "duration_ms",
+        "cpu_ms",
+        "children_cpu_ms",
+        "rss_bytes",
+        "rss_start_bytes",
+        "peak_rss_bytes",
+        "cpu_peak_pct",
+        "items",
+        "total",
+        "warnings",
+        "errors",
+        "artifacts",
+        "metrics",
+        "error",
+        "children",
+        "folded",
+    )
+
+    def __init__(self, span: str, phase: str, name: str, parent: str | None, pid: Any) -> None:
+        self.span = span
+        self.phase = phase
+        self.name = name
+        self.parent = parent
+        self.pid = pid
+        self.thread: Any = None
+        self.meta: Any = None
+        self.start: float | None = None
+        self.end: float | None = None
+        self.status = "running"
+        self.duration_ms: float | None = None
+        self.cpu_ms: float | None = None
+        self.children_cpu_ms: float | None = None
+        self.rss_bytes: int | None = None
+        self.rss_start_bytes: int | None = None
+        self.peak_rss_bytes: int | None = None
+        self.cpu_peak_pct: float | None = None
+        self.items = 0
+        self.total: int | None = None
+        self.warnings = 0
+        self.errors = 0
+        self.artifacts: list[dict[str, Any]] = []
+        self.metrics: dict[str, Any] = {}
+        self.error: Any = None
+        self.children: list[str] = []
+        self.folded: dict[str, KeyAgg] = {}
+
+
+MAX_ARTIFACTS_PER_PHASE = 100
+MAX_METRICS_PER_PHASE = 200
+
+
+class RunState:
+    """Everything known about one run."""
+
+    def __init__(self, run_id: str, samples: int, logs: int, artifacts: int) -> None:
+        self.id = run_id
+        self.info: dict[str, Any] = {}  # run_start fields, minus the envelope
+        self.started = False  # a run_start was seen
+        self.start: float | None = None
+        self.end: float | None = None
+        self.status = "running"  # until run_end; views derive "interrupted"
+        self.end_info: dict[str, Any] = {}
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.events = 0
+        self.processes: dict[int, dict[str, Any]] = {}
+        self.phases: dict[str, PhaseRec] = {}
+        self.roots: list[str] = []
+        self.open: set[str] = set()
+        self.keys: dict[str, KeyAgg] = {}
+        self.folded: dict[str, KeyAgg] = {}  # folded top-level repeats
+        self.folded_count = 0
+        self.first_of: dict[tuple[str | None, str], str] = {}  # (parent, key) -> first span
+        self.samples: Ring[dict[str, Any]] = Ring(samples)
+        self.logs: Ring[dict[str, Any]] = Ring(logs)
+        self.log_counts = {"warning": 0, "error": 0}
+        self.artifacts: Ring[dict[str, Any]] = Ring(artifacts)
+        self.metrics: dict[str, dict[str, Any]] = {}  # name -> {value, count, min, max, span}
+        self.alerts: dict[str, dict[str, Any]] = {}
+        self.alert_events = 0
+        self.seq_gaps = 0
+        self.last_seq: dict[Any, int] = {}
+        self.peak_rss_bytes: int | None = None
+        self.peak_tree_rss_bytes: int | None = None
+
+
+class State:
+    """All runs seen by one reader (a live monitor, a server, a report)."""
+
+    def __init__(
+        self,
+        max_phases: int = 10_000,
+        max_samples: int = 10_000,
+        max_logs: int = 1_000,
+        max_artifacts: int = 1_000,
+    ) -> None:
+        self.max_phases = max_phases
+        self.max_samples = max_samples
+        self.max_logs = max_logs
+        self.max_artifacts = max_artifacts
+        self.runs: dict[str, RunState] = {}
+        self.events = 0
+        self.ignored = 0  # events of unknown kinds or without a run
+
+    def run(self, run_id: str) -> RunState:
+        r = self.runs.get(run_id)
+        if r is None:
+            r = self.runs[run_id] = RunState(
+                run_id, self.max_samples, self.max_logs, self.max_artifacts
+            )
+        return r
+
+
+_ENVELOPE = ("ev", "ts", "run", "pid", "seq")
+
+
+def _num(v: Any) -> float | None:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _int(v: Any) -> int:
+    return v if type(v) is int else 0
+
+
+def apply(state: State, ev: dict[str, Any]) -> State:
+    """Fold one event into ``state`` (in place) and return it."""
+    run_id = ev.get("run")
+    kind = ev.get("ev")
+    handler = _HANDLERS.get(kind)  # type: ignore[arg-type]
+    if handler is None or not isinstance(run_id, str):
+        state.ignored += 1
+        return state
+    state.events += 1
+    r = state.run(run_id)
+    r.events += 1
+    ts = _num(ev.get("ts"))
+    if ts is not None:
+        if r.first_ts is None or ts < r.first_ts:
+            r.first_ts = ts
+        if r.last_ts is None or ts > r.last_ts:
+            r.last_ts = ts
+    pid = ev.get("pid")
+    seq = ev.get("seq")
+    if type(seq) is int:
+        last = r.last_seq.get(pid)
+        # Gaps within one writer mean lines lost (a write failure, a cut file). A seq back
+        # at 1 is a new writer with a reused pid (or a forked child): not a gap.
+        if last is not None and seq > last + 1:
+            r.seq_gaps += seq - last - 1
+        r.last_seq[pid] = seq
+    handler(state, r, ev, ts)
+    return state
+
+
+def _run_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    r.started = True
+    r.info = {k: v for k, v in ev.items() if k not in _ENVELOPE}
+    r.start = ts
+    pid = ev.get("pid")
+    if type(pid) is int:
+        proc = r.processes.setdefault(pid, {"pid": pid})
+        proc.update(start=ts, owner=True, pid_start=ev.get("pid_start"), argv=ev.get("argv"))
+
+
+def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    r.end = ts
+    status = ev.get("status")
+    r.status = status if isinstance(status, str) else "completed"
+    r.end_info = {k: v for k, v in ev.items() if k not in _ENVELOPE}
+    # Phases the run left open ended with it.
+    for span in list(r.open):
+        rec = r.phases.get(span)
+        if rec is not None and rec.status == "running":
+            rec.status = "interrupted"  # no end line: we cannot know how it ended
+        r.open.discard(span)
+
+
+def _process_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    pid = ev.get("pid")
+    if type(pid) is int:
+        proc = r.processes.setdefault(pid, {"pid": pid})
+        proc.update(
+            start=ts,
+            owner=False,
+            ppid=ev.get("ppid"),
+            pid_start=ev.get("pid_start"),
+            argv=ev.get("argv"),
+        )
+
+
+def _process_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    pid = ev.get("pid")
+    if type(pid) is int:
+        proc = r.processes.setdefault(pid, {"pid": pid})
+        proc.update(end=ts, status=ev.get("status"))
+
+
+def _phase_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    span = ev.get("span")
+    if not isinstance(span, str) or span in r.phases:
+        return
+    parent = ev.get("parent")
+    parent = parent if isinstance(parent, str) else None
+    key = ev.get("phase")
+    key = key if isinstance(key, str) else "?"
+    name = ev.get("name")
+    rec = PhaseRec(span, key, name if isinstance(name, str) else key, parent, ev.get("pid"))
+    rec.start = ts
+    rec.thread = ev.get("thread")
+    rec.meta = ev.get("meta")
+    r.phases[span] = rec
+    r.open.add(span)
+    r.first_of.setdefault((parent, key), span)
+    prec = r.phases.get(parent) if parent is not None else None
+    if prec is not None:
+        prec.children.append(span)
+    else:
+        r.roots.append(span)
+    pid = ev.get("pid")
+    if type(pid) is int and pid not in r.processes:
+        r.processes[pid] = {"pid": pid, "start": ts}
+
+
+def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    span = ev.get("span")
+    if not isinstance(span, str):
+        return
+    rec = r.phases.get(span)
+    if rec is None:
+        # The start line is missing (a cut log, a folded repeat): rebuild from the end line.
+        _phase_start(state, r, ev, None)
+        rec = r.phases.get(span)
+        if rec is None:
+            return
+        d = _num(ev.get("duration_ms"))
+        if ts is not None and d is not None:
+            rec.start = ts - d / 1000.0
+    status = ev.get("status")
+    rec.status = status if isinstance(status, str) else "completed"
+    rec.end = ts
+    rec.duration_ms = _num(ev.get("duration_ms"))
+    rec.cpu_ms = _num(ev.get("cpu_ms"))
+    rec.children_cpu_ms = _num(ev.get("children_cpu_ms"))
+    for attr in ("rss_bytes", "rss_start_bytes", "peak_rss_bytes"):
+        v = ev.get(attr)
+        if type(v) is int:
+            setattr(rec, attr, v)
+    items = ev.get("items")
+    if type(items) is int:
+        rec.items = items
+    total = ev.get("total")
+    if type(total) is int:
+        rec.total = total
+    for attr in ("warnings", "errors"):
+        v = ev.get(attr)
+        if type(v) is int and v > getattr(rec, attr):
+            setattr(rec, attr, v)
+    if "error" in ev:
+        rec.error = ev["error"]
+    r.open.discard(span)
+    ms = rec.duration_ms if rec.duration_ms is not None else 0.0
+    agg = r.keys.get(rec.phase)
+    if agg is None:
+        agg = r.keys[rec.phase] = KeyAgg()
+    agg.add(rec.status, ms, rec.cpu_ms or 0.0, rec.items)
+    if len(r.phases) > state.max_phases:
+        _maybe_fold(r, rec)
+
+
+def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
+    """Fold a completed repeat of a key into its parent's aggregate, bounding memory.
+
+    The first phase with a given key under a given parent always keeps its record, so every
+    distinct phase of the plan stays visible in detail.
+    """
+    if rec.children and any(c in r.open for c in rec.children):
+        return
+    prec = r.phases.get(rec.parent) if rec.parent is not None else None
+    siblings = prec.children if prec is not None else r.roots
+    folded = prec.folded if prec is not None else r.folded
+    if r.first_of.get((rec.parent, rec.phase)) == rec.span:
+        return
+    agg = folded.get(rec.phase)
+    if agg is None:
+        agg = folded[rec.phase] = KeyAgg()
+    agg.add(rec.status, rec.duration_ms or 0.0, rec.cpu_ms or 0.0, rec.items)
+    # Remove the record and any detail beneath it; the per-key aggregates keep the figures.
+    if siblings and siblings[-1] == rec.span:
+        siblings.pop()  # the usual case, a loop: O(1)
+    else:
+        try:
+            siblings.remove(rec.span)
+        except ValueError:
+            pass
+    stack = [rec.span]
+    while stack:
+        s = stack.pop()
+        gone = r.phases.pop(s, None)
+        if gone is not None:
+            stack.extend(gone.children)
+            r.open.discard(s)
+            r.folded_count += 1
+
+
+def _progress(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
+    if rec is None:
+        return
+    items = ev.get("items")
+    if type(items) is int:
+        rec.items = items
+    total = ev.get("total")
+    if type(total) is int:
+        rec.total = total
+
+
+def _sample(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    s = {k: v for k, v in ev.items() if k not in ("ev", "run", "seq")}
+    r.samples.append(s)
+    rss = ev.get("rss_bytes")
+    if type(rss) is int:
+        if r.peak_rss_bytes is None or rss > r.peak_rss_bytes:
+            r.peak_rss_bytes = rss
+        tree = rss + _int(ev.get("children_rss_bytes"))
+        if r.peak_tree_rss_bytes is None or tree > r.peak_tree_rss_bytes:
+            r.peak_tree_rss_bytes = tree
+    cpu = _num(ev.get("cpu_pct"))
+    spans = ev.get("spans")
+    if isinstance(spans, list):
+        for span in spans:
+            rec = r.phases.get(span) if isinstance(span, str) else None
+            if rec is None:
+                continue
+            if cpu is not None and (rec.cpu_peak_pct is None or cpu > rec.cpu_peak_pct):
+                rec.cpu_peak_pct = cpu
+            if type(rss) is int and (rec.peak_rss_bytes is None or rss > rec.peak_rss_bytes):
+                rec.peak_rss_bytes = rss
+
+
+def _log(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    level = ev.get("level")
+    level = level if level in ("warning", "error") else "warning"
+    r.log_counts[level] = r.log_counts.get(level, 0) + 1
+    r.logs.append({k: v for k, v in ev.items() if k not in ("ev", "run", "seq")})
+    rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
+    if rec is not None:
+        if level == "error":
+            rec.errors += 1
+        else:
+            rec.warnings += 1
+
+
+def _artifact(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    a = {k: v for k, v in ev.items() if k not in ("ev", "run", "seq")}
+    r.artifacts.append(a)
+    rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
+    if rec is not None and len(rec.artifacts) < MAX_ARTIFACTS_PER_PHASE:
+        rec.artifacts.append({"path": ev.get("path"), "bytes": ev.get("bytes")})
+
+
+def _metric(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    name = ev.get("name")
+    if not isinstance(name, str):
+        return
+    value = _num(ev.get("value"))
+    m = r.metrics.get(name)
+    if m is None:
+        m = r.metrics[name] = {"value": value, "count": 0, "min": value, "max": value}
+    m["count"] += 1
+    m["value"] = value
+    m["ts"] = ts
+    if value is not None:
+        if m["min"] is None or value < m["min"]:
+            m["min"] = value
+        if m["max"] is None or value > m["max"]:
+            m["max"] = value
+    rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
+    if rec is not None and (name in rec.metrics or len(rec.metrics) < MAX_METRICS_PER_PHASE):
+        rec.metrics[name] = value
+
+
+def _alert(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    aid = ev.get("alert")
+    if not isinstance(aid, str):
+        return
+    r.alert_events += 1
+    cur = r.alerts.get(aid)
+    a = {k: v for k, v in ev.items() if k not in ("ev", "run", "seq")}
+    if cur is None:
+        a.setdefault("raised_ts", ts)
+        r.alerts[aid] = a
+        return
+    # An acknowledgement or resolution keeps what the raise said (value, threshold, msg).
+    merged = {**cur, **{k: v for k, v in a.items() if v is not None}}
+    if ev.get("state") == "acknowledged":
+        merged["acknowledged"] = True
+        merged["state"] = cur.get("state") if cur.get("state") == "resolved" else "acknowledged"
+    elif ev.get("state") == "resolved":
+        merged["resolved_ts"] = ts
+    elif ev.get("state") == "raised":
+        merged["raised_ts"] = ts
+        merged.pop("resolved_ts", None)
+        merged.pop("acknowledged", None)
+    r.alerts[aid] = merged
+
+
+_HANDLERS = {
+    "run_start": _run_start,
+    "run_end": _run_end,
+    "process_start": _process_start,
+    "process_end": _process_end,
+    "phase_start": _phase_start,
+    "phase_end": _phase_end,
+    "progress": _progress,
+    "sample": _sample,
+    "log": _log,
+    "artifact": _artifact,
+    "metric": _metric,
+    "alert": _alert,
+}

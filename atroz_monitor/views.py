@@ -1,0 +1,238 @@
+"""Pure JSON views of reducer state: the run snapshot every surface reads.
+
+``snapshot(state, run_id, now=..., alive=...)`` is the documented contract
+(``docs/FORMAT.md``): the report, the HTTP API, the page and the exporters read it. Later
+features add fields; they do not reshape it. Time and liveness are inputs, never read
+here, so the view stays a pure function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .state import PhaseRec, RunState, State
+
+SNAPSHOT_VERSION = 1
+STALE_FLOOR_S = 10.0  # a run with no event for max(3 x interval, this) is presumed dead
+
+Liveness = Callable[[RunState], "bool | None"]
+
+
+def run_status(r: RunState, now: float, alive: bool | None) -> str:
+    """completed/failed/cancelled from ``run_end``; else running or interrupted.
+
+    ``alive`` says whether the owner process still lives (same host, same pid and start
+    time); None when it cannot be told (another host, no /proc): then a run that has been
+    silent for longer than max(3 x its sample interval, 10 s) is presumed interrupted.
+    """
+    if r.end is not None:
+        return r.status
+    if alive is True:
+        return "running"
+    if alive is False:
+        return "interrupted"
+    interval = r.info.get("sample_interval")
+    horizon = max(3 * interval if isinstance(interval, (int, float)) else 0.0, STALE_FLOOR_S)
+    last = r.last_ts if r.last_ts is not None else now
+    return "running" if now - last <= horizon else "interrupted"
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def phase_view(rec: PhaseRec, run_start: float | None, now: float, run_status: str) -> dict[str, Any]:
+    status = rec.status
+    if status == "running" and run_status not in ("running",):
+        status = "interrupted"
+    dur = rec.duration_ms
+    if dur is None and rec.start is not None:
+        end = now if status == "running" else None
+        if end is not None:
+            dur = max(0.0, (end - rec.start) * 1000.0)
+    d: dict[str, Any] = {
+        "span": rec.span,
+        "phase": rec.phase,
+        "name": rec.name,
+        "parent": rec.parent,
+        "pid": rec.pid,
+        "thread": rec.thread,
+        "status": status,
+        "start": rec.start,
+        "end": rec.end,
+        "offset_ms": _r((rec.start - run_start) * 1000.0)
+        if rec.start is not None and run_start is not None
+        else None,
+        "duration_ms": _r(dur),
+        "cpu_ms": rec.cpu_ms,
+        "cpu_pct": _r(rec.cpu_ms / dur * 100.0, 1) if rec.cpu_ms is not None and dur else None,
+        "cpu_peak_pct": rec.cpu_peak_pct,
+        "children_cpu_ms": rec.children_cpu_ms,
+        "rss_bytes": rec.rss_bytes,
+        "rss_start_bytes": rec.rss_start_bytes,
+        "rss_delta_bytes": rec.rss_bytes - rec.rss_start_bytes
+        if rec.rss_bytes is not None and rec.rss_start_bytes is not None
+        else None,
+        "peak_rss_bytes": rec.peak_rss_bytes,
+        "items": rec.items,
+        "total": rec.total,
+        "items_per_s": _r(rec.items / (dur / 1000.0), 2) if rec.items and dur else None,
+        "warnings": rec.warnings,
+        "errors": rec.errors,
+        "artifacts": rec.artifacts,
+        "metrics": rec.metrics,
+        "error": rec.error,
+        "meta": rec.meta,
+        "children": list(rec.children),
+        "folded": {k: a.to_dict() for k, a in rec.folded.items()},
+    }
+    return d
+
+
+def _ordered_phases(r: RunState) -> list[tuple[PhaseRec, int]]:
+    """Depth-first, children in start order: the tree as a flat list with depths."""
+    out: list[tuple[PhaseRec, int]] = []
+    stack: list[tuple[str, int]] = [(s, 0) for s in reversed(r.roots)]
+    seen: set[str] = set()
+    while stack:
+        span, depth = stack.pop()
+        rec = r.phases.get(span)
+        if rec is None or span in seen:
+            continue
+        seen.add(span)
+        out.append((rec, depth))
+        stack.extend((c, depth + 1) for c in reversed(rec.children))
+    # Orphans (a parent span never seen, e.g. from another process's lane): top level.
+    for span, rec in r.phases.items():
+        if span not in seen:
+            out.append((rec, 0))
+    return out
+
+
+def snapshot(
+    state: State,
+    run_id: str,
+    *,
+    now: float,
+    alive: bool | None = None,
+    quality: Mapping[str, Any] | None = None,
+    monitor: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON-ready view of one run."""
+    r = state.runs[run_id]
+    status = run_status(r, now, alive)
+    start = r.start if r.start is not None else r.first_ts
+    end = r.end
+    duration = None
+    if start is not None:
+        stop = end if end is not None else (now if status == "running" else r.last_ts)
+        if stop is not None:
+            duration = max(0.0, (stop - start) * 1000.0)
+    info = r.info
+    phases = []
+    for rec, depth in _ordered_phases(r):
+        v = phase_view(rec, start, now, status)
+        v["depth"] = depth
+        phases.append(v)
+    plan = info.get("plan") if isinstance(info.get("plan"), list) else []
+    plan_ids = [p.get("id") for p in plan if isinstance(p, dict)]
+    # A planned phase's state is that of its latest top-level record (a retry or repeat).
+    by_key: dict[str, dict[str, Any]] = {}
+    for v in phases:
+        if v["depth"] == 0 or v["phase"] in plan_ids:
+            by_key[v["phase"]] = v
+    flow = []
+    for p in plan:
+        if not isinstance(p, dict):
+            continue
+        v = by_key.get(p.get("id"))  # type: ignore[arg-type]
+        flow.append(
+            {
+                "id": p.get("id"),
+                "name": p.get("name"),
+                "status": v["status"] if v else "pending",
+                "span": v["span"] if v else None,
+                "duration_ms": v["duration_ms"] if v else None,
+            }
+        )
+    done = sum(1 for f in flow if f["status"] in ("completed", "failed", "cancelled"))
+    samples = r.samples.snapshot()
+    q: dict[str, Any] = {
+        "events": r.events,
+        "seq_gaps": r.seq_gaps,
+        "phases_folded": r.folded_count,
+        "samples_dropped": r.samples.dropped,
+        "logs_dropped": r.logs.dropped,
+        "artifacts_dropped": r.artifacts.dropped,
+    }
+    if quality:
+        q.update(quality)
+    counters = r.end_info.get("counters")
+    mon: dict[str, Any] = dict(counters) if isinstance(counters, dict) else {}
+    if monitor:
+        mon.update(monitor)
+    return {
+        "schema": SNAPSHOT_VERSION,
+        "run": {
+            "id": r.id,
+            "name": info.get("name", r.id),
+            "status": status,
+            "start": start,
+            "end": end,
+            "duration_ms": _r(duration),
+            "last_event": r.last_ts,
+            "host": info.get("host"),
+            "argv": info.get("argv"),
+            "cwd": info.get("cwd"),
+            "python": info.get("python"),
+            "pid": r.processes and next(
+                (p["pid"] for p in r.processes.values() if p.get("owner")), None
+            ),
+            "ncpu": info.get("ncpu"),
+            "sample_interval": info.get("sample_interval"),
+            "v": info.get("v"),
+            "meta": info.get("meta") or {},
+            "plan": plan,
+            "error": r.end_info.get("error"),
+            "started": r.started,
+        },
+        "progress": {
+            "planned": len(flow),
+            "done": done,
+            "pct": _r(done / len(flow) * 100.0, 1) if flow else None,
+            "running": [v["span"] for v in phases if v["status"] == "running"],
+        },
+        "flow": flow,
+        "phases": phases,
+        "keys": {k: a.to_dict() for k, a in r.keys.items()},
+        "processes": sorted(r.processes.values(), key=lambda p: p.get("start") or 0),
+        "resources": {
+            "samples": samples,
+            "total": r.samples.total,
+            "dropped": r.samples.dropped,
+            "peak_rss_bytes": r.peak_rss_bytes,
+            "peak_tree_rss_bytes": r.peak_tree_rss_bytes,
+        },
+        "logs": {
+            "items": r.logs.snapshot(),
+            "warnings": r.log_counts.get("warning", 0),
+            "errors": r.log_counts.get("error", 0),
+            "dropped": r.logs.dropped,
+        },
+        "artifacts": {"items": r.artifacts.snapshot(), "total": r.artifacts.total},
+        "metrics": r.metrics,
+        "alerts": sorted(r.alerts.values(), key=lambda a: a.get("raised_ts") or 0),
+        "quality": q,
+        "monitor": mon,
+    }
+
+
+def latest_run(state: State) -> str | None:
+    """The id of the run that started last (by its first event)."""
+    best: tuple[float, str] | None = None
+    for rid, r in state.runs.items():
+        t = r.start if r.start is not None else (r.first_ts or 0.0)
+        if best is None or t >= best[0]:
+            best = (t, rid)
+    return best[1] if best else None
