@@ -46,7 +46,9 @@ def _record(level: str, msg: str, source: str, **extra: Any) -> None:
         _guard.busy = False
 
 
-def _showwarning(message: Any, category: Any, filename: Any, lineno: Any, *a: Any, **k: Any) -> None:
+def _showwarning(
+    message: Any, category: Any, filename: Any, lineno: Any, *a: Any, **k: Any
+) -> None:
     try:
         text = f"{getattr(category, '__name__', 'Warning')}: {message}"
         _record("warning", text, "warnings", file=str(filename), line=lineno)
@@ -69,9 +71,9 @@ def _make_handler() -> Any:
             if record.exc_info and record.exc_info[0] is not None:
                 extra["exc_type"] = record.exc_info[0].__name__
             _record(level, msg, "logging", **extra)
-            if not _other_handlers(record) and logging.lastResort is not None:
-                if record.levelno >= logging.lastResort.level:
-                    logging.lastResort.handle(record)
+            last = logging.lastResort
+            if last is not None and record.levelno >= last.level and not _other_handlers(record):
+                last.handle(record)
 
     def _other_handlers(record: logging.LogRecord) -> bool:
         c: Any = logging.getLogger(record.name)

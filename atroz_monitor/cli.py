@@ -35,13 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="atroz-monitor", description="Per-phase observability for pipelines.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     d = sub.add_parser("demo", help="run a simulated 10-phase pipeline and summarise it")
-    d.add_argument("--duration", type=_positive, default=30.0, metavar="S",
-                   help="approximate wall time of the whole run in seconds (default 30)")
+    d.add_argument(
+        "--duration",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="approximate wall time of the whole run in seconds (default 30)",
+    )
     d.add_argument("--fail", metavar="PHASE", help="make this phase fail (e.g. P07)")
-    d.add_argument("--out", default="atroz-runs", metavar="DIR",
-                   help="directory for the run log (default ./atroz-runs)")
-    d.add_argument("--interval", type=_positive, default=0.1, metavar="S",
-                   help="sampling interval in seconds (default 0.1)")
+    d.add_argument(
+        "--out",
+        default="atroz-runs",
+        metavar="DIR",
+        help="directory for the run log (default ./atroz-runs)",
+    )
+    d.add_argument(
+        "--interval",
+        type=_positive,
+        default=0.1,
+        metavar="S",
+        help="sampling interval in seconds (default 0.1)",
+    )
     return p
 
 
@@ -53,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import demo
 
             if args.fail is not None and args.fail not in {k for k, _, _ in demo.PLAN}:
-                raise UsageError(
-                    f"--fail: unknown phase {args.fail!r} (one of P00 ... P09)"
-                )
+                raise UsageError(f"--fail: unknown phase {args.fail!r} (one of P00 ... P09)")
             return demo.main(args.duration, args.fail, args.out, args.interval)
         parser.print_help(sys.stderr)
         return 2

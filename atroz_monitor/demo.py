@@ -259,4 +259,3 @@ def main(
     snap = snapshot(st, mon.run_id, now=time.time(), quality=stats.to_dict())
     print(phase_table(snap, depth=0))
     return status
-

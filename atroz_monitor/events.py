@@ -74,15 +74,25 @@ def _default(obj: Any) -> Any:
         return f"<unrepresentable {type(obj).__name__}>"
 
 
-def _finite(obj: Any) -> Any:
-    """Replace non-finite floats (anywhere in the structure) by None."""
+def _clean(obj: Any, path: set[int], depth: int) -> Any:
+    """A JSON-safe copy: non-finite floats -> None, cycles and deep nesting -> a string."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if depth > 64:
+        return _default(obj)
+    if isinstance(obj, (dict, list, tuple, set, frozenset)):
+        if id(obj) in path:
+            return "<cycle>"
+        path.add(id(obj))
+        try:
+            if isinstance(obj, dict):
+                return {str(k): _clean(v, path, depth + 1) for k, v in obj.items()}
+            return [_clean(v, path, depth + 1) for v in obj]
+        finally:
+            path.discard(id(obj))
+    return _clean(_default(obj), path, depth + 1)
 
 
 _encoder = json.JSONEncoder(
@@ -91,17 +101,25 @@ _encoder = json.JSONEncoder(
 
 
 def dumps(obj: Any) -> str:
-    """Encode one value as compact ASCII JSON; never raises."""
+    """Encode one value as compact ASCII JSON; never raises, always valid JSON."""
     try:
         return _encoder.encode(obj)
-    except ValueError:
-        # NaN/inf somewhere, or a circular reference.
-        try:
-            return _encoder.encode(_finite(obj))
-        except ValueError:
-            return quote(_default(obj))
     except Exception:
-        return quote(_default(obj))
+        # NaN/inf, a cycle, a hostile __repr__, keys JSON cannot take: clean a copy.
+        try:
+            return _encoder.encode(_clean(obj, set(), 0))
+        except Exception:
+            return quote(_default(obj))
+
+
+def members(fields: dict[str, Any]) -> str:
+    """Encode a dict's items as JSON object members with a leading comma each, value by
+    value, so one bad value cannot spoil the others (or the line)."""
+    try:
+        body = _encoder.encode(fields)
+        return "," + body[1:-1] if len(body) > 2 else ""
+    except Exception:
+        return "".join(f",{quote(str(k))}:{dumps(v)}" for k, v in fields.items())
 
 
 def number(value: Any) -> str:
@@ -120,8 +138,3 @@ def clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 20] + f"... [{len(text) - limit + 20} chars cut]"
-
-
-def line(fields: dict[str, Any]) -> bytes:
-    """Encode a whole event as one ``\\n``-terminated line."""
-    return (dumps(fields) + "\n").encode("ascii")

@@ -78,7 +78,9 @@ def _normalize_plan(plan: Any) -> list[dict[str, Any]]:
             name = entry.get("name", pid)
             extra = {k: v for k, v in entry.items() if k not in ("id", "name")}
         else:
-            raise ValueError(f"plan entry {i} must be an id, an (id, name) pair or a dict: {entry!r}")
+            raise ValueError(
+                f"plan entry {i} must be an id, an (id, name) pair or a dict: {entry!r}"
+            )
         if not isinstance(pid, str) or not pid:
             raise ValueError(f"plan entry {i}: the phase id must be a non-empty string: {pid!r}")
         if not isinstance(name, str):
@@ -236,7 +238,7 @@ class Phase:
         """Count ``n`` more items processed (progress and items/s)."""
         try:
             self.items += int(n)
-            t = time.monotonic()
+            t = time.perf_counter()
             self._last_activity = t
             if t - self._prog_t >= PROGRESS_EVERY_S and self.span is not None:
                 self._prog_t = t
@@ -248,7 +250,7 @@ class Phase:
         """Declare how many items this phase will process (progress % and ETA)."""
         try:
             self.total = int(n)
-            self._last_activity = self._prog_t = time.monotonic()
+            self._last_activity = self._prog_t = time.perf_counter()
             if self.span is not None:
                 self._run._progress(self)
         except Exception as exc:
@@ -538,7 +540,7 @@ class Run:
             body += ',"meta":' + dumps(h.meta)
         h._cpu0 = _cpu_ns()
         h._t0 = t0 = _perf_ns()
-        h._last_activity = t0 / 1e9
+        h._last_activity = h._prog_t = t0 / 1e9  # progress lines start after PROGRESS_EVERY_S
         self.writer.emit("phase_start", _wall(), body)
 
     def _finish(self, h: Phase, exc: BaseException | None, ctx: bool) -> None:
@@ -613,14 +615,13 @@ class Run:
         if h is not None and h.span is not None:
             fields["span"] = h.span
             fields["phase"] = h.key
-            h._last_activity = time.monotonic()
+            h._last_activity = time.perf_counter()
         self._emit(ev, fields)
 
     def _emit(self, ev: str, fields: Mapping[str, Any]) -> None:
         if not self.live and ev not in (E.RUN_START, E.PROCESS_START):
             self.start()
-        body = dumps(fields)
-        self.writer.emit(ev, _wall(), "," + body[1:-1] if len(body) > 2 else "")
+        self.writer.emit(ev, _wall(), E.members(fields))
 
     def _log(self, level: str, msg: Any, h: Phase | None, source: str, **extra: Any) -> None:
         try:
@@ -642,7 +643,9 @@ class Run:
         try:
             h = self._target(h)
             p = os.fspath(path)
-            fields: dict[str, Any] = {"path": p if isinstance(p, str) else p.decode(errors="replace")}
+            fields: dict[str, Any] = {
+                "path": p if isinstance(p, str) else p.decode(errors="replace")
+            }
             try:
                 st = os.stat(p)
                 fields["bytes"] = st.st_size
@@ -749,12 +752,18 @@ class Monitor:
         self.max_phases = max_phases
         self.proc = proc
         self.host = os.uname().nodename if hasattr(os, "uname") else "unknown"
-        self.is_dir = not (p.endswith(".jsonl") or _join)
+        # A ".jsonl" name, or anything that exists and is not a directory (a file, /dev/full),
+        # is one log file; any other path is a directory of per-run logs.
+        self.is_dir = not (
+            p.endswith(".jsonl") or _join or (os.path.exists(p) and not os.path.isdir(p))
+        )
         if self.is_dir:
             try:
                 os.makedirs(p, exist_ok=True)
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot create the run directory {p!r}: {exc.strerror}")
+                raise OSError(
+                    exc.errno, f"cannot create the run directory {p!r}: {exc.strerror}"
+                ) from None
             if not os.access(p, os.W_OK | os.X_OK):
                 raise PermissionError(f"the run directory {p!r} is not writable")
         self.path = os.path.abspath(p)
@@ -785,7 +794,7 @@ class Monitor:
         try:
             run = Run(self, run_id, file, **kw)
         except OSError as exc:
-            raise OSError(exc.errno, f"cannot write the run log {file!r}: {exc.strerror}")
+            raise OSError(exc.errno, f"cannot write the run log {file!r}: {exc.strerror}") from None
         with self._lock:
             self._runs[run_id] = run
         return run

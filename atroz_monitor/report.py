@@ -77,8 +77,7 @@ def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
 
     dur = run.get("duration_ms")
     lines = [
-        f"run {run['id']}  {run.get('status')}  {fmt_ms(dur)}  "
-        f"host {run.get('host') or '-'}",
+        f"run {run['id']}  {run.get('status')}  {fmt_ms(dur)}  host {run.get('host') or '-'}",
         f"{'phase':<12} {'name':<24} {'status':<7} {'duration':>9} {'share':>6} "
         f"{'cpu%':>6} {'peak rss':>9} {'items':>7} {'items/s':>9} {'w/e':>5}",
     ]

@@ -32,6 +32,7 @@ class KeyAgg:
         "last_ms",
         "cpu_ms",
         "items",
+        "peak_rss_bytes",
         "recent",
     )
 
@@ -46,9 +47,12 @@ class KeyAgg:
         self.last_ms: float | None = None
         self.cpu_ms = 0.0
         self.items = 0
+        self.peak_rss_bytes: int | None = None
         self.recent: deque[float] = deque(maxlen=RECENT)
 
-    def add(self, status: str, ms: float, cpu_ms: float, items: int) -> None:
+    def add(
+        self, status: str, ms: float, cpu_ms: float, items: int, peak: int | None = None
+    ) -> None:
         self.count += 1
         if status == "completed":
             self.completed += 1
@@ -62,6 +66,8 @@ class KeyAgg:
         self.last_ms = ms
         self.cpu_ms += cpu_ms
         self.items += items
+        if peak is not None and (self.peak_rss_bytes is None or peak > self.peak_rss_bytes):
+            self.peak_rss_bytes = peak
         self.recent.append(ms)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +83,7 @@ class KeyAgg:
             "last_ms": self.last_ms,
             "cpu_ms": round(self.cpu_ms, 3),
             "items": self.items,
+            "peak_rss_bytes": self.peak_rss_bytes,
         }
 
 
@@ -178,6 +185,7 @@ class RunState:
         self.last_seq: dict[Any, int] = {}
         self.peak_rss_bytes: int | None = None
         self.peak_tree_rss_bytes: int | None = None
+        self.compacted = False
 
 
 class State:
@@ -197,6 +205,21 @@ class State:
         self.runs: dict[str, RunState] = {}
         self.events = 0
         self.ignored = 0  # events of unknown kinds or without a run
+
+    def compact(self, run_id: str) -> None:
+        """Keep only what history needs of a run (its header, status and per-key
+        aggregates): earlier runs cost a few aggregates each, not their detail."""
+        r = self.runs.get(run_id)
+        if r is None:
+            return
+        r.phases.clear()
+        r.roots.clear()
+        r.open.clear()
+        r.first_of.clear()
+        r.samples.clear()
+        r.logs.clear()
+        r.artifacts.clear()
+        r.compacted = True
 
     def run(self, run_id: str) -> RunState:
         r = self.runs.get(run_id)
@@ -358,7 +381,7 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     agg = r.keys.get(rec.phase)
     if agg is None:
         agg = r.keys[rec.phase] = KeyAgg()
-    agg.add(rec.status, ms, rec.cpu_ms or 0.0, rec.items)
+    agg.add(rec.status, ms, rec.cpu_ms or 0.0, rec.items, rec.peak_rss_bytes)
     if len(r.phases) > state.max_phases:
         _maybe_fold(r, rec)
 
@@ -379,7 +402,7 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
     agg = folded.get(rec.phase)
     if agg is None:
         agg = folded[rec.phase] = KeyAgg()
-    agg.add(rec.status, rec.duration_ms or 0.0, rec.cpu_ms or 0.0, rec.items)
+    agg.add(rec.status, rec.duration_ms or 0.0, rec.cpu_ms or 0.0, rec.items, rec.peak_rss_bytes)
     # Remove the record and any detail beneath it; the per-key aggregates keep the figures.
     if siblings and siblings[-1] == rec.span:
         siblings.pop()  # the usual case, a loop: O(1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import history
 from .state import PhaseRec, RunState, State
 
 SNAPSHOT_VERSION = 1
@@ -42,7 +43,9 @@ def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def phase_view(rec: PhaseRec, run_start: float | None, now: float, run_status: str) -> dict[str, Any]:
+def phase_view(
+    rec: PhaseRec, run_start: float | None, now: float, run_status: str
+) -> dict[str, Any]:
     status = rec.status
     if status == "running" and run_status not in ("running",):
         status = "interrupted"
@@ -93,7 +96,14 @@ def phase_view(rec: PhaseRec, run_start: float | None, now: float, run_status: s
 def _ordered_phases(r: RunState) -> list[tuple[PhaseRec, int]]:
     """Depth-first, children in start order: the tree as a flat list with depths."""
     out: list[tuple[PhaseRec, int]] = []
-    stack: list[tuple[str, int]] = [(s, 0) for s in reversed(r.roots)]
+    phases = r.phases
+
+    def order(spans: list[str]) -> list[str]:
+        # Start order, whatever order the writers' lines arrived in (one file per process
+        # is read file by file); the span id breaks ties deterministically.
+        return sorted(spans, key=lambda s: (getattr(phases.get(s), "start", None) or 0.0, s))
+
+    stack: list[tuple[str, int]] = [(s, 0) for s in reversed(order(r.roots))]
     seen: set[str] = set()
     while stack:
         span, depth = stack.pop()
@@ -102,7 +112,7 @@ def _ordered_phases(r: RunState) -> list[tuple[PhaseRec, int]]:
             continue
         seen.add(span)
         out.append((rec, depth))
-        stack.extend((c, depth + 1) for c in reversed(rec.children))
+        stack.extend((c, depth + 1) for c in reversed(order(rec.children)))
     # Orphans (a parent span never seen, e.g. from another process's lane): top level.
     for span, rec in r.phases.items():
         if span not in seen:
@@ -141,7 +151,12 @@ def snapshot(
     by_key: dict[str, dict[str, Any]] = {}
     for v in phases:
         if v["depth"] == 0 or v["phase"] in plan_ids:
-            by_key[v["phase"]] = v
+            cur = by_key.get(v["phase"])
+            if cur is None or ((v["start"] or 0.0), v["span"]) > (
+                (cur["start"] or 0.0),
+                cur["span"],
+            ):
+                by_key[v["phase"]] = v
     flow = []
     for p in plan:
         if not isinstance(p, dict):
@@ -172,7 +187,7 @@ def snapshot(
     mon: dict[str, Any] = dict(counters) if isinstance(counters, dict) else {}
     if monitor:
         mon.update(monitor)
-    return {
+    snap = {
         "schema": SNAPSHOT_VERSION,
         "run": {
             "id": r.id,
@@ -186,9 +201,8 @@ def snapshot(
             "argv": info.get("argv"),
             "cwd": info.get("cwd"),
             "python": info.get("python"),
-            "pid": r.processes and next(
-                (p["pid"] for p in r.processes.values() if p.get("owner")), None
-            ),
+            "pid": r.processes
+            and next((p["pid"] for p in r.processes.values() if p.get("owner")), None),
             "ncpu": info.get("ncpu"),
             "sample_interval": info.get("sample_interval"),
             "v": info.get("v"),
@@ -226,6 +240,8 @@ def snapshot(
         "quality": q,
         "monitor": mon,
     }
+    history.evaluate(state, run_id, snap, now)
+    return snap
 
 
 def latest_run(state: State) -> str | None:

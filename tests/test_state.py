@@ -1,0 +1,327 @@
+"""The reducer: pure, order-tolerant across writers, bounded, and the same live or replayed."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atroz_monitor import state as S
+from atroz_monitor import views
+
+
+def _thread_program(draw, tid: int, n_phases: int) -> list[dict]:
+    """A valid event sequence of one writer: nested phases, logs, metrics."""
+    evs: list[dict] = []
+    stack: list[str] = []
+    made = 0
+    seq = 0
+
+    def ev(kind, **kw):
+        nonlocal seq
+        seq += 1
+        e = {"ev": kind, "ts": 1000.0 + seq * 0.001, "run": "r", "pid": tid, "seq": seq}
+        e.update(kw)
+        evs.append(e)
+
+    while made < n_phases or stack:
+        action = draw(st.sampled_from(["close", "open", "log", "metric"]))
+        can_open = made < n_phases and len(stack) < 4
+        if action == "open" and not can_open or action == "close" and not stack:
+            action = "close" if stack else "open"  # keep the program moving to its end
+        if action == "open":
+            made += 1
+            span = f"{tid}.{made}"
+            key = draw(st.sampled_from(["A", "B", "C"])) + str(len(stack))
+            ev("phase_start", span=span, phase=key, name=key, parent=stack[-1] if stack else None)
+            stack.append(span)
+        elif action == "close":
+            span = stack.pop()
+            status = draw(st.sampled_from(["completed", "completed", "failed", "cancelled"]))
+            key = next(e["phase"] for e in evs if e.get("span") == span)
+            ev(
+                "phase_end",
+                span=span,
+                phase=key,
+                name=key,
+                parent=stack[-1] if stack else None,
+                status=status,
+                duration_ms=float(draw(st.integers(0, 1000))),
+                cpu_ms=1.0,
+                items=2,
+            )
+        elif action == "log":
+            ev(
+                "log",
+                level=draw(st.sampled_from(["warning", "error"])),
+                msg="m",
+                **({"span": stack[-1]} if stack else {}),
+            )
+        elif action == "metric":
+            ev(
+                "metric",
+                name="x",
+                value=draw(st.integers(0, 9)),
+                **({"span": stack[-1]} if stack else {}),
+            )
+    return evs
+
+
+@st.composite
+def interleaved(draw):
+    """Several writers' valid sequences, interleaved in an arbitrary order."""
+    programs = [_thread_program(draw, tid, draw(st.integers(1, 12))) for tid in range(1, 4)]
+    order = draw(st.permutations([i for i, p in enumerate(programs) for _ in p]))
+    cursors = [0] * len(programs)
+    out = [
+        {
+            "ev": "run_start",
+            "ts": 999.0,
+            "run": "r",
+            "pid": 1,
+            "seq": 0,
+            "v": 1,
+            "plan": [{"id": "A0", "name": "A0"}],
+        }
+    ]
+    for i in order:
+        out.append(programs[i][cursors[i]])
+        cursors[i] += 1
+    return programs, out
+
+
+def _reduce(events, **kw):
+    s = S.State(**kw)
+    for e in events:
+        S.apply(s, e)
+    return s
+
+
+@settings(max_examples=150, deadline=None)
+@given(interleaved())
+def test_any_interleaving_gives_consistent_state(data):
+    """Per-key aggregates, statuses, parents and counters follow from the events, whatever
+    the interleaving of writers."""
+    programs, events = data
+    s = _reduce(events)
+    r = s.runs["r"]
+    ends = [e for p in programs for e in p if e["ev"] == "phase_end"]
+    starts = [e for p in programs for e in p if e["ev"] == "phase_start"]
+    assert len(r.phases) == len(starts)
+    for e in ends:
+        rec = r.phases[e["span"]]
+        assert rec.status == e["status"]
+        assert rec.parent == e["parent"]
+        assert rec.duration_ms == e["duration_ms"]
+    by_key: dict[str, int] = {}
+    for e in ends:
+        by_key[e["phase"]] = by_key.get(e["phase"], 0) + 1
+    assert {k: a.count for k, a in r.keys.items()} == by_key
+    for k, a in r.keys.items():
+        assert a.total_ms == sum(e["duration_ms"] for e in ends if e["phase"] == k)
+    logs = [e for p in programs for e in p if e["ev"] == "log"]
+    assert r.log_counts["error"] == sum(1 for e in logs if e["level"] == "error")
+    for rec in r.phases.values():
+        errs = sum(1 for e in logs if e.get("span") == rec.span and e["level"] == "error")
+        assert rec.errors == errs
+    assert r.seq_gaps == 0
+    assert not r.open
+
+
+@settings(max_examples=60, deadline=None)
+@given(interleaved())
+def test_interleavings_of_the_same_writers_agree(data):
+    """Two interleavings of the same writers give the same snapshot of phases and keys."""
+    programs, events = data
+    serial = [events[0]] + [e for p in programs for e in p]
+    a = views.snapshot(_reduce(events), "r", now=2000.0)
+    b = views.snapshot(_reduce(serial), "r", now=2000.0)
+    key = lambda p: p["span"]  # noqa: E731
+    assert sorted(a["phases"], key=key) == sorted(b["phases"], key=key)
+    # "last_ms" is the last to arrive, which is order-dependent by definition.
+    strip = lambda ks: {k: {f: v for f, v in d.items() if f != "last_ms"} for k, d in ks.items()}  # noqa: E731
+    assert strip(a["keys"]) == strip(b["keys"])
+    assert a["flow"] == b["flow"]
+
+
+def test_replay_is_deterministic_and_json_ready():
+    """Reducing the same events twice gives identical, JSON-serialisable snapshots."""
+    events = [
+        {"ev": "run_start", "ts": 1.0, "run": "r", "pid": 1, "seq": 1, "v": 1, "plan": ["bad"]},
+        {
+            "ev": "phase_start",
+            "ts": 1.1,
+            "run": "r",
+            "pid": 1,
+            "seq": 2,
+            "span": "1.1",
+            "phase": "P00",
+            "name": "A",
+            "parent": None,
+        },
+        {
+            "ev": "sample",
+            "ts": 1.2,
+            "run": "r",
+            "pid": 1,
+            "seq": 3,
+            "cpu_pct": 50.0,
+            "rss_bytes": 100,
+            "spans": ["1.1"],
+        },
+        {
+            "ev": "phase_end",
+            "ts": 1.3,
+            "run": "r",
+            "pid": 1,
+            "seq": 4,
+            "span": "1.1",
+            "phase": "P00",
+            "name": "A",
+            "parent": None,
+            "status": "completed",
+            "duration_ms": 200.0,
+            "rss_bytes": 90,
+            "peak_rss_bytes": 95,
+        },
+        {"ev": "run_end", "ts": 1.4, "run": "r", "pid": 1, "seq": 5, "status": "completed"},
+    ]
+    a = views.snapshot(_reduce(events), "r", now=5.0)
+    b = views.snapshot(_reduce(events), "r", now=5.0)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    ph = a["phases"][0]
+    assert ph["cpu_peak_pct"] == 50.0
+    assert ph["peak_rss_bytes"] == 95  # the writer's own peak wins over the sample's 100
+    assert a["run"]["duration_ms"] == 400.0
+
+
+def test_unknown_kinds_and_keys_are_ignored():
+    """Events of unknown kinds or without a run are counted as ignored, not failures."""
+    s = _reduce(
+        [
+            {"ev": "future_kind", "run": "r", "ts": 1.0},
+            {"ev": "phase_start", "ts": 1.0},
+            {"ev": "metric", "run": "r", "ts": 1.0, "name": "m", "value": 3, "new_field": {}},
+        ]
+    )
+    assert s.ignored == 2
+    assert s.runs["r"].metrics["m"]["value"] == 3
+
+
+def test_seq_gaps_are_counted_per_writer():
+    """A jump in a writer's seq counts the missing events; another pid is its own writer."""
+    evs = [
+        {"ev": "metric", "run": "r", "pid": 1, "seq": 1, "name": "m", "value": 1},
+        {"ev": "metric", "run": "r", "pid": 2, "seq": 1, "name": "m", "value": 1},
+        {"ev": "metric", "run": "r", "pid": 1, "seq": 5, "name": "m", "value": 1},
+    ]
+    assert _reduce(evs).runs["r"].seq_gaps == 3
+
+
+def test_a_million_repeats_fold_into_bounded_state():
+    """Beyond max_phases, repeats fold into their parent's aggregate: bounded records,
+    exact counts and totals."""
+    s = S.State(max_phases=100)
+    apply = S.apply
+    apply(
+        s,
+        {
+            "ev": "phase_start",
+            "run": "r",
+            "pid": 1,
+            "span": "p",
+            "phase": "loop",
+            "name": "loop",
+            "parent": None,
+            "ts": 0.0,
+        },
+    )
+    n = 20_000
+    for i in range(n):
+        span = f"c{i}"
+        apply(
+            s,
+            {
+                "ev": "phase_start",
+                "run": "r",
+                "pid": 1,
+                "span": span,
+                "phase": "item",
+                "name": "item",
+                "parent": "p",
+                "ts": 1.0,
+            },
+        )
+        apply(
+            s,
+            {
+                "ev": "phase_end",
+                "run": "r",
+                "pid": 1,
+                "span": span,
+                "phase": "item",
+                "name": "item",
+                "parent": "p",
+                "ts": 1.0,
+                "status": "completed",
+                "duration_ms": 2.0,
+            },
+        )
+    r = s.runs["r"]
+    assert len(r.phases) <= 101
+    assert r.keys["item"].count == n and r.keys["item"].total_ms == 2.0 * n
+    parent = r.phases["p"]
+    kept = sum(1 for c in parent.children if r.phases[c].phase == "item")
+    assert parent.folded["item"].count + kept == n
+    assert r.folded_count == parent.folded["item"].count
+    assert r.phases["c0"].phase == "item"  # the first one of the key keeps its detail
+
+
+def test_run_without_end_is_running_or_interrupted_by_liveness_and_silence():
+    """A log without run_end is running while its writer lives, interrupted once it does
+    not; with unknown liveness, silence beyond max(3 x interval, 10 s) means interrupted."""
+    evs = [
+        {
+            "ev": "run_start",
+            "ts": 100.0,
+            "run": "r",
+            "pid": 1,
+            "seq": 1,
+            "v": 1,
+            "sample_interval": 1.0,
+        },
+        {
+            "ev": "phase_start",
+            "ts": 101.0,
+            "run": "r",
+            "pid": 1,
+            "seq": 2,
+            "span": "1.1",
+            "phase": "P00",
+            "name": "P00",
+            "parent": None,
+        },
+    ]
+    s = _reduce(evs)
+    assert views.snapshot(s, "r", now=500.0, alive=True)["run"]["status"] == "running"
+    snap = views.snapshot(s, "r", now=105.0, alive=False)
+    assert snap["run"]["status"] == "interrupted"
+    assert snap["phases"][0]["status"] == "interrupted"
+    assert views.snapshot(s, "r", now=110.0)["run"]["status"] == "running"
+    assert views.snapshot(s, "r", now=111.5)["run"]["status"] == "interrupted"
+
+
+def test_alert_states_merge():
+    """An alert raised then acknowledged then resolved keeps its value and threshold."""
+    base = {"run": "r", "pid": 1, "alert": "a1", "rule": "rss", "severity": "warning"}
+    s = _reduce(
+        [
+            {"ev": "alert", "ts": 1.0, "state": "raised", "value": 9, "threshold": 5, **base},
+            {"ev": "alert", "ts": 2.0, "state": "acknowledged", **base},
+            {"ev": "alert", "ts": 3.0, "state": "resolved", **base},
+        ]
+    )
+    a = s.runs["r"].alerts["a1"]
+    assert a["state"] == "resolved" and a["acknowledged"] is True
+    assert a["value"] == 9 and a["threshold"] == 5 and a["resolved_ts"] == 3.0
