@@ -9,10 +9,17 @@ non-finite floats become ``null`` (JSON has no NaN).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
+try:  # the C escaper, without importing the json package (import time matters here)
+    from _json import encode_basestring_ascii as quote
+except ImportError:  # pragma: no cover - other interpreters
+    from json.encoder import encode_basestring_ascii as quote  # type: ignore[attr-defined]
 
 SCHEMA_VERSION = 1
 
@@ -52,9 +59,8 @@ RUNNING = "running"
 INTERRUPTED = "interrupted"
 PHASE_STATUSES = (COMPLETED, FAILED, CANCELLED)
 
-# ensure_ascii output: the whole line is ASCII, so lone surrogates, newlines, quotes and
-# any control character are escaped and a line can never be split or made unparseable.
-quote: Any = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+# ``quote`` (above) gives ensure_ascii output: the whole line is ASCII, so lone surrogates,
+# newlines, quotes and any control character are escaped and a line can never be split.
 
 TRACEBACK_LIMIT = 8_000  # characters kept of a formatted traceback
 MESSAGE_LIMIT = 4_000  # characters kept of a log message
@@ -95,19 +101,30 @@ def _clean(obj: Any, path: set[int], depth: int) -> Any:
     return _clean(_default(obj), path, depth + 1)
 
 
-_encoder = json.JSONEncoder(
-    ensure_ascii=True, separators=(",", ":"), default=_default, allow_nan=False
-)
+_encoders: list[Any] = []
+
+
+def _encoder() -> Any:
+    """The JSON encoder, built on first use: ``import atroz_monitor`` stays cheap."""
+    if not _encoders:
+        import json
+
+        _encoders.append(
+            json.JSONEncoder(
+                ensure_ascii=True, separators=(",", ":"), default=_default, allow_nan=False
+            )
+        )
+    return _encoders[0]
 
 
 def dumps(obj: Any) -> str:
     """Encode one value as compact ASCII JSON; never raises, always valid JSON."""
     try:
-        return _encoder.encode(obj)
+        return _encoder().encode(obj)
     except Exception:
         # NaN/inf, a cycle, a hostile __repr__, keys JSON cannot take: clean a copy.
         try:
-            return _encoder.encode(_clean(obj, set(), 0))
+            return _encoder().encode(_clean(obj, set(), 0))
         except Exception:
             return quote(_default(obj))
 
@@ -116,7 +133,7 @@ def members(fields: dict[str, Any]) -> str:
     """Encode a dict's items as JSON object members with a leading comma each, value by
     value, so one bad value cannot spoil the others (or the line)."""
     try:
-        body = _encoder.encode(fields)
+        body = _encoder().encode(fields)
         return "," + body[1:-1] if len(body) > 2 else ""
     except Exception:
         return "".join(f",{quote(str(k))}:{dumps(v)}" for k, v in fields.items())

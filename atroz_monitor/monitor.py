@@ -23,7 +23,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 from . import events as E
 from .events import clip, dumps, quote
@@ -32,7 +32,10 @@ from .sinks import LogWriter
 ENV_LOG = "ATROZ_MONITOR_LOG"
 ENV_RUN = "ATROZ_MONITOR_RUN"
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 _current: ContextVar[Phase | None] = ContextVar("atroz_monitor_phase", default=None)
 
@@ -46,6 +49,19 @@ PROGRESS_EVERY_S = 0.5  # at most one progress event per phase this often (set_t
 _perf_ns = time.perf_counter_ns
 _cpu_ns = time.process_time_ns
 _wall = time.time
+
+
+_tls = threading.local()
+
+
+def _thread_name() -> str:
+    """The current thread's name, JSON-quoted; cached per thread (a rename is seen when the
+    thread object changes, not otherwise: names are for display)."""
+    t = threading.current_thread()
+    c = getattr(_tls, "c", None)
+    if c is None or c[0] is not t or c[1] != t.name:
+        c = _tls.c = (t, t.name, quote(t.name))
+    return c[2]  # type: ignore[no-any-return]
 
 
 def current_phase() -> Phase | None:
@@ -154,6 +170,7 @@ class Phase:
         "peak_rss",
         "_prog_t",
         "_last_activity",
+        "_pending",
     )
 
     def __init__(
@@ -165,29 +182,27 @@ class Phase:
         parent: Phase | str | None = None,
         _q: tuple[str, str] | None = None,
     ) -> None:
+        # Only what is read before _begin; _begin sets the rest (kept short: hot path).
         self._run = run
         self.key = key
-        self.name = name if name is not None else key
         self.meta = meta
         self._parent_arg = parent
-        self._qkey, self._qname = _q if _q is not None else (quote(key), quote(self.name))
+        if _q is not None:
+            self.name = name if name is not None else key
+            self._qkey, self._qname = _q
+        else:
+            self._qkey = q = quote(key)
+            if name is None or name == key:
+                self.name = key
+                self._qname = q
+            else:
+                self.name = name
+                self._qname = quote(name)
         self.span: str | None = None
-        self.parent: str | None = None
         self.status: str | None = None
-        self.items = 0
-        self.total: int | None = None
-        self.warnings = 0
-        self.errors = 0
-        self._token: Any = None
-        self._prev: Phase | None = None
         self._pid = 0
         self._t0 = 0
-        self._cpu0 = 0
-        self._ccpu0 = 0.0
-        self._rss0: int | None = None
-        self.peak_rss: int | None = None
-        self._prog_t = 0.0
-        self._last_activity = 0.0
+        self._pending: tuple[str, float, str] | None = None
 
     # -- context manager, sync and async ------------------------------------------------
     def __enter__(self) -> Phase:
@@ -371,6 +386,9 @@ class Run:
             fields["duration_ms"] = round((_perf_ns() - self._t0) / 1e6, 3)
             if error is not None:
                 fields["error"] = _format_error(error)
+            for h in list(self.active.values()):
+                if h._pending is not None:
+                    self.writer.emit_deferred(h)
             if self.owner:
                 open_spans = list(self.active)
                 if open_spans:
@@ -501,7 +519,7 @@ class Run:
         if not self.live:
             self.start()
         pid = _pid
-        if h.span is not None and h.status is None and h._pid == pid:
+        if h.status is None and h.span is not None and h._pid == pid:
             self.monitor._internal("phase entered twice", None)
             return
         prev = _current.get()
@@ -512,36 +530,52 @@ class Run:
             p = prev
             while p is not None and (p._run is not self or p._pid != pid or p.status is not None):
                 p = p._prev
-            parent = p.span if p is not None else None
         elif isinstance(parg, Phase):
-            parent = parg.span
+            p = parg
         else:
-            parent = str(parg)
-        span = _span_prefix + str(next(_spans))
-        h.span = span
+            p = None
+        if p is not None:
+            parent = p.span
+            if p._pending is not None:
+                # A parent's start line must precede its children's.
+                self.writer.emit_deferred(p)
+        else:
+            parent = None if parg is None else str(parg)
+        h.span = span = _span_prefix + str(next(_spans))
         h.parent = parent
         h._prev = prev
         h._pid = pid
         h.status = None
+        h.items = h.warnings = h.errors = 0
+        h.total = None
         mon = self.monitor
         h._rss0 = h.peak_rss = mon._rss
-        h._ccpu0 = mon._children_cpu()
+        c = mon._ccpu_s
+        h._ccpu0 = c if c is not None else mon._children_cpu()
         if ctx:
             h._token = _current.set(h)
         else:
+            h._token = None
             _current.set(h)
         self.active[span] = h
         body = (
             f',"span":"{span}","phase":{h._qkey},"name":{h._qname},'
             f'"parent":{"null" if parent is None else quote(parent)},'
-            f'"thread":{quote(threading.current_thread().name)}'
+            f'"thread":{_thread_name()}'
         )
         if h.meta:
             body += ',"meta":' + dumps(h.meta)
         h._cpu0 = _cpu_ns()
         h._t0 = t0 = _perf_ns()
         h._last_activity = h._prog_t = t0 / 1e9  # progress lines start after PROGRESS_EVERY_S
-        self.writer.emit("phase_start", _wall(), body)
+        if ctx and mon._sampler is not None:
+            # Deferred: written with the end line in one system call, or by the sampler at
+            # its next tick if the phase is still running then (so a running phase shows
+            # live and in a crashed log within one sample interval).
+            h._pending = ("phase_start", _wall(), body)
+        else:
+            h._pending = None
+            self.writer.emit("phase_start", _wall(), body)
 
     def _finish(self, h: Phase, exc: BaseException | None, ctx: bool) -> None:
         t1 = _perf_ns()
@@ -572,7 +606,8 @@ class Run:
             f'"parent":{"null" if parent is None else quote(parent)},"status":"{status}",'
             f'"duration_ms":{(t1 - h._t0) / 1e6:.3f},"cpu_ms":{(cpu1 - h._cpu0) / 1e6:.3f}'
         )
-        ccpu = mon._children_cpu() - h._ccpu0
+        c = mon._ccpu_s
+        ccpu = (c if c is not None else mon._children_cpu()) - h._ccpu0
         if ccpu > 0:
             body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
         rss = mon._rss
@@ -593,12 +628,14 @@ class Run:
             body += f',"errors":{h.errors}'
         if exc is not None and status != "completed":
             body += ',"error":' + dumps(_format_error(exc))
-        self.writer.emit("phase_end", _wall(), body)
+        self.writer.emit_after_deferred(h, "phase_end", _wall(), body)
         hook = mon._phase_end_hook
         if hook is not None:
             hook(self, h, status, (t1 - h._t0) / 1e6)
 
     def _progress(self, h: Phase) -> None:
+        if h._pending is not None:
+            self.writer.emit_deferred(h)
         body = f',"span":"{h.span}","phase":{h._qkey},"items":{h.items}'
         if h.total is not None:
             body += f',"total":{h.total}'
@@ -613,6 +650,8 @@ class Run:
 
     def _event(self, ev: str, fields: dict[str, Any], h: Phase | None) -> None:
         if h is not None and h.span is not None:
+            if h._pending is not None:
+                self.writer.emit_deferred(h)
             fields["span"] = h.span
             fields["phase"] = h.key
             h._last_activity = time.perf_counter()
@@ -875,7 +914,9 @@ class Monitor:
         parent: Phase | str | None = None,
     ) -> Phase:
         """A phase of the main run: ``with``, ``async with`` or ``@decorator``."""
-        return self._main.phase(key, name, meta=meta, parent=parent)
+        if type(key) is not str or not key:
+            _check_key(key)
+        return Phase(self._main, key, name, meta, parent)
 
     def start_phase(self, key: str, name: str | None = None, **kw: Any) -> Phase:
         return self._main.start_phase(key, name, **kw)

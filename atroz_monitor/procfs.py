@@ -116,20 +116,34 @@ def parse_stat(data: bytes) -> ProcStat | None:
     )
 
 
-def _colon_fields(data: bytes) -> dict[bytes, bytes]:
-    """``Key: value ...`` lines (``/proc/<pid>/io``, ``/proc/meminfo``) as key -> first word."""
+def _colon_fields(data: bytes, wanted: frozenset[bytes]) -> dict[bytes, bytes]:
+    """The ``wanted`` keys of ``Key: value ...`` lines (``/proc/<pid>/io``,
+    ``/proc/meminfo``) as key -> first word; stops once all are found (meminfo has ~50
+    lines and the sampler reads it every tick)."""
     out: dict[bytes, bytes] = {}
-    for line in data.splitlines():
+    for line in data.split(b"\n"):
         key, sep, rest = line.partition(b":")
+        if not sep:
+            continue
+        key = key.strip()
+        if key not in wanted or key in out:
+            continue
         words = rest.split()
-        if sep and words:
-            out.setdefault(key.strip(), words[0])
+        if words:
+            out[key] = words[0]
+            if len(out) == len(wanted):
+                break
     return out
+
+
+_IO_KEYS = frozenset((b"read_bytes", b"write_bytes"))
+_MEM_KEYS = frozenset((b"MemTotal", b"MemAvailable"))
+_MEM_OLD_KEYS = frozenset((b"MemTotal", b"MemFree", b"Buffers", b"Cached"))
 
 
 def parse_io(data: bytes) -> dict[str, int]:
     """``read_bytes`` and ``write_bytes`` from ``/proc/<pid>/io``; only the keys present."""
-    fields = _colon_fields(data)
+    fields = _colon_fields(data, _IO_KEYS)
     out: dict[str, int] = {}
     for key in ("read_bytes", "write_bytes"):
         value = _int(fields.get(key.encode(), b""), -1)
@@ -140,7 +154,7 @@ def parse_io(data: bytes) -> dict[str, int]:
 
 def parse_meminfo(data: bytes) -> tuple[int, int] | None:
     """``(total_bytes, available_bytes)`` from ``/proc/meminfo``; None without MemTotal."""
-    fields = _colon_fields(data)
+    fields = _colon_fields(data, _MEM_KEYS)
 
     def kib(key: bytes) -> int:
         return _int(fields.get(key, b""), -1)
@@ -151,6 +165,7 @@ def parse_meminfo(data: bytes) -> tuple[int, int] | None:
     available = kib(b"MemAvailable")
     if available < 0:
         # Kernels before 3.14 have no MemAvailable; this is the estimate free(1) used then.
+        fields = _colon_fields(data, _MEM_OLD_KEYS)
         free = kib(b"MemFree")
         if free < 0:
             return None

@@ -49,10 +49,11 @@ class Sampler:
         while True:
             deadline += interval
             timeout = deadline - time.monotonic()
-            if timeout < 0:
-                # Behind schedule (a starved thread): skip the lost ticks instead of
-                # bursting to catch up, and count them.
-                skipped = int(-timeout // interval) + 1
+            if timeout < -2 * interval:
+                # Far behind (a starved thread, a suspended process): skip the lost ticks
+                # instead of bursting to catch up, and count them. A tick delayed by
+                # scheduling jitter (up to two intervals) runs at once.
+                skipped = int(-timeout // interval) - 1
                 self.missed += skipped
                 deadline += skipped * interval
                 timeout = deadline - time.monotonic()
@@ -76,6 +77,9 @@ class Sampler:
             mon._ccpu_s = ccpu
         for run in mon._owned_live_runs():
             active = list(run.active.values())  # one C-level copy: atomic under the GIL
+            for h in active:
+                if h._pending is not None:  # a start line still deferred: it runs now
+                    run.writer.emit_deferred(h)
             if rss is not None:
                 for h in active:
                     if h.peak_rss is None or rss > h.peak_rss:

@@ -13,8 +13,12 @@ import os
 import sys
 import threading
 import weakref
+from typing import TYPE_CHECKING
 
 from .events import quote
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
@@ -69,27 +73,65 @@ class LogWriter:
         with self._lock:
             self._seq += 1
             seq = self._seq
-            data = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq}{body}}}\n'.encode("ascii")
-            try:
-                n = os.write(self._fd, data)
-                while n < len(data):
-                    # A short write (a nearly full disk): finish the line so it is whole.
-                    data = data[n:]
-                    n = os.write(self._fd, data)
-                    if n == 0:
-                        raise OSError(28, "short write")
-            except OSError as exc:
-                self._failed(exc)
-                return 0
-            except Exception as exc:  # e.g. ValueError from a closed descriptor number
-                self._failed(OSError(9, str(exc)))
-                return 0
-            self.written += 1
-            return seq
+            line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq}{body}}}\n'
+            return seq if self._write(line.encode("ascii"), 1) else 0
 
-    def _failed(self, exc: OSError) -> None:
+    def emit_deferred(self, holder: Any) -> None:
+        """Write a deferred line held in ``holder._pending`` (``(ev, ts, body)``), if it is
+        still pending. The check and the write happen under the lock, so a line is written
+        once whichever thread gets there first."""
+        with self._lock:
+            pend = holder._pending
+            if pend is None:
+                return
+            holder._pending = None
+            self._seq += 1
+            ev, ts, body = pend
+            line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{self._seq}{body}}}\n'
+            self._write(line.encode("ascii"), 1)
+
+    def emit_after_deferred(self, holder: Any, ev: str, ts: float, body: str) -> None:
+        """Write ``holder``'s deferred line (if still pending) and this event in ONE write:
+        a short phase costs one system call for its two lines."""
+        with self._lock:
+            pend = holder._pending
+            self._seq += 1
+            seq = self._seq
+            if pend is None:
+                line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq}{body}}}\n'
+                self._write(line.encode("ascii"), 1)
+                return
+            holder._pending = None
+            self._seq += 1
+            ev0, ts0, body0 = pend
+            line = (
+                f'{{"ev":"{ev0}","ts":{ts0:.6f},{self._rp}{seq}{body0}}}\n'
+                f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq + 1}{body}}}\n'
+            )
+            self._write(line.encode("ascii"), 2)
+
+    def _write(self, data: bytes, lines: int) -> bool:
+        """One append of whole lines; called with the lock held."""
+        try:
+            n = os.write(self._fd, data)
+            while n < len(data):
+                # A short write (a nearly full disk): finish the line so it is whole.
+                data = data[n:]
+                n = os.write(self._fd, data)
+                if n == 0:
+                    raise OSError(28, "short write")
+        except OSError as exc:
+            self._failed(exc, lines)
+            return False
+        except Exception as exc:  # e.g. ValueError from a closed descriptor number
+            self._failed(OSError(9, str(exc)), lines)
+            return False
+        self.written += lines
+        return True
+
+    def _failed(self, exc: OSError, lines: int = 1) -> None:
         self.write_errors += 1
-        self.lost += 1
+        self.lost += lines
         self.last_error = f"{exc.strerror or exc} (errno {exc.errno})"
         if not self._warned:
             self._warned = True

@@ -1,0 +1,154 @@
+"""phase() enter+exit overhead, writing its two lines to a real file.
+
+Floor: a minimal context manager that hand-formats two lines with the same fields and
+os.writes them to an O_APPEND descriptor. Baselines: prometheus_client Histogram.time()
+and an OpenTelemetry SDK span (SimpleSpanProcessor + InMemorySpanExporter, which writes
+nothing). Targets (issue 2): median <= 1.5x the floor and <= 1/3 of the OpenTelemetry span.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from json.encoder import encode_basestring_ascii as quote  # type: ignore[attr-defined]
+
+from .common import Figure, per_op_us, rounds
+
+
+class Floor:
+    """The floor: two hand-formatted lines of the same fields, two os.write calls."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.seq = 0
+        self.lock = threading.Lock()
+        self.rp = '"run":"bench","pid":%d,"seq":' % os.getpid()
+
+    def phase(self, key: str) -> _FloorPhase:
+        return _FloorPhase(self, key)
+
+
+class _FloorPhase:
+    __slots__ = ("f", "key", "t0", "span")
+
+    def __init__(self, f: Floor, key: str) -> None:
+        self.f = f
+        self.key = key
+
+    def __enter__(self) -> _FloorPhase:
+        f = self.f
+        self.t0 = time.perf_counter_ns()
+        with f.lock:
+            f.seq += 1
+            self.span = f"1.{f.seq}"
+            q = quote(self.key)
+            line = (
+                f'{{"ev":"phase_start","ts":{time.time():.6f},{f.rp}{f.seq},"span":"{self.span}",'
+                f'"phase":{q},"name":{q},"parent":null,"thread":"MainThread"}}\n'
+            )
+            os.write(f.fd, line.encode("ascii"))
+        return self
+
+    def __exit__(self, *a: object) -> None:
+        f = self.f
+        d = (time.perf_counter_ns() - self.t0) / 1e6
+        with f.lock:
+            f.seq += 1
+            q = quote(self.key)
+            line = (
+                f'{{"ev":"phase_end","ts":{time.time():.6f},{f.rp}{f.seq},"span":"{self.span}",'
+                f'"phase":{q},"name":{q},"parent":null,"status":"completed",'
+                f'"duration_ms":{d:.3f},"cpu_ms":{d:.3f}}}\n'
+            )
+            os.write(f.fd, line.encode("ascii"))
+
+
+def run(quick: bool = False) -> list[Figure]:
+    from atroz_monitor import Monitor
+
+    n = 5_000 if quick else 50_000
+    r = 3 if quick else 7
+    tmp = tempfile.mkdtemp(prefix="atroz-bench-")
+    figures: list[Figure] = []
+
+    floor = Floor(os.path.join(tmp, "floor.jsonl"))
+
+    def floor_op() -> None:
+        with floor.phase("P00"):
+            pass
+
+    mon = Monitor(os.path.join(tmp, "mon.jsonl"), sample_interval=0.5)
+    mon.start()
+
+    def mon_op() -> None:
+        with mon.phase("P00"):
+            pass
+
+    # Interleave the rounds so that machine noise hits both alike.
+    f_vals, m_vals = [], []
+    for _ in range(r):
+        f_vals.append(per_op_us(floor_op, n))
+        m_vals.append(per_op_us(mon_op, n))
+    mon.close()
+    import statistics
+
+    f_med, m_med = statistics.median(f_vals), statistics.median(m_vals)
+    spread = (max(m_vals) - min(m_vals)) / m_med * 100
+    figures.append(
+        Figure("phase() enter+exit, default settings", m_med, "us", "hand-formatted floor",
+               f_med, "<= 1.5x", spread)
+    )
+
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exp = InMemorySpanExporter()
+        tp = TracerProvider()
+        tp.add_span_processor(SimpleSpanProcessor(exp))
+        tracer = tp.get_tracer("bench")
+
+        def otel_op() -> None:
+            with tracer.start_as_current_span("P00"):
+                pass
+
+        def otel_round() -> float:
+            v = per_op_us(otel_op, n)
+            exp.clear()
+            return v
+
+        o_med, _ = rounds(otel_round, r)
+        figures.append(
+            Figure("phase() vs OpenTelemetry SDK span", m_med, "us", "otel span", o_med,
+                   "<= 0.333x")
+        )
+    except ImportError:
+        print("  (opentelemetry-sdk not installed: pip install -e '.[bench]')")
+
+    try:
+        from prometheus_client import CollectorRegistry, Histogram
+
+        h = Histogram("bench_seconds", "x", registry=CollectorRegistry())
+
+        def prom_op() -> None:
+            with h.time():
+                pass
+
+        p_med, _ = rounds(lambda: per_op_us(prom_op, n), r)
+        figures.append(
+            Figure("phase() vs prometheus_client Histogram.time()", m_med, "us",
+                   "Histogram.time", p_med)
+        )
+    except ImportError:
+        print("  (prometheus_client not installed)")
+    return figures
+
+
+if __name__ == "__main__":
+    import sys
+
+    for fig in run("--quick" in sys.argv):
+        print(fig.line())
