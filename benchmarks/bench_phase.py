@@ -24,7 +24,7 @@ class Floor:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.seq = 0
         self.lock = threading.Lock()
-        self.rp = '"run":"bench","pid":%d,"seq":' % os.getpid()
+        self.rp = f'"run":"bench","pid":{os.getpid()},"seq":'
 
     def phase(self, key: str) -> _FloorPhase:
         return _FloorPhase(self, key)
