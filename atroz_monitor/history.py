@@ -108,6 +108,17 @@ def phase_trends(
     }
 
 
+def durations_by_key(state: State, before: str | None = None) -> dict[str, list[float]]:
+    """Each phase key's mean duration (ms) per earlier completed run, oldest first."""
+    out: dict[str, list[float]] = {}
+    for r in runs_before(state, before):
+        for k in r.keys:
+            row = key_row(r, k)
+            if row is not None and row["status"] == "completed":
+                out.setdefault(k, []).append(row["duration_ms"])
+    return out
+
+
 def medians_s(state: State, keys: Iterable[str], before: str | None) -> dict[str, float]:
     """Median duration in seconds of each key over earlier completed runs (keys with none
     are absent)."""

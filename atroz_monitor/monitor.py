@@ -330,6 +330,7 @@ class Run:
         self.status: str | None = None
         self._t0 = 0
         self._env_saved: dict[str, str | None] | None = None
+        self.evaluator: Any = None  # alerts.Evaluator of an owned run with rules
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Run:
@@ -389,6 +390,8 @@ class Run:
             for h in list(self.active.values()):
                 if h._pending is not None:
                     self.writer.emit_deferred(h)
+            if self.evaluator is not None:
+                self._alerts(self.evaluator.finish())
             if self.owner:
                 open_spans = list(self.active)
                 if open_spans:
@@ -536,6 +539,7 @@ class Run:
             p = None
         if p is not None:
             parent = p.span
+            p._last_activity = _perf_ns() / 1e9  # a sub-phase is progress (stall rule)
             if p._pending is not None:
                 # A parent's start line must precede its children's.
                 self.writer.emit_deferred(p)
@@ -629,9 +633,27 @@ class Run:
         if exc is not None and status != "completed":
             body += ',"error":' + dumps(_format_error(exc))
         self.writer.emit_after_deferred(h, "phase_end", _wall(), body)
-        hook = mon._phase_end_hook
-        if hook is not None:
-            hook(self, h, status, (t1 - h._t0) / 1e6)
+        ev = self.evaluator
+        # Outcome rules run here, so a failed phase's alert is written before the host's
+        # exception propagates; a completed, clean phase costs only this test.
+        if ev is not None and (
+            status != "completed"
+            or ev.gate_always
+            or (h.errors and ev.gate_errors)
+            or (h.warnings and ev.gate_warnings)
+        ):
+            self._alerts(
+                ev.phase_end(
+                    _wall(),
+                    h.span,
+                    h.key,
+                    status,
+                    (t1 - h._t0) / 1e6,
+                    h.errors,
+                    h.warnings,
+                    h.items,
+                )
+            )
 
     def _progress(self, h: Phase) -> None:
         if h._pending is not None:
@@ -727,6 +749,45 @@ class Run:
         """The JSON-ready view of this run (``docs/FORMAT.md``)."""
         return self.monitor.snapshot(self.id)
 
+    # -- alerts -------------------------------------------------------------------------
+    def _alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """Write alert events and hand them to the notifiers."""
+        notifier = self.monitor._notifier
+        for a in alerts:
+            self._emit(E.ALERT, a)
+            if notifier is not None:
+                notifier.submit(
+                    {
+                        "source": "atroz_monitor",
+                        "run": self.id,
+                        "run_name": self.name,
+                        "host": self.monitor.host,
+                        "alert": a,
+                    }
+                )
+
+    def _sample_alerts(self, fields: Mapping[str, Any], active: list[Phase]) -> None:
+        """Resource, stall and throughput rules on the sampler thread."""
+        from .alerts import Active
+
+        ev = self.evaluator
+        if ev is None:
+            return
+        now = _wall()
+        perf = _perf_ns() / 1e9
+        act = [
+            Active(
+                h.span,
+                h.key,
+                now - (perf - h._t0 / 1e9),
+                h.items,
+                now - (perf - h._last_activity),
+            )
+            for h in active
+            if h.span is not None and h.status is None
+        ]
+        self._alerts(ev.sample(now, fields, act))
+
 
 def _reset(h: Phase) -> None:
     tok = h._token
@@ -764,6 +825,9 @@ class Monitor:
         history: Iterable[str | os.PathLike[str]] | None = None,
         max_phases: int = 10_000,
         proc: str = "/proc",
+        alert_rules: Iterable[Any] | None = None,
+        on_alert: Callable[[dict[str, Any]], Any] | None = None,
+        webhook: str | None = None,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -807,6 +871,23 @@ class Monitor:
                 raise PermissionError(f"the run directory {p!r} is not writable")
         self.path = os.path.abspath(p)
         self.history_paths = [os.fspath(h) for h in history or ()]
+        from .alerts import Rule, _build, default_rules
+
+        if alert_rules is None:
+            self.alert_rules = [] if _join else default_rules()
+        else:
+            if isinstance(alert_rules, (str, bytes, Mapping)):
+                raise ValueError("alert_rules must be a list of rules (or [] for none)")
+            self.alert_rules = [
+                r if isinstance(r, Rule) else _build(r, f"alert_rules[{i}]")
+                for i, r in enumerate(alert_rules)
+            ]
+        self._notifier: Any = None
+        if webhook is not None or on_alert is not None:
+            from .notify import Notifier
+
+            self._notifier = Notifier(webhook, on_alert)
+        self._history_durations: dict[str, list[float]] | None = None
         self._lock = threading.RLock()
         self._runs: dict[str, Run] = {}
         self._internal_errors = 0
@@ -817,7 +898,6 @@ class Monitor:
         self._sampler: Any = None
         self._sampler_done: Any = None  # the stopped sampler, for its final counters
         self._capture_installed = False
-        self._phase_end_hook: Callable[[Run, Phase, str, float], None] | None = None
         self._view: Any = None
         self._entered = False
         rid = run_id or new_run_id()
@@ -955,6 +1035,63 @@ class Monitor:
             self._internal("snapshot", exc)
             return {"run": {"id": run_id or self._main.id}, "error": f"{type(exc).__name__}: {exc}"}
 
+    # -- alerts -------------------------------------------------------------------------
+    def acknowledge(self, alert_id: str) -> None:
+        """Record an acknowledgement of an alert (the HTTP API stays read-only)."""
+        for run in self.runs():
+            ev = run.evaluator
+            a = ev.acknowledge(alert_id) if ev is not None else None
+            if a is not None:
+                run._alerts([a])
+                return
+        raise ValueError(f"no alert {alert_id!r} in this monitor's runs")
+
+    def active_alerts(self) -> list[dict[str, Any]]:
+        """The open alerts of this monitor's runs, as JSON-ready dicts."""
+        out: list[dict[str, Any]] = []
+        for run in self.runs():
+            if run.evaluator is not None:
+                for a in run.evaluator.active():
+                    out.append({"run": run.id, **a})
+        return out
+
+    def history_files(self) -> list[str]:
+        """Logs that hold this monitor's history: the other logs of its directory, and
+        ``history=`` paths."""
+        from .reader import discover
+
+        own = {r.path for r in self.runs()}
+        files: list[str] = []
+        if self.is_dir:
+            files += [f for f in discover([self.path]) if f not in own]
+        for p in self.history_paths:
+            try:
+                files += [f for f in discover([p]) if f not in own]
+            except OSError:
+                self._internal(f"history path {p} not found", None)
+        return files
+
+    def _load_history(self, run: Run) -> None:
+        """Per-key durations of earlier runs, for the p95 rule (a background thread: a long
+        history never delays the pipeline; until loaded, the rule has no history)."""
+        try:
+            from .history import durations_by_key
+            from .loader import load_state
+
+            st, _ = load_state(self.history_files())
+            for rid in list(st.runs):
+                if rid == run.id:
+                    del st.runs[rid]
+                else:
+                    st.compact(rid)
+            hist = durations_by_key(st)
+            self._history_durations = hist
+            ev = run.evaluator
+            if ev is not None:
+                ev.set_history(hist)
+        except Exception as exc:
+            self._internal("loading history", exc)
+
     # -- health -------------------------------------------------------------------------
     def _internal(self, where: str, exc: BaseException | None) -> None:
         self._internal_errors += 1
@@ -977,6 +1114,8 @@ class Monitor:
         s = self._sampler or self._sampler_done
         if s is not None:
             h.update(s.health())
+        if self._notifier is not None:
+            h.update(self._notifier.health())
         return h
 
     def _pid_start(self) -> int | None:
@@ -1009,6 +1148,13 @@ class Monitor:
 
                 capture.install(self)
                 self._capture_installed = True
+            if self.alert_rules and run.evaluator is None:
+                from .alerts import Evaluator
+
+                run.evaluator = Evaluator(self.alert_rules, ncpu=os.cpu_count())
+                threading.Thread(
+                    target=self._load_history, args=(run,), name="atroz-history", daemon=True
+                ).start()
 
     def _run_ending(self, run: Run) -> None:
         if run is not self._main:
@@ -1023,6 +1169,8 @@ class Monitor:
 
             capture.uninstall(self)
             self._capture_installed = False
+        if self._notifier is not None:
+            self._notifier.close()
 
     def _owned_live_runs(self) -> list[Run]:
         with self._lock:

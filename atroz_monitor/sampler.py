@@ -35,7 +35,6 @@ class Sampler:
         self.errors = 0
         self.missed = 0
         self.last_error: str | None = None
-        self.tick_hooks: list[Any] = []  # callables(reading, now) run after each sample
 
     def start(self) -> None:
         self._tick()  # a first reading at once: phases can carry RSS from the start
@@ -88,11 +87,11 @@ class Sampler:
             fields = {k: round(v, 2) if type(v) is float else v for k, v in reading.items()}
             fields["spans"] = [h.span for h in active]
             run._emit("sample", fields)
-        for hook in self.tick_hooks:
-            try:
-                hook(reading)
-            except Exception as exc:
-                mon._internal("sampler hook", exc)
+            if run.evaluator is not None:
+                try:
+                    run._sample_alerts(fields, active)
+                except Exception as exc:
+                    mon._internal("alert evaluation", exc)
 
     def stop(self) -> None:
         self._stop.set()
