@@ -17,7 +17,7 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,7 +208,7 @@ def load_rules(path: str | os.PathLike[str]) -> list[Rule]:
 # -- evaluation ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Active:
     """A running phase as resource rules see it at a sample."""
 
@@ -252,7 +252,10 @@ class Evaluator:
             for r in self.rules
             if not TYPES[r.type].phase_scoped or r.type in ("stall", "throughput")
         ]
-        self._rss: deque[tuple[float, int]] = deque()
+        # RSS points in the growth window, each with 1 if it rose from the one before; the
+        # running sum keeps a tick O(1) however many samples the window holds.
+        self._rss: deque[tuple[float, int, int]] = deque()
+        self._rises = 0
         self._cpu_since: float | None = None
         # Fast gate for the host's hot path: with no error/warning/duration rule that a
         # completed phase could trip, a completed phase costs one comparison.
@@ -287,7 +290,7 @@ class Evaluator:
         sev: str,
         value: float,
         thr: float,
-        msg: str,
+        msg: str | Callable[[], str],
         phase: str | None = None,
         span: str | None = None,
     ) -> dict[str, Any] | None:
@@ -298,7 +301,8 @@ class Evaluator:
                 cur["value"] = value  # the episode goes on; no new event
                 return None
             # Escalation within an episode: the same alert, re-raised at the higher severity.
-            cur.update(severity=sev, value=value, threshold=thr, msg=msg, state="raised")
+            text = msg() if callable(msg) else msg
+            cur.update(severity=sev, value=value, threshold=thr, msg=text, state="raised")
             return dict(cur)
         last = self.last_raise.get(k)
         if last is not None and ts - last < r.cooldown_s:
@@ -324,7 +328,7 @@ class Evaluator:
             "value": _round(value),
             "threshold": thr,
             "unit": TYPES[r.type].unit,
-            "msg": msg,
+            "msg": msg() if callable(msg) else msg,
         }
         self.open[k] = a
         self.all[a["alert"]] = a
@@ -422,12 +426,20 @@ class Evaluator:
         tree_cpu = None if cpu is None else cpu + (s.get("children_cpu_pct") or 0.0)
         with self._lock:
             if tree is not None:
-                self._rss.append((ts, tree))
+                pts = self._rss
+                rose = 1 if pts and tree >= pts[-1][1] else 0
+                pts.append((ts, tree, rose))
+                self._rises += rose
             for r in self._sample_rules:
                 t = r.type
                 if t == "rss" and tree is not None:
                     self._level(
-                        out, r, "run", ts, tree / 2**20, f"process tree RSS {tree / 2**20:.0f} MB"
+                        out,
+                        r,
+                        "run",
+                        ts,
+                        tree / 2**20,
+                        lambda: f"process tree RSS {tree / 2**20:.0f} MB",
                     )
                 elif t == "rss_pct" and tree is not None and mem_total:
                     pct = tree / mem_total * 100
@@ -437,7 +449,9 @@ class Evaluator:
                         "run",
                         ts,
                         pct,
-                        f"process tree RSS {tree / 2**20:.0f} MB is {pct:.0f}% of memory",
+                        lambda pct=pct: (
+                            f"process tree RSS {tree / 2**20:.0f} MB is {pct:.0f}% of memory"
+                        ),
                     )
                 elif t == "rss_growth":
                     self._growth(out, r, ts)
@@ -457,7 +471,9 @@ class Evaluator:
                         "run",
                         ts,
                         pct,
-                        f"process tree at {pct:.0f}% of the machine for {lasted:.0f} s",
+                        lambda pct=pct, lasted=lasted: (
+                            f"process tree at {pct:.0f}% of the machine for {lasted:.0f} s"
+                        ),
                     )
                 elif t == "stall":
                     for a in active:
@@ -476,18 +492,21 @@ class Evaluator:
                             f"span:{a.span}",
                             ts,
                             value,
-                            f"phase {a.key} made no progress for {idle:.1f} s with "
-                            f"CPU at {tree_cpu or 0:.0f}%",
+                            lambda a=a, idle=idle: (
+                                f"phase {a.key} made no progress for "
+                                f"{idle:.1f} s with CPU at {tree_cpu or 0:.0f}%"
+                            ),
                             a.key,
                             a.span,
                         )
                     # A stalled phase that ended is no longer stalled.
-                    live = {f"span:{a.span}" for a in active}
-                    for rid, scope in list(self.open):
-                        if rid == r.id and scope not in live:
-                            res = self._resolve(r, scope)
-                            if res is not None:
-                                out.append(res)
+                    if self.open:
+                        live = {f"span:{a.span}" for a in active}
+                        for rid, scope in list(self.open):
+                            if rid == r.id and scope not in live:
+                                res = self._resolve(r, scope)
+                                if res is not None:
+                                    out.append(res)
                 elif t == "throughput":
                     for a in active:
                         el = ts - a.start
@@ -500,7 +519,7 @@ class Evaluator:
                             f"phase:{a.key}",
                             ts,
                             rate,
-                            f"phase {a.key} processing {rate:.1f} items/s",
+                            lambda a=a, rate=rate: f"phase {a.key} processing {rate:.1f} items/s",
                             a.key,
                             a.span,
                         )
@@ -513,7 +532,7 @@ class Evaluator:
         scope: str,
         ts: float,
         value: float,
-        msg: str,
+        msg: str | Callable[[], str],
         phase: str | None = None,
         span: str | None = None,
     ) -> None:
@@ -530,11 +549,10 @@ class Evaluator:
         window = r.params["window_s"]
         pts = self._rss
         while pts and ts - pts[0][0] > window:
-            pts.popleft()
+            self._rises -= pts.popleft()[2]
         if len(pts) < 3 or ts - pts[0][0] < window * 0.9:
             return  # not a full window yet
-        lst = list(pts)
-        rises = sum(1 for a, b in zip(lst, lst[1:], strict=False) if b[1] >= a[1])
+        rises = self._rises - pts[0][2]  # pairs inside the window only
         rising = rises / (len(pts) - 1) * 100 >= r.params["rising_pct"]
         grown = (pts[-1][1] - pts[0][1]) / 2**20
         value = grown if rising else 0.0
@@ -569,7 +587,8 @@ def evaluate_replay(state: Any, run_id: str, rules: Iterable[Rule]) -> list[dict
             for row in history.rows(state, k, run_id)
             if row["status"] == "completed"
         ]
-    ev = Evaluator(rules, history=hist, ncpu=r.info.get("ncpu"))
+    ncpu = r.info.get("ncpu")
+    ev = Evaluator(rules, history=hist, ncpu=ncpu if type(ncpu) is int and ncpu > 0 else None)
     items: list[tuple[float, int, Any]] = []
     for rec in r.phases.values():
         if rec.end is not None and rec.status in ("completed", "failed", "cancelled"):

@@ -31,10 +31,36 @@ def _positive(text: str) -> float:
     return v
 
 
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number: {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="atroz-monitor", description="Per-phase observability for pipelines.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    d = sub.add_parser("demo", help="run a simulated 10-phase pipeline and summarise it")
+    d = sub.add_parser(
+        "demo",
+        help="run a simulated 10-phase pipeline with its live dashboard",
+        description="Run a simulated 10-phase document-analysis pipeline, serve its live "
+        "dashboard at http://127.0.0.1:8765/ (or the next free port) while it runs and after, "
+        "until Ctrl-C, and print a per-phase summary.",
+    )
     d.add_argument(
         "--duration",
         type=_positive,
@@ -56,6 +82,101 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="sampling interval in seconds (default 0.1)",
     )
+    d.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="do not serve the live dashboard; print the summary and exit",
+    )
+    r = sub.add_parser(
+        "report",
+        help="evaluate runs from their logs (text, markdown, json, html)",
+        description="Evaluate a run from its log: the latest run found is the subject (or "
+        "--run ID) and the other runs found are its history.",
+    )
+    r.add_argument("paths", nargs="+", metavar="PATH", help="run logs or directories of them")
+    r.add_argument("--run", metavar="ID", help="the run to report (default: the latest)")
+    r.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text")
+    r.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    r.add_argument(
+        "--depth",
+        type=_nonneg_int,
+        default=1,
+        metavar="N",
+        help="sub-phase levels shown (default 1; 0 = top level only)",
+    )
+    r.add_argument("--alerts", metavar="FILE", help="alert rules (toml/json) judged on replay")
+    r.add_argument(
+        "--baseline",
+        nargs="+",
+        metavar="PATH",
+        help="baseline run logs to compare the subject with",
+    )
+    r.add_argument(
+        "--metric",
+        choices=("duration", "cpu", "rss", "items_per_s"),
+        default="duration",
+        help="what --baseline compares (default duration)",
+    )
+    r.add_argument(
+        "--threshold",
+        type=_nonneg_float,
+        metavar="PCT",
+        help="tolerance in %% over the baseline (default 10 vs p95 of >= 5 runs, 25 vs fewer)",
+    )
+    r.add_argument(
+        "--noise-floor",
+        type=_nonneg_float,
+        metavar="X",
+        help="absolute difference never flagged, in the metric's unit "
+        "(default 5 ms for duration and cpu, 1 MiB for rss)",
+    )
+    r.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when a regression is flagged (CI gate)",
+    )
+    r.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour (auto: on a terminal, unless NO_COLOR is set)",
+    )
+    r.add_argument(
+        "--errors",
+        type=_nonneg_int,
+        default=10,
+        metavar="N",
+        help="errors and warnings listed (default 10)",
+    )
+    s = sub.add_parser("serve", help="serve the live dashboard and JSON API over run logs")
+    s.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="run logs or directories of them (default ./atroz-runs)",
+    )
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; others need a token)",
+    )
+    s.add_argument(
+        "--port", type=int, default=None, help="port (default 8765, or the next free one)"
+    )
+    s.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the access token (or set ATROZ_MONITOR_TOKEN)",
+    )
+    s.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name clients may use besides loopback names (repeatable)",
+    )
+    s.add_argument("--access-log", action="store_true", help="log each request to stderr")
+    s.add_argument("--alerts", metavar="FILE", help="alert rules evaluated over the runs")
     return p
 
 
@@ -68,7 +189,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.fail is not None and args.fail not in {k for k, _, _ in demo.PLAN}:
                 raise UsageError(f"--fail: unknown phase {args.fail!r} (one of P00 ... P09)")
-            return demo.main(args.duration, args.fail, args.out, args.interval)
+            return demo.main(
+                args.duration, args.fail, args.out, args.interval, serve=not args.no_serve
+            )
+        if args.command == "report":
+            from . import report
+
+            try:
+                return report.main(args)
+            except report.ReportError as exc:
+                raise UsageError(f"report: {exc}") from None
+        if args.command == "serve":
+            from . import server
+
+            if args.port is not None and not 0 <= args.port <= 65535:
+                raise UsageError(f"--port: must be between 0 and 65535, got {args.port}")
+            return server.serve_main(
+                args.paths,
+                args.host,
+                args.port,
+                token_file=args.token_file,
+                allow_hosts=args.allow_host,
+                access_log=args.access_log,
+                alerts=args.alerts,
+            )
         parser.print_help(sys.stderr)
         return 2
     except UsageError as exc:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -242,6 +243,9 @@ def main(
     )
     path = mon.main.path
     print(f"atroz_monitor demo: run {mon.run_id}, log {os.path.relpath(path)}", flush=True)
+    server = _serve(mon) if serve else None
+    if server is not None:
+        print(f"live dashboard: {server.url}  (open it in a browser)", flush=True)
     status = 0
     try:
         with mon:
@@ -257,5 +261,29 @@ def main(
     from .views import snapshot
 
     snap = snapshot(st, mon.run_id, now=time.time(), quality=stats.to_dict())
-    print(phase_table(snap, depth=0))
+    print(phase_table(snap, depth=0), flush=True)
+    if server is not None:
+        print(f"the run is over; still serving {server.url} (Ctrl-C to stop)", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
     return status
+
+
+def _serve(mon: Monitor) -> Any:
+    """The dashboard on 127.0.0.1:8765, or the next free port."""
+    import errno
+
+    last: OSError | None = None
+    for port in range(8765, 8815):
+        try:
+            return mon.serve(port=port)
+        except OSError as exc:
+            last = exc
+            if exc.errno != errno.EADDRINUSE:
+                break
+    print(f"cannot serve the dashboard ({last}); going on without it", file=sys.stderr)
+    return None

@@ -28,7 +28,7 @@ def load_state(
         stats = reader.ReadStats(path=path)
         for ev in reader.iter_events(path, stats):
             apply(st, ev)
-        total.merge(stats)
+        total = total.merge(stats)
     return st, total
 
 

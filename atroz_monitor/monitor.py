@@ -1035,6 +1035,15 @@ class Monitor:
             self._internal("snapshot", exc)
             return {"run": {"id": run_id or self._main.id}, "error": f"{type(exc).__name__}: {exc}"}
 
+    # -- serving ------------------------------------------------------------------------
+    def serve(self, host: str = "127.0.0.1", port: int = 0, **kw: Any) -> Any:
+        """Serve this monitor's live dashboard and JSON API from daemon threads inside the
+        pipeline; returns the server (``.url``, ``.close()``). Loopback only unless a
+        ``token=`` is given; see docs/API.md for the other options."""
+        from .server import serve_monitor
+
+        return serve_monitor(self, host, port, **kw)
+
     # -- alerts -------------------------------------------------------------------------
     def acknowledge(self, alert_id: str) -> None:
         """Record an acknowledgement of an alert (the HTTP API stays read-only)."""

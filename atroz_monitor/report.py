@@ -1,9 +1,26 @@
-"""Text views of a run snapshot (the terminal summary; the ``report`` command builds on it)."""
+"""``report``: evaluate finished, running or crashed runs from their logs.
+
+``build()`` turns reducer state into one report model (a plain dict: the ``--format json``
+output, documented in docs/REPORT.md); ``render_text`` and ``render_markdown`` are pure
+views of it; ``--format html`` is the dashboard page in static mode (``page.py``).
+``main()`` is the command: reading streams the logs through the reducer, so memory stays
+bounded however large the input.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
+from . import analysis, history, views
+from .state import State
+
+REPORT_SCHEMA = 1
 STATUS_MARK = {
     "completed": "ok",
     "failed": "FAIL",
@@ -14,6 +31,19 @@ STATUS_MARK = {
     "skipped": "skip",
     "cached": "cache",
 }
+METRICS = {  # --metric name -> (phase field, history metric, higher is worse, default floor)
+    "duration": ("duration_ms", "duration_ms", True, 5.0),
+    "cpu": ("cpu_ms", "cpu_ms", True, 5.0),
+    "rss": ("peak_rss_bytes", "peak_rss_bytes", True, 1024.0 * 1024),
+    "items_per_s": ("items_per_s", "items_per_s", False, 0.0),
+}
+
+
+class ReportError(Exception):
+    """Input that yields no report: one line on stderr, exit 2."""
+
+
+# -- formatting ---------------------------------------------------------------------------
 
 
 def fmt_ms(ms: float | None) -> str:
@@ -33,93 +63,970 @@ def fmt_ms(ms: float | None) -> str:
     return f"{int(h)}h{int(m):02d}m"
 
 
-def fmt_bytes(n: float | None) -> str:
+def fmt_bytes(n: float | None, signed: bool = False) -> str:
     if n is None:
         return "-"
-    sign = "-" if n < 0 else ""
+    sign = "-" if n < 0 else ("+" if signed and n > 0 else "")
     n = abs(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
             return f"{sign}{n:.0f}{unit}" if unit == "B" else f"{sign}{n:.1f}{unit}"
         n /= 1024
-    return f"{sign}{n:.1f}TiB"  # pragma: no cover
+    return f"{sign}{n:.1f}TiB"
 
 
-def _cut(text: Any, width: int) -> str:
+def _num(v: float | None, fmt: str = "{:.0f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def clean(text: Any, width: int | None = None) -> str:
+    """User text for a terminal: control characters (escape sequences included) shown as
+    ``?``, cut to ``width``."""
     s = "" if text is None else str(text)
     s = "".join(ch if ch.isprintable() else "?" for ch in s)
-    return s if len(s) <= width else s[: width - 1] + "~"
+    if width is not None and len(s) > width:
+        s = s[: max(width - 1, 0)] + "~"
+    return s
 
 
-def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
-    """The per-phase table of a run, in plan order then start order, fitting 100 columns."""
-    run = snap["run"]
-    rows = [p for p in snap["phases"] if p.get("depth", 0) <= depth]
-    plan_ids = [p.get("id") for p in run.get("plan") or []]
+def _ts(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+def _ordered(snap: dict[str, Any], depth: int) -> list[dict[str, Any]]:
+    """Phases in plan order, then start order; sub-phases beneath their parent."""
+    plan_ids = [p.get("id") for p in snap["run"].get("plan") or [] if isinstance(p, dict)]
     order = {k: i for i, k in enumerate(plan_ids)}
-    top = [p for p in rows if p.get("depth", 0) == 0]
-    top.sort(key=lambda p: (order.get(p["phase"], len(order)), p.get("start") or 0))
-    by_parent: dict[str, list[dict[str, Any]]] = {}
+    rows = [p for p in snap["phases"] if p.get("depth", 0) <= depth]
+    kids: dict[str, list[dict[str, Any]]] = {}
+    spans = {p["span"] for p in rows}
+    top = []
     for p in rows:
-        if p.get("depth", 0) > 0 and p.get("parent"):
-            by_parent.setdefault(p["parent"], []).append(p)
-    ordered: list[dict[str, Any]] = []
+        if p.get("depth", 0) > 0 and p.get("parent") in spans:
+            kids.setdefault(p["parent"], []).append(p)
+        else:
+            top.append(p)
+    top.sort(key=lambda p: (order.get(p["phase"], len(order)), p.get("start") or 0.0))
+    out: list[dict[str, Any]] = []
 
     def walk(p: dict[str, Any]) -> None:
-        ordered.append(p)
-        for c in by_parent.get(p["span"], []):
+        out.append(p)
+        for c in kids.get(p["span"], []):
             walk(c)
 
     for p in top:
         walk(p)
-    seen = {p["phase"] for p in top}
-    pending = [k for k in plan_ids if k not in seen]
+    return out
 
+
+def _samples_series(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    ts, cpu, rss = [], [], []
+    for s in samples:
+        t = s.get("ts")
+        if not isinstance(t, (int, float)):
+            continue
+        ts.append(t)
+        c = s.get("cpu_pct")
+        cc = s.get("children_cpu_pct")
+        cpu.append(None if c is None else c + (cc or 0.0))
+        r = s.get("rss_bytes")
+        rc = s.get("children_rss_bytes")
+        rss.append(None if r is None else r + (rc or 0))
+    return {"ts": ts, "cpu_pct": cpu, "rss_bytes": rss}
+
+
+def build(
+    state: State,
+    run_id: str,
+    *,
+    now: float,
+    alive: bool | None = None,
+    quality: dict[str, Any] | None = None,
+    baseline: State | None = None,
+    metric: str = "duration",
+    threshold: float | None = None,
+    noise_floor: float | None = None,
+    replay_alerts: list[dict[str, Any]] | None = None,
+    depth: int = 99,
+) -> dict[str, Any]:
+    """The report of one run (the others in ``state`` are its history)."""
+    snap = views.snapshot(state, run_id, now=now, alive=alive, quality=quality)
+    if replay_alerts is not None:
+        known = {a.get("alert") for a in snap["alerts"]}
+        snap["alerts"] = snap["alerts"] + [a for a in replay_alerts if a["alert"] not in known]
+    run = snap["run"]
+    rows = _ordered(snap, depth)
+    top = [p for p in rows if p.get("depth", 0) == 0]
+    chain = analysis.critical_path(
+        [
+            {"span": p["span"], "parent": p["parent"], "start": p["start"], "end": p["end"]}
+            for p in snap["phases"]
+            if p.get("start") is not None
+        ]
+    )
+    by_span = {p["span"]: p for p in snap["phases"]}
+    crit = [by_span[s] for s in chain if s in by_span and by_span[s].get("depth", 0) == 0]
+    slowest = sorted(
+        (p for p in top if p.get("duration_ms") is not None),
+        key=lambda p: -(p["duration_ms"] or 0),
+    )[:5]
+    dur = run.get("duration_ms") or 0.0
+    # History per top-level key: median, this run's value, trend.
+    hist: dict[str, Any] = {}
+    for key in dict.fromkeys(p["phase"] for p in top):
+        h = history.phase_history(state, key, before=run_id)
+        if not h["count"]:
+            continue
+        tr = history.phase_trends(state, key, before=run_id)
+        cur = next((p for p in reversed(top) if p["phase"] == key), None)
+        d = h["stats"]["duration_ms"]
+        hist[key] = {
+            "runs": h["count"],
+            "median_ms": d.get("median"),
+            "p95_ms": d.get("p95"),
+            "current_ms": cur.get("duration_ms") if cur else None,
+            "delta_pct": (cur["duration_ms"] - d["median"]) / d["median"] * 100
+            if cur and cur.get("duration_ms") is not None and d.get("median")
+            else None,
+            "trend": tr["duration_ms"],
+            "series_ms": [r["duration_ms"] for r in h["runs"]][-20:],
+        }
+    comparison = None
+    if baseline is not None:
+        comparison = compare(snap, baseline, metric, threshold, noise_floor)
+    runs_table = None
+    if baseline is None and len(state.runs) > 1:
+        runs_table = run_by_run(state)
+    logs = snap["logs"]["items"]
+    return {
+        "report": REPORT_SCHEMA,
+        "generated": now,
+        "run": run,
+        "quality": snap["quality"],
+        "monitor": snap["monitor"],
+        "progress": snap["progress"],
+        "flow": snap["flow"],
+        "phases": rows,
+        "critical_path": [
+            {
+                "span": p["span"],
+                "phase": p["phase"],
+                "name": p["name"],
+                "duration_ms": p["duration_ms"],
+            }
+            for p in crit
+        ],
+        "slowest": [
+            {
+                "span": p["span"],
+                "phase": p["phase"],
+                "name": p["name"],
+                "duration_ms": p["duration_ms"],
+                "share_pct": round(p["duration_ms"] / dur * 100, 1) if dur else None,
+            }
+            for p in slowest
+        ],
+        "errors": {
+            "count": snap["logs"]["errors"],
+            "items": [g for g in logs if g.get("level") == "error"],
+            "failed_phases": [
+                {"span": p["span"], "phase": p["phase"], "error": p["error"]}
+                for p in snap["phases"]
+                if p["status"] == "failed"
+            ],
+        },
+        "warnings": {
+            "count": snap["logs"]["warnings"],
+            "items": [g for g in logs if g.get("level") == "warning"],
+        },
+        "alerts": snap["alerts"],
+        "anomalies": snap["anomalies"],
+        "history": hist,
+        "resources": {
+            **_samples_series(snap["resources"]["samples"]),
+            "peak_rss_bytes": snap["resources"]["peak_rss_bytes"],
+            "peak_tree_rss_bytes": snap["resources"]["peak_tree_rss_bytes"],
+        },
+        "comparison": comparison,
+        "runs_table": runs_table,
+        "snapshot": snap,
+    }
+
+
+def compare(
+    snap: dict[str, Any],
+    baseline: State,
+    metric: str = "duration",
+    threshold: float | None = None,
+    noise_floor: float | None = None,
+) -> dict[str, Any]:
+    """Per top-level phase key: the subject against the baseline runs."""
+    field, hmetric, higher_is_worse, floor = METRICS[metric]
+    current: dict[str, float] = {}
+    for p in snap["phases"]:
+        if p.get("depth", 0) == 0 and p["status"] == "completed":
+            v = p.get(field)
+            if isinstance(v, (int, float)):
+                current[p["phase"]] = float(v)
+    base: dict[str, list[float]] = {}
+    for r in baseline.runs.values():
+        for k in r.keys:
+            row = history.key_row(r, k)
+            if row is None or row["status"] != "completed":
+                continue
+            # Only top-level keys: a key's figure in the snapshot is its top-level phase.
+            v = row.get(hmetric)
+            if isinstance(v, (int, float)):
+                base.setdefault(k, []).append(float(v))
+    top_keys = {p["phase"] for p in snap["phases"] if p.get("depth", 0) == 0}
+    base_top = {k: v for k, v in base.items() if k in top_keys or _is_top(baseline, k)}
+    kw: dict[str, Any] = {
+        "higher_is_worse": higher_is_worse,
+        "noise_floor": floor if noise_floor is None else noise_floor,
+    }
+    if threshold is not None:
+        kw["tolerance"] = kw["single_tolerance"] = threshold / 100.0
+    res = analysis.compare(current, base_top, **kw)
+    res["metric"] = metric
+    res["field"] = field
+    res["baseline_runs"] = len(baseline.runs)
+    res["noise_floor"] = kw["noise_floor"]
+    res["tolerance_pct"] = None if threshold is None else threshold
+    return res
+
+
+def _is_top(st: State, key: str) -> bool:
+    for r in st.runs.values():
+        for span in r.roots:
+            rec = r.phases.get(span)
+            if rec is not None and rec.phase == key:
+                return True
+        if key in r.folded:
+            return True
+    return False
+
+
+def run_by_run(state: State, limit: int = 6) -> dict[str, Any]:
+    """Several runs, no baseline: each top-level key's duration in each run (newest last)."""
+    runs = history.runs_before(state, None)[-limit:]
+    keys: list[str] = []
+    for r in runs:
+        for span in r.roots:
+            rec = r.phases.get(span)
+            if rec is not None and rec.phase not in keys:
+                keys.append(rec.phase)
+        for k in r.folded:
+            if k not in keys:
+                keys.append(k)
+    table = {
+        k: [(history.key_row(r, k) or {}).get("duration_ms") if k in r.keys else None for r in runs]
+        for k in keys
+    }
+    return {"runs": [r.id for r in runs], "phases": table}
+
+
+# -- text ---------------------------------------------------------------------------------
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+_ASCII = " .:-=+*#"
+
+
+class _Style:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def status(self, st: str, width: int = 0) -> str:
+        mark = STATUS_MARK.get(st, st)
+        padded = f"{mark:<{width}}" if width else mark
+        code = {
+            "completed": "32",
+            "failed": "1;31",
+            "running": "33",
+            "interrupted": "35",
+            "cancelled": "35",
+        }.get(st)
+        return self(padded, code) if code else padded
+
+
+def sparkline(values: Sequence[float | None], width: int, unicode: bool = True) -> str:
+    """Values resampled to ``width`` columns (max per column), scaled to the maximum."""
+    chars = _BLOCKS if unicode else _ASCII
+    vals = [v for v in values]
+    if not vals:
+        return ""
+    n = len(vals)
+    cols = []
+    for i in range(min(width, n)):
+        lo, hi = i * n // min(width, n), (i + 1) * n // min(width, n)
+        chunk = [v for v in vals[lo : max(hi, lo + 1)] if v is not None]
+        cols.append(max(chunk) if chunk else None)
+    top = max((v for v in cols if v is not None), default=0) or 1
+    return "".join(
+        " " if v is None else chars[min(len(chars) - 1, int(v / top * (len(chars) - 1) + 0.5))]
+        for v in cols
+    )
+
+
+def timeline(
+    ts: Sequence[float],
+    values: Sequence[float | None],
+    t0: float,
+    t1: float,
+    width: int,
+    unicode: bool = True,
+) -> str:
+    """A sparkline on the run's time axis: column i covers [t0, t1] / width; several samples
+    in a column show their maximum, a column with none repeats the one before."""
+    cols: list[float | None] = [None] * width
+    span = (t1 - t0) or 1.0
+    for t, v in zip(ts, values, strict=False):
+        if v is None:
+            continue
+        i = min(width - 1, max(0, int((t - t0) / span * width)))
+        c = cols[i]
+        cols[i] = v if c is None or v > c else c
+    last = None
+    for i, v in enumerate(cols):
+        if v is None:
+            cols[i] = last
+        else:
+            last = v
+    return sparkline(cols, width, unicode)
+
+
+def _bar(start: float | None, dur: float | None, run_ms: float, width: int, unicode: bool) -> str:
+    if start is None or dur is None or run_ms <= 0:
+        return " " * width
+    a = max(0, min(width - 1, int(start / run_ms * width)))
+    b = max(a + 1, min(width, int(math.ceil((start + dur) / run_ms * width))))
+    fill = "█" if unicode else "#"
+    return " " * a + fill * (b - a) + " " * (width - b)
+
+
+def render_text(
+    model: dict[str, Any], *, color: bool = False, unicode: bool = True, errors_max: int = 10
+) -> str:
+    """The terminal report, fitting 100 columns."""
+    st = _Style(color)
+    run = model["run"]
+    q = model["quality"]
+    mon = model["monitor"]
+    out: list[str] = []
+    out.append(st(f"run {clean(run['id'], 40)}", "1") + f"  {clean(run.get('name'), 40)}")
+    argv = run.get("argv") or []
+    argv = argv if isinstance(argv, list) else [argv]
+    out.append(
+        f"status {st.status(run['status'])}  start {_ts(run.get('start'))}  "
+        f"duration {fmt_ms(run.get('duration_ms'))}  host {clean(run.get('host'), 24)}  "
+        f"pid {run.get('pid') or '-'}"
+    )
+    if argv:
+        out.append("command " + clean(" ".join(str(a) for a in argv), 90))
+    prog = model["progress"]
+    if run["status"] == "running":
+        eta = prog.get("eta_s")
+        out.append(
+            f"progress {prog.get('done')}/{prog.get('planned')} phases"
+            + (
+                f", ETA {fmt_ms(eta * 1000)}"
+                if eta is not None
+                else ", ETA: no history for "
+                + ", ".join(clean(k, 12) for k in prog.get("missing_history") or [])
+            )
+        )
+    out.append("data quality: " + quality_line(q, mon))
+    if isinstance(run.get("error"), dict):
+        e = run["error"]
+        out.append(st("error ", "31") + clean(f"{e.get('type')}: {e.get('msg')}", 90))
+    rows = model["phases"]
+    run_ms = run.get("duration_ms") or 0.0
+    pending = [f for f in model["flow"] if f["status"] == "pending"]
+    out.append("")
+    out.append(st("phases", "1") + f" ({len(rows)} shown; timeline = the run's {fmt_ms(run_ms)})")
+    bw = 30
+    out.append(
+        f"{'phase':<12} {'name':<20} {'status':<6} {'start':>8} {'duration':>9} "
+        f"{'share':>5}  {'timeline':<{bw}}"
+    )
+    for p in rows:
+        ind = "  " * p.get("depth", 0)
+        share = (
+            f"{p['duration_ms'] / run_ms * 100:.0f}%"
+            if run_ms and p.get("duration_ms") is not None and p.get("depth", 0) == 0
+            else ""
+        )
+        out.append(
+            f"{clean(ind + p['phase'], 12):<12} {clean(p.get('name'), 20):<20} "
+            f"{st.status(p['status'], 6)} {fmt_ms(p.get('offset_ms')):>8} "
+            f"{fmt_ms(p.get('duration_ms')):>9} {share:>5}  "
+            f"{_bar(p.get('offset_ms'), p.get('duration_ms'), run_ms, bw, unicode)}"
+        )
+    for f in pending:
+        out.append(
+            f"{clean(f['id'], 12):<12} {clean(f.get('name'), 20):<20} {st.status('pending', 6)}"
+        )
+    out.append("")
+    out.append(
+        f"{'phase':<12} {'cpu avg':>7} {'cpu pk':>6} {'peak rss':>9} {'rss chg':>9} "
+        f"{'child cpu':>9} {'items':>7} {'items/s':>9} {'warn':>4} {'err':>4} {'art':>4}"
+    )
+    for p in rows:
+        ind = "  " * p.get("depth", 0)
+        out.append(
+            f"{clean(ind + p['phase'], 12):<12} {_num(p.get('cpu_pct'), '{:.0f}%'):>7} "
+            f"{_num(p.get('cpu_peak_pct'), '{:.0f}%'):>6} "
+            f"{fmt_bytes(p.get('peak_rss_bytes')):>9} "
+            f"{fmt_bytes(p.get('rss_delta_bytes'), signed=True):>9} "
+            f"{fmt_ms(p.get('children_cpu_ms')):>9} {p.get('items') or '':>7} "
+            f"{_num(p.get('items_per_s'), '{:.1f}'):>9} {p.get('warnings') or '':>4} "
+            f"{p.get('errors') or '':>4} {len(p.get('artifacts') or []) or '':>4}"
+        )
+    res = model["resources"]
+    if res["ts"]:
+        out.append("")
+        w = 80
+        t0 = run.get("start") or res["ts"][0]
+        cpu = [v for v in res["cpu_pct"] if v is not None]
+        rss = [v for v in res["rss_bytes"] if v is not None]
+        out.append(
+            st("resources", "1") + f" over the run ({len(res['ts'])} samples; "
+            "| = a top-level phase starts)"
+        )
+        t1 = max(res["ts"][-1], t0 + run_ms / 1000)
+        span_s = (t1 - t0) or 1.0
+        out.append(
+            f"cpu {_num(max(cpu) if cpu else None, '{:.0f}%'):>9} "
+            + timeline(res["ts"], res["cpu_pct"], t0, t1, w, unicode)
+        )
+        out.append(
+            f"rss {fmt_bytes(max(rss) if rss else None):>9} "
+            + timeline(res["ts"], res["rss_bytes"], t0, t1, w, unicode)
+        )
+        marks = [" "] * w
+        labels = [" "] * w
+        for p in rows:
+            if p.get("depth", 0) or p.get("start") is None:
+                continue
+            i = min(w - 1, max(0, int((p["start"] - t0) / span_s * w)))
+            marks[i] = "|"
+            key = clean(p["phase"])
+            if all(c == " " for c in labels[i : i + len(key) + 1]):
+                labels[i : i + len(key)] = list(key[: w - i])
+        out.append(" " * 14 + "".join(marks))
+        out.append(" " * 14 + "".join(labels)[:w])
+    if model["critical_path"] or model["slowest"]:
+        out.append("")
+        chain = model["critical_path"]
+        if chain:
+            total = sum(c["duration_ms"] or 0 for c in chain)
+            out.append(
+                st("critical path", "1")
+                + f" ({fmt_ms(total)}"
+                + (f", {total / run_ms * 100:.0f}% of the run)" if run_ms else ")")
+            )
+            out.append("  " + clean(" > ".join(c["phase"] for c in chain), 96))
+        if model["slowest"]:
+            out.append(
+                st("slowest", "1")
+                + "  "
+                + clean(
+                    ", ".join(
+                        f"{s['phase']} {fmt_ms(s['duration_ms'])}"
+                        + (f" ({s['share_pct']:.0f}%)" if s.get("share_pct") is not None else "")
+                        for s in model["slowest"][:4]
+                    ),
+                    90,
+                )
+            )
+    errs, warns = model["errors"], model["warnings"]
+    if errs["count"] or warns["count"] or errs["failed_phases"]:
+        out.append("")
+        out.append(
+            st("errors and warnings", "1") + f" ({errs['count']} errors, {warns['count']} warnings)"
+        )
+        for f in errs["failed_phases"][:errors_max]:
+            e = f.get("error") or {}
+            out.append(
+                st("  failed ", "31")
+                + clean(f"{f['phase']}: {e.get('type', '?')}: {e.get('msg', '')}", 88)
+            )
+        shown = errs["items"] + warns["items"]
+        shown.sort(key=lambda g: g.get("ts") or 0)
+        for g in shown[:errors_max]:
+            lvl = "error" if g.get("level") == "error" else "warn"
+            out.append(
+                f"  {st(f'{lvl:<5}', '31' if lvl == 'error' else '33')} "
+                f"{clean(g.get('phase') or '-', 10):<10} {clean(g.get('msg'), 80)}"
+            )
+        more = errs["count"] + warns["count"] - min(len(shown), errors_max)
+        if more > 0:
+            out.append(f"  ... and {more} more")
+    if model["alerts"]:
+        out.append("")
+        out.append(st("alerts", "1") + f" ({len(model['alerts'])})")
+        for a in model["alerts"][:errors_max]:
+            sev = a.get("severity", "?")
+            code = {"critical": "1;31", "warning": "33"}.get(sev, "36")
+            state = a.get("state", "?") + (" (ack)" if a.get("acknowledged") else "")
+            out.append(f"  {st(f'{sev:<8}', code)} {state:<14} {clean(a.get('msg'), 70)}")
+    if model["history"] or model["anomalies"]:
+        out.append("")
+        out.append(st("against history", "1"))
+        out.append(
+            f"  {'phase':<12} {'runs':>4} {'median':>9} {'this run':>9} {'change':>7} "
+            f"{'trend':<10} sparkline"
+        )
+        anomalous = {a["phase"] for a in model["anomalies"]}
+        for k, h in model["history"].items():
+            delta = h.get("delta_pct")
+            flag = st(" anomaly", "1;31") if k in anomalous else ""
+            tr = h["trend"]
+            trend = tr.get("direction", "-")
+            if tr.get("pct_per_run") is not None and trend != "insufficient":
+                trend += f" {tr['pct_per_run']:+.0f}%"
+            out.append(
+                f"  {clean(k, 12):<12} {h['runs']:>4} {fmt_ms(h.get('median_ms')):>9} "
+                f"{fmt_ms(h.get('current_ms')):>9} "
+                f"{_num(delta, '{:+.0f}%'):>7} {clean(trend, 10):<10} "
+                f"{sparkline(h['series_ms'], 20, unicode)}{flag}"
+            )
+    if model["comparison"] is not None:
+        out += _comparison_text(model["comparison"], st)
+    if model["runs_table"] is not None:
+        out += _runs_table_text(model["runs_table"])
+    return "\n".join(out)
+
+
+def quality_line(q: dict[str, Any], mon: dict[str, Any]) -> str:
+    parts = []
+    if q.get("torn"):
+        parts.append(f"torn last line at byte {q.get('torn_offset')} (skipped)")
+    if q.get("corrupt"):
+        lines = ", ".join(str(n) for n in (q.get("corrupt_lines") or [])[:5])
+        parts.append(
+            f"{q['corrupt']} corrupt line(s) skipped (line {lines}"
+            + (" ..." if q["corrupt"] > 5 else "")
+            + ")"
+        )
+    if q.get("newer_schema"):
+        parts.append(f"schema v{q['newer_schema']} is newer than this reader: known parts read")
+    if q.get("seq_gaps"):
+        parts.append(f"{q['seq_gaps']} event(s) missing (sequence gaps)")
+    for k, label in (
+        ("samples_dropped", "samples dropped from memory"),
+        ("phases_folded", "repeated phases folded into aggregates"),
+    ):
+        if q.get(k):
+            parts.append(f"{q[k]} {label}")
+    if mon.get("write_errors"):
+        parts.append(
+            f"{mon['write_errors']} monitor write error(s) ({mon.get('events_lost', 0)} "
+            "events lost)"
+        )
+    if mon.get("internal_errors"):
+        parts.append(f"{mon['internal_errors']} monitor internal error(s)")
+    if mon.get("samples_missed"):
+        parts.append(f"{mon['samples_missed']} sample ticks missed")
+    return "; ".join(parts) if parts else "ok"
+
+
+def _comparison_text(c: dict[str, Any], st: _Style) -> list[str]:
+    unit_ms = c["field"] in ("duration_ms", "cpu_ms")
+    fmt = (
+        fmt_ms
+        if unit_ms
+        else (fmt_bytes if c["field"] == "peak_rss_bytes" else (lambda v: _num(v, "{:.1f}")))
+    )
+    out = [
+        "",
+        st("comparison", "1") + f" with {c['baseline_runs']} baseline run(s), metric "
+        f"{c['metric']}, noise floor {c['noise_floor']:g}",
+    ]
+    out.append(
+        f"  {'phase':<12} {'baseline':>10} {'rule':<7} {'this run':>10} {'change':>10} "
+        f"{'%':>7}  verdict"
+    )
+    for k, r in c["phases"].items():
+        verdict = st("REGRESSED", "1;31") if r["regressed"] else "ok"
+        if r["rule"] == "no-baseline":
+            verdict = "new"
+        delta = r.get("delta")
+        change = "-" if delta is None else ("+" if delta > 0 else "") + fmt(delta)
+        out.append(
+            f"  {clean(k, 12):<12} {fmt(r.get('reference')):>10} {r['rule']:<7} "
+            f"{fmt(r.get('current')):>10} {change:>10} "
+            f"{_num(r.get('delta_pct'), '{:+.0f}%'):>7}  {verdict}"
+        )
+    for k in c["missing"]:
+        out.append(f"  {clean(k, 12):<12} {'':>10} {'':<7} {'-':>10} {'':>10} {'':>7}  missing")
+    n = len(c["regressions"])
+    out.append(f"  {n} regression(s)" + (": " + ", ".join(c["regressions"]) if n else ""))
+    return out
+
+
+def _runs_table_text(t: dict[str, Any]) -> list[str]:
+    runs = t["runs"]
+    out = ["", f"run by run (duration; {len(runs)} most recent runs, newest last)"]
+    out.append(f"  {'phase':<12} " + " ".join(f"{clean(r[-13:], 13):>13}" for r in runs))
+    for k, vals in t["phases"].items():
+        out.append(f"  {clean(k, 12):<12} " + " ".join(f"{fmt_ms(v):>13}" for v in vals))
+    return out
+
+
+def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
+    """The short per-phase summary the demo prints: status, duration, share, CPU, RSS,
+    items and items/s per phase, then the data-quality line."""
+    run = snap["run"]
+    rows = _ordered(snap, depth)
     dur = run.get("duration_ms")
     lines = [
-        f"run {run['id']}  {run.get('status')}  {fmt_ms(dur)}  host {run.get('host') or '-'}",
+        f"run {clean(run['id'])}  {run.get('status')}  {fmt_ms(dur)}  "
+        f"host {clean(run.get('host') or '-')}",
         f"{'phase':<12} {'name':<24} {'status':<7} {'duration':>9} {'share':>6} "
         f"{'cpu%':>6} {'peak rss':>9} {'items':>7} {'items/s':>9} {'w/e':>5}",
     ]
-    for p in ordered:
+    for p in rows:
         indent = "  " * p.get("depth", 0)
         share = (
             f"{p['duration_ms'] / dur * 100:.0f}%"
             if dur and p.get("duration_ms") is not None and p.get("depth", 0) == 0
             else ""
         )
-        cpu = "" if p.get("cpu_pct") is None else f"{p['cpu_pct']:.0f}"
-        ips = "" if p.get("items_per_s") is None else f"{p['items_per_s']:.1f}"
-        we = f"{p.get('warnings', 0)}/{p.get('errors', 0)}"
         lines.append(
-            f"{_cut(indent + p['phase'], 12):<12} {_cut(p.get('name'), 24):<24} "
+            f"{clean(indent + p['phase'], 12):<12} {clean(p.get('name'), 24):<24} "
             f"{STATUS_MARK.get(p['status'], p['status']):<7} {fmt_ms(p.get('duration_ms')):>9} "
-            f"{share:>6} {cpu:>6} {fmt_bytes(p.get('peak_rss_bytes')):>9} "
-            f"{p.get('items') or '':>7} {ips:>9} {we:>5}"
+            f"{share:>6} {_num(p.get('cpu_pct')):>6} {fmt_bytes(p.get('peak_rss_bytes')):>9} "
+            f"{p.get('items') or '':>7} {_num(p.get('items_per_s'), '{:.1f}'):>9} "
+            f"{p.get('warnings', 0)}/{p.get('errors', 0):<3}"
         )
-    names = {p.get("id"): p.get("name") for p in run.get("plan") or []}
-    for k in pending:
-        lines.append(f"{_cut(k, 12):<12} {_cut(names.get(k), 24):<24} {'-':<7}")
-    res = snap.get("resources", {})
-    logs = snap.get("logs", {})
-    q = snap.get("quality", {})
+    for f in snap["flow"]:
+        if f["status"] == "pending":
+            lines.append(f"{clean(f['id'], 12):<12} {clean(f.get('name'), 24):<24} {'-':<7}")
+    res, logs = snap["resources"], snap["logs"]
     lines.append(
         f"peak rss {fmt_bytes(res.get('peak_rss_bytes'))} (tree "
         f"{fmt_bytes(res.get('peak_tree_rss_bytes'))}), {res.get('total', 0)} samples, "
         f"{logs.get('warnings', 0)} warnings, {logs.get('errors', 0)} errors"
     )
-    problems = [
-        f"{k.replace('_', ' ')} {q[k]}"
-        for k in ("torn", "corrupt", "seq_gaps", "samples_dropped")
-        if q.get(k)
-    ]
-    mon = snap.get("monitor", {})
-    if mon.get("write_errors"):
-        problems.append(f"write errors {mon['write_errors']}")
-    if mon.get("internal_errors"):
-        problems.append(f"internal errors {mon['internal_errors']}")
-    lines.append("data quality: " + (", ".join(problems) if problems else "ok"))
+    lines.append("data quality: " + quality_line(snap["quality"], snap["monitor"]))
     err = run.get("error")
     if isinstance(err, dict):
-        lines.append(f"error: {_cut(err.get('type'), 40)}: {_cut(err.get('msg'), 50)}")
+        lines.append(f"error: {clean(err.get('type'), 40)}: {clean(err.get('msg'), 50)}")
     return "\n".join(lines)
+
+
+# -- markdown -------------------------------------------------------------------------------
+
+
+def _md(text: Any) -> str:
+    """A table cell: pipes escaped, newlines and control characters flattened."""
+    s = clean(text).replace("\\", "\\\\").replace("|", "\\|")
+    for ch in "<>*_`[]":
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def render_markdown(model: dict[str, Any]) -> str:
+    """GitHub-flavoured Markdown, for $GITHUB_STEP_SUMMARY and pull-request comments."""
+    run = model["run"]
+    out = [
+        f"## atroz_monitor: run `{clean(run['id']).replace('`', '')}` {run['status']}",
+        "",
+        f"**{_md(run.get('name'))}** on {_md(run.get('host'))}, started "
+        f"{_ts(run.get('start'))}, took **{fmt_ms(run.get('duration_ms'))}**. "
+        f"Data quality: {_md(quality_line(model['quality'], model['monitor']))}.",
+        "",
+        "| phase | name | status | start | duration | share | cpu avg | peak rss | rss change "
+        "| items | items/s | warnings | errors |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    run_ms = run.get("duration_ms") or 0
+    for p in model["phases"]:
+        ind = "&nbsp;&nbsp;" * p.get("depth", 0)
+        share = (
+            f"{p['duration_ms'] / run_ms * 100:.0f}%"
+            if run_ms and p.get("duration_ms") is not None and not p.get("depth")
+            else ""
+        )
+        out.append(
+            f"| {ind}{_md(p['phase'])} | {_md(p.get('name'))} "
+            f"| {STATUS_MARK.get(p['status'], p['status'])} "
+            f"| {fmt_ms(p.get('offset_ms'))} | {fmt_ms(p.get('duration_ms'))} | {share} "
+            f"| {_num(p.get('cpu_pct'), '{:.0f}%')} | {fmt_bytes(p.get('peak_rss_bytes'))} "
+            f"| {fmt_bytes(p.get('rss_delta_bytes'), signed=True)} | {p.get('items') or ''} "
+            f"| {_num(p.get('items_per_s'), '{:.1f}')} | {p.get('warnings') or ''} "
+            f"| {p.get('errors') or ''} |"
+        )
+    for f in model["flow"]:
+        if f["status"] == "pending":
+            out.append(f"| {_md(f['id'])} | {_md(f.get('name'))} | pending | | | | | | | | | | |")
+    if model["critical_path"]:
+        out += [
+            "",
+            "**Critical path:** "
+            + " → ".join(
+                f"{_md(c['phase'])} ({fmt_ms(c['duration_ms'])})" for c in model["critical_path"]
+            ),
+        ]
+    failed = model["errors"]["failed_phases"]
+    if failed or model["errors"]["items"] or model["warnings"]["items"]:
+        out += [
+            "",
+            f"### Errors and warnings ({model['errors']['count']} errors, "
+            f"{model['warnings']['count']} warnings)",
+            "",
+            "| level | phase | message |",
+            "|---|---|---|",
+        ]
+        for f in failed:
+            e = f.get("error") or {}
+            out.append(
+                f"| failed | {_md(f['phase'])} | {_md(e.get('type'))}: {_md(e.get('msg'))} |"
+            )
+        for g in (model["errors"]["items"] + model["warnings"]["items"])[:20]:
+            out.append(f"| {g.get('level')} | {_md(g.get('phase') or '-')} | {_md(g.get('msg'))} |")
+    if model["alerts"]:
+        out += [
+            "",
+            f"### Alerts ({len(model['alerts'])})",
+            "",
+            "| severity | state | rule | phase | value | threshold | message |",
+            "|---|---|---|---|--:|--:|---|",
+        ]
+        for a in model["alerts"]:
+            out.append(
+                f"| {_md(a.get('severity'))} | {_md(a.get('state'))} | {_md(a.get('rule'))} "
+                f"| {_md(a.get('phase') or '-')} | {_md(a.get('value'))} "
+                f"| {_md(a.get('threshold'))} | {_md(a.get('msg'))} |"
+            )
+    if model["history"]:
+        out += [
+            "",
+            "### Against history",
+            "",
+            "| phase | runs | median | this run | change | trend | anomaly |",
+            "|---|--:|--:|--:|--:|---|---|",
+        ]
+        anomalous = {a["phase"] for a in model["anomalies"]}
+        for k, h in model["history"].items():
+            out.append(
+                f"| {_md(k)} | {h['runs']} | {fmt_ms(h.get('median_ms'))} "
+                f"| {fmt_ms(h.get('current_ms'))} | {_num(h.get('delta_pct'), '{:+.0f}%')} "
+                f"| {h['trend'].get('direction')} | {'yes' if k in anomalous else ''} |"
+            )
+    c = model["comparison"]
+    if c is not None:
+        out += [
+            "",
+            f"### Comparison with {c['baseline_runs']} baseline run(s) ({c['metric']})",
+            "",
+            "| phase | baseline | rule | this run | change | % | verdict |",
+            "|---|--:|---|--:|--:|--:|---|",
+        ]
+        for k, r in c["phases"].items():
+            verdict = (
+                "**REGRESSED**"
+                if r["regressed"]
+                else ("new" if r["rule"] == "no-baseline" else "ok")
+            )
+            out.append(
+                f"| {_md(k)} | {_md(_round(r.get('reference')))} | {r['rule']} "
+                f"| {_md(_round(r.get('current')))} | {_md(_round(r.get('delta')))} "
+                f"| {_num(r.get('delta_pct'), '{:+.1f}%')} | {verdict} |"
+            )
+        for k in c["missing"]:
+            out.append(f"| {_md(k)} | | | | | | missing |")
+        out += ["", f"{len(c['regressions'])} regression(s)."]
+    t = model["runs_table"]
+    if t is not None:
+        out += [
+            "",
+            "### Run by run (duration)",
+            "",
+            "| phase | " + " | ".join(_md(r) for r in t["runs"]) + " |",
+            "|---|" + "--:|" * len(t["runs"]),
+        ]
+        for k, vals in t["phases"].items():
+            out.append(f"| {_md(k)} | " + " | ".join(fmt_ms(v) for v in vals) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _round(v: Any) -> Any:
+    return round(v, 3) if isinstance(v, float) else v
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _progress_reader(paths: list[str], st: State, total_bytes: int, show: bool) -> Any:
+    from . import reader
+    from .state import apply
+
+    stats = reader.ReadStats(path="")
+    done = 0
+    last = 0.0
+    for path in paths:
+        s = reader.ReadStats(path=path)
+        for ev in reader.iter_events(path, s):
+            apply(st, ev)
+            if show and (s.events & 0xFFFF) == 0:
+                now = time.monotonic()
+                if now - last > 0.5:
+                    last = now
+                    pct = (done + s.bytes) / total_bytes * 100 if total_bytes else 0
+                    sys.stderr.write(
+                        f"\rreading {os.path.basename(path)}: {pct:5.1f}% "
+                        f"({stats.events + s.events:,} events)"
+                    )
+                    sys.stderr.flush()
+        done += s.bytes
+        stats = stats.merge(s)
+    if show:
+        sys.stderr.write("\r" + " " * 70 + "\r")
+    return stats
+
+
+def load(paths: Sequence[str], max_phases: int = 10_000) -> tuple[State, Any, list[str]]:
+    """Read ``paths`` into state; ReportError when nothing usable is there."""
+    from . import reader
+
+    try:
+        files = reader.discover(paths)
+    except FileNotFoundError as exc:
+        raise ReportError(f"no such file or directory: {exc.filename}") from None
+    if not files:
+        raise ReportError(f"no run logs (*.jsonl, *.jsonl.gz) in {', '.join(paths)}")
+    total = 0
+    for f in files:
+        try:
+            total += os.path.getsize(f)
+        except OSError:
+            pass
+    st = State(max_phases=max_phases)
+    show = total > 50 * 2**20 and sys.stderr.isatty()
+    try:
+        stats = _progress_reader(files, st, total, show)
+    except OSError as exc:
+        raise ReportError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    if not st.runs:
+        parts = []
+        if stats.corrupt:
+            parts.append(f"{stats.corrupt} not JSON events of this format")
+        if stats.torn:
+            parts.append("a torn line")
+        if stats.events:
+            parts.append(f"{stats.events} event(s) without a run id")
+        detail = f"{stats.lines} line(s) read" + (": " + ", ".join(parts) if parts else "")
+        raise ReportError(f"no atroz_monitor events in {', '.join(paths)} ({detail})")
+    return st, stats, files
+
+
+def _quality(stats: Any) -> dict[str, Any]:
+    q: dict[str, Any] = stats.to_dict()
+    q.pop("path", None)
+    return q
+
+
+def main(args: Any) -> int:
+    """The ``report`` command (arguments parsed by cli.py)."""
+    from .loader import liveness
+
+    st, stats, _ = load(args.paths)
+    if args.run:
+        if args.run not in st.runs:
+            known = ", ".join(sorted(st.runs)[:8])
+            raise ReportError(f"--run: no run {args.run!r} in the input (runs: {known})")
+        run_id = args.run
+    else:
+        run_id = views.latest_run(st) or next(iter(st.runs))
+    baseline = None
+    if args.baseline:
+        baseline, _, _ = load(args.baseline)
+        baseline.runs.pop(run_id, None)
+    replay = None
+    if args.alerts:
+        from .alerts import evaluate_replay, load_rules
+
+        try:
+            rules = load_rules(args.alerts)
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
+        replay = evaluate_replay(st, run_id, rules)
+    now = time.time()
+    model = build(
+        st,
+        run_id,
+        now=now,
+        alive=liveness(st.runs[run_id]),
+        quality=_quality(stats),
+        baseline=baseline,
+        metric=args.metric,
+        threshold=args.threshold,
+        noise_floor=args.noise_floor,
+        replay_alerts=replay,
+        depth=args.depth,
+    )
+    fmt = args.format
+    if fmt == "json":
+        text = json.dumps(model, indent=1, default=repr, allow_nan=False) + "\n"
+    elif fmt == "markdown":
+        text = render_markdown(model)
+    elif fmt == "html":
+        from . import page
+
+        data = {
+            "snapshot": model["snapshot"],
+            "runs": [
+                _run_row(st, r, now)
+                for r in sorted(st.runs, key=lambda x: _start(st, x), reverse=True)
+            ],
+            "history": {k: history.phase_history(st, k) for k in model["history"]},
+            "trends": {k: history.phase_trends(st, k) for k in model["history"]},
+            "generated": now,
+        }
+        text = page.render_static(data)
+    else:
+        out_tty = args.output is None and sys.stdout.isatty()
+        color = (
+            args.color == "always" or (args.color == "auto" and out_tty)
+        ) and not os.environ.get("NO_COLOR")
+        enc = (sys.stdout.encoding or "").lower() if args.output is None else "utf-8"
+        text = render_text(model, color=color, unicode="utf" in enc, errors_max=args.errors) + "\n"
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise ReportError(f"--output: cannot write {args.output}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    if args.fail_on_regression and model["comparison"] and model["comparison"]["regressions"]:
+        return 1
+    return 0
+
+
+def _start(st: State, rid: str) -> float:
+    r = st.runs[rid]
+    return r.start if r.start is not None else (r.first_ts or 0.0)
+
+
+def _run_row(st: State, rid: str, now: float) -> dict[str, Any]:
+    from .loader import liveness
+
+    r = st.runs[rid]
+    end = r.end if r.end is not None else r.last_ts
+    return {
+        "id": rid,
+        "name": r.info.get("name", rid),
+        "status": views.run_status(r, now, liveness(r)),
+        "start": r.start,
+        "end": r.end,
+        "duration_ms": round((end - r.start) * 1000, 3) if end and r.start else None,
+        "host": r.info.get("host"),
+    }

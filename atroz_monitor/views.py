@@ -145,7 +145,13 @@ def snapshot(
         v = phase_view(rec, start, now, status)
         v["depth"] = depth
         phases.append(v)
-    plan = info.get("plan") if isinstance(info.get("plan"), list) else []
+    raw_plan = info.get("plan") if isinstance(info.get("plan"), list) else []
+    # The log is input: keep only well-formed plan entries (a damaged line may say anything).
+    plan = [
+        p if isinstance(p.get("name"), str) else {**p, "name": p["id"]}
+        for p in raw_plan
+        if isinstance(p, dict) and isinstance(p.get("id"), str)
+    ]
     plan_ids = [p.get("id") for p in plan if isinstance(p, dict)]
     # A planned phase's state is that of its latest top-level record (a retry or repeat).
     by_key: dict[str, dict[str, Any]] = {}

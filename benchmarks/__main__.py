@@ -17,9 +17,10 @@ import time
 
 from .common import Figure
 
-MODULES = ["bench_phase", "bench_sampler", "bench_import", "bench_memory"]
-DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
-                   "PERFORMANCE.md")
+MODULES = ["bench_phase", "bench_sampler", "bench_import", "bench_memory", "bench_evaluate"]
+DOC = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "PERFORMANCE.md"
+)
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(DOC, encoding="utf-8") as fh:
             doc = fh.read()
         if START in doc and END in doc:
-            doc = doc[: doc.index(START)] + _table(results, cmd) + doc[doc.index(END) + len(END):]
+            doc = doc[: doc.index(START)] + _table(results, cmd) + doc[doc.index(END) + len(END) :]
         else:
             doc += "\n" + _table(results, cmd) + "\n"
         with open(DOC, "w", encoding="utf-8") as fh:

@@ -39,8 +39,11 @@ def measure(mod: str, n: int) -> tuple[float, float]:
     ts, rs = [], []
     for i in range(n + 1):
         out = subprocess.run(
-            [sys.executable, "-c", _CHILD.format(mod=mod)], capture_output=True, text=True,
-            check=True, env=_ENV,
+            [sys.executable, "-c", _CHILD.format(mod=mod)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=_ENV,
         ).stdout
         if i == 0:
             continue  # the warm-up run writes the bytecode
@@ -55,21 +58,41 @@ def run(quick: bool = False) -> list[Figure]:
     bare_t, bare_rss = measure("", n)
     ours_t, ours_rss = measure("atroz_monitor", n)
     figures = [
-        Figure("import atroz_monitor: RSS added", (ours_rss - bare_rss) / 2**20, "MiB",
-               target="<= 2 MiB"),
+        Figure(
+            "import atroz_monitor: RSS added",
+            (ours_rss - bare_rss) / 2**20,
+            "MiB",
+            target="<= 2 MiB",
+        ),
     ]
-    for mod, label in (("prometheus_client", "prometheus_client"),
-                       ("opentelemetry.sdk.trace", "opentelemetry-sdk")):
+    for mod, label in (
+        ("prometheus_client", "prometheus_client"),
+        ("opentelemetry.sdk.trace", "opentelemetry-sdk"),
+    ):
         try:
             t, r = measure(mod, n)
         except subprocess.CalledProcessError:
             print(f"  ({label} not installed: pip install -e '.[bench]')")
             continue
-        figures.append(Figure(f"import time vs {label}", (ours_t - bare_t) * 1000, "ms",
-                              f"import {label}", (t - bare_t) * 1000,
-                              "<= 0.25x" if label == "prometheus_client" else ""))
-        figures.append(Figure(f"import RSS vs {label}", (ours_rss - bare_rss) / 2**20, "MiB",
-                              f"import {label}", (r - bare_rss) / 2**20))
+        figures.append(
+            Figure(
+                f"import time vs {label}",
+                (ours_t - bare_t) * 1000,
+                "ms",
+                f"import {label}",
+                (t - bare_t) * 1000,
+                "<= 0.25x" if label == "prometheus_client" else "",
+            )
+        )
+        figures.append(
+            Figure(
+                f"import RSS vs {label}",
+                (ours_rss - bare_rss) / 2**20,
+                "MiB",
+                f"import {label}",
+                (r - bare_rss) / 2**20,
+            )
+        )
     return figures
 
 

@@ -47,8 +47,14 @@ def run(quick: bool = False) -> list[Figure]:
     size = os.path.getsize(log)
     os.unlink(log)
     return [
-        Figure(f"RSS growth over {n:,} phases", (end - (start or end)) / 2**20, "MiB",
-               "bare loop growth", base_growth, "<= 10 MiB"),
+        Figure(
+            f"RSS growth over {n:,} phases",
+            (end - (start or end)) / 2**20,
+            "MiB",
+            "bare loop growth",
+            base_growth,
+            "<= 10 MiB",
+        ),
         Figure("  log size per phase", size / n, "bytes"),
     ]
 

@@ -97,8 +97,15 @@ def run(quick: bool = False) -> list[Figure]:
     f_med, m_med = statistics.median(f_vals), statistics.median(m_vals)
     spread = (max(m_vals) - min(m_vals)) / m_med * 100
     figures.append(
-        Figure("phase() enter+exit, default settings", m_med, "us", "hand-formatted floor",
-               f_med, "<= 1.5x", spread)
+        Figure(
+            "phase() enter+exit, default settings",
+            m_med,
+            "us",
+            "hand-formatted floor",
+            f_med,
+            "<= 1.5x",
+            spread,
+        )
     )
 
     try:
@@ -122,8 +129,9 @@ def run(quick: bool = False) -> list[Figure]:
 
         o_med, _ = rounds(otel_round, r)
         figures.append(
-            Figure("phase() vs OpenTelemetry SDK span", m_med, "us", "otel span", o_med,
-                   "<= 0.333x")
+            Figure(
+                "phase() vs OpenTelemetry SDK span", m_med, "us", "otel span", o_med, "<= 0.333x"
+            )
         )
     except ImportError:
         print("  (opentelemetry-sdk not installed: pip install -e '.[bench]')")
@@ -139,8 +147,13 @@ def run(quick: bool = False) -> list[Figure]:
 
         p_med, _ = rounds(lambda: per_op_us(prom_op, n), r)
         figures.append(
-            Figure("phase() vs prometheus_client Histogram.time()", m_med, "us",
-                   "Histogram.time", p_med)
+            Figure(
+                "phase() vs prometheus_client Histogram.time()",
+                m_med,
+                "us",
+                "Histogram.time",
+                p_med,
+            )
         )
     except ImportError:
         print("  (prometheus_client not installed)")

@@ -78,8 +78,14 @@ def run(quick: bool = False) -> list[Figure]:
 
         base = _thread_cpu_per_tick(ps_read, seconds)
         figures.append(
-            Figure("sampler CPU per tick at 10 Hz (incl. writing)", ours, "us",
-                   "psutil oneshot read", base, "<= 0.6x")
+            Figure(
+                "sampler CPU per tick at 10 Hz (incl. writing)",
+                ours,
+                "us",
+                "psutil oneshot read",
+                base,
+                "<= 0.6x",
+            )
         )
     except ImportError:
         print("  (psutil not installed: pip install -e '.[bench]')")
@@ -102,8 +108,9 @@ def run(quick: bool = False) -> list[Figure]:
         n1 = mon._sampler.samples
         elapsed = time.monotonic() - t0
     hz = (n1 - n0) / elapsed
-    figures.append(Figure("sampler rate asked 100 Hz, GIL-bound main thread", hz, "Hz",
-                          target=">= 95"))
+    figures.append(
+        Figure("sampler rate asked 100 Hz, GIL-bound main thread", hz, "Hz", target=">= 95")
+    )
     return figures
 
 

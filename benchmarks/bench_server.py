@@ -59,7 +59,9 @@ def wait_http(port: int, path: str, timeout: float = 20.0) -> None:
 def run_wrk(url: str, duration: int) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t2", "-c8", f"-d{duration}s", "--latency", url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
@@ -68,31 +70,52 @@ def run_wrk(url: str, duration: int) -> dict[str, float]:
     m50 = re.search(r"50%\s+([\d.]+)(us|ms|s)\b", out)
     p50 = float(m50.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m50.group(2)] if m50 else 0
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99,
-            "non2xx": float(errors.group(1)) if errors else 0.0}
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
 
 
 def spawn(args: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": REPO}
     env.pop("ATROZ_MONITOR_TOKEN", None)
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def throughput(tmp: str, duration: int) -> dict[str, Any]:
     demo = os.path.join(tmp, "demo")
     subprocess.run(
-        [sys.executable, "-m", "atroz_monitor", "demo", "--duration", "3", "--out", demo,
-         "--no-serve"],
-        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": REPO},
+        [
+            sys.executable,
+            "-m",
+            "atroz_monitor",
+            "demo",
+            "--duration",
+            "3",
+            "--out",
+            demo,
+            "--no-serve",
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": REPO},
     )
     run_id = next(n for n in os.listdir(demo) if n.endswith(".jsonl"))[: -len(".jsonl")]
     port = free_port()
     ours = spawn([sys.executable, "-m", "atroz_monitor", "serve", demo, "--port", str(port)])
     pport = free_port()
-    prom = spawn([sys.executable, "-c",
-                  "import time, prometheus_client as p; p.start_http_server("
-                  f"{pport}, addr='127.0.0.1'); time.sleep(3600)"])
+    prom = spawn(
+        [
+            sys.executable,
+            "-c",
+            "import time, prometheus_client as p; p.start_http_server("
+            f"{pport}, addr='127.0.0.1'); time.sleep(3600)",
+        ]
+    )
     try:
         path = f"/api/v1/runs/{run_id}"
         wait_http(port, path)
@@ -109,14 +132,18 @@ def throughput(tmp: str, duration: int) -> dict[str, Any]:
         for p in (ours, prom):
             p.terminate()
             p.wait(10)
-    return {"ours": a, "prometheus_client": b, "ratio": a["rps"] / b["rps"],
-            "bytes": size, "prom_bytes": psize}
+    return {
+        "ours": a,
+        "prometheus_client": b,
+        "ratio": a["rps"] / b["rps"],
+        "bytes": size,
+        "prom_bytes": psize,
+    }
 
 
 def sse_latency(tmp: str, events: int) -> dict[str, Any]:
     d = os.path.join(tmp, "live")
-    mon = Monitor(d, plan=[f"E{i}" for i in range(events)], sample_interval=None,
-                  capture=False)
+    mon = Monitor(d, plan=[f"E{i}" for i in range(events)], sample_interval=None, capture=False)
     mon.start()
     port = free_port()
     server = spawn([sys.executable, "-m", "atroz_monitor", "serve", d, "--port", str(port)])
@@ -172,8 +199,13 @@ def sse_latency(tmp: str, events: int) -> dict[str, Any]:
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q / 100 * len(lat)))] if lat else float("nan")
 
-    return {"events": events, "received": len(lat), "p50_ms": pct(50), "p99_ms": pct(99),
-            "max_ms": lat[-1] if lat else float("nan")}
+    return {
+        "events": events,
+        "received": len(lat),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "max_ms": lat[-1] if lat else float("nan"),
+    }
 
 
 def main() -> int:
@@ -193,14 +225,20 @@ def main() -> int:
     o, p = tp["ours"], tp["prometheus_client"]
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print(f"snapshot route ({tp['bytes']} B), wrk -t2 -c8 -d{args.duration}s --latency:")
-    print(f"  atroz_monitor serve   {o['rps']:10.0f} req/s  p50 {o['p50_ms']:.2f} ms  "
-          f"p99 {o['p99_ms']:.2f} ms  non-2xx {o['non2xx']:.0f}")
-    print(f"  prometheus_client     {p['rps']:10.0f} req/s  p50 {p['p50_ms']:.2f} ms  "
-          f"p99 {p['p99_ms']:.2f} ms  ({tp['prom_bytes']} B /metrics)")
+    print(
+        f"  atroz_monitor serve   {o['rps']:10.0f} req/s  p50 {o['p50_ms']:.2f} ms  "
+        f"p99 {o['p99_ms']:.2f} ms  non-2xx {o['non2xx']:.0f}"
+    )
+    print(
+        f"  prometheus_client     {p['rps']:10.0f} req/s  p50 {p['p50_ms']:.2f} ms  "
+        f"p99 {p['p99_ms']:.2f} ms  ({tp['prom_bytes']} B /metrics)"
+    )
     print(f"  ratio {tp['ratio']:.1f}x (target >= 8x), p99 {o['p99_ms']:.2f} ms (target < 10)")
-    print(f"SSE: {sse['received']}/{sse['events']} events, write -> client latency "
-          f"p50 {sse['p50_ms']:.1f} ms  p99 {sse['p99_ms']:.1f} ms  max {sse['max_ms']:.1f} ms "
-          f"(target p99 < 100)")
+    print(
+        f"SSE: {sse['received']}/{sse['events']} events, write -> client latency "
+        f"p50 {sse['p50_ms']:.1f} ms  p99 {sse['p99_ms']:.1f} ms  max {sse['max_ms']:.1f} ms "
+        f"(target p99 < 100)"
+    )
     ok = tp["ratio"] >= 8 and o["p99_ms"] < 10 and sse["p99_ms"] < 100
     print("targets:", "met" if ok else "MISSED")
     return 0 if ok else 1

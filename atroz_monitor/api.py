@@ -1,0 +1,633 @@
+"""The read-only HTTP API as a pure renderer: ``route(...) -> Response``.
+
+``route(source, method, path, query, headers)`` returns ``(status, headers, body)`` and
+touches no socket, so every route is testable without a server (prometheus_client's
+exposition does the same). The HTTP handler in ``server.py`` only checks the connection
+(Host, token, limits) and sends what this returns. Server-Sent Events are the one thing a
+single response cannot carry: ``Stream`` renders a client's messages and the server writes
+them as they come (``docs/API.md`` has the contract).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import re
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from . import history
+from .events import dumps
+from .source import Source, View
+
+__all__ = [
+    "API_PREFIX",
+    "JSON",
+    "SECURITY_HEADERS",
+    "Response",
+    "Stream",
+    "error",
+    "json_response",
+    "route",
+    "sse_message",
+]
+
+API_PREFIX = "/api/v1"
+JSON = "application/json; charset=utf-8"
+SSE = "text/event-stream; charset=utf-8"
+
+# On every response. CSP default-src 'self': the page has no inline script or style, so an
+# injected string can at worst be text. No Access-Control-* header at all: the data is for
+# this origin only.
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", "default-src 'self'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+PHASE_STATUSES = ("running", "completed", "failed", "cancelled", "interrupted")
+SEVERITIES = ("info", "warning", "critical")
+ALERT_STATES = ("raised", "acknowledged", "resolved", "open")
+MAX_STEP = 1_000_000
+
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".woff2": "font/woff2",
+}
+_ASSET_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+
+class Response(NamedTuple):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class BadRequest(Exception):
+    """A bad query value: 400 naming the parameter."""
+
+
+class NotFound(Exception):
+    """404 with this message."""
+
+
+def _headers(content_type: str, cache: str = "no-store") -> list[tuple[str, str]]:
+    return [("Content-Type", content_type), ("Cache-Control", cache), *SECURITY_HEADERS]
+
+
+def json_response(
+    obj: Any, status: int = 200, extra: list[tuple[str, str]] | None = None
+) -> Response:
+    """``obj`` as compact ASCII JSON (control characters and non-ASCII escaped)."""
+    body = dumps(obj).encode("ascii")
+    return Response(status, _headers(JSON) + (extra or []), body)
+
+
+def error(status: int, message: str, extra: list[tuple[str, str]] | None = None) -> Response:
+    """An error as ``{"error": message}``."""
+    return json_response({"error": message, "status": status}, status, extra)
+
+
+def _raw_json(body: bytes, extra: list[tuple[str, str]] | None = None) -> Response:
+    return Response(200, _headers(JSON) + (extra or []), body)
+
+
+# -- query parameters ------------------------------------------------------------------------
+
+
+class Query:
+    def __init__(self, query: str) -> None:
+        try:
+            self._q = urllib.parse.parse_qs(query, keep_blank_values=True, max_num_fields=100)
+        except ValueError as exc:
+            raise BadRequest(f"bad query string: {exc}") from None
+
+    def get(self, name: str) -> str | None:
+        v = self._q.get(name)
+        return v[-1] if v else None
+
+    def int(self, name: str, default: int | None, lo: int = 0, hi: int = 2**62) -> int | None:
+        raw = self.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            v = int(raw, 10)
+        except ValueError:
+            raise BadRequest(f"{name}: not an integer: {raw[:40]!r}") from None
+        if not lo <= v <= hi:
+            raise BadRequest(f"{name}: must be between {lo} and {hi}, got {v}")
+        return v
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> set[str] | None:
+        """A comma-separated subset of ``allowed``, or None when absent."""
+        raw = self.get(name)
+        if raw is None or raw == "":
+            return None
+        vals = {v.strip() for v in raw.split(",") if v.strip()}
+        bad = sorted(vals - set(allowed))
+        if bad or not vals:
+            raise BadRequest(
+                f"{name}: unknown value {(bad or [raw])[0][:40]!r} (one of {', '.join(allowed)})"
+            )
+        return vals
+
+
+# -- routing ---------------------------------------------------------------------------------
+
+
+Handler = Callable[[Source, list[str], Query, Mapping[str, str]], Response]
+
+
+def route(
+    source: Source,
+    method: str,
+    path: str,
+    query: str = "",
+    headers: Mapping[str, str] | None = None,
+    *,
+    server_info: Callable[[], Mapping[str, Any]] | None = None,
+) -> Response:
+    """The whole read-only API: one request in, one response out.
+
+    ``path`` is the raw (percent-encoded) request path, ``query`` the raw query string,
+    ``headers`` the request headers with lower-case names. HEAD is GET without the body.
+    The SSE stream is not served here (see ``Stream``); asked for, it is a 404 unless the
+    server handles it first.
+    """
+    hdrs = headers or {}
+    if method not in ("GET", "HEAD"):
+        resp = error(
+            405, f"method {method[:20]!r} not allowed (read-only)", [("Allow", "GET, HEAD")]
+        )
+        return Response(
+            resp.status, resp.headers + [("Content-Length", str(len(resp.body)))], resp.body
+        )
+    try:
+        resp = _dispatch(source, path, Query(query), hdrs, server_info)
+    except BadRequest as exc:
+        resp = error(400, str(exc))
+    except NotFound as exc:
+        resp = error(404, str(exc))
+    hdrs_out = resp.headers + [("Content-Length", str(len(resp.body)))]
+    # HEAD: the GET response's headers (its Content-Length included), no body.
+    return Response(resp.status, hdrs_out, b"" if method == "HEAD" else resp.body)
+
+
+def _segments(path: str) -> list[str]:
+    # Split before decoding: an encoded "/" stays inside its segment.
+    return [urllib.parse.unquote(s, errors="strict") for s in path.split("/")[1:]]
+
+
+def _dispatch(
+    source: Source,
+    path: str,
+    q: Query,
+    headers: Mapping[str, str],
+    server_info: Callable[[], Mapping[str, Any]] | None,
+) -> Response:
+    try:
+        seg = _segments(path)
+    except UnicodeDecodeError:
+        raise NotFound("no such route") from None
+    if path == "/" or path == "/index.html":
+        return _static("index.html", headers)
+    if path == "/favicon.svg":
+        return _static("favicon.svg", headers)
+    if seg and seg[0] == "static" and len(seg) >= 2:
+        return _static("/".join(seg[1:]), headers)
+    if path == "/healthz":
+        info = server_info() if server_info is not None else {}
+        return json_response({"status": "ok", **source.health(), **info})
+    if len(seg) < 3 or seg[0] != "api" or seg[1] != "v1":
+        raise NotFound("no such route")
+    source.ensure_fresh()
+    rest = seg[2:]
+    head = rest[0]
+    if head == "runs":
+        if len(rest) == 1:
+            return json_response({"runs": source.runs()})
+        return _run_route(source, rest[1], rest[2:], q)
+    if head == "alerts" and len(rest) == 1:
+        return _all_alerts(source, q)
+    if head == "summary" and len(rest) == 1:
+        return json_response(
+            source.read(lambda st: history.summary(st, _statuses(source, st), time.time()))
+        )
+    if head == "phases" and len(rest) == 3 and rest[2] in ("history", "trends"):
+        return _phase_history(source, rest[1], rest[2], q)
+    if head == "stream" and len(rest) == 1:
+        raise NotFound("the event stream is served by the HTTP server only")
+    raise NotFound("no such route")
+
+
+def _statuses(source: Source, st: Any) -> dict[str, str]:
+    return {rid: source._status(r) for rid, r in st.runs.items()}
+
+
+def _view(source: Source, run: str) -> View:
+    rid = source.resolve(run)
+    if rid is None:
+        raise NotFound("no runs yet" if run == "latest" else f"no run {run!r}")
+    v = source.view(rid)
+    if v is None:
+        raise NotFound(f"no run {run!r}")
+    return v
+
+
+_RUN_ROUTES = (
+    "progress",
+    "phases",
+    "resources",
+    "errors",
+    "warnings",
+    "artifacts",
+    "alerts",
+    "export",
+)
+
+
+def _run_route(source: Source, run: str, rest: list[str], q: Query) -> Response:
+    if rest and rest[0] not in _RUN_ROUTES:
+        raise NotFound("no such route")
+    v = _view(source, run)
+    snap = v.snap
+    rid = snap["run"]["id"]
+    if not rest:
+        return _raw_json(v.body())
+    what = rest[0]
+    if what == "phases":
+        if len(rest) == 1:
+            return json_response({"run": rid, "phases": _filter_phases(snap, q)})
+        p = _find_phase(snap, rest[1])
+        if len(rest) == 2:
+            return json_response(p)
+        if len(rest) == 3 and rest[2] == "sub-phases":
+            return json_response(
+                {"run": rid, "span": p["span"], "phases": _descendants(snap, p["span"])}
+            )
+        raise NotFound("no such route")
+    if len(rest) != 1:
+        raise NotFound("no such route")
+    if what == "progress":
+        return json_response(
+            {
+                "run": rid,
+                "status": snap["run"]["status"],
+                "progress": snap["progress"],
+                "flow": snap["flow"],
+                "duration_ms": snap["run"]["duration_ms"],
+            }
+        )
+    if what == "resources":
+        return json_response(_resources(v, q))
+    if what in ("errors", "warnings"):
+        return json_response(_logs(snap, what))
+    if what == "artifacts":
+        return json_response(_artifacts(snap))
+    if what == "alerts":
+        return json_response({"run": rid, "alerts": _alert_filter(snap["alerts"], q)})
+    assert what == "export"
+    return _export(source, v)
+
+
+def _filter_phases(snap: dict[str, Any], q: Query) -> list[dict[str, Any]]:
+    statuses = q.choice("status", PHASE_STATUSES)
+    parent = q.get("parent")
+    depth = q.int("depth", None, 0, 10_000)
+    phases = snap["phases"]
+    if parent is not None and parent != "none" and not any(p["span"] == parent for p in phases):
+        raise BadRequest(f"parent: no phase with span {parent[:60]!r} in this run")
+    out = []
+    for p in phases:
+        if statuses is not None and p["status"] not in statuses:
+            continue
+        if parent is not None and p["parent"] != (None if parent == "none" else parent):
+            continue
+        if depth is not None and p.get("depth") != depth:
+            continue
+        out.append(p)
+    return out
+
+
+def _find_phase(snap: dict[str, Any], ident: str) -> dict[str, Any]:
+    """A span id, else a phase key (its latest record: the last to start)."""
+    best: dict[str, Any] | None = None
+    for p in snap["phases"]:
+        if p["span"] == ident:
+            return p  # type: ignore[no-any-return]
+        if p["phase"] == ident and (
+            best is None or (p.get("start") or 0.0) >= (best.get("start") or 0.0)
+        ):
+            best = p
+    if best is None:
+        raise NotFound(f"no phase {ident!r} in run {snap['run']['id']!r}")
+    return best
+
+
+def _descendants(snap: dict[str, Any], span: str) -> list[dict[str, Any]]:
+    inside = {span}
+    out = []
+    for p in snap["phases"]:  # depth-first order: a parent always comes before its children
+        if p["parent"] in inside and p["span"] not in inside:
+            inside.add(p["span"])
+            out.append(p)
+    return out
+
+
+def _resources(v: View, q: Query) -> dict[str, Any]:
+    since = q.int("since", 0, 0)
+    step = q.int("step", 1, 1, MAX_STEP)
+    assert since is not None and step is not None
+    res = v.snap["resources"]
+    held = res["samples"]
+    total = v.samples_total
+    first = total - len(held)
+    start = max(since, first)
+    picked = held[start - first :] if start < total else []
+    if step > 1:
+        # By absolute index, so incremental reads keep the same grid.
+        picked = [s for i, s in enumerate(picked, start) if i % step == 0]
+    return {
+        "run": v.snap["run"]["id"],
+        "since": since,
+        "step": step,
+        "first": start if start < total else total,
+        "next": total,
+        "dropped": res["dropped"],
+        "missed": max(0, first - since),
+        "samples": picked,
+        "peak_rss_bytes": res["peak_rss_bytes"],
+        "peak_tree_rss_bytes": res["peak_tree_rss_bytes"],
+    }
+
+
+def _logs(snap: dict[str, Any], what: str) -> dict[str, Any]:
+    level = "error" if what == "errors" else "warning"
+    logs = snap["logs"]
+    out: dict[str, Any] = {
+        "run": snap["run"]["id"],
+        what: [e for e in logs["items"] if e.get("level") == level],
+        "count": logs["errors" if level == "error" else "warnings"],
+        "dropped": logs["dropped"],
+    }
+    if level == "error":
+        # Exceptions that ended phases (and the run) are errors too, though not log lines.
+        out["failed_phases"] = [
+            {k: p[k] for k in ("span", "phase", "name", "status", "error")}
+            for p in snap["phases"]
+            if p.get("error") is not None or p["status"] == "failed"
+        ]
+        out["run_error"] = snap["run"].get("error")
+    return out
+
+
+def _artifacts(snap: dict[str, Any]) -> dict[str, Any]:
+    names = {p["span"]: p for p in snap["phases"]}
+    groups: dict[Any, dict[str, Any]] = {}
+    for a in snap["artifacts"]["items"]:
+        span = a.get("span")
+        g = groups.get(span)
+        if g is None:
+            p = names.get(span)
+            g = groups[span] = {
+                "span": span,
+                "phase": a.get("phase") if p is None else p["phase"],
+                "name": None if p is None else p["name"],
+                "artifacts": [],
+                "bytes": 0,
+            }
+        g["artifacts"].append(a)
+        if type(a.get("bytes")) is int:
+            g["bytes"] += a["bytes"]
+    return {
+        "run": snap["run"]["id"],
+        "total": snap["artifacts"]["total"],
+        "phases": list(groups.values()),
+    }
+
+
+def _alert_filter(alerts: list[dict[str, Any]], q: Query) -> list[dict[str, Any]]:
+    sev = q.choice("severity", SEVERITIES)
+    states = q.choice("state", ALERT_STATES)
+    if states is not None and "open" in states:
+        states = (states - {"open"}) | {"raised", "acknowledged"}
+    return [
+        a
+        for a in alerts
+        if (sev is None or a.get("severity") in sev)
+        and (states is None or a.get("state") in states)
+    ]
+
+
+def _all_alerts(source: Source, q: Query) -> Response:
+    out = []
+    for row in source.runs():
+        v = source.view(row["id"])
+        if v is None:
+            continue
+        for a in _alert_filter(v.snap["alerts"], q):
+            out.append({**a, "run": row["id"]})
+    out.sort(key=lambda a: a.get("raised_ts") or a.get("ts") or 0, reverse=True)
+    return json_response({"alerts": out})
+
+
+def _phase_history(source: Source, key: str, what: str, q: Query) -> Response:
+    limit = q.int("limit", history.HISTORY_LIMIT, 1, 100_000)
+    k = q.int("k", 10, 2, 1000)
+    before = q.get("before")
+
+    def compute(st: Any) -> dict[str, Any] | None:
+        if not any(
+            key in r.keys or any(p.phase == key for p in r.phases.values())
+            for r in st.runs.values()
+        ):
+            return None
+        if before is not None and before not in st.runs:
+            raise BadRequest(f"before: no run {before[:60]!r}")
+        if what == "history":
+            return history.phase_history(st, key, before=before, limit=limit or 1)
+        return history.phase_trends(st, key, before=before, k=k or 10)
+
+    out = source.read(compute)
+    if out is None:
+        raise NotFound(f"no phase {key!r} in any run")
+    return json_response(out)
+
+
+def _export(source: Source, v: View) -> Response:
+    snap = v.snap
+    rid = snap["run"]["id"]
+    keys = sorted({p["phase"] for p in snap["phases"]} | set(snap.get("keys") or {}))
+
+    def hist(st: Any) -> dict[str, Any]:
+        return {k: history.phase_history(st, k, before=rid) for k in keys}
+
+    doc = {
+        "schema": 1,
+        "exported_at": time.time(),
+        "run": rid,
+        "snapshot": snap,
+        "history": source.read(hist),
+    }
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", rid)[:120] or "run"
+    return json_response(
+        doc, extra=[("Content-Disposition", f'attachment; filename="{safe}.json"')]
+    )
+
+
+# -- static assets ---------------------------------------------------------------------------
+
+_static_cache: dict[str, tuple[int, int, bytes, str]] = {}
+
+
+def _static(name: str, headers: Mapping[str, str]) -> Response:
+    """A file of the packaged ``static/`` directory, and nothing else: every segment is a
+    plain name (no ``..``, no hidden files, no separators), and the type must be known."""
+    parts = name.split("/")
+    if not all(_ASSET_SEGMENT.match(p) for p in parts):
+        raise NotFound("no such asset")
+    ext = "." + parts[-1].rsplit(".", 1)[-1] if "." in parts[-1] else ""
+    ctype = STATIC_TYPES.get(ext.lower())
+    if ctype is None:
+        raise NotFound("no such asset")
+    res = importlib.resources.files("atroz_monitor").joinpath("static")
+    for p in parts:
+        res = res.joinpath(p)
+    try:
+        if not res.is_file():
+            raise NotFound("no such asset")
+        body = res.read_bytes()
+    except OSError:
+        raise NotFound("no such asset") from None
+    etag = '"' + hashlib.sha1(body).hexdigest()[:20] + '"'
+    hdrs = _headers(ctype, "no-cache") + [("ETag", etag)]
+    if headers.get("if-none-match") == etag:
+        return Response(304, hdrs, b"")
+    return Response(200, hdrs, body)
+
+
+# -- Server-Sent Events ------------------------------------------------------------------------
+
+
+def sse_message(event: str, version: int, data: bytes | str) -> bytes:
+    """One SSE message. ``data`` is compact JSON, which has no raw newline in it."""
+    if isinstance(data, str):
+        data = data.encode("ascii")
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (version, event.encode("ascii"), data)
+
+
+PING = b": ping\n\n"
+
+
+class Stream:
+    """One SSE client: what it has seen and what to send it next.
+
+    ``open()`` checks the request (404 for an unknown run); ``poll()`` returns the bytes to
+    send now: a ``snapshot`` on connect (or when a delta cannot be built), then ``update``
+    messages with what changed since the client's last id, and ``runs`` when the run list or
+    a run's status changed. Pure apart from reading the source; the server does the waiting.
+    """
+
+    def __init__(self, source: Source, query: str, headers: Mapping[str, str]) -> None:
+        self.source = source
+        q = Query(query)
+        self.arg = q.get("run") or "latest"
+        self.follow_latest = self.arg == "latest"
+        self.run_id: str | None = None
+        self.version: int | None = None
+        last = headers.get("last-event-id", "").strip()
+        self._resume = int(last) if last.isdigit() and len(last) < 20 else None
+        self._runs_sig: tuple[tuple[Any, ...], ...] | None = None
+        self.messages = 0
+
+    def open(self) -> Response | None:
+        """None if the stream may start, else the error response to send instead."""
+        if not self.follow_latest and self.source.resolve(self.arg) is None:
+            return error(404, f"no run {self.arg!r}")
+        return None
+
+    def poll(self) -> bytes:
+        src = self.source
+        out: list[bytes] = []
+        rid = src.resolve(self.arg)
+        resumed = False
+        if rid is not None:
+            if self.version is None and self._resume is not None:
+                # Last-Event-ID: resume from that version if the delta ring still covers it.
+                self.version, self.run_id, resumed = self._resume, rid, True
+                self._resume = None
+            if self.version is None or rid != self.run_id:
+                v = src.view(rid)
+                if v is not None:
+                    out.append(sse_message("snapshot", v.version, v.body()))
+                    self.version, self.run_id = v.version, rid
+            else:
+                delta, v = src.delta(rid, self.version)
+                # A resumed latest-follower may have been watching a run that is no longer
+                # the latest: once a new run appeared, only a snapshot is safe.
+                if v is not None and (
+                    delta is None or (resumed and self.follow_latest and delta.new_runs)
+                ):
+                    out.append(sse_message("snapshot", v.version, v.body()))
+                    self.version = v.version
+                elif v is not None and delta is not None and v.version != self.version:
+                    if _has_news(delta, v):
+                        out.append(sse_message("update", v.version, _update(v, delta)))
+                    self.version = v.version
+        else:
+            self.version = src.version
+        rows = src.runs()
+        sig = tuple((r["id"], r["status"], r["available"]) for r in rows)
+        if sig != self._runs_sig:
+            self._runs_sig = sig
+            ver = self.version if self.version is not None else src.version
+            out.append(sse_message("runs", ver, dumps({"runs": rows})))
+        self.messages += len(out)
+        return b"".join(out)
+
+
+def _has_news(delta: Any, v: View) -> bool:
+    return bool(
+        delta.spans is None
+        or delta.spans
+        or delta.samples_from < v.samples_total
+        or delta.logs_from < v.logs_total
+        or delta.runs_changed
+    )
+
+
+def _update(v: View, delta: Any) -> bytes:
+    snap = v.snap
+    spans = delta.spans
+    phases = snap["phases"] if spans is None else [p for p in snap["phases"] if p["span"] in spans]
+    held = snap["resources"]["samples"]
+    first = v.samples_total - len(held)
+    samples = held[max(0, delta.samples_from - first) :]
+    items = snap["logs"]["items"]
+    lfirst = v.logs_total - len(items)
+    logs = items[max(0, delta.logs_from - lfirst) :]
+    return dumps(
+        {
+            "run": snap["run"]["id"],
+            "run_info": snap["run"],
+            "progress": snap["progress"],
+            "flow": snap["flow"],
+            "phases": phases,
+            "samples": samples,
+            "logs": logs,
+            "alerts": snap["alerts"],
+            "quality": snap["quality"],
+            "monitor": snap["monitor"],
+        }
+    ).encode("ascii")

@@ -1,0 +1,1569 @@
+"use strict";
+/*
+ * atroz monitor dashboard: one code path, two data sources.
+ *
+ * Live: GET api/v1/runs, then an EventSource on api/v1/stream?run=<id> (event "snapshot"
+ * replaces everything, "update" merges, "runs" refreshes the picker). Static: the report
+ * embeds {snapshot, runs, history, trends, generated} as <script type="application/json"
+ * id="atroz-data"> and nothing touches the network.
+ *
+ * Every string that comes from a run log reaches the DOM through textContent or
+ * setAttribute, never innerHTML (a phase may be named "<img src=x onerror=...>").
+ * Nothing here polls: the page redraws only the parts an event changed, coalesced to one
+ * animation frame, and a 1 s local clock advances running bars and the elapsed time.
+ */
+(() => {
+  const SVGNS = "http://www.w3.org/2000/svg";
+  const MAX_SAMPLES = 20000;
+  const MAX_LOGS = 2000;
+  const MAX_LIST = 500;
+  const MAX_GANTT_ROWS = 400;
+  const FINISHED = new Set(["completed", "failed", "cancelled"]);
+
+  // State glyphs: state is shown by text and icon as well as colour.
+  const STATUS = {
+    completed: "✓",
+    running: "▶",
+    failed: "✕",
+    pending: "○",
+    interrupted: "◐",
+    cancelled: "⊘",
+    skipped: "↷",
+    cached: "◆",
+  };
+  const SEVERITY = { critical: "✖", error: "✕", warning: "▲", info: "ℹ" };
+
+  const S = {
+    mode: "live",
+    data: null, // static mode: the embedded document
+    runs: [],
+    runsSig: "",
+    runId: null,
+    followLatest: true,
+    snap: null,
+    spans: new Map(), // span -> phase view, in snapshot (tree) order
+    order: [], // phase views in tree order, depth recomputed
+    samples: [],
+    logs: [],
+    skew: 0, // client clock minus the server's, seconds
+    sort: { col: null, dir: 1 },
+    selected: null,
+    opener: null,
+    history: new Map(), // key -> {history, trends} | "loading" | "error"
+    dirty: new Set(),
+    frame: 0,
+    es: null,
+    streamArg: "latest",
+    retryMs: 1000,
+    retryTimer: 0,
+    ticker: 0,
+    flowNodes: new Map(),
+    rowNodes: new Map(),
+    rowOrder: [],
+    downloadUrl: null,
+  };
+
+  // ---------------------------------------------------------------- DOM helpers
+  const $ = (id) => document.getElementById(id);
+
+  function setProps(node, props) {
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.setAttribute("class", v);
+      else if (k === "text") node.textContent = String(v);
+      else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+  }
+
+  function add(node, kids) {
+    for (const kid of kids.flat(Infinity)) {
+      if (kid === null || kid === undefined || kid === false) continue;
+      node.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    }
+    return node;
+  }
+
+  function el(tag, props, ...kids) {
+    const node = document.createElement(tag);
+    setProps(node, props);
+    return add(node, kids);
+  }
+
+  function sv(tag, props, ...kids) {
+    const node = document.createElementNS(SVGNS, tag);
+    setProps(node, props);
+    return add(node, kids);
+  }
+
+  function setText(node, text) {
+    const t = text === null || text === undefined ? "" : String(text);
+    if (node.textContent !== t) node.textContent = t;
+  }
+
+  function clear(node) {
+    node.replaceChildren();
+    return node;
+  }
+
+  // ---------------------------------------------------------------- formatting
+  const num = (v) => typeof v === "number" && Number.isFinite(v);
+
+  function fmtMs(ms) {
+    if (!num(ms)) return "–";
+    if (ms < 1) return `${ms.toFixed(2)} ms`;
+    if (ms < 1000) return `${Math.round(ms)} ms`;
+    const s = ms / 1000;
+    if (s < 60) return `${s.toFixed(s < 10 ? 2 : 1)} s`;
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m}m ${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+    return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+  }
+
+  function fmtBytes(n) {
+    if (!num(n)) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let v = Math.abs(n);
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) {
+      v /= 1024;
+      i += 1;
+    }
+    const sign = n < 0 ? "-" : "";
+    return i === 0 ? `${sign}${v} B` : `${sign}${v.toFixed(1)} ${units[i]}`;
+  }
+
+  function fmtDelta(n) {
+    if (!num(n)) return "–";
+    return n > 0 ? `+${fmtBytes(n)}` : fmtBytes(n);
+  }
+
+  function fmtInt(n) {
+    return num(n) ? Math.round(n).toLocaleString("en-US") : "–";
+  }
+
+  function fmtNum(n) {
+    if (!num(n)) return "–";
+    if (Math.abs(n) >= 1000) return fmtInt(n);
+    if (Number.isInteger(n)) return String(n);
+    return String(Number(n.toPrecision(4)));
+  }
+
+  const fmtPct = (v) => (num(v) ? `${Math.round(v)}%` : "–");
+  const fmtRate = (v) => (num(v) ? (v >= 1000 ? fmtInt(v) : v.toFixed(1)) : "–");
+
+  function fmtClock(ts) {
+    if (!num(ts)) return "–";
+    const d = new Date(ts * 1000);
+    const p = (x) => String(x).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  }
+
+  function fmtAxis(sec, span) {
+    if (span < 10) return `${sec.toFixed(1)}s`;
+    if (span < 180) return `${Math.round(sec)}s`;
+    const m = Math.floor(sec / 60);
+    return `${m}m${String(Math.round(sec % 60)).padStart(2, "0")}`;
+  }
+
+  function niceStep(raw) {
+    if (!(raw > 0)) return 1;
+    const p = 10 ** Math.floor(Math.log10(raw));
+    for (const m of [1, 2, 5, 10]) if (raw <= m * p) return m * p;
+    return 10 * p;
+  }
+
+  /** Axis labels: whole numbers where the tick allows ("256 MiB", "1.5 GiB"). */
+  function axisBytes(n) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let v = n;
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) {
+      v /= 1024;
+      i += 1;
+    }
+    return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+  }
+
+  function niceBytes(max) {
+    let unit = 1;
+    while (max / unit >= 1024) unit *= 1024;
+    return niceStep(max / unit / 4) * unit;
+  }
+
+  const statusClass = (s) => (Object.prototype.hasOwnProperty.call(STATUS, s) ? `st-${s}` : "st-unknown");
+  const statusText = (s) => (typeof s === "string" && s ? s : "unknown");
+
+  function badge(status, cls) {
+    return el(
+      "span",
+      { class: `badge ${cls || statusClass(status)}` },
+      el("span", { class: "icon", "aria-hidden": "true", text: STATUS[status] || SEVERITY[status] || "?" }),
+      el("span", { class: "text", text: statusText(status) }),
+    );
+  }
+
+  function setBadge(node, status, cls) {
+    node.setAttribute("class", `badge ${cls || statusClass(status)}`);
+    setText(node.querySelector(".icon"), STATUS[status] || SEVERITY[status] || "?");
+    setText(node.querySelector(".text"), statusText(status));
+  }
+
+  // ---------------------------------------------------------------- model
+  const run = () => (S.snap && S.snap.run) || {};
+  const runRunning = () => run().status === "running";
+  const nowServer = () => Date.now() / 1000 - S.skew;
+
+  function syncClock(info) {
+    if (info && info.status === "running" && num(info.start) && num(info.duration_ms)) {
+      S.skew = Date.now() / 1000 - (info.start + info.duration_ms / 1000);
+    }
+  }
+
+  /** Duration that keeps growing for a running phase between two events. */
+  function liveDuration(p) {
+    if (p.status === "running" && S.mode === "live" && runRunning() && num(p.start)) {
+      return Math.max(p.duration_ms || 0, (nowServer() - p.start) * 1000);
+    }
+    return p.duration_ms;
+  }
+
+  function runDurationMs() {
+    const r = run();
+    if (S.mode === "live" && runRunning() && num(r.start)) {
+      return Math.max(r.duration_ms || 0, (nowServer() - r.start) * 1000);
+    }
+    return r.duration_ms;
+  }
+
+  function rebuildOrder() {
+    const kids = new Map();
+    const roots = [];
+    for (const p of S.spans.values()) {
+      if (p.parent && S.spans.has(p.parent) && p.parent !== p.span) {
+        if (!kids.has(p.parent)) kids.set(p.parent, []);
+        kids.get(p.parent).push(p);
+      } else {
+        roots.push(p);
+      }
+    }
+    const out = [];
+    const seen = new Set();
+    const walk = (p, depth) => {
+      if (seen.has(p.span)) return;
+      seen.add(p.span);
+      p.depth = depth;
+      out.push(p);
+      for (const c of kids.get(p.span) || []) walk(c, depth + 1);
+    };
+    for (const r of roots) walk(r, 0);
+    // A parent cycle in a corrupt log leaves phases unreached: show them at top level.
+    for (const p of S.spans.values()) walk(p, 0);
+    S.order = out;
+  }
+
+  function flowItems() {
+    const flow = (S.snap && S.snap.flow) || [];
+    if (flow.length) return flow;
+    // No plan recorded: the top-level phases are the flow.
+    return S.order
+      .filter((p) => p.depth === 0)
+      .map((p) => ({ id: p.phase, name: p.name, status: p.status, span: p.span, duration_ms: p.duration_ms }));
+  }
+
+  function sortRuns(list) {
+    return [...(Array.isArray(list) ? list : [])].sort((a, b) => (b.start || 0) - (a.start || 0));
+  }
+
+  // ---------------------------------------------------------------- scheduling
+  function mark(...parts) {
+    for (const p of parts) S.dirty.add(p);
+    if (!S.frame) S.frame = requestAnimationFrame(flush);
+  }
+
+  const RENDER = [
+    ["header", renderHeader],
+    ["cards", renderCards],
+    ["flow", renderFlow],
+    ["gantt", renderGantt],
+    ["charts", renderCharts],
+    ["table", renderTable],
+    ["detail", renderDetail],
+    ["alerts", renderAlerts],
+    ["logs", renderLogs],
+    ["info", renderInfo],
+    ["tick", renderTick],
+  ];
+
+  function flush() {
+    S.frame = 0;
+    const dirty = S.dirty;
+    S.dirty = new Set();
+    if (!S.snap) return;
+    for (const [name, fn] of RENDER) if (dirty.has(name)) fn();
+  }
+
+  /** Once a second while a run is live: what grows with time alone (no event arrived). */
+  function renderTick() {
+    renderCards();
+    renderFlow();
+    renderGantt();
+    for (const span of (S.snap.progress && S.snap.progress.running) || []) {
+      const node = S.rowNodes.get(span);
+      const p = S.spans.get(span);
+      if (node && p) updateRow(node, p);
+    }
+    const sel = S.selected && S.spans.get(S.selected);
+    if (sel && sel.status === "running") renderDetail();
+  }
+
+  function renderAll() {
+    S.dirty = new Set(RENDER.map(([name]) => name).filter((name) => name !== "tick"));
+    flush();
+  }
+
+  function updateTicker() {
+    const want = S.mode === "live" && runRunning();
+    if (want && !S.ticker) {
+      S.ticker = setInterval(() => mark("tick"), 1000);
+    } else if (!want && S.ticker) {
+      clearInterval(S.ticker);
+      S.ticker = 0;
+    }
+  }
+
+  // ---------------------------------------------------------------- data in
+  function setSnapshot(snap) {
+    if (!snap || typeof snap !== "object" || !snap.run) return;
+    S.snap = snap;
+    S.runId = snap.run.id;
+    S.spans = new Map((snap.phases || []).map((p) => [p.span, p]));
+    rebuildOrder();
+    S.samples = ((snap.resources && snap.resources.samples) || []).slice(-MAX_SAMPLES);
+    S.logs = ((snap.logs && snap.logs.items) || []).slice(-MAX_LOGS);
+    syncClock(snap.run);
+    if (S.selected && !S.spans.has(S.selected)) closeDetail();
+    updateTicker();
+    renderAll();
+  }
+
+  function applyUpdate(u) {
+    if (!S.snap || !u || u.run !== S.snap.run.id) return;
+    const snap = S.snap;
+    const parts = new Set(["header", "cards", "info"]);
+    if (u.run_info) {
+      snap.run = u.run_info;
+      syncClock(u.run_info);
+    }
+    if (u.progress) snap.progress = u.progress;
+    if (Array.isArray(u.flow)) {
+      snap.flow = u.flow;
+      parts.add("flow");
+    }
+    if (Array.isArray(u.phases) && u.phases.length) {
+      for (const p of u.phases) if (p && p.span) S.spans.set(p.span, p);
+      rebuildOrder();
+      snap.phases = S.order;
+      ["flow", "gantt", "table", "charts"].forEach((x) => parts.add(x));
+      if (u.phases.some((p) => p && (p.span === S.selected || p.parent === S.selected))) parts.add("detail");
+    }
+    if (Array.isArray(u.samples) && u.samples.length) {
+      S.samples = S.samples.concat(u.samples).slice(-MAX_SAMPLES);
+      parts.add("charts");
+    }
+    if (Array.isArray(u.logs) && u.logs.length) {
+      S.logs = S.logs.concat(u.logs).slice(-MAX_LOGS);
+      parts.add("logs");
+      parts.add("detail");
+    }
+    if (Array.isArray(u.alerts)) {
+      snap.alerts = u.alerts;
+      parts.add("alerts");
+    }
+    if (u.quality) snap.quality = u.quality;
+    if (u.monitor) snap.monitor = u.monitor;
+    updateTicker();
+    mark(...parts);
+  }
+
+  function setRuns(list) {
+    // Following "latest" needs nothing here: the server sends a snapshot of a new run.
+    S.runs = sortRuns(list);
+    mark("header", "cards");
+  }
+
+  // ---------------------------------------------------------------- header
+  function renderHeader() {
+    const r = run();
+    const name = r.name || r.id || "run";
+    setText($("run-name"), name);
+    $("run-name").setAttribute("title", `${name} (${r.id || ""})`);
+    setBadge($("run-status"), r.status);
+    document.title = `${STATUS[r.status] || ""} ${name} · atroz monitor`.trim();
+    renderPicker();
+    renderDownload();
+  }
+
+  function renderPicker() {
+    const picker = $("run-picker");
+    const runs = S.runs.length ? S.runs : [{ id: run().id, name: run().name, status: run().status }];
+    const sig = JSON.stringify(runs.map((x) => [x.id, x.name, x.status])) + S.runId + S.mode + S.followLatest;
+    if (sig === S.runsSig) return;
+    S.runsSig = sig;
+    clear(picker);
+    if (S.mode === "live") {
+      picker.append(el("option", { value: "latest", text: "Latest run (follow new runs)", selected: S.followLatest }));
+    }
+    for (const x of runs) {
+      const label = `${x.name && x.name !== x.id ? `${x.name} · ` : ""}${x.id} (${statusText(x.status)})`;
+      const opt = el("option", { value: x.id, text: label });
+      if (x.id === S.runId && !S.followLatest) opt.selected = true;
+      // A static report embeds one run: the others are listed for context only.
+      if (S.mode === "static" && x.id !== S.runId) opt.disabled = true;
+      picker.append(opt);
+    }
+  }
+
+  function renderDownload() {
+    const a = $("download");
+    const id = run().id || "run";
+    a.setAttribute("download", `atroz-${id}.json`);
+    if (S.mode === "live") {
+      a.setAttribute("href", `api/v1/runs/${encodeURIComponent(id)}/export`);
+      return;
+    }
+    if (!S.downloadUrl) {
+      const blob = new Blob([JSON.stringify(S.data.snapshot, null, 2)], { type: "application/json" });
+      S.downloadUrl = URL.createObjectURL(blob);
+    }
+    a.setAttribute("href", S.downloadUrl);
+  }
+
+  function setConn(state, detail) {
+    const node = $("conn");
+    const text = {
+      live: "live",
+      reconnecting: "reconnecting…",
+      offline: "offline",
+      static: "static report",
+      connecting: "connecting…",
+    };
+    node.setAttribute("class", `conn conn-${state}`);
+    node.dataset.state = state;
+    setText(node.querySelector(".text"), text[state] || state);
+    node.setAttribute("title", detail || text[state] || state);
+  }
+
+  function notice(msg) {
+    const n = $("notice");
+    n.hidden = !msg;
+    setText(n, msg || "");
+  }
+
+  // ---------------------------------------------------------------- cards
+  function card(id, value, sub, tone) {
+    const node = $(id);
+    setText(node.querySelector(".card-value"), value);
+    setText(node.querySelector(".card-sub"), sub);
+    node.setAttribute("class", `card${tone ? ` tone-${tone}` : ""}`);
+  }
+
+  function etaText(prog) {
+    if (!runRunning()) return `finished ${fmtClock(run().end || run().last_event).slice(11)}`;
+    if (prog.missing_history && prog.missing_history.length) return "ETA: no history";
+    const overdue = (prog.overdue || []).length ? ` · ${prog.overdue.join(", ")} overdue` : "";
+    if (num(prog.eta_s)) return `ETA ${fmtMs(prog.eta_s * 1000)}${overdue}`;
+    return `ETA –${overdue}`;
+  }
+
+  function renderCards() {
+    const r = run();
+    const prog = S.snap.progress || {};
+    const tone = { completed: "ok", running: "run", failed: "fail", interrupted: "warn", cancelled: "warn" }[r.status];
+    card("card-elapsed", fmtMs(runDurationMs()), etaText(prog), tone);
+    const running = (prog.running || []).map((s) => S.spans.get(s)).filter(Boolean);
+    const pctText = num(prog.pct) ? `${Math.round(prog.pct)}%` : "–";
+    const runningText = running.length ? `running ${running.map((p) => p.phase).join(", ")}` : "of planned phases";
+    card("card-progress", `${prog.done ?? 0}/${prog.planned ?? 0}`, `${pctText} ${runningText}`, tone);
+    renderAvgCard();
+    renderAlertCard();
+    renderRunCounts();
+  }
+
+  function renderAvgCard() {
+    const tops = S.order.filter((p) => p.depth === 0 && num(p.duration_ms) && p.status !== "running");
+    if (!tops.length) {
+      card("card-avg", "–", "no finished phase yet");
+      return;
+    }
+    const mean = tops.reduce((a, p) => a + p.duration_ms, 0) / tops.length;
+    const slow = tops.reduce((a, p) => (p.duration_ms > a.duration_ms ? p : a));
+    card("card-avg", fmtMs(mean), `slowest ${slow.phase} ${fmtMs(slow.duration_ms)}`, "info");
+  }
+
+  function openAlerts() {
+    return (S.snap.alerts || []).filter((a) => a.state === "raised" || a.state === "acknowledged");
+  }
+
+  function renderAlertCard() {
+    const open = openAlerts();
+    const by = (sev) => open.filter((a) => a.severity === sev).length;
+    const sub = open.length ? `${by("critical")} critical · ${by("warning")} warning` : "none open";
+    card("card-alerts", String(open.length), sub, open.length ? (by("critical") ? "fail" : "warn") : "ok");
+  }
+
+  function renderRunCounts() {
+    const runs = S.runs.length ? S.runs : [run()];
+    const count = (st) => runs.filter((x) => x.status === st).length;
+    const total = `of ${runs.length} run${runs.length === 1 ? "" : "s"}`;
+    card("card-active", String(count("running")), total, count("running") ? "run" : null);
+    card("card-completed", String(count("completed")), total, "ok");
+    const interrupted = count("interrupted") + count("cancelled");
+    const failSub = interrupted ? `${total} · ${interrupted} interrupted/cancelled` : total;
+    card("card-failed", String(count("failed")), failSub, count("failed") ? "fail" : null);
+  }
+
+  // ---------------------------------------------------------------- pipeline flow
+  function flowNode(f) {
+    const parts = {
+      id: el("span", { class: "flow-id" }),
+      icon: el("span", { class: "flow-icon", "aria-hidden": "true" }),
+      status: el("span", { class: "flow-status" }),
+      name: el("span", { class: "flow-name" }),
+      dur: el("span", { class: "flow-dur" }),
+      bar: el("span"),
+    };
+    const button = el(
+      "button",
+      { type: "button", class: "flow-card" },
+      el("span", { class: "flow-top" }, parts.id, parts.dur),
+      parts.name,
+      el("span", { class: "flow-meta" }, el("span", {}, parts.icon, " ", parts.status)),
+      el("span", { class: "flow-bar", "aria-hidden": "true" }, parts.bar),
+    );
+    button.addEventListener("click", () => {
+      const span = button.dataset.span;
+      if (span) openDetail(span, button);
+    });
+    const li = el("li", { class: "flow-step", "data-phase": f.id }, button);
+    return { li, button, parts };
+  }
+
+  function renderFlow() {
+    const list = $("flow");
+    const items = flowItems();
+    const total = runDurationMs() || 0;
+    const longest = Math.max(1, ...items.map((f) => durationOfFlow(f) || 0));
+    const seen = new Set();
+    items.forEach((f, i) => {
+      const key = `${f.id}`;
+      seen.add(key);
+      let node = S.flowNodes.get(key);
+      if (!node) {
+        node = flowNode(f);
+        S.flowNodes.set(key, node);
+      }
+      if (list.children[i] !== node.li) list.insertBefore(node.li, list.children[i] || null);
+      updateFlowNode(node, f, total, longest);
+    });
+    for (const [key, node] of S.flowNodes) {
+      if (!seen.has(key)) {
+        node.li.remove();
+        S.flowNodes.delete(key);
+      }
+    }
+    renderProgress(items);
+  }
+
+  function durationOfFlow(f) {
+    const p = f.span ? S.spans.get(f.span) : null;
+    return p ? liveDuration(p) : f.duration_ms;
+  }
+
+  function updateFlowNode(node, f, total, longest) {
+    const status = f.status || "pending";
+    const dur = durationOfFlow(f);
+    node.li.setAttribute("class", `flow-step ${statusClass(status)}`);
+    node.li.dataset.status = status;
+    setText(node.parts.id, f.id);
+    setText(node.parts.icon, STATUS[status] || "?");
+    setText(node.parts.status, statusText(status));
+    setText(node.parts.name, f.name || f.id);
+    node.parts.name.setAttribute("title", f.name || f.id || "");
+    setText(node.parts.dur, num(dur) ? fmtMs(dur) : "–");
+    const share = num(dur) && total > 0 ? `, ${Math.round((dur / total) * 100)}% of the run` : "";
+    node.parts.bar.style.width = num(dur) ? `${Math.max(2, (dur / longest) * 100)}%` : "0";
+    node.button.dataset.span = f.span || "";
+    node.button.disabled = !f.span;
+    const label = `${f.id} ${f.name || ""}: ${statusText(status)}${num(dur) ? `, ${fmtMs(dur)}` : ""}${share}`;
+    node.button.setAttribute("aria-label", label);
+    node.button.setAttribute("title", label);
+  }
+
+  function renderProgress(items) {
+    const done = items.filter((f) => FINISHED.has(f.status)).length;
+    const pct = items.length ? (done / items.length) * 100 : 0;
+    const bar = $("progress");
+    bar.setAttribute("aria-valuenow", String(Math.round(pct)));
+    bar.classList.toggle("failed", items.some((f) => f.status === "failed"));
+    bar.querySelector(".progress-bar").style.width = `${pct}%`;
+    const running = items.filter((f) => f.status === "running").map((f) => f.id);
+    setText($("progress-text"), `${done} of ${items.length} done${running.length ? ` · running ${running.join(", ")}` : ""}`);
+  }
+
+  // ---------------------------------------------------------------- tooltips
+  function phaseTip(p) {
+    const dur = liveDuration(p);
+    const lines = [
+      `${p.phase} · ${p.name || ""} — ${statusText(p.status)}`,
+      `start +${fmtMs(p.offset_ms)} · duration ${fmtMs(dur)}`,
+      `CPU ${fmtPct(p.cpu_pct)} (peak ${fmtPct(p.cpu_peak_pct)}) · peak RSS ${fmtBytes(p.peak_rss_bytes)}`,
+    ];
+    if (p.items) lines.push(`${fmtInt(p.items)} items · ${fmtRate(p.items_per_s)} items/s`);
+    if (p.errors || p.warnings) lines.push(`${p.errors || 0} errors · ${p.warnings || 0} warnings`);
+    if (p.error && p.error.msg) lines.push(`${p.error.type || "error"}: ${p.error.msg}`);
+    lines.push(`pid ${p.pid ?? "?"} · ${p.thread || ""}`);
+    return lines.join("\n");
+  }
+
+  // ---------------------------------------------------------------- Gantt
+  function ganttRows() {
+    const showSubs = $("gantt-subs").checked;
+    const phases = S.order.filter((p) => showSubs || p.depth === 0);
+    const pids = [...new Set(phases.map((p) => p.pid))];
+    if (pids.length <= 1) return phases.map((p) => ({ phase: p }));
+    // Several processes recorded phases: one lane per process, the run's owner first.
+    const owner = run().pid;
+    pids.sort((a, b) => (a === owner ? -1 : b === owner ? 1 : (a || 0) - (b || 0)));
+    const rows = [];
+    for (const pid of pids) {
+      const mine = phases.filter((p) => p.pid === pid);
+      rows.push({ lane: `process ${pid ?? "?"}${pid === owner ? " (main)" : ""} · ${mine.length} phase${mine.length === 1 ? "" : "s"}` });
+      for (const p of mine) rows.push({ phase: p });
+    }
+    return rows;
+  }
+
+  function timeDomainMs() {
+    let t = runDurationMs() || 0;
+    for (const p of S.order) {
+      const d = liveDuration(p);
+      if (num(p.offset_ms) && num(d)) t = Math.max(t, p.offset_ms + d);
+    }
+    return Math.max(t, 1);
+  }
+
+  function renderGantt() {
+    const box = $("gantt");
+    let rows = ganttRows();
+    if (!rows.length) {
+      clear(box).append(el("p", { class: "empty", text: "No phases recorded yet." }));
+      return;
+    }
+    const cut = rows.length - MAX_GANTT_ROWS;
+    if (cut > 0) rows = rows.slice(0, MAX_GANTT_ROWS);
+    const W = Math.max(320, box.clientWidth || 800);
+    const labelW = W < 600 ? 120 : 240;
+    const plotX = labelW + 8;
+    const plotW = W - plotX - 56;
+    const rowH = 20;
+    const top = 22;
+    const H = top + rows.length * rowH + 4;
+    const T = timeDomainMs();
+    const x = (ms) => plotX + (ms / T) * plotW;
+    const svgNode = sv("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "Timeline of phases" });
+    svgNode.append(ganttAxis(T, x, top, H, plotW));
+    let stripe = -1;
+    rows.forEach((row, i) => {
+      const y = top + i * rowH;
+      if (row.lane) {
+        svgNode.append(sv("text", { class: "lane", x: 4, y: y + 14, text: row.lane }));
+        return;
+      }
+      if (row.phase.depth === 0) stripe += 1;
+      if (stripe % 2 === 0) svgNode.append(sv("rect", { class: "row-alt", x: 0, y, width: W, height: rowH }));
+      svgNode.append(ganttLabel(row.phase, y, labelW));
+      svgNode.append(ganttBar(row.phase, y, rowH, x, W));
+    });
+    if (S.mode === "live" && runRunning()) {
+      const nx = x(runDurationMs() || 0);
+      svgNode.append(sv("line", { class: "now-line", x1: nx, x2: nx, y1: top - 4, y2: H }));
+    }
+    const kids = [svgNode];
+    if (cut > 0) kids.push(el("p", { class: "muted", text: `${cut} more phases are listed in the table below.` }));
+    clear(box).append(...kids);
+  }
+
+  function ganttAxis(T, x, top, H, plotW) {
+    const g = sv("g", {});
+    const sec = T / 1000;
+    const step = niceStep(sec / Math.max(2, Math.floor(plotW / 90)));
+    for (let t = 0; t <= sec + 1e-9; t += step) {
+      const px = x(t * 1000);
+      g.append(sv("line", { class: "grid", x1: px, x2: px, y1: top - 4, y2: H }));
+      g.append(sv("text", { x: px, y: 12, "text-anchor": "middle", text: fmtAxis(t, sec) }));
+    }
+    return g;
+  }
+
+  function clip(text, chars) {
+    return text.length > chars ? `${text.slice(0, Math.max(1, chars - 1))}…` : text;
+  }
+
+  function ganttLabel(p, y, labelW) {
+    const indent = 6 + Math.min(p.depth, 4) * 12;
+    const chars = Math.floor((labelW - indent - 14) / 6.4);
+    // The key identifies the phase: it gets the room first, the name what is left.
+    const key = clip(String(p.phase), Math.max(4, chars));
+    const room = chars - key.length - 1;
+    const same = !p.name || p.name === p.phase;
+    const name = room >= 4 && !same ? clip(String(p.name), room) : "";
+    const glyph = STATUS[p.status] || "?";
+    return sv(
+      "text",
+      { class: "label", x: indent, y: y + 14 },
+      sv("tspan", { class: `glyph-${p.status}`, text: `${glyph} ` }),
+      sv("tspan", { class: "label-key", text: key }),
+      sv("tspan", { text: name ? ` ${name}` : "" }),
+      sv("title", { text: phaseTip(p) }),
+    );
+  }
+
+  function ganttBar(p, y, rowH, x, W) {
+    const g = sv("g", { "data-span": p.span });
+    const dur = liveDuration(p);
+    if (!num(p.offset_ms)) return g;
+    const x0 = x(p.offset_ms);
+    const w = Math.max(2, x(p.offset_ms + (num(dur) ? dur : 0)) - x0);
+    const sub = p.depth > 0;
+    const h = sub ? rowH - 10 : rowH - 6;
+    const cls = `bar ${statusClass(p.status)}${sub ? " sub" : ""}`;
+    g.append(sv("rect", { class: cls, x: x0, y: y + (rowH - h) / 2, width: w, height: h, rx: 3 }, sv("title", { text: phaseTip(p) })));
+    const label = fmtMs(dur);
+    const tx = x0 + w + 4;
+    if (tx + label.length * 6 < W) g.append(sv("text", { class: "bar-text", x: tx, y: y + 14, text: label }));
+    g.addEventListener("click", () => openDetail(p.span, null));
+    return g;
+  }
+
+  // ---------------------------------------------------------------- CPU and memory charts
+  function seriesOf(key, scale) {
+    const start = run().start;
+    const out = [];
+    for (const s of S.samples) {
+      const v = typeof key === "function" ? key(s) : s[key];
+      if (num(v) && num(s.ts)) out.push([s.ts - start, v * (scale || 1)]);
+    }
+    return out;
+  }
+
+  /** At most ~2 points per pixel column, keeping each column's peak. */
+  function thin(points, columns) {
+    if (points.length <= columns * 2) return points;
+    const t0 = points[0][0];
+    const span = points[points.length - 1][0] - t0 || 1;
+    const out = [];
+    let bucket = -1;
+    let best = null;
+    for (const pt of points) {
+      const b = Math.floor(((pt[0] - t0) / span) * columns);
+      if (b !== bucket) {
+        if (best) out.push(best);
+        bucket = b;
+        best = pt;
+      } else if (pt[1] > best[1]) best = pt;
+    }
+    if (best) out.push(best);
+    return out;
+  }
+
+  function cpuSpec() {
+    const ncpu = num(run().ncpu) ? run().ncpu : 1;
+    return {
+      id: "cpu",
+      series: [
+        { cls: "cpu", label: "process", area: true, pts: seriesOf("cpu_pct") },
+        { cls: "cpu2", label: "children", pts: seriesOf("children_cpu_pct") },
+        { cls: "cpu3", label: `system (${ncpu} core${ncpu === 1 ? "" : "s"})`, pts: seriesOf("sys_cpu_pct", ncpu) },
+      ],
+      floor: 100,
+      step: (max) => niceStep(max / 4),
+      fmt: (v) => `${Math.round(v)}%`,
+      axis: (v) => `${Math.round(v)}%`,
+    };
+  }
+
+  function memSpec() {
+    const tree = (s) => (num(s.rss_bytes) ? s.rss_bytes + (num(s.children_rss_bytes) ? s.children_rss_bytes : 0) : null);
+    return {
+      id: "mem",
+      series: [
+        { cls: "mem", label: "process", area: true, pts: seriesOf("rss_bytes") },
+        { cls: "mem2", label: "process + children", pts: seriesOf(tree) },
+      ],
+      floor: 1024 * 1024,
+      step: niceBytes,
+      fmt: fmtBytes,
+      axis: axisBytes,
+    };
+  }
+
+  function renderCharts() {
+    for (const spec of [cpuSpec(), memSpec()]) drawChart(spec);
+  }
+
+  function legend(id, series) {
+    const box = $(`${id}-legend`);
+    if (box.childElementCount === series.length) return;
+    clear(box);
+    for (const s of series) {
+      const line = sv("line", { class: `line ${s.cls}`, x1: 1, x2: 21, y1: 4, y2: 4 });
+      const swatch = sv("svg", { viewBox: "0 0 22 8", "aria-hidden": "true" }, line);
+      box.append(el("span", { class: "key" }, swatch, s.label));
+    }
+  }
+
+  function drawChart(spec) {
+    const box = $(`${spec.id}-chart`);
+    legend(spec.id, spec.series);
+    const shown = spec.series.filter((s) => s.pts.length);
+    if (!shown.length) {
+      clear(box).append(el("p", { class: "empty", text: "No resource samples recorded." }));
+      setText($(`${spec.id}-readout`), "");
+      return;
+    }
+    const W = Math.max(300, box.clientWidth || 600);
+    const H = 190;
+    const pad = { l: 60, r: 10, t: 16, b: 22 };
+    const pw = W - pad.l - pad.r;
+    const ph = H - pad.t - pad.b;
+    const T = Math.max(timeDomainMs() / 1000, ...shown.map((s) => s.pts[s.pts.length - 1][0]), 0.001);
+    const peak = Math.max(spec.floor, ...shown.flatMap((s) => s.pts.map((p) => p[1])));
+    const step = spec.step(peak);
+    const yMax = Math.ceil(peak / step) * step;
+    const X = (t) => pad.l + (Math.max(0, t) / T) * pw;
+    const Y = (v) => pad.t + ph - (v / yMax) * ph;
+    const label = `${spec.id === "cpu" ? "CPU" : "Memory"} over time`;
+    const svgNode = sv("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": label });
+    svgNode.append(chartBands(X, pad.t, ph));
+    svgNode.append(chartAxes(spec, X, Y, yMax, step, T, pad, W, H));
+    for (const s of shown) {
+      const pts = thin(s.pts, pw);
+      const d = pts.map((p, i) => `${i ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join("");
+      if (s.area) {
+        const base = Y(0).toFixed(1);
+        const area = `${d}L${X(pts[pts.length - 1][0]).toFixed(1)},${base}L${X(pts[0][0]).toFixed(1)},${base}Z`;
+        svgNode.append(sv("path", { class: `area ${s.cls}`, d: area }));
+      }
+      svgNode.append(sv("path", { class: `line ${s.cls}`, d }));
+    }
+    const cursor = sv("line", { class: "cursor", x1: -10, x2: -10, y1: pad.t, y2: pad.t + ph });
+    svgNode.append(cursor);
+    svgNode.addEventListener("mousemove", (ev) => chartHover(ev, svgNode, spec, shown, X, T, pad, pw, cursor));
+    svgNode.addEventListener("mouseleave", () => {
+      cursor.setAttribute("x1", "-10");
+      cursor.setAttribute("x2", "-10");
+      chartReadout(spec, shown, null);
+    });
+    clear(box).append(svgNode);
+    chartReadout(spec, shown, null);
+  }
+
+  function chartBands(X, top, ph) {
+    const g = sv("g", {});
+    const tops = S.order.filter((p) => p.depth === 0 && num(p.offset_ms));
+    tops.forEach((p, i) => {
+      const x0 = X(p.offset_ms / 1000);
+      const x1 = X((p.offset_ms + (liveDuration(p) || 0)) / 1000);
+      const band = sv("rect", { class: i % 2 ? "band-b" : "band-a", x: x0, y: top, width: Math.max(1, x1 - x0), height: ph });
+      band.append(sv("title", { text: `${p.phase} · ${p.name || ""} (${fmtMs(liveDuration(p))})` }));
+      g.append(band);
+      g.append(sv("line", { class: "band-line", x1: x0, x2: x0, y1: top, y2: top + ph }));
+      const label = String(p.phase);
+      if (x1 - x0 > label.length * 6.5 + 4) {
+        g.append(sv("text", { class: "band-label", x: x0 + 3, y: top - 4, text: label }));
+      }
+    });
+    return g;
+  }
+
+  function chartAxes(spec, X, Y, yMax, step, T, pad, W, H) {
+    const g = sv("g", {});
+    for (let v = 0; v <= yMax + step / 1e6; v += step) {
+      const y = Y(v);
+      g.append(sv("line", { class: "grid", x1: pad.l, x2: W - pad.r, y1: y, y2: y }));
+      g.append(sv("text", { x: pad.l - 6, y: y + 4, "text-anchor": "end", text: spec.axis(v) }));
+    }
+    const xs = niceStep(T / Math.max(2, Math.floor((W - pad.l) / 80)));
+    for (let t = 0; t <= T + 1e-9; t += xs) {
+      g.append(sv("text", { x: X(t), y: H - 6, "text-anchor": "middle", text: fmtAxis(t, T) }));
+    }
+    return g;
+  }
+
+  function nearest(pts, t) {
+    let lo = 0;
+    let hi = pts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (pts[mid][0] < t) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo > 0 && Math.abs(pts[lo - 1][0] - t) < Math.abs(pts[lo][0] - t)) lo -= 1;
+    return pts[lo];
+  }
+
+  function chartHover(ev, svgNode, spec, shown, X, T, pad, pw, cursor) {
+    const rect = svgNode.getBoundingClientRect();
+    const scale = rect.width ? svgNode.viewBox.baseVal.width / rect.width : 1;
+    const px = (ev.clientX - rect.left) * scale;
+    const t = Math.min(T, Math.max(0, ((px - pad.l) / pw) * T));
+    const cx = X(t);
+    cursor.setAttribute("x1", String(cx));
+    cursor.setAttribute("x2", String(cx));
+    chartReadout(spec, shown, t);
+  }
+
+  function phaseAt(tSec) {
+    const ms = tSec * 1000;
+    return S.order.find((p) => p.depth === 0 && num(p.offset_ms) && ms >= p.offset_ms && ms <= p.offset_ms + (liveDuration(p) || 0));
+  }
+
+  function chartReadout(spec, shown, t) {
+    const at = t === null ? null : t;
+    const parts = shown.map((s) => {
+      const pt = at === null ? s.pts[s.pts.length - 1] : nearest(s.pts, at);
+      return `${s.label} ${spec.fmt(pt[1])}`;
+    });
+    const when = at === null ? "latest" : `at ${fmtAxis(at, 1)}`;
+    const p = at === null ? null : phaseAt(at);
+    setText($(`${spec.id}-readout`), `${when}: ${parts.join(" · ")}${p ? ` · in ${p.phase} ${p.name || ""}` : ""}`);
+  }
+
+  // ---------------------------------------------------------------- phase table
+  const COLS = [
+    { id: "phase", label: "Phase", cls: "c-key", val: (p) => p.phase, fmt: (v) => v },
+    { id: "name", label: "Name", cls: "c-name", val: (p) => p.name, fmt: (v) => v || "" },
+    { id: "status", label: "Status", cls: "c-status", val: (p) => p.status, badge: true },
+    { id: "offset_ms", label: "Start", val: (p) => p.offset_ms, fmt: (v) => (num(v) ? `+${fmtMs(v)}` : "–") },
+    { id: "duration_ms", label: "Duration", val: (p) => liveDuration(p), fmt: fmtMs },
+    { id: "share", label: "Share", val: (p) => shareOf(p), fmt: (v) => (num(v) ? `${Math.round(v * 100)}%` : "–"), bar: true },
+    { id: "cpu_pct", label: "CPU avg", val: (p) => p.cpu_pct, fmt: fmtPct },
+    { id: "cpu_peak_pct", label: "CPU peak", val: (p) => p.cpu_peak_pct, fmt: fmtPct },
+    { id: "cpu_ms", label: "CPU time", val: (p) => p.cpu_ms, fmt: fmtMs },
+    { id: "children_cpu_ms", label: "Children CPU", val: (p) => p.children_cpu_ms, fmt: fmtMs },
+    { id: "peak_rss_bytes", label: "Peak RSS", val: (p) => p.peak_rss_bytes, fmt: fmtBytes },
+    { id: "rss_delta_bytes", label: "RSS Δ", val: (p) => p.rss_delta_bytes, fmt: fmtDelta },
+    { id: "items", label: "Items", val: (p) => p.items, fmt: fmtInt },
+    { id: "items_per_s", label: "Items/s", val: (p) => p.items_per_s, fmt: fmtRate },
+    { id: "warnings", label: "Warn", val: (p) => p.warnings, fmt: fmtInt },
+    { id: "errors", label: "Err", val: (p) => p.errors, fmt: fmtInt },
+    { id: "artifacts", label: "Artifacts", val: (p) => (p.artifacts || []).length, fmt: fmtInt },
+    { id: "pid", label: "PID", val: (p) => p.pid, fmt: (v) => (num(v) ? String(v) : "–") },
+  ];
+
+  function shareOf(p) {
+    const total = runDurationMs();
+    const d = liveDuration(p);
+    return num(d) && total > 0 ? d / total : null;
+  }
+
+  function buildHead() {
+    const head = $("phase-head");
+    for (const c of COLS) {
+      const button = el("button", { type: "button" }, c.label, el("span", { class: "arrow", "aria-hidden": "true", text: "↕" }));
+      button.addEventListener("click", () => sortBy(c.id));
+      head.append(el("th", { scope: "col", class: c.cls || "", "data-col": c.id, "aria-sort": "none" }, button));
+    }
+  }
+
+  function sortBy(col) {
+    const s = S.sort;
+    if (s.col !== col) {
+      s.col = col;
+      s.dir = col === "phase" || col === "name" || col === "offset_ms" ? 1 : -1;
+    } else if (s.dir === (col === "phase" || col === "name" || col === "offset_ms" ? 1 : -1)) {
+      s.dir = -s.dir;
+    } else {
+      s.col = null; // third click: back to the run's own order
+    }
+    for (const th of $("phase-head").children) {
+      const on = th.dataset.col === s.col;
+      th.setAttribute("aria-sort", on ? (s.dir > 0 ? "ascending" : "descending") : "none");
+      setText(th.querySelector(".arrow"), on ? (s.dir > 0 ? "▲" : "▼") : "↕");
+    }
+    mark("table");
+  }
+
+  function compare(col, dir) {
+    const c = COLS.find((x) => x.id === col);
+    return (a, b) => {
+      const va = c.val(a);
+      const vb = c.val(b);
+      const na = va === null || va === undefined;
+      const nb = vb === null || vb === undefined;
+      if (na || nb) return na === nb ? 0 : na ? 1 : -1; // missing values last either way
+      if (typeof va === "number" && typeof vb === "number") return (va - vb) * dir;
+      return String(va).localeCompare(String(vb), "en", { numeric: true }) * dir;
+    };
+  }
+
+  /** Rows in display order: the tree, siblings sorted by the chosen column. */
+  function tableOrder() {
+    if (!S.sort.col) return S.order;
+    const cmp = compare(S.sort.col, S.sort.dir);
+    const kids = new Map();
+    const roots = [];
+    for (const p of S.order) {
+      if (p.depth > 0 && p.parent) {
+        if (!kids.has(p.parent)) kids.set(p.parent, []);
+        kids.get(p.parent).push(p);
+      } else roots.push(p);
+    }
+    const out = [];
+    const walk = (list) => {
+      for (const p of [...list].sort(cmp)) {
+        out.push(p);
+        walk(kids.get(p.span) || []);
+      }
+    };
+    walk(roots);
+    return out;
+  }
+
+  function rowNode(p) {
+    const cells = new Map();
+    const tr = el("tr", { tabindex: "0", "data-span": p.span });
+    for (const c of COLS) {
+      const td = el("td", { class: c.cls || "" });
+      if (c.badge) td.append(badge(p.status));
+      if (c.bar) td.append(el("span"), el("span", { class: "share", "aria-hidden": "true" }, el("span")));
+      cells.set(c.id, td);
+      tr.append(td);
+    }
+    const open = () => openDetail(p.span, tr);
+    tr.addEventListener("click", open);
+    tr.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") {
+        ev.preventDefault();
+        open();
+      }
+    });
+    return { tr, cells };
+  }
+
+  function updateRow(node, p) {
+    const showSubs = $("table-subs").checked;
+    node.tr.hidden = !showSubs && p.depth > 0;
+    node.tr.setAttribute("class", `depth-${Math.min(p.depth, 3)}${S.selected === p.span ? " selected" : ""}`);
+    node.tr.dataset.status = p.status;
+    node.tr.dataset.phase = p.phase;
+    for (const c of COLS) {
+      const td = node.cells.get(c.id);
+      const v = c.val(p);
+      if (c.badge) setBadge(td.firstChild, v);
+      else if (c.bar) {
+        setText(td.firstChild, c.fmt(v));
+        td.lastChild.firstChild.style.width = num(v) ? `${Math.min(100, v * 100)}%` : "0";
+      } else setText(td, c.fmt(v));
+    }
+    node.cells.get("errors").classList.toggle("has-err", (p.errors || 0) > 0);
+    node.cells.get("warnings").classList.toggle("has-warn", (p.warnings || 0) > 0);
+    node.cells.get("name").setAttribute("title", p.name || "");
+  }
+
+  function renderTable() {
+    const body = $("phase-body");
+    const order = tableOrder();
+    const seen = new Set();
+    for (const p of order) {
+      let node = S.rowNodes.get(p.span);
+      if (!node) {
+        node = rowNode(p);
+        S.rowNodes.set(p.span, node);
+      }
+      node.phase = p;
+      seen.add(p.span);
+      updateRow(node, p);
+    }
+    for (const [span, node] of S.rowNodes) {
+      if (!seen.has(span)) {
+        node.tr.remove();
+        S.rowNodes.delete(span);
+      }
+    }
+    const spans = order.map((p) => p.span);
+    if (spans.join("\n") !== S.rowOrder.join("\n")) {
+      body.append(...spans.map((s) => S.rowNodes.get(s).tr));
+      S.rowOrder = spans;
+    }
+  }
+
+  // ---------------------------------------------------------------- detail panel
+  function openDetail(span, opener) {
+    if (!S.spans.has(span)) return;
+    S.selected = span;
+    S.opener = opener || S.opener;
+    const panel = $("detail");
+    panel.hidden = false;
+    renderDetail();
+    mark("table");
+    $("detail-title").focus({ preventScroll: true });
+  }
+
+  function closeDetail() {
+    const panel = $("detail");
+    if (panel.hidden) return;
+    panel.hidden = true;
+    S.selected = null;
+    mark("table");
+    const back = S.opener;
+    S.opener = null;
+    if (back && back.isConnected) back.focus();
+  }
+
+  function figs(pairs) {
+    return el("dl", { class: "figs" }, pairs.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))));
+  }
+
+  function kvList(pairs, empty) {
+    if (!pairs.length) return el("p", { class: "muted", text: empty });
+    return el("ul", { class: "kv" }, pairs.map(([k, v]) => el("li", {}, el("span", { text: k }), el("span", { text: v }))));
+  }
+
+  function renderDetail() {
+    const panel = $("detail");
+    if (panel.hidden || !S.selected) return;
+    const p = S.spans.get(S.selected);
+    if (!p) return;
+    setText($("detail-title"), `${p.phase} · ${p.name || ""}`);
+    const body = $("detail-body");
+    const keepScroll = panel.scrollTop;
+    add(clear(body), [
+      el("p", {}, badge(p.status), " ", el("span", { class: "muted", text: `span ${p.span} · pid ${p.pid ?? "?"} · ${p.thread || ""}` })),
+      detailFigures(p),
+      detailError(p),
+      el("h3", { text: "Sub-phases" }),
+      detailChildren(p),
+      el("h3", { text: "Metrics" }),
+      kvList(Object.entries(p.metrics || {}).map(([k, v]) => [k, typeof v === "number" ? fmtNum(v) : String(v)]), "No metrics."),
+      el("h3", { text: "Artifacts" }),
+      kvList((p.artifacts || []).map((a) => [String(a.path ?? ""), fmtBytes(a.bytes)]), "No artifacts."),
+      el("h3", { text: "Errors and warnings" }),
+      detailLogs(p),
+      el("h3", { text: "History" }),
+      detailHistory(p),
+    ]);
+    panel.scrollTop = keepScroll;
+  }
+
+  function detailFigures(p) {
+    const dur = liveDuration(p);
+    return figs([
+      ["Start", num(p.offset_ms) ? `+${fmtMs(p.offset_ms)} (${fmtClock(p.start).slice(11)})` : "–"],
+      ["Duration", fmtMs(dur)],
+      ["Share of run", num(shareOf(p)) ? `${Math.round(shareOf(p) * 100)}%` : "–"],
+      ["CPU avg / peak", `${fmtPct(p.cpu_pct)} / ${fmtPct(p.cpu_peak_pct)}`],
+      ["CPU time", fmtMs(p.cpu_ms)],
+      ["Children CPU", fmtMs(p.children_cpu_ms)],
+      ["RSS start → end", `${fmtBytes(p.rss_start_bytes)} → ${fmtBytes(p.rss_bytes)}`],
+      ["Peak RSS", fmtBytes(p.peak_rss_bytes)],
+      ["Items", p.total ? `${fmtInt(p.items)} of ${fmtInt(p.total)}` : fmtInt(p.items)],
+      ["Items/s", fmtRate(p.items_per_s)],
+      ["Warnings / errors", `${p.warnings || 0} / ${p.errors || 0}`],
+      ["Artifacts", String((p.artifacts || []).length)],
+    ]);
+  }
+
+  function detailError(p) {
+    if (!p.error) return null;
+    const e = p.error;
+    return el(
+      "div",
+      { class: "errbox", role: "note" },
+      el("strong", { text: `${STATUS.failed} ${e.type || "Error"}` }),
+      ": ",
+      el("span", { text: e.msg || "" }),
+      e.tb ? el("pre", { class: "tb", text: e.tb }) : null,
+    );
+  }
+
+  function phaseLink(span, text) {
+    const b = el("button", { type: "button", class: "link", text });
+    b.addEventListener("click", () => openDetail(span, null));
+    return b;
+  }
+
+  function detailChildren(p) {
+    const kids = (p.children || []).map((s) => S.spans.get(s)).filter(Boolean);
+    if (!kids.length) return el("p", { class: "muted", text: "No sub-phases." });
+    return el(
+      "ul",
+      { class: "kv" },
+      kids.map((c) =>
+        el(
+          "li",
+          {},
+          el("span", {}, phaseLink(c.span, c.phase), ` ${c.name || ""}`),
+          el("span", {}, badge(c.status), ` ${fmtMs(liveDuration(c))}`),
+        ),
+      ),
+    );
+  }
+
+  function detailLogs(p) {
+    const mine = S.logs.filter((l) => l.span === p.span);
+    if (!mine.length) return el("p", { class: "muted", text: "None recorded in this phase." });
+    return el("ul", { class: "list" }, mine.slice(-50).map(logItem));
+  }
+
+  // ---------------------------------------------------------------- history
+  function historyFor(key) {
+    const cacheKey = `${S.runId}\n${key}`;
+    if (S.history.has(cacheKey)) return S.history.get(cacheKey);
+    if (S.mode === "static") {
+      const h = { history: (S.data.history || {})[key] || null, trends: (S.data.trends || {})[key] || null };
+      S.history.set(cacheKey, h);
+      return h;
+    }
+    S.history.set(cacheKey, "loading");
+    const base = `api/v1/phases/${encodeURIComponent(key)}`;
+    const before = `?before=${encodeURIComponent(S.runId)}`;
+    Promise.all([getJSON(`${base}/history${before}`), getJSON(`${base}/trends${before}`)])
+      .then(([history, trends]) => S.history.set(cacheKey, { history, trends }))
+      .catch(() => S.history.set(cacheKey, "error"))
+      .finally(() => mark("detail"));
+    return "loading";
+  }
+
+  function detailHistory(p) {
+    const h = historyFor(p.phase);
+    if (h === "loading") return el("p", { class: "muted", text: "Loading history…" });
+    if (h === "error") return el("p", { class: "muted", text: "History could not be loaded." });
+    const rows = ((h.history && h.history.runs) || []).filter((r) => r.run !== S.runId);
+    const past = rows.filter((r) => r.status === "completed" && num(r.duration_ms));
+    if (!past.length) return el("p", { class: "muted", text: "No earlier run of this phase to compare with." });
+    const stats = (h.history.stats || {}).duration_ms || {};
+    const cur = p.depth === 0 || p.status !== "running" ? liveDuration(p) : null;
+    return el(
+      "div",
+      {},
+      sparkline(past.map((r) => r.duration_ms), num(cur) ? cur : null, stats.median),
+      figs([
+        ["Earlier runs", String(past.length)],
+        ["This run", fmtMs(cur)],
+        ["Median", fmtMs(stats.median)],
+        ["p95", fmtMs(stats.p95)],
+      ]),
+      trendLine(h.trends),
+      anomalyLine(p),
+    );
+  }
+
+  function sparkline(values, current, median) {
+    const all = current === null ? values : [...values, current];
+    const W = 360;
+    const H = 56;
+    // Scaled to the values' own range (labelled), so a 10% change is visible.
+    const hi = Math.max(...all);
+    const lo = Math.min(...all);
+    const pad = (hi - lo) * 0.15 || hi * 0.1 || 1;
+    const max = hi + pad;
+    const min = Math.max(0, lo - pad);
+    const X = (i) => 6 + (i / Math.max(1, all.length - 1)) * (W - 90);
+    const Y = (v) => H - 6 - ((v - min) / (max - min || 1)) * (H - 12);
+    const g = sv("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Duration in earlier runs, this run last" });
+    g.append(sv("text", { x: W - 4, y: Y(hi) + 4, "text-anchor": "end", text: `max ${fmtMs(hi)}` }));
+    g.append(sv("text", { x: W - 4, y: Y(lo) + 4, "text-anchor": "end", text: `min ${fmtMs(lo)}` }));
+    if (num(median)) g.append(sv("line", { class: "median", x1: 0, x2: W - 84, y1: Y(median), y2: Y(median) }));
+    g.append(sv("path", { class: "line", d: all.map((v, i) => `${i ? "L" : "M"}${X(i).toFixed(1)},${Y(v).toFixed(1)}`).join("") }));
+    all.forEach((v, i) => {
+      const isCur = current !== null && i === all.length - 1;
+      const tip = sv("title", { text: `${isCur ? "this run" : `run ${i + 1}`}: ${fmtMs(v)}` });
+      g.append(sv("circle", { class: `pt${isCur ? " current" : ""}`, cx: X(i), cy: Y(v), r: isCur ? 4 : 2.5 }, tip));
+    });
+    return el("div", { class: "spark" }, g);
+  }
+
+  function trendLine(trends) {
+    const t = trends && trends.duration_ms;
+    if (!t) return null;
+    // analysis.trend directions: "slower" is the bad way for the metric, "faster" the good.
+    const words = {
+      slower: "getting slower",
+      faster: "getting faster",
+      stable: "stable",
+      insufficient: "not enough runs for a trend",
+    };
+    const dir = typeof t.direction === "string" ? t.direction : "insufficient";
+    const pct = num(t.pct_per_run) ? ` (${t.pct_per_run > 0 ? "+" : ""}${t.pct_per_run.toFixed(1)}% per run)` : "";
+    const cls = dir === "slower" ? "trend worse" : dir === "faster" ? "trend better" : "trend";
+    return el("p", {}, "Trend: ", el("span", { class: cls, text: `${words[dir] || dir}${pct}` }));
+  }
+
+  function anomalyLine(p) {
+    const a = ((S.snap && S.snap.anomalies) || []).find((x) => x.span === p.span);
+    if (!a) return null;
+    const z = num(a.z) ? a.z.toFixed(1) : "?";
+    const text = `▲ Unusual duration: ${fmtMs(a.value)} against a median of ${fmtMs(a.median)} (z ${z})`;
+    return el("p", { class: "trend worse", text });
+  }
+
+  // ---------------------------------------------------------------- alerts, logs
+  function alertItem(a) {
+    const sev = typeof a.severity === "string" ? a.severity : "info";
+    const state = a.state === "acknowledged" || a.acknowledged ? "acknowledged" : statusText(a.state);
+    const vs = num(a.value) || num(a.threshold) ? `value ${fmtNum(a.value)} vs threshold ${fmtNum(a.threshold)}` : null;
+    const meta = [
+      a.rule ? `rule ${a.rule}` : null,
+      a.phase ? `phase ${a.phase}` : null,
+      vs,
+      `${state === "acknowledged" ? "✓ " : ""}${state}`,
+      fmtClock(a.raised_ts),
+    ];
+    return el(
+      "li",
+      { "data-alert": a.alert || "", "data-state": state },
+      el("span", {}, badge(sev, `sev-${["critical", "warning", "info"].includes(sev) ? sev : "info"}`)),
+      el("span", { class: "msg", text: a.msg || a.rule || a.alert || "alert" }),
+      el("span", { class: "meta", text: meta.filter(Boolean).join(" · ") }),
+    );
+  }
+
+  function renderAlerts() {
+    const alerts = [...(S.snap.alerts || [])].reverse();
+    const list = clear($("alerts"));
+    setText($("alerts-count"), String(openAlerts().length));
+    if (!alerts.length) {
+      list.append(el("li", { class: "empty", text: "No alerts for this run." }));
+      return;
+    }
+    list.append(...alerts.slice(0, MAX_LIST).map(alertItem));
+  }
+
+  function logItem(l) {
+    const level = l.level === "error" || l.level === "critical" ? "error" : l.level === "warning" ? "warning" : "info";
+    const start = run().start;
+    const when = num(l.ts) && num(start) ? `+${fmtMs((l.ts - start) * 1000)}` : "";
+    const where = l.span && S.spans.has(l.span) ? phaseLink(l.span, String(l.phase || l.span)) : l.phase ? String(l.phase) : null;
+    const meta = [when, l.logger || l.source || null, num(l.pid) ? `pid ${l.pid}` : null].filter(Boolean).join(" · ");
+    return el(
+      "li",
+      { "data-level": level },
+      el("span", {}, badge(level, `sev-${level}`)),
+      el("span", { class: "msg", text: String(l.msg ?? "") }),
+      el("span", { class: "meta" }, where, where ? " · " : null, meta),
+      l.tb ? el("pre", { class: "tb", text: l.tb }) : null,
+    );
+  }
+
+  /** Logged warnings and errors, plus the errors that ended phases and the run. */
+  function problems() {
+    const out = S.logs.filter((l) => l.level !== "info" && l.level !== "debug");
+    const logged = new Set(out.map((l) => l.span));
+    for (const p of S.order) {
+      if (p.error && !logged.has(p.span) && p.depth === 0) {
+        const msg = `${p.error.type || "Error"}: ${p.error.msg || ""}`;
+        out.push({ ts: p.end, level: "error", msg, span: p.span, phase: p.phase, pid: p.pid, source: "phase failed" });
+      }
+    }
+    return out.sort((a, b) => (a.ts || 0) - (b.ts || 0));
+  }
+
+  function renderLogs() {
+    const items = problems();
+    const list = clear($("logs"));
+    setText($("logs-count"), String(items.length));
+    if (!items.length) {
+      list.append(el("li", { class: "empty", text: "No errors or warnings." }));
+      return;
+    }
+    const shown = items.slice(-MAX_LIST);
+    list.append(...shown.map(logItem));
+    if (items.length > shown.length) {
+      const text = `${items.length - shown.length} earlier items not shown (download the run for all).`;
+      list.append(el("li", { class: "empty", text }));
+    }
+  }
+
+  // ---------------------------------------------------------------- run info
+  function qualityText(q) {
+    const n = (v) => v || 0;
+    return `${n(q.torn)} torn, ${n(q.corrupt)} corrupt lines, ${n(q.seq_gaps)} sequence gaps, ${n(q.samples_dropped)} samples dropped`;
+  }
+
+  function monitorText(m) {
+    const n = (v) => v || 0;
+    return `${n(m.write_errors)} write errors, ${n(m.events_lost)} events lost, ${n(m.internal_errors)} internal errors`;
+  }
+
+  function renderInfo() {
+    const r = run();
+    const q = S.snap.quality || {};
+    const m = S.snap.monitor || {};
+    const res = S.snap.resources || {};
+    const qualityBad = (q.torn || 0) + (q.corrupt || 0) + (q.seq_gaps || 0) + (q.samples_dropped || 0) + (q.logs_dropped || 0);
+    const monBad = (m.write_errors || 0) + (m.events_lost || 0) + (m.internal_errors || 0);
+    const meta = Object.entries(r.meta || {}).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`);
+    const rows = [
+      ["Run id", r.id],
+      ["Status", statusText(r.status)],
+      ["Host", r.host || "–"],
+      ["PID", r.pid ?? "–"],
+      ["Started", fmtClock(r.start)],
+      ["Ended", r.end ? fmtClock(r.end) : "–"],
+      ["Command", Array.isArray(r.argv) ? r.argv.join(" ") : "–"],
+      ["Working directory", r.cwd || "–"],
+      ["Python", r.python || "–"],
+      ["CPUs / sample interval", `${r.ncpu ?? "–"} / ${num(r.sample_interval) ? `${r.sample_interval} s` : "–"}`],
+      [
+        "Samples",
+        `${fmtInt(res.total ?? S.samples.length)} (${fmtInt(res.dropped || 0)} dropped) · ` +
+          `peak RSS ${fmtBytes(res.peak_rss_bytes)}, tree ${fmtBytes(res.peak_tree_rss_bytes)}`,
+      ],
+      ["Processes", String((S.snap.processes || []).length)],
+      ["Metadata", meta.length ? meta.join(", ") : "–"],
+      ["Data quality", qualityBad ? qualityText(q) : "ok", qualityBad],
+      ["Monitor", monBad ? monitorText(m) : "ok", monBad],
+    ];
+    if (r.error) rows.push(["Run error", `${r.error.type || "Error"}: ${r.error.msg || ""}`, true]);
+    const dl = clear($("info"));
+    for (const [k, v, bad] of rows) {
+      dl.append(el("div", {}, el("dt", { text: k }), el("dd", { class: bad ? "bad" : null, text: v ?? "–" })));
+    }
+    const gen = S.mode === "static" && num(S.data.generated) ? `Static report generated ${fmtClock(S.data.generated)} · ` : "";
+    setText($("foot"), `${gen}atroz monitor · schema ${S.snap.schema ?? "?"}`);
+  }
+
+  // ---------------------------------------------------------------- live mode
+  async function getJSON(url) {
+    const resp = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
+    return resp.json();
+  }
+
+  function parse(text) {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      return null;
+    }
+  }
+
+  async function startLive() {
+    setConn("connecting");
+    let list;
+    try {
+      list = (await getJSON("api/v1/runs")).runs;
+    } catch (err) {
+      setConn("offline", String(err.message || err));
+      notice("The monitor server cannot be reached; retrying.");
+      retryLater(startLive);
+      return;
+    }
+    S.runs = sortRuns(list);
+    const wanted = new URLSearchParams(location.search).get("run");
+    S.followLatest = !wanted || wanted === "latest";
+    if (!S.runs.length) notice("No run recorded yet: waiting for one to start.");
+    connect(S.followLatest ? "latest" : wanted);
+  }
+
+  function retryLater(fn) {
+    clearTimeout(S.retryTimer);
+    S.retryTimer = setTimeout(fn, S.retryMs);
+    S.retryMs = Math.min(S.retryMs * 2, 30000);
+  }
+
+  /** Opens the stream of run ``id`` ("latest" follows whichever run started last). */
+  function connect(id) {
+    if (S.es) S.es.close();
+    clearTimeout(S.retryTimer);
+    S.streamArg = id;
+    if (id !== "latest") S.runId = id;
+    const es = new EventSource(`api/v1/stream?run=${encodeURIComponent(id)}`);
+    S.es = es;
+    es.addEventListener("open", () => {
+      if (es !== S.es) return;
+      S.retryMs = 1000;
+      setConn("live");
+    });
+    es.addEventListener("error", () => {
+      if (es !== S.es) return;
+      if (es.readyState === EventSource.CLOSED) {
+        // The server refused the stream (404, 503...): EventSource gives up, so do it by hand.
+        setConn("offline", "stream closed by the server");
+        retryLater(() => connect(S.streamArg));
+      } else {
+        setConn("reconnecting");
+      }
+    });
+    es.addEventListener("snapshot", (ev) => {
+      if (es !== S.es) return;
+      const snap = parse(ev.data);
+      if (!snap) return;
+      notice("");
+      setConn("live");
+      setSnapshot(snap);
+    });
+    es.addEventListener("update", (ev) => es === S.es && applyUpdate(parse(ev.data)));
+    es.addEventListener("runs", (ev) => {
+      const body = es === S.es ? parse(ev.data) : null;
+      if (body) setRuns(body.runs);
+    });
+  }
+
+  function pickRun(id) {
+    if (S.mode !== "live" || !id) return;
+    S.followLatest = id === "latest";
+    const url = new URL(location.href);
+    if (S.followLatest) url.searchParams.delete("run");
+    else url.searchParams.set("run", id);
+    history.replaceState(null, "", url);
+    closeDetail();
+    connect(id);
+    mark("header");
+  }
+
+  // ---------------------------------------------------------------- static mode
+  function startStatic(node) {
+    S.mode = "static";
+    const data = parse(node.textContent) || {};
+    S.data = data;
+    S.runs = sortRuns(data.runs);
+    S.followLatest = false;
+    setConn("static", num(data.generated) ? `report generated ${fmtClock(data.generated)}` : "static report");
+    if (!data.snapshot) {
+      notice("This report holds no run.");
+      return;
+    }
+    setSnapshot(data.snapshot);
+  }
+
+  // ---------------------------------------------------------------- wiring
+  function wire() {
+    buildHead();
+    $("run-picker").addEventListener("change", (ev) => pickRun(ev.target.value));
+    $("detail-close").addEventListener("click", closeDetail);
+    document.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape") closeDetail();
+    });
+    $("gantt-subs").addEventListener("change", () => mark("gantt"));
+    $("table-subs").addEventListener("change", () => mark("table"));
+    let width = window.innerWidth;
+    window.addEventListener("resize", () => {
+      if (window.innerWidth === width) return;
+      width = window.innerWidth;
+      mark("gantt", "charts");
+    });
+  }
+
+  function main() {
+    wire();
+    const embedded = document.getElementById("atroz-data");
+    if (embedded) startStatic(embedded);
+    else startLive();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", main);
+  else main();
+})();

@@ -1,0 +1,184 @@
+"""Evaluation costs and accuracy (issue 3).
+
+1. Live evaluation's share of a sampler tick: a tick with the default alert rules against
+   a tick with none, same process, interleaved rounds. Target: <= 1.2x.
+2. History over 1,000 runs x 10 phases: phase_history + phase_trends of every key on
+   compacted runs. Target: < 1 s (against the time to reduce those runs' events).
+3. ETA accuracy: demo runs into one directory; for the last one, the ETA its snapshot
+   gave when half the planned phases had ended, against the real remaining time.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from .common import Figure, per_op_us
+
+
+def _tick_cost(quick: bool) -> list[Figure]:
+    from atroz_monitor import Monitor
+
+    tmp = tempfile.mkdtemp(prefix="atroz-bench-")
+    n = 300 if quick else 2000
+    # One monitor, default rules; the baseline is the very same tick with its evaluator
+    # detached, so the difference is the evaluation and nothing else. Ticks are driven
+    # here (the interval is an hour), with a phase running so stall and throughput rules
+    # have something to judge.
+    m = Monitor(os.path.join(tmp, "tick.jsonl"), sample_interval=3600)
+    m.start()
+    run = m.main
+    ev = run.evaluator
+    ph = m.phase("P00").__enter__()
+    vals: dict[str, list[float]] = {"with": [], "without": []}
+    for _ in range(5 if quick else 9):
+        run.evaluator = ev
+        vals["with"].append(per_op_us(m._sampler._tick, n))
+        run.evaluator = None
+        vals["without"].append(per_op_us(m._sampler._tick, n))
+    run.evaluator = ev
+    ph.__exit__(None, None, None)
+    m.close()
+    w, wo = statistics.median(vals["with"]), statistics.median(vals["without"])
+    return [
+        Figure(
+            "sampler tick with default alert rules", w, "us", "same tick, no rules", wo, "<= 1.2x"
+        )
+    ]
+
+
+def _history(quick: bool) -> list[Figure]:
+    from atroz_monitor import history
+    from atroz_monitor import state as S
+
+    runs = 200 if quick else 1000
+    keys = [f"P{i:02d}" for i in range(10)]
+    st = S.State()
+    t0 = time.perf_counter()
+    for r in range(runs):
+        rid = f"r{r:05d}"
+        seq = 0
+        base = r * 100.0
+        for i, k in enumerate(keys):
+            seq += 1
+            S.apply(
+                st,
+                {
+                    "ev": "phase_start",
+                    "run": rid,
+                    "pid": 1,
+                    "seq": seq,
+                    "ts": base + i,
+                    "span": f"{rid}.{i}",
+                    "phase": k,
+                    "name": k,
+                    "parent": None,
+                },
+            )
+            seq += 1
+            S.apply(
+                st,
+                {
+                    "ev": "phase_end",
+                    "run": rid,
+                    "pid": 1,
+                    "seq": seq,
+                    "ts": base + i + 0.5,
+                    "span": f"{rid}.{i}",
+                    "phase": k,
+                    "name": k,
+                    "parent": None,
+                    "status": "completed",
+                    "duration_ms": 500.0 + (r % 13),
+                    "cpu_ms": 100.0,
+                    "items": 10,
+                },
+            )
+        st.compact(rid)
+    reduce_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for k in keys:
+        history.phase_history(st, k)
+        history.phase_trends(st, k)
+    hist_s = time.perf_counter() - t0
+    return [
+        Figure(
+            f"history+trends of 10 keys over {runs} runs",
+            hist_s,
+            "s",
+            "reducing those runs",
+            reduce_s,
+            "< 1 s",
+        )
+    ]
+
+
+def _eta(quick: bool) -> list[Figure]:
+    from atroz_monitor import state as S
+    from atroz_monitor import views
+    from atroz_monitor.loader import load_state
+    from atroz_monitor.reader import discover, iter_events
+
+    n, dur = (3, 2) if quick else (6, 4)
+    tmp = tempfile.mkdtemp(prefix="atroz-eta-")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    for _ in range(n):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "atroz_monitor",
+                "demo",
+                "--duration",
+                str(dur),
+                "--no-serve",
+                "--out",
+                tmp,
+            ],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+    files = discover([tmp])
+    last = files[-1]
+    st, _ = load_state(files[:-1])
+    events = list(iter_events(last))
+    run_id = events[0]["run"]
+    end_ts = events[-1]["ts"]
+    half_ts = None
+    done = 0
+    for ev in events:
+        S.apply(st, ev)
+        if ev["ev"] == "phase_end" and ev.get("parent") is None:
+            done += 1
+            if done == 5:
+                half_ts = ev["ts"]
+                break
+    snap = views.snapshot(st, run_id, now=half_ts, alive=True)
+    eta = snap["progress"]["eta_s"]
+    actual = end_ts - half_ts
+    err = abs(eta - actual) / actual * 100 if eta is not None else float("nan")
+    return [
+        Figure(
+            f"ETA at 50% of a demo run ({n - 1} runs of history)",
+            eta or 0.0,
+            "s",
+            "actual remaining",
+            actual,
+            f"error {err:.1f}%",
+        )
+    ]
+
+
+def run(quick: bool = False) -> list[Figure]:
+    return _tick_cost(quick) + _history(quick) + _eta(quick)
+
+
+if __name__ == "__main__":
+    for fig in run("--quick" in sys.argv):
+        print(fig.line())

@@ -1,0 +1,448 @@
+"""`report`: real demo logs, damaged logs, the regression gate, formats, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import html.parser
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atroz_monitor import Monitor, cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=ROOT)
+
+
+def _demo(out, *extra):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "atroz_monitor",
+            "demo",
+            "--duration",
+            "1",
+            "--no-serve",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    return r
+
+
+def _events(path):
+    with open(path, "rb") as f:
+        return [json.loads(line) for line in f if line.endswith(b"\n")]
+
+
+@pytest.fixture(scope="module")
+def demo_logs(tmp_path_factory):
+    """Three real demo runs: completed, --fail P07, and one killed with SIGKILL mid-run."""
+    d = tmp_path_factory.mktemp("demo")
+    ok = d / "ok"
+    assert _demo(ok).returncode == 0
+    failed = d / "failed"
+    assert _demo(failed, "--fail", "P07").returncode == 1
+    killed = d / "killed"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "atroz_monitor",
+            "demo",
+            "--duration",
+            "4",
+            "--no-serve",
+            "--out",
+            str(killed),
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:  # kill once P03 has ended (a bounded poll on the log itself)
+        logs = list(killed.glob("*.jsonl")) if killed.exists() else []
+        if (
+            logs
+            and b'"phase":"P03","name":"Entity Recognition","parent":null,"status"'
+            in logs[0].read_bytes()
+        ):
+            break
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    return {
+        name: next(p.glob("*.jsonl"))
+        for name, p in (("ok", ok), ("failed", failed), ("killed", killed))
+    }
+
+
+def _report(*args):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_completed_demo_report_matches_the_log(demo_logs):
+    """Every top-level phase of the log is in the text report with its status and
+    duration; the header has the run id, status and host; data quality ok."""
+    path = demo_logs["ok"]
+    evs = _events(path)
+    code, out, err = _report("report", path, "--depth", "0", "--color", "never")
+    assert code == 0, err
+    run = evs[0]
+    assert f"run {run['run']}" in out and "status ok" in out and f"host {run['host']}" in out
+    assert "data quality: ok" in out
+    ends = [e for e in evs if e["ev"] == "phase_end" and e["parent"] is None]
+    assert len(ends) == 10
+    from atroz_monitor.report import fmt_ms
+
+    for e in ends:
+        line = next(ln for ln in out.splitlines() if ln.startswith(e["phase"] + " "))
+        assert " ok " in line and fmt_ms(e["duration_ms"]) in line
+    assert "critical path" in out and "P00 > P01" in out
+    assert all(len(ln) <= 100 for ln in out.splitlines())
+
+
+def test_failed_demo_report_shows_the_failure(demo_logs):
+    """--fail P07: P07 FAIL with its error, P08 and P09 pending, the run failed, the
+    critical alert listed."""
+    code, out, _ = _report("report", demo_logs["failed"], "--depth", "0", "--color", "never")
+    assert code == 0
+    assert "status FAIL" in out
+    assert re.search(r"^P07 .* FAIL ", out, re.M)
+    assert re.search(r"^P08 .* - *$", out, re.M) and re.search(r"^P09 .* - *$", out, re.M)
+    assert "failed P07: DemoFailure: P07: validation rule R-17" in out
+    assert "critical" in out and "phase P07 failed" in out
+
+
+def test_killed_demo_report_is_interrupted(demo_logs):
+    """A demo killed mid-run reports as interrupted, with the phases that ended complete
+    and the one it was in interrupted."""
+    code, out, _ = _report("report", demo_logs["killed"], "--format", "json")
+    assert code == 0
+    model = json.loads(out)
+    assert model["run"]["status"] == "interrupted"
+    st = {p["phase"]: p["status"] for p in model["phases"] if p["depth"] == 0}
+    assert all(st[k] == "completed" for k in ("P00", "P01", "P02", "P03"))
+    assert "interrupted" in st.values()
+    evs = _events(demo_logs["killed"])
+    ended = {e["span"] for e in evs if e["ev"] == "phase_end"}
+    assert {p["span"] for p in model["phases"] if p["status"] == "completed"} == ended
+
+
+def test_json_report_is_stable_and_documented_keys(demo_logs):
+    """--format json has the documented top-level keys and the schema number."""
+    code, out, _ = _report("report", demo_logs["ok"], "--format", "json")
+    m = json.loads(out)
+    assert m["report"] == 1
+    for key in (
+        "run",
+        "quality",
+        "monitor",
+        "progress",
+        "flow",
+        "phases",
+        "critical_path",
+        "slowest",
+        "errors",
+        "warnings",
+        "alerts",
+        "anomalies",
+        "history",
+        "resources",
+        "comparison",
+        "runs_table",
+        "snapshot",
+    ):
+        assert key in m
+    assert len(m["resources"]["ts"]) == len(m["resources"]["cpu_pct"]) > 5
+
+
+def test_several_runs_give_history_and_a_run_by_run_table(demo_logs, tmp_path):
+    """Given several logs, the latest is the subject and the others its history."""
+    code, out, _ = _report(
+        "report", demo_logs["ok"], demo_logs["failed"], "--depth", "0", "--color", "never"
+    )
+    assert code == 0
+    assert "against history" in out and "run by run" in out
+
+
+class _Parser(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls = []
+        self.scripts = 0
+        self.data = []
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if k in ("src", "href") and v and re.match(r"^(https?:)?//", v):
+                self.urls.append(v)
+        if tag == "script":
+            self.scripts += 1
+
+    def handle_data(self, data):
+        self.data.append(data)
+
+
+def test_html_report_is_one_self_contained_escaped_file(tmp_path):
+    """--format html parses, references no external URL, and carries a phase named
+    <script>alert(1)</script> only as escaped data."""
+    log = tmp_path / "x.jsonl"
+    with Monitor(log, sample_interval=None) as mon:
+        with mon.phase("<script>alert(1)</script>", name="</script><b>x</b>"):
+            pass
+    out_file = tmp_path / "r.html"
+    code, _, err = _report("report", log, "--format", "html", "-o", out_file)
+    assert code == 0, err
+    text = out_file.read_text()
+    p = _Parser()
+    p.feed(text)
+    assert p.urls == []
+    assert "<script>alert(1)</script>" not in text
+    assert "</script><b>" not in text
+    embedded = re.search(
+        r'<script type="application/json" id="atroz-data">(.*?)</script>', text, re.S
+    )
+    assert embedded is not None
+    data = json.loads(embedded.group(1))
+    assert data["snapshot"]["phases"][0]["phase"] == "<script>alert(1)</script>"
+
+
+def test_markdown_tables_are_well_formed(demo_logs):
+    """Every Markdown table row has as many cells as its header."""
+    code, out, _ = _report(
+        "report", demo_logs["failed"], demo_logs["ok"], "--format", "markdown", "--depth", "0"
+    )
+    assert code == 0
+    cells = None
+    for line in out.splitlines():
+        if line.startswith("|"):
+            n = len(re.findall(r"(?<!\\)\|", line)) - 1
+            if cells is None:
+                cells = n
+            assert n == cells, line
+        else:
+            cells = None
+    assert "| P07 | Validation | FAIL |" in out
+
+
+# -- the regression gate on synthetic logs with known answers --------------------------------
+
+
+def _synthetic(path, run_id, durations, t0):
+    lines = [
+        {
+            "ev": "run_start",
+            "ts": t0,
+            "run": run_id,
+            "pid": 1,
+            "seq": 1,
+            "v": 1,
+            "plan": [{"id": k, "name": k} for k in durations],
+        }
+    ]
+    t, seq = t0, 1
+    for k, d in durations.items():
+        seq += 2
+        lines.append(
+            {
+                "ev": "phase_start",
+                "ts": t,
+                "run": run_id,
+                "pid": 1,
+                "seq": seq - 1,
+                "span": f"1.{seq}",
+                "phase": k,
+                "name": k,
+                "parent": None,
+            }
+        )
+        lines.append(
+            {
+                "ev": "phase_end",
+                "ts": t + d / 1000,
+                "run": run_id,
+                "pid": 1,
+                "seq": seq,
+                "span": f"1.{seq}",
+                "phase": k,
+                "name": k,
+                "parent": None,
+                "status": "completed",
+                "duration_ms": float(d),
+                "cpu_ms": d / 2,
+            }
+        )
+        t += d / 1000
+    lines.append(
+        {"ev": "run_end", "ts": t, "run": run_id, "pid": 1, "seq": seq + 1, "status": "completed"}
+    )
+    with open(path, "a") as f:
+        for e in lines:
+            f.write(json.dumps(e) + "\n")
+
+
+@pytest.mark.parametrize(
+    "current, expected_code, regressed",
+    [
+        ({"A": 100, "B": 200}, 0, []),
+        ({"A": 100, "B": 240}, 1, ["B"]),  # 20% over the p95 of 5 baseline runs
+        ({"A": 104, "B": 215}, 0, []),  # within 10% of p95
+        ({"A": 100.004, "B": 200}, 0, []),  # jitter under the 5 ms floor
+    ],
+)
+def test_regression_gate_exit_codes(tmp_path, current, expected_code, regressed):
+    """--fail-on-regression exits 1 exactly when a phase exceeds the baseline p95 by more
+    than 10% and more than the noise floor."""
+    base = tmp_path / "base.jsonl"
+    for i, jitter in enumerate([0, 1, 2, -1, -2]):
+        _synthetic(base, f"b{i}", {"A": 100 + jitter, "B": 200 + jitter}, 1000.0 + i * 10)
+    cur = tmp_path / "cur.jsonl"
+    _synthetic(cur, "cur", current, 5000.0)
+    code, out, _ = _report(
+        "report", cur, "--baseline", base, "--fail-on-regression", "--format", "json"
+    )
+    assert code == expected_code
+    assert json.loads(out)["comparison"]["regressions"] == regressed
+
+
+def test_single_baseline_run_uses_25_percent_and_new_missing_are_listed(tmp_path):
+    """With one baseline run: +30% is a regression, +20% is not; new and missing phases
+    are listed; --threshold overrides."""
+    base = tmp_path / "base.jsonl"
+    _synthetic(base, "b", {"A": 100, "B": 100, "GONE": 50}, 1000.0)
+    cur = tmp_path / "cur.jsonl"
+    _synthetic(cur, "c", {"A": 130, "B": 120, "NEW": 10}, 2000.0)
+    code, out, _ = _report(
+        "report", cur, "--baseline", base, "--fail-on-regression", "--format", "json"
+    )
+    c = json.loads(out)["comparison"]
+    assert code == 1 and c["regressions"] == ["A"]
+    assert c["new"] == ["NEW"] and c["missing"] == ["GONE"]
+    code, out, _ = _report(
+        "report",
+        cur,
+        "--baseline",
+        base,
+        "--threshold",
+        "50",
+        "--fail-on-regression",
+        "--format",
+        "json",
+    )
+    assert code == 0
+
+
+# -- damaged input ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_log(tmp_path_factory):
+    d = tmp_path_factory.mktemp("small")
+    log = d / "run.jsonl"
+    with Monitor(log, plan=["P0", "P1", "P2"], sample_interval=None, run_id="small") as mon:
+        for k in ("P0", "P1", "P2"):
+            with mon.phase(k):
+                with mon.phase(k + ".s"):
+                    pass
+    return log.read_bytes()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(cut=st.integers(0, 10_000), flips=st.lists(st.integers(0, 10_000), max_size=3))
+def test_any_truncation_or_corruption_still_reports(tmp_path, small_log, cut, flips):
+    """A log cut anywhere and with bytes corrupted: exit 0 while a run_start survives, and
+    every phase whose end line is intact is in the report."""
+    data = bytearray(small_log[: cut % (len(small_log) + 1)])
+    for f in flips:
+        if data:
+            data[f % len(data)] = ord("#")
+    path = tmp_path / f"d{cut}-{len(flips)}.jsonl"
+    path.write_bytes(bytes(data))
+    intact = []
+    for line in bytes(data).split(b"\n")[:-1]:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict) and e.get("ev") == "phase_end" and e.get("run") == "small":
+            intact.append(e)
+    code, out, err = _report("report", path, "--format", "json")
+    if code == 2:
+        assert "no atroz_monitor events" in err and "Traceback" not in err
+        assert not intact
+        return
+    assert code == 0, err
+    spans = {p["span"]: p for p in json.loads(out)["phases"]}
+    for e in intact:
+        assert spans[e["span"]]["status"] == "completed"
+
+
+@pytest.mark.parametrize("case", ["missing", "emptydir", "empty", "binary", "foreign"])
+def test_bad_input_exits_2_with_one_line(tmp_path, case):
+    """Missing path, a directory with no logs, an empty file, binary garbage, JSON of
+    another format: exit 2, one line on stderr, no traceback (as a real process)."""
+    target = tmp_path / case
+    if case == "emptydir":
+        target.mkdir()
+    elif case == "empty":
+        target = tmp_path / "empty.jsonl"
+        target.write_bytes(b"")
+    elif case == "binary":
+        target = tmp_path / "bin.jsonl"
+        target.write_bytes(bytes(range(256)) * 10)
+    elif case == "foreign":
+        target = tmp_path / "foreign.jsonl"
+        target.write_text('{"level": "info", "message": "hello"}\n[1, 2]\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "atroz_monitor", "report", str(target)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_partly_usable_input_reports_with_the_damage_named(tmp_path, small_log):
+    """A torn last line and a corrupt middle line: exit 0 and the data-quality line says
+    what was skipped and where."""
+    lines = small_log.split(b"\n")
+    lines[3] = b"{not json"
+    damaged = b"\n".join(lines) + b'{"ev":"phase_sta'
+    log = tmp_path / "d.jsonl"
+    log.write_bytes(damaged)
+    code, out, _ = _report("report", log, "--color", "never")
+    assert code == 0
+    q = next(ln for ln in out.splitlines() if ln.startswith("data quality"))
+    assert "torn last line at byte" in q and "1 corrupt line(s) skipped (line 4)" in q

@@ -1,0 +1,487 @@
+"""The HTTP server on 127.0.0.1, port 0: routes, limits, security, SSE, the serve command."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_api import append, build_runs
+from test_source import wait_for
+
+from atroz_monitor import Monitor, api, cli, server
+from atroz_monitor.server import serve_monitor, start_server
+from atroz_monitor.source import FileSource
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    return build_runs(tmp_path)
+
+
+@pytest.fixture
+def srv(runs_dir: Path) -> Iterator[server.Server]:
+    s = start_server(FileSource([runs_dir]), _own_source=True)
+    yield s
+    s.close()
+
+
+def request(
+    s: server.Server, path: str, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+    try:
+        c.request(method, path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+class SSE:
+    """A minimal EventSource: reads messages from an open stream response."""
+
+    def __init__(self, s: server.Server, query: str, headers: dict[str, str] | None = None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+        self.conn.request("GET", "/api/v1/stream?" + query, headers=headers or {})
+        self.sock = self.conn.sock  # the response keeps it; the connection lets go of it
+        self.resp = self.conn.getresponse()
+
+    def next(self, timeout: float = 5.0) -> tuple[str, int, Any]:
+        """The next message (comments skipped), or AssertionError after ``timeout``."""
+        assert self.sock is not None
+        self.sock.settimeout(timeout)
+        fields: dict[str, str] = {}
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            line = self.resp.fp.readline().decode()
+            assert line, "stream closed"
+            line = line.rstrip("\n")
+            if not line:
+                if "event" in fields:
+                    return fields["event"], int(fields["id"]), json.loads(fields["data"])
+                fields = {}
+                continue
+            if line.startswith(":"):
+                continue
+            k, _, v = line.partition(": ")
+            fields[k] = v
+        raise AssertionError("no message in time")
+
+    def until(self, pred: Any, timeout: float = 5.0) -> tuple[str, int, Any]:
+        end = time.monotonic() + timeout
+        while True:
+            msg = self.next(max(0.05, end - time.monotonic()))
+            if pred(msg):
+                return msg
+            assert time.monotonic() < end, f"no matching message; last {msg[0]}"
+
+    def close(self) -> None:
+        self.resp.close()
+        self.conn.close()
+
+
+ROUTES = [
+    "/api/v1/runs",
+    "/api/v1/runs/latest",
+    "/api/v1/runs/r1/progress",
+    "/api/v1/runs/r2/phases?status=completed&depth=0",
+    "/api/v1/runs/r2/phases/P00",
+    "/api/v1/runs/r2/phases/P00/sub-phases",
+    "/api/v1/runs/r2/resources?since=2&step=2",
+    "/api/v1/runs/r2/errors",
+    "/api/v1/runs/r2/warnings",
+    "/api/v1/runs/r1/artifacts",
+    "/api/v1/runs/r2/alerts?severity=warning",
+    "/api/v1/alerts?state=open",
+    "/api/v1/phases/P00/history",
+    "/api/v1/phases/P00/trends",
+    "/api/v1/summary",
+    "/api/v1/runs/r2/export",
+    "/healthz",
+    "/",
+    "/favicon.svg",
+    "/static/app.js",
+    "/static/style.css",
+]
+
+
+def test_every_route_over_http(srv: server.Server) -> None:
+    """Every route answers 200 over a real socket, with the security headers."""
+    for path in ROUTES:
+        status, h, body = request(srv, path)
+        assert status == 200, (path, body[:200])
+        assert h["content-security-policy"] == "default-src 'self'", path
+        assert h["x-frame-options"] == "DENY" and h["x-content-type-options"] == "nosniff"
+        assert int(h["content-length"]) == len(body)
+        if path.startswith("/api/"):
+            assert h["content-type"] == "application/json; charset=utf-8"
+            json.loads(body)
+
+
+def test_keep_alive_serves_two_requests_on_one_connection(srv: server.Server) -> None:
+    """Two requests on one HTTPConnection use the same socket."""
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    try:
+        c.request("GET", "/api/v1/runs")
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("Connection") == "keep-alive"
+        r.read()
+        sock = c.sock
+        c.request("GET", "/api/v1/runs/r1/progress")
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["run"] == "r1"
+        assert c.sock is sock
+    finally:
+        c.close()
+
+
+def test_head_405_404_400(srv: server.Server) -> None:
+    """HEAD has no body; POST 405 with Allow; unknown 404; bad query 400, all JSON."""
+    status, h, body = request(srv, "/api/v1/runs/r2", "HEAD")
+    assert status == 200 and body == b"" and int(h["content-length"]) > 1000
+    status, h, body = request(srv, "/api/v1/runs", "POST")
+    assert status == 405 and h["allow"] == "GET, HEAD"
+    status, _, body = request(srv, "/api/v1/runs/zzz")
+    assert status == 404 and json.loads(body)["error"] == "no run 'zzz'"
+    status, _, body = request(srv, "/api/v1/runs/r2/phases?depth=deep")
+    assert status == 400 and json.loads(body)["error"].startswith("depth:")
+
+
+def test_request_line_over_8k_is_414(srv: server.Server) -> None:
+    """A 9,000-byte request line gets 414 and the connection is closed."""
+    host = f"127.0.0.1:{srv.port}"
+    out = raw(srv.port, b"GET /" + b"a" * 9000 + f" HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 414 ")
+
+
+def test_too_many_or_too_large_headers_are_431(srv: server.Server) -> None:
+    """101 headers, or 70 KiB of headers, get 431."""
+    host = f"127.0.0.1:{srv.port}"
+    many = "".join(f"X-H{i}: v\r\n" for i in range(101))
+    out = raw(srv.port, f"GET / HTTP/1.1\r\nHost: {host}\r\n{many}\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 431 ")
+    big = "".join(f"X-B{i}: {'v' * 7000}\r\n" for i in range(10))
+    out = raw(srv.port, f"GET / HTTP/1.1\r\nHost: {host}\r\n{big}\r\n".encode())
+    assert out.startswith(b"HTTP/1.1 431 ")
+
+
+def test_foreign_host_is_403_stream_included(runs_dir: Path) -> None:
+    """A Host that is not loopback or allowed is 403, for the API and the stream."""
+    s = start_server(FileSource([runs_dir]), allow_hosts=["dash.local"], _own_source=True)
+    try:
+        assert request(s, "/api/v1/runs", headers={"Host": "evil.example"})[0] == 403
+        assert request(s, "/api/v1/stream", headers={"Host": f"evil.example:{s.port}"})[0] == 403
+        assert request(s, "/api/v1/runs", headers={"Host": f"localhost:{s.port}"})[0] == 200
+        assert request(s, "/api/v1/runs", headers={"Host": f"dash.local:{s.port}"})[0] == 200
+        out = raw(s.port, b"GET /api/v1/runs HTTP/1.1\r\n\r\n")  # no Host at all
+        assert out.startswith(b"HTTP/1.1 403 ")
+    finally:
+        s.close()
+
+
+def test_token_is_required_once_configured(runs_dir: Path) -> None:
+    """With a token: none is 401; Bearer, ?token= (sets an HttpOnly cookie) and the cookie
+    are accepted; the page redirects the token out of the URL."""
+    s = start_server(FileSource([runs_dir]), token="s3cret-token", _own_source=True)
+    try:
+        status, h, _ = request(s, "/api/v1/runs")
+        assert status == 401 and h["www-authenticate"] == "Bearer"
+        assert request(s, "/api/v1/runs", headers={"Authorization": "Bearer nope"})[0] == 401
+        ok = request(s, "/api/v1/runs", headers={"Authorization": "Bearer s3cret-token"})
+        assert ok[0] == 200
+        status, h, _ = request(s, "/api/v1/runs?token=s3cret-token")
+        assert status == 200
+        assert h["set-cookie"] == (
+            "atroz_monitor_token=s3cret-token; HttpOnly; SameSite=Strict; Path=/"
+        )
+        cookie = {"Cookie": "a=b; atroz_monitor_token=s3cret-token"}
+        assert request(s, "/api/v1/stream?run=r1", "HEAD", cookie)[0] == 200
+        status, h, _ = request(s, "/?token=s3cret-token")
+        assert status == 303 and h["location"] == "/" and "HttpOnly" in h["set-cookie"]
+    finally:
+        s.close()
+
+
+def test_non_loopback_bind_needs_a_token(runs_dir: Path, monkeypatch: Any) -> None:
+    """start_server refuses 0.0.0.0 without a token (before binding anything)."""
+    monkeypatch.delenv("ATROZ_MONITOR_TOKEN", raising=False)
+    src = FileSource([runs_dir])
+    try:
+        with pytest.raises(ValueError, match="without a token"):
+            start_server(src, "0.0.0.0")
+    finally:
+        src.close()
+
+
+def test_idle_and_slow_connections_are_closed(srv: server.Server, monkeypatch: Any) -> None:
+    """A connection that sends nothing is closed after the head timeout; a kept-alive one
+    after the idle timeout."""
+    monkeypatch.setattr(server, "HEAD_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(server, "IDLE_TIMEOUT_S", 0.5)
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")  # never finished
+        assert sock.recv(100) == b""
+    assert time.monotonic() - t0 < 3.0
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+    c.request("GET", "/healthz")
+    c.getresponse().read()
+    assert c.sock is not None
+    t0 = time.monotonic()
+    assert c.sock.recv(100) == b""
+    assert 0.3 < time.monotonic() - t0 < 3.0
+    c.close()
+
+
+def test_200_idle_connections_do_not_block_a_get(srv: server.Server) -> None:
+    """With 200 idle connections open, a normal GET still completes within 3 s."""
+    socks = []
+    try:
+        for _ in range(200):
+            socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+        t0 = time.monotonic()
+        status, _, body = request(srv, "/api/v1/runs/r1/progress")
+        elapsed = time.monotonic() - t0
+        assert status == 200 and json.loads(body)["run"] == "r1"
+        assert elapsed < 3.0
+        assert wait_for(lambda: srv.info()["connections_evicted"] >= 100)
+        assert srv.info()["connections"] <= 64
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_handler_exception_is_a_counted_500(srv: server.Server, monkeypatch: Any) -> None:
+    """A route that raises gives a JSON 500, is counted, and the server keeps serving."""
+
+    def boom(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr(api, "route", boom)
+    status, _, body = request(srv, "/api/v1/runs")
+    assert status == 500 and "internal error" in json.loads(body)["error"]
+    assert b"kaput" not in body and b"Traceback" not in body
+    monkeypatch.undo()
+    assert request(srv, "/api/v1/runs")[0] == 200
+    assert srv.info()["server_errors"] == 1
+
+
+def test_deleted_log_marks_run_unavailable_server_keeps_serving(runs_dir: Path) -> None:
+    """A served log deleted mid-serve: its run shows available=false, the other run serves."""
+    s = start_server(FileSource([runs_dir]), _own_source=True)
+    try:
+        (runs_dir / "r1.jsonl").unlink()
+
+        def r1_gone() -> bool:
+            rows = json.loads(request(s, "/api/v1/runs")[2])["runs"]
+            return {r["id"]: r["available"] for r in rows} == {"r1": False, "r2": True}
+
+        assert wait_for(r1_gone)
+        assert request(s, "/api/v1/runs/r2/phases")[0] == 200
+        snap = json.loads(request(s, "/api/v1/runs/r1")[2])
+        assert snap["quality"]["available"] is False
+    finally:
+        s.close()
+
+
+def test_sse_live_run_pushes_phase_completion(tmp_path: Path) -> None:
+    """A stream on a live Monitor gets the phase running, then completed, as updates."""
+    with Monitor(tmp_path / "live", plan=["A", "B"], sample_interval=None, capture=False) as m:
+        s = serve_monitor(m)
+        es = None
+        try:
+            es = SSE(s, "run=latest")
+            assert es.resp.getheader("Content-Type") == "text/event-stream; charset=utf-8"
+            kind, _, snap = es.next()
+            assert kind == "snapshot" and snap["run"]["id"] == m.run_id
+            assert [f["status"] for f in snap["flow"]] == ["pending", "pending"]
+            gate, inside = threading.Event(), threading.Event()
+
+            def work() -> None:
+                with m.phase("A"):
+                    inside.set()
+                    gate.wait(10)
+
+            t = threading.Thread(target=work)
+            t.start()
+            assert inside.wait(5)
+
+            def phase_a(status: str) -> Any:
+                return lambda msg: (
+                    msg[0] == "update"
+                    and any(p["phase"] == "A" and p["status"] == status for p in msg[2]["phases"])
+                )
+
+            es.until(phase_a("running"))
+            t0 = time.monotonic()
+            gate.set()
+            t.join(5)
+            _, _, upd = es.until(phase_a("completed"))
+            assert time.monotonic() - t0 < 2.0
+            assert upd["flow"][0]["status"] == "completed" and upd["progress"]["done"] == 1
+        finally:
+            if es is not None:
+                es.close()
+            s.close()
+
+
+def test_sse_resume_with_last_event_id(tmp_path: Path) -> None:
+    """Reconnecting with Last-Event-ID gets an update with what happened meanwhile."""
+    log = tmp_path / "run.jsonl"
+    t = time.time()
+    append(log, {"ev": "run_start", "ts": t, "run": "L", "pid": 1})
+    s = start_server(FileSource([log]), _own_source=True)
+    try:
+        es = SSE(s, "run=L")
+        kind, vid, _ = es.next()
+        assert kind == "snapshot"
+        es.close()
+        append(
+            log, {"ev": "phase_start", "ts": t, "run": "L", "pid": 1, "span": "1.1", "phase": "A"}
+        )
+        es = SSE(s, "run=L", {"Last-Event-ID": str(vid)})
+        kind, vid2, data = es.until(lambda msg: msg[0] != "runs")
+        assert kind == "update" and vid2 > vid
+        assert [p["span"] for p in data["phases"]] == ["1.1"]
+        es.close()
+    finally:
+        s.close()
+
+
+def test_sse_beyond_max_streams_is_503(runs_dir: Path) -> None:
+    """With max_streams=2, a third stream gets 503 JSON; a slot frees when one closes."""
+    s = start_server(FileSource([runs_dir]), max_streams=2, _own_source=True)
+    streams = []
+    try:
+        for _ in range(2):
+            es = SSE(s, "run=r1")
+            assert es.next()[0] == "snapshot"
+            streams.append(es)
+        status, h, body = request(s, "/api/v1/stream?run=r1")
+        assert status == 503 and json.loads(body)["error"].startswith("too many stream")
+        assert h["retry-after"] == "5"
+        assert request(s, "/api/v1/stream?run=nope")[0] in (404, 503)
+        streams.pop().close()
+        assert wait_for(lambda: s.info()["streams"] < 2)
+    finally:
+        for es in streams:
+            es.close()
+        s.close()
+
+
+def test_stream_for_unknown_run_is_404(srv: server.Server) -> None:
+    """A stream on a run that does not exist is a JSON 404, not an empty stream."""
+    status, _, body = request(srv, "/api/v1/stream?run=nope")
+    assert status == 404 and json.loads(body)["error"] == "no run 'nope'"
+
+
+# -- the serve command ------------------------------------------------------------------
+
+
+def _run_cli(args: list[str], capsys: Any) -> tuple[int, str]:
+    rc = cli.main(["serve", *args])
+    return rc, capsys.readouterr().err
+
+
+def test_serve_bad_input_exits_2_with_one_line(
+    runs_dir: Path, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    """Missing path, non-loopback without token, unreadable token file, busy port: exit 2."""
+    monkeypatch.delenv("ATROZ_MONITOR_TOKEN", raising=False)
+    rc, err = _run_cli([str(tmp_path / "missing")], capsys)
+    assert rc == 2 and "no such log file or directory" in err and err.count("\n") == 1
+    rc, err = _run_cli([str(runs_dir), "--host", "0.0.0.0"], capsys)
+    assert rc == 2 and "without a token" in err and "Traceback" not in err
+    rc, err = _run_cli([str(runs_dir), "--token-file", str(tmp_path / "nofile")], capsys)
+    assert rc == 2 and "cannot read the token file" in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc, err = _run_cli([str(runs_dir), "--port", str(port)], capsys)
+    assert rc == 2 and f"port {port} is already in use" in err
+
+
+def test_alerts_option_without_rules_support_exits_2(
+    runs_dir: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    """--alerts with an alerts module lacking load_rules/evaluate_replay: exit 2, one line."""
+    monkeypatch.setitem(sys.modules, "atroz_monitor.alerts", types.ModuleType("alerts"))
+    rc, err = _run_cli([str(runs_dir), "--alerts", "rules.toml"], capsys)
+    assert rc == 2 and "alert rules are not available in this version" in err
+
+
+def test_alert_hook_overlays_rule_alerts(runs_dir: Path, monkeypatch: Any) -> None:
+    """With load_rules/evaluate_replay present, their alerts join the run's alerts."""
+    fake = types.ModuleType("alerts")
+    fake.load_rules = lambda path: ["rule"]  # type: ignore[attr-defined]
+    fake.evaluate_replay = lambda st, rid, rules: [  # type: ignore[attr-defined]
+        {"alert": f"x-{rid}", "rule": rules[0], "severity": "info", "state": "raised"}
+    ]
+    monkeypatch.setitem(sys.modules, "atroz_monitor.alerts", fake)
+    src = FileSource([runs_dir], alerts=server._alert_hook("rules.toml"))
+    try:
+        alerts = {a["alert"] for a in src.snapshot("r1")["alerts"]}
+        assert alerts == {"x-r1"}
+        assert {r["id"]: r["alerts_open"] for r in src.runs()} == {"r1": 1, "r2": 2}
+    finally:
+        src.close()
+
+
+def test_serve_command_prints_url_and_exits_0_on_ctrl_c(runs_dir: Path) -> None:
+    """`python -m atroz_monitor serve DIR --port 0` prints its URL, serves, exits 0 on SIGINT."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("ATROZ_MONITOR_TOKEN", None)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "atroz_monitor", "serve", str(runs_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert "serving 2 runs at http://127.0.0.1:" in line
+        port = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/healthz")
+        assert json.loads(c.getresponse().read())["runs"] == 2
+        c.close()
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=10) == 0
+        assert p.stderr is not None and "Traceback" not in p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
