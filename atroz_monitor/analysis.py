@@ -7,6 +7,7 @@ whatever the caller feeds in, and results come back in the same unit.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -433,16 +434,31 @@ def _ends(phases: Sequence[Mapping[str, Any]]) -> dict[Any, tuple[float, float]]
 
 
 def _chain(group: list[Any], times: dict[Any, tuple[float, float]], slack: float) -> list[Any]:
-    """Walk back from the latest-ending span of group through predecessors; chronological."""
+    """Walk back from the latest-ending span of group through predecessors; chronological.
+
+    O(n log n): the group is sorted once by end, and each step is a binary search for the
+    latest phase that ended by the current one's start (a run of 10,000 sequential phases
+    must not cost 10,000 passes over the pool).
+    """
     # Ties on end go to the earlier start (the longer phase), then span id, for determinism.
-    pool = sorted(group, key=lambda sp: (times[sp][1], -times[sp][0], str(sp)))
-    chain: list[Any] = []
-    while pool:
-        cur = pool.pop()
-        chain.append(cur)
-        start = times[cur][0]
+    ordered = sorted(group, key=lambda sp: (times[sp][1], -times[sp][0], str(sp)))
+    if not ordered:
+        return []
+    ends = [times[sp][1] for sp in ordered]
+    taken = [False] * len(ordered)
+    i = len(ordered) - 1
+    chain = [ordered[i]]
+    taken[i] = True
+    while True:
+        start = times[chain[-1]][0]
         # Slack absorbs clock granularity between a phase's end and the next one's start.
-        pool = [sp for sp in pool if times[sp][1] <= start + slack and times[sp][0] <= start]
+        j = bisect.bisect_right(ends, start + slack) - 1
+        while j >= 0 and (taken[j] or times[ordered[j]][0] > start):
+            j -= 1
+        if j < 0:
+            break
+        taken[j] = True
+        chain.append(ordered[j])
     chain.reverse()
     return chain
 

@@ -177,6 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--access-log", action="store_true", help="log each request to stderr")
     s.add_argument("--alerts", metavar="FILE", help="alert rules evaluated over the runs")
+    x = sub.add_parser(
+        "export",
+        help="export runs as a Chrome/Perfetto trace, Prometheus text or OTLP/JSON",
+        description="Export run logs for other tools: chrome-trace (Perfetto UI, "
+        "chrome://tracing) and otlp-json (an OpenTelemetry ExportTraceServiceRequest) export "
+        "one run (the latest, or --run ID); prometheus exports every run read.",
+    )
+    x.add_argument("paths", nargs="+", metavar="PATH", help="run logs or directories of them")
+    x.add_argument(
+        "--format", required=True, choices=("chrome-trace", "prometheus", "otlp-json")
+    )
+    x.add_argument("--run", metavar="ID", help="the run to export (default: the latest)")
+    x.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     return p
 
 
@@ -213,6 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 access_log=args.access_log,
                 alerts=args.alerts,
             )
+        if args.command == "export":
+            from . import exporters
+
+            try:
+                return exporters.main(args.paths, args.format, args.run, args.output)
+            except exporters.ExportError as exc:
+                raise UsageError(f"export: {exc}") from None
         parser.print_help(sys.stderr)
         return 2
     except UsageError as exc:

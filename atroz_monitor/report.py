@@ -114,12 +114,71 @@ def _ordered(snap: dict[str, Any], depth: int) -> list[dict[str, Any]]:
 
     def walk(p: dict[str, Any]) -> None:
         out.append(p)
-        for c in kids.get(p["span"], []):
-            walk(c)
+        children = kids.get(p["span"], [])
+        counts: dict[str, int] = {}
+        for c in children:
+            counts[c["phase"]] = counts.get(c["phase"], 0) + 1
+        seen: dict[str, int] = {}
+        rest: dict[str, list[dict[str, Any]]] = {}
+        for c in children:
+            n = seen[c["phase"]] = seen.get(c["phase"], 0) + 1
+            if n <= REPEAT_ROWS or counts[c["phase"]] <= COLLAPSE_OVER:
+                walk(c)
+            else:
+                rest.setdefault(c["phase"], []).append(c)
+        folded = p.get("folded") or {}
+        for key in list(rest) + [k for k in folded if k not in rest]:
+            out.append(_repeat_row(p, key, rest.get(key, []), folded.get(key)))
 
     for p in top:
         walk(p)
     return out
+
+
+# More than COLLAPSE_OVER repeats of one key under one parent (a loop): the first
+# REPEAT_ROWS are shown one by one and the rest as one summed row.
+COLLAPSE_OVER = 8
+REPEAT_ROWS = 3
+
+
+def _repeat_row(
+    parent: dict[str, Any], key: str, recs: list[dict[str, Any]], folded: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One row standing for many repeats of ``key`` under ``parent`` (a loop): the records
+    beyond the first few plus what the reducer folded into aggregates."""
+    n = len(recs) + (folded or {}).get("count", 0)
+    dur = sum(r.get("duration_ms") or 0.0 for r in recs) + (folded or {}).get("total_ms", 0.0)
+    cpu = sum(r.get("cpu_ms") or 0.0 for r in recs) + (folded or {}).get("cpu_ms", 0.0)
+    failed = sum(1 for r in recs if r["status"] == "failed") + (folded or {}).get("failed", 0)
+    items = sum(r.get("items") or 0 for r in recs) + (folded or {}).get("items", 0)
+    starts = [r["offset_ms"] for r in recs if r.get("offset_ms") is not None]
+    ends = [
+        r["offset_ms"] + (r.get("duration_ms") or 0.0)
+        for r in recs
+        if r.get("offset_ms") is not None
+    ]
+    first = min(starts) if starts else parent.get("offset_ms")
+    last = max(ends) if ends else None
+    return {
+        "span": f"{parent['span']}/{key}*",
+        "phase": key,
+        "name": f"x{n:,} more" + (f" ({failed} failed)" if failed else ""),
+        "parent": parent["span"],
+        "depth": parent.get("depth", 0) + 1,
+        "status": "failed" if failed else "completed",
+        "aggregate": True,
+        "count": n,
+        "offset_ms": first,
+        "duration_ms": round(dur, 3),
+        "extent_ms": round(last - first, 3) if last is not None and first is not None else None,
+        "cpu_ms": round(cpu, 3),
+        "cpu_pct": round(cpu / dur * 100, 1) if dur else None,
+        "items": items,
+        "items_per_s": round(items / (dur / 1000), 2) if items and dur else None,
+        "warnings": sum(r.get("warnings") or 0 for r in recs),
+        "errors": sum(r.get("errors") or 0 for r in recs),
+        "artifacts": [],
+    }
 
 
 def _samples_series(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -456,6 +515,7 @@ def render_text(
     )
     for p in rows:
         ind = "  " * p.get("depth", 0)
+        extent = p.get("extent_ms", p.get("duration_ms"))
         share = (
             f"{p['duration_ms'] / run_ms * 100:.0f}%"
             if run_ms and p.get("duration_ms") is not None and p.get("depth", 0) == 0
@@ -465,7 +525,7 @@ def render_text(
             f"{clean(ind + p['phase'], 12):<12} {clean(p.get('name'), 20):<20} "
             f"{st.status(p['status'], 6)} {fmt_ms(p.get('offset_ms')):>8} "
             f"{fmt_ms(p.get('duration_ms')):>9} {share:>5}  "
-            f"{_bar(p.get('offset_ms'), p.get('duration_ms'), run_ms, bw, unicode)}"
+            f"{_bar(p.get('offset_ms'), extent, run_ms, bw, unicode)}"
         )
     for f in pending:
         out.append(

@@ -114,25 +114,6 @@ def _detach(obj: Any) -> Any:
     return obj
 
 
-def _unshare(snap: dict[str, Any]) -> dict[str, Any]:
-    """Copy the parts of a fresh ``views.snapshot`` that still belong to the reducer's
-    records (a phase's artifact list and metric dict, the run's metric dicts, the process
-    dicts), so that the view can be encoded after the lock is released while the refresher
-    goes on applying events. Everything else in a snapshot is built fresh by ``views`` or
-    never mutated once stored (sample, log, artifact and alert dicts, ``run_start`` info).
-
-    Far cheaper than a deep copy (a snapshot holds tens of thousands of objects, and
-    copying them all per version showed up as garbage-collector pauses in SSE latency).
-    As a second line of defence the C JSON encoder never yields the GIL while it runs.
-    """
-    for p in snap["phases"]:
-        p["artifacts"] = list(p["artifacts"])
-        p["metrics"] = dict(p["metrics"])
-    snap["metrics"] = {k: dict(v) if isinstance(v, dict) else v for k, v in snap["metrics"].items()}
-    snap["processes"] = [dict(p) for p in snap["processes"]]
-    return snap
-
-
 def _run_start(r: RunState) -> float:
     return r.start if r.start is not None else (r.first_ts or 0.0)
 
@@ -629,7 +610,7 @@ class Source:
         v = View(
             version=self.version,
             built=now_m,
-            snap=_unshare(snap),
+            snap=snap,
             samples_total=r.samples.total,
             logs_total=r.logs.total,
             running=snap["run"]["status"] == "running",

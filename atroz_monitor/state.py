@@ -88,36 +88,33 @@ class KeyAgg:
 
 
 class PhaseRec:
-    """One phase (span) as the log describes it so far."""
+    """One phase (span) as the log describes it so far.
 
-    __slots__ = (
-        "span",
-        "phase",
-        "name",
-        "parent",
-        "pid",
-        "thread",
-        "meta",
-        "start",
-        "end",
-        "status",
-        "duration_ms",
-        "cpu_ms",
-        "children_cpu_ms",
-        "rss_bytes",
-        "rss_start_bytes",
-        "peak_rss_bytes",
-        "cpu_peak_pct",
-        "items",
-        "total",
-        "warnings",
-        "errors",
-        "artifacts",
-        "metrics",
-        "error",
-        "children",
-        "folded",
-    )
+    Defaults live on the class and lists/dicts are made on first use: a replay creates a
+    record per phase (a million for a long loop, most folded away at once), so creating
+    one must be cheap.
+    """
+
+    thread: Any = None
+    meta: Any = None
+    start: float | None = None
+    end: float | None = None
+    status = "running"
+    duration_ms: float | None = None
+    cpu_ms: float | None = None
+    children_cpu_ms: float | None = None
+    rss_bytes: int | None = None
+    rss_start_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    cpu_peak_pct: float | None = None
+    items = 0
+    total: int | None = None
+    warnings = 0
+    errors = 0
+    error: Any = None
+    artifacts: list[dict[str, Any]] | None = None
+    metrics: dict[str, Any] | None = None
+    folded: dict[str, KeyAgg] | None = None
 
     def __init__(self, span: str, phase: str, name: str, parent: str | None, pid: Any) -> None:
         self.span = span
@@ -125,27 +122,7 @@ class PhaseRec:
         self.name = name
         self.parent = parent
         self.pid = pid
-        self.thread: Any = None
-        self.meta: Any = None
-        self.start: float | None = None
-        self.end: float | None = None
-        self.status = "running"
-        self.duration_ms: float | None = None
-        self.cpu_ms: float | None = None
-        self.children_cpu_ms: float | None = None
-        self.rss_bytes: int | None = None
-        self.rss_start_bytes: int | None = None
-        self.peak_rss_bytes: int | None = None
-        self.cpu_peak_pct: float | None = None
-        self.items = 0
-        self.total: int | None = None
-        self.warnings = 0
-        self.errors = 0
-        self.artifacts: list[dict[str, Any]] = []
-        self.metrics: dict[str, Any] = {}
-        self.error: Any = None
         self.children: list[str] = []
-        self.folded: dict[str, KeyAgg] = {}
 
 
 MAX_ARTIFACTS_PER_PHASE = 100
@@ -243,30 +220,36 @@ def _int(v: Any) -> int:
 
 def apply(state: State, ev: dict[str, Any]) -> State:
     """Fold one event into ``state`` (in place) and return it."""
+    handler = _HANDLERS.get(ev.get("ev"))  # type: ignore[arg-type]
     run_id = ev.get("run")
-    kind = ev.get("ev")
-    handler = _HANDLERS.get(kind)  # type: ignore[arg-type]
-    if handler is None or not isinstance(run_id, str):
+    if handler is None or type(run_id) is not str:
         state.ignored += 1
         return state
     state.events += 1
-    r = state.run(run_id)
+    r = state.runs.get(run_id)
+    if r is None:
+        r = state.run(run_id)
     r.events += 1
-    ts = _num(ev.get("ts"))
-    if ts is not None:
-        if r.first_ts is None or ts < r.first_ts:
-            r.first_ts = ts
-        if r.last_ts is None or ts > r.last_ts:
+    ts = ev.get("ts")
+    if type(ts) is float or type(ts) is int:
+        last = r.last_ts
+        if last is None or ts > last:
             r.last_ts = ts
-    pid = ev.get("pid")
+        first = r.first_ts
+        if first is None or ts < first:
+            r.first_ts = ts
+    else:
+        ts = None
     seq = ev.get("seq")
     if type(seq) is int:
-        last = r.last_seq.get(pid)
+        pid = ev.get("pid")
+        seqs = r.last_seq
+        prev = seqs.get(pid)
         # Gaps within one writer mean lines lost (a write failure, a cut file). A seq back
         # at 1 is a new writer with a reused pid (or a forked child): not a gap.
-        if last is not None and seq > last + 1:
-            r.seq_gaps += seq - last - 1
-        r.last_seq[pid] = seq
+        if prev is not None and seq > prev + 1:
+            r.seq_gaps += seq - prev - 1
+        seqs[pid] = seq
     handler(state, r, ev, ts)
     return state
 
@@ -316,21 +299,29 @@ def _process_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None
 
 def _phase_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
     span = ev.get("span")
-    if not isinstance(span, str) or span in r.phases:
+    phases = r.phases
+    if type(span) is not str or span in phases:
         return
     parent = ev.get("parent")
-    parent = parent if isinstance(parent, str) else None
+    if type(parent) is not str:
+        parent = None
     key = ev.get("phase")
-    key = key if isinstance(key, str) else "?"
+    if type(key) is not str:
+        key = "?"
     name = ev.get("name")
-    rec = PhaseRec(span, key, name if isinstance(name, str) else key, parent, ev.get("pid"))
-    rec.start = ts
-    rec.thread = ev.get("thread")
-    rec.meta = ev.get("meta")
-    r.phases[span] = rec
+    rec = PhaseRec(span, key, name if type(name) is str else key, parent, ev.get("pid"))
+    if ts is not None:
+        rec.start = ts
+    thread = ev.get("thread")
+    if thread is not None:
+        rec.thread = thread
+    meta = ev.get("meta")
+    if meta is not None:
+        rec.meta = meta
+    phases[span] = rec
     r.open.add(span)
     r.first_of.setdefault((parent, key), span)
-    prec = r.phases.get(parent) if parent is not None else None
+    prec = phases.get(parent) if parent is not None else None
     if prec is not None:
         prec.children.append(span)
     else:
@@ -342,7 +333,7 @@ def _phase_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None
 
 def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
     span = ev.get("span")
-    if not isinstance(span, str):
+    if type(span) is not str:
         return
     rec = r.phases.get(span)
     if rec is None:
@@ -354,34 +345,45 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
         d = _num(ev.get("duration_ms"))
         if ts is not None and d is not None:
             rec.start = ts - d / 1000.0
-    status = ev.get("status")
-    rec.status = status if isinstance(status, str) else "completed"
+    get = ev.get
+    status = get("status")
+    rec.status = status if type(status) is str else "completed"
     rec.end = ts
-    rec.duration_ms = _num(ev.get("duration_ms"))
-    rec.cpu_ms = _num(ev.get("cpu_ms"))
-    rec.children_cpu_ms = _num(ev.get("children_cpu_ms"))
-    for attr in ("rss_bytes", "rss_start_bytes", "peak_rss_bytes"):
-        v = ev.get(attr)
-        if type(v) is int:
-            setattr(rec, attr, v)
-    items = ev.get("items")
-    if type(items) is int:
-        rec.items = items
-    total = ev.get("total")
-    if type(total) is int:
-        rec.total = total
-    for attr in ("warnings", "errors"):
-        v = ev.get(attr)
-        if type(v) is int and v > getattr(rec, attr):
-            setattr(rec, attr, v)
+    d = get("duration_ms")
+    rec.duration_ms = d = d if type(d) is float or type(d) is int else None
+    c = get("cpu_ms")
+    rec.cpu_ms = c = c if type(c) is float or type(c) is int else None
+    v = get("children_cpu_ms")
+    if type(v) is float or type(v) is int:
+        rec.children_cpu_ms = v
+    v = get("rss_bytes")
+    if type(v) is int:
+        rec.rss_bytes = v
+    v = get("rss_start_bytes")
+    if type(v) is int:
+        rec.rss_start_bytes = v
+    v = get("peak_rss_bytes")
+    if type(v) is int:
+        rec.peak_rss_bytes = v
+    v = get("items")
+    if type(v) is int:
+        rec.items = v
+    v = get("total")
+    if type(v) is int:
+        rec.total = v
+    v = get("warnings")
+    if type(v) is int and v > rec.warnings:
+        rec.warnings = v
+    v = get("errors")
+    if type(v) is int and v > rec.errors:
+        rec.errors = v
     if "error" in ev:
         rec.error = ev["error"]
     r.open.discard(span)
-    ms = rec.duration_ms if rec.duration_ms is not None else 0.0
     agg = r.keys.get(rec.phase)
     if agg is None:
         agg = r.keys[rec.phase] = KeyAgg()
-    agg.add(rec.status, ms, rec.cpu_ms or 0.0, rec.items, rec.peak_rss_bytes)
+    agg.add(rec.status, d or 0.0, c or 0.0, rec.items, rec.peak_rss_bytes)
     if len(r.phases) > state.max_phases:
         _maybe_fold(r, rec)
 
@@ -392,13 +394,19 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
     The first phase with a given key under a given parent always keeps its record, so every
     distinct phase of the plan stays visible in detail.
     """
+    if r.first_of.get((rec.parent, rec.phase)) == rec.span:
+        return
     if rec.children and any(c in r.open for c in rec.children):
         return
     prec = r.phases.get(rec.parent) if rec.parent is not None else None
-    siblings = prec.children if prec is not None else r.roots
-    folded = prec.folded if prec is not None else r.folded
-    if r.first_of.get((rec.parent, rec.phase)) == rec.span:
-        return
+    if prec is not None:
+        siblings = prec.children
+        folded = prec.folded
+        if folded is None:
+            folded = prec.folded = {}
+    else:
+        siblings = r.roots
+        folded = r.folded
     agg = folded.get(rec.phase)
     if agg is None:
         agg = folded[rec.phase] = KeyAgg()
@@ -411,13 +419,15 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
             siblings.remove(rec.span)
         except ValueError:
             pass
-    stack = [rec.span]
+    r.open.discard(rec.span)
+    del r.phases[rec.span]
+    r.folded_count += 1
+    stack = list(rec.children)
     while stack:
-        s = stack.pop()
-        gone = r.phases.pop(s, None)
+        gone = r.phases.pop(stack.pop(), None)
         if gone is not None:
             stack.extend(gone.children)
-            r.open.discard(s)
+            r.open.discard(gone.span)
             r.folded_count += 1
 
 
@@ -473,8 +483,11 @@ def _artifact(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -
     a = {k: v for k, v in ev.items() if k not in ("ev", "run", "seq")}
     r.artifacts.append(a)
     rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
-    if rec is not None and len(rec.artifacts) < MAX_ARTIFACTS_PER_PHASE:
-        rec.artifacts.append({"path": ev.get("path"), "bytes": ev.get("bytes")})
+    if rec is not None:
+        if rec.artifacts is None:
+            rec.artifacts = []
+        if len(rec.artifacts) < MAX_ARTIFACTS_PER_PHASE:
+            rec.artifacts.append({"path": ev.get("path"), "bytes": ev.get("bytes")})
 
 
 def _metric(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
@@ -494,8 +507,11 @@ def _metric(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> 
         if m["max"] is None or value > m["max"]:
             m["max"] = value
     rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
-    if rec is not None and (name in rec.metrics or len(rec.metrics) < MAX_METRICS_PER_PHASE):
-        rec.metrics[name] = value
+    if rec is not None:
+        if rec.metrics is None:
+            rec.metrics = {}
+        if name in rec.metrics or len(rec.metrics) < MAX_METRICS_PER_PHASE:
+            rec.metrics[name] = value
 
 
 def _alert(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:

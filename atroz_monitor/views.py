@@ -1,5 +1,8 @@
 """Pure JSON views of reducer state: the run snapshot every surface reads.
 
+A snapshot shares nothing mutable with the state (containers the reducer keeps changing
+are copied), so it can be encoded outside the lock while the reducer goes on.
+
 ``snapshot(state, run_id, now=..., alive=...)`` is the documented contract
 (``docs/FORMAT.md``): the report, the HTTP API, the page and the exporters read it. Later
 features add fields; they do not reshape it. Time and liveness are inputs, never read
@@ -83,12 +86,12 @@ def phase_view(
         "items_per_s": _r(rec.items / (dur / 1000.0), 2) if rec.items and dur else None,
         "warnings": rec.warnings,
         "errors": rec.errors,
-        "artifacts": rec.artifacts,
-        "metrics": rec.metrics,
+        "artifacts": list(rec.artifacts) if rec.artifacts else [],
+        "metrics": dict(rec.metrics) if rec.metrics else {},
         "error": rec.error,
         "meta": rec.meta,
         "children": list(rec.children),
-        "folded": {k: a.to_dict() for k, a in rec.folded.items()},
+        "folded": {k: a.to_dict() for k, a in rec.folded.items()} if rec.folded else {},
     }
     return d
 
@@ -226,7 +229,9 @@ def snapshot(
         "flow": flow,
         "phases": phases,
         "keys": {k: a.to_dict() for k, a in r.keys.items()},
-        "processes": sorted(r.processes.values(), key=lambda p: p.get("start") or 0),
+        "processes": sorted(
+            (dict(p) for p in r.processes.values()), key=lambda p: p.get("start") or 0
+        ),
         "resources": {
             "samples": samples,
             "total": r.samples.total,
@@ -241,7 +246,7 @@ def snapshot(
             "dropped": r.logs.dropped,
         },
         "artifacts": {"items": r.artifacts.snapshot(), "total": r.artifacts.total},
-        "metrics": r.metrics,
+        "metrics": {k: dict(v) for k, v in r.metrics.items()},
         "alerts": sorted(r.alerts.values(), key=lambda a: a.get("raised_ts") or 0),
         "quality": q,
         "monitor": mon,

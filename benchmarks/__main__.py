@@ -17,7 +17,14 @@ import time
 
 from .common import Figure
 
-MODULES = ["bench_phase", "bench_sampler", "bench_import", "bench_memory", "bench_evaluate"]
+MODULES = [
+    "bench_phase",
+    "bench_sampler",
+    "bench_import",
+    "bench_memory",
+    "bench_evaluate",
+    "bench_report",
+]
 DOC = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "PERFORMANCE.md"
 )

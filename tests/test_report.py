@@ -150,7 +150,8 @@ def test_killed_demo_report_is_interrupted(demo_logs):
     assert "interrupted" in st.values()
     evs = _events(demo_logs["killed"])
     ended = {e["span"] for e in evs if e["ev"] == "phase_end"}
-    assert {p["span"] for p in model["phases"] if p["status"] == "completed"} == ended
+    snap_phases = model["snapshot"]["phases"]
+    assert {p["span"] for p in snap_phases if p["status"] == "completed"} == ended
 
 
 def test_json_report_is_stable_and_documented_keys(demo_logs):
@@ -446,3 +447,27 @@ def test_partly_usable_input_reports_with_the_damage_named(tmp_path, small_log):
     assert code == 0
     q = next(ln for ln in out.splitlines() if ln.startswith("data quality"))
     assert "torn last line at byte" in q and "1 corrupt line(s) skipped (line 4)" in q
+
+
+def test_a_loop_of_sub_phases_is_summed_into_one_row(tmp_path):
+    """50 repeats of one key under a parent: three rows shown, the rest as one summed row
+    whose count, items and failures are exact."""
+    log = tmp_path / "loop.jsonl"
+    with Monitor(log, sample_interval=None, alert_rules=[]) as mon:
+        with mon.phase("P00"):
+            for i in range(50):
+                try:
+                    with mon.phase("item") as p:
+                        p.add_items(2)
+                        if i % 10 == 9:
+                            raise ValueError(i)
+                except ValueError:
+                    pass
+    code, out, _ = _report("report", log, "--format", "json")
+    rows = [p for p in json.loads(out)["phases"] if p["phase"] == "item"]
+    assert len(rows) == 4
+    agg = rows[-1]
+    assert agg["aggregate"] is True and agg["count"] == 47
+    assert agg["items"] == 94 and agg["status"] == "failed"
+    code, text, _ = _report("report", log, "--color", "never")
+    assert "x47 more (5 failed)" in text

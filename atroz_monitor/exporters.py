@@ -1,0 +1,1008 @@
+"""Exporters: runs in the formats of the tools that take over beyond one machine.
+
+Pure functions of reducer state or of a run snapshot (``views.snapshot``), no I/O:
+
+- ``collect(state, ...)`` + ``render_prometheus(families, openmetrics=...)``: every run the
+  state holds as Prometheus text exposition 0.0.4 or OpenMetrics 1.0 (``prometheus()`` does
+  both steps). ``collect`` copies what it needs into plain tuples, so a server calls it under
+  its state lock and renders outside it (prometheus_client's ``registry.collect()`` habit).
+- ``chrome_trace(snapshot)``: Trace Event Format JSON for Perfetto UI and chrome://tracing.
+- ``otlp_json(snapshot)``: an OTLP/JSON ``ExportTraceServiceRequest``.
+
+``main()`` at the end is the ``export`` command (reading logs, writing the output); it is the
+only part that touches files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from .state import KeyAgg, RunState, State
+
+__all__ = [
+    "DURATION_BUCKETS_S",
+    "FORMATS",
+    "OPENMETRICS_CONTENT_TYPE",
+    "PROMETHEUS_CONTENT_TYPE",
+    "Family",
+    "chrome_trace",
+    "collect",
+    "encode_json",
+    "main",
+    "otlp_json",
+    "prometheus",
+    "render_prometheus",
+    "span_id",
+    "trace_id",
+    "wants_openmetrics",
+]
+
+FORMATS = ("chrome-trace", "prometheus", "otlp-json")
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+DURATION_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+"""Upper bounds of ``atroz_phase_duration_seconds``: 5 ms (a tight inner step) to 1 h (a
+long batch phase); 18 buckets keep a histogram at 21 series per run and phase key."""
+
+SEVERITIES = ("info", "warning", "critical")
+OPEN_ALERT_STATES = ("raised", "acknowledged")
+MAX_CUSTOM_METRICS = 100
+"""Custom metric names exported per run: user-chosen names must not explode cardinality."""
+
+
+# -- Prometheus / OpenMetrics ----------------------------------------------------------------
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class Family(NamedTuple):
+    """One metric family: ``name`` without the ``_total`` / ``_info`` suffix its type adds;
+    samples are ``(suffix, labels, value)``."""
+
+    name: str
+    type: str  # counter, gauge, histogram, info
+    help: str
+    samples: list[tuple[str, Labels, float]]
+
+
+def _finite(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _start_of(r: RunState) -> float | None:
+    return r.start if r.start is not None else r.first_ts
+
+
+def _ended(rec: Any) -> bool:
+    """The record had its ``phase_end`` (only those are in the per-key aggregates)."""
+    return rec.end is not None or rec.duration_ms is not None
+
+
+def _bucket_counts(agg: KeyAgg, observed: list[float] | None) -> list[int] | None:
+    """Cumulative counts per ``DURATION_BUCKETS_S`` bound, exact, or None if the reducer did
+    not keep enough to know them.
+
+    Exact sources, in order: per-key bucket counters if the reducer keeps them
+    (``KeyAgg.bucket_counts``, non-cumulative, aligned with ``DURATION_BUCKETS_S``); the
+    run's phase records, when every ended phase of the key still has its record (always, but
+    for runs folded beyond ``max_phases``); the aggregate's window of recent durations, when
+    it still holds them all.
+    """
+    kept = getattr(agg, "bucket_counts", None)
+    if isinstance(kept, list) and len(kept) == len(DURATION_BUCKETS_S):
+        out, acc = [], 0
+        for c in kept:
+            acc += c
+            out.append(acc)
+        return out
+    if observed is not None and len(observed) == agg.count:
+        values = observed
+    elif agg.count <= len(agg.recent):
+        values = list(agg.recent)
+    else:
+        return None
+    secs = sorted(v / 1000.0 for v in values)
+    out, i = [], 0
+    for bound in DURATION_BUCKETS_S:
+        while i < len(secs) and secs[i] <= bound:
+            i += 1
+        out.append(i)
+    return out
+
+
+def _progress_done(r: RunState, plan_ids: list[str]) -> int:
+    latest: dict[str, str] = {}
+    wanted = set(plan_ids)
+    for rec in r.phases.values():  # start order: the latest record of a key wins
+        if rec.phase in wanted:
+            latest[rec.phase] = rec.status
+    done = 0
+    for k in plan_ids:
+        s = latest.get(k)
+        if s in ("completed", "failed", "cancelled") or (s is None and k in r.keys):
+            done += 1  # no record but an aggregate: a compacted history run
+    return done
+
+
+def collect(
+    state: State,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    now: float | None = None,
+    alerts: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
+    monitor: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Family]:
+    """Every run of ``state`` as metric families (plain data, safe to render unlocked).
+
+    ``statuses`` maps run id to its status as the caller judged it (liveness needs /proc,
+    which this pure function does not read); missing ones are derived from the log alone.
+    ``alerts`` replaces a run's alerts (rule alerts evaluated on replay), ``monitor`` its
+    writer's health (a live monitor's counters), both by run id.
+    """
+    from .views import run_status
+
+    now = time.time() if now is None else now
+    statuses = statuses or {}
+    fam: dict[str, Family] = {}
+
+    def add(name: str, typ: str, help_: str, labels: Labels, value: Any, suffix: str = "") -> None:
+        v = _finite(value)
+        if v is None:
+            return  # absent means not measured: no sample, never an invented zero
+        f = fam.get(name)
+        if f is None:
+            f = fam[name] = Family(name, typ, help_, [])
+        f.samples.append((suffix, labels, v))
+
+    runs = sorted(state.runs.values(), key=lambda r: (_start_of(r) or 0.0, r.id))
+    by_status: dict[str, int] = {}
+    for r in runs:
+        rid = r.id
+        status = statuses.get(rid) or run_status(r, now, None)
+        by_status[status] = by_status.get(status, 0) + 1
+        run: Labels = (("run", rid),)
+        name = r.info.get("name")
+        info: Labels = (("run", rid), ("name", name if isinstance(name, str) else rid))
+        host = r.info.get("host")
+        info += (("status", status), ("host", host if isinstance(host, str) else ""))
+        add("atroz_run", "info", "A run: its name, status and host.", info, 1)
+        start = _start_of(r)
+        add(
+            "atroz_run_start_time_seconds",
+            "gauge",
+            "When the run started, Unix seconds.",
+            run,
+            start,
+        )
+        add("atroz_run_end_time_seconds", "gauge", "When the run ended, Unix seconds.", run, r.end)
+        stop = r.end if r.end is not None else (now if status == "running" else r.last_ts)
+        if start is not None and stop is not None:
+            add(
+                "atroz_run_duration_seconds",
+                "gauge",
+                "Wall time of the run so far (to its end once ended).",
+                run,
+                max(0.0, stop - start),
+            )
+        plan = r.info.get("plan")
+        plan_ids = [
+            p["id"]
+            for p in (plan if isinstance(plan, list) else [])
+            if isinstance(p, dict) and isinstance(p.get("id"), str)
+        ]
+        if plan_ids:
+            add(
+                "atroz_run_progress_ratio",
+                "gauge",
+                "Planned phases ended (completed, failed or cancelled) over planned phases.",
+                run,
+                _progress_done(r, plan_ids) / len(plan_ids),
+            )
+        add(
+            "atroz_run_phases_running",
+            "gauge",
+            "Phases of the run open now (0 once the run ended or its writer died).",
+            run,
+            len(r.open) if status == "running" else 0,
+        )
+        _collect_phases(r, run, add)
+        _collect_resources(r, run, add)
+        run_alerts = alerts.get(rid) if alerts is not None and rid in alerts else None
+        open_by: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+        for a in run_alerts if run_alerts is not None else r.alerts.values():
+            if a.get("state") in OPEN_ALERT_STATES:
+                sev = a.get("severity")
+                sev = sev if sev in SEVERITIES else "other"
+                open_by[sev] = open_by.get(sev, 0) + 1
+        for sev, n in open_by.items():
+            add(
+                "atroz_alerts_open",
+                "gauge",
+                "Alerts raised or acknowledged and not resolved, by severity.",
+                run + (("severity", sev),),
+                n,
+            )
+        for level in ("warning", "error"):
+            add(
+                "atroz_log_messages",
+                "counter",
+                "Warning and error log events of the run (logging, warnings, the phase API).",
+                run + (("level", level),),
+                r.log_counts.get(level, 0),
+            )
+        _collect_health(r, run, monitor, add)
+    for status in sorted(by_status):
+        add(
+            "atroz_runs",
+            "gauge",
+            "Runs the source holds, by status.",
+            (("status", status),),
+            by_status[status],
+        )
+    return list(fam.values())
+
+
+def _collect_phases(r: RunState, run: Labels, add: Any) -> None:
+    observed: dict[str, list[float]] = {}
+    for rec in r.phases.values():
+        if _ended(rec):
+            observed.setdefault(rec.phase, []).append(rec.duration_ms or 0.0)
+    for key in sorted(r.keys):
+        agg = r.keys[key]
+        lab = run + (("phase", key),)
+        h = "Wall time of ended phases, per phase key (sub-phases have their own keys)."
+        buckets = _bucket_counts(agg, observed.get(key))
+        if buckets is not None:
+            for bound, n in zip(DURATION_BUCKETS_S, buckets):
+                add("atroz_phase_duration_seconds", "histogram", h, lab + (("le", repr(bound)),),
+                    n, "_bucket")  # fmt: skip
+        # Without exact buckets only +Inf is sent: count and sum stay exact.
+        add("atroz_phase_duration_seconds", "histogram", h, lab + (("le", "+Inf"),), agg.count,
+            "_bucket")  # fmt: skip
+        add("atroz_phase_duration_seconds", "histogram", h, lab, agg.count, "_count")
+        add("atroz_phase_duration_seconds", "histogram", h, lab, agg.total_ms / 1000.0, "_sum")
+        other = agg.count - agg.completed - agg.failed - agg.cancelled
+        for status, n in (
+            ("completed", agg.completed),
+            ("failed", agg.failed),
+            ("cancelled", agg.cancelled),
+            ("other", other),
+        ):
+            if status != "other" or n:
+                add(
+                    "atroz_phases",
+                    "counter",
+                    "Ended phases per phase key and outcome.",
+                    lab + (("status", status),),
+                    n,
+                )
+        add(
+            "atroz_phase_cpu_seconds",
+            "counter",
+            "Process CPU time spent in ended phases of the key.",
+            lab,
+            agg.cpu_ms / 1000.0,
+        )
+        add("atroz_phase_items", "counter", "Items processed by ended phases of the key.", lab,
+            agg.items)  # fmt: skip
+        add(
+            "atroz_phase_peak_resident_memory_bytes",
+            "gauge",
+            "Highest RSS seen while a phase of the key ran.",
+            lab,
+            agg.peak_rss_bytes,
+        )
+
+
+def _collect_resources(r: RunState, run: Labels, add: Any) -> None:
+    latest: dict[int, dict[str, Any]] = {}
+    for s in reversed(r.samples.snapshot()):  # newest first: the first seen per pid wins
+        pid = s.get("pid")
+        if type(pid) is int and pid not in latest:
+            latest[pid] = s
+    for pid in sorted(latest):
+        s = latest[pid]
+        lab = run + (("pid", str(pid)),)
+        add("atroz_process_cpu_seconds", "counter", "CPU time of the process (latest sample).",
+            lab, s.get("cpu_s"))  # fmt: skip
+        add(
+            "atroz_process_resident_memory_bytes",
+            "gauge",
+            "Resident set size of the process (latest sample).",
+            lab,
+            s.get("rss_bytes"),
+        )
+        add("atroz_process_threads", "gauge", "Threads of the process (latest sample).", lab,
+            s.get("threads"))  # fmt: skip
+        add(
+            "atroz_children_cpu_seconds",
+            "counter",
+            "CPU time of the process's descendants, exited ones included (latest sample).",
+            lab,
+            s.get("children_cpu_s"),
+        )
+        add(
+            "atroz_children_resident_memory_bytes",
+            "gauge",
+            "Resident set size of the process's live descendants, summed (latest sample).",
+            lab,
+            s.get("children_rss_bytes"),
+        )
+        add("atroz_children_processes", "gauge", "Live descendant processes (latest sample).",
+            lab, s.get("children"))  # fmt: skip
+    add(
+        "atroz_run_peak_resident_memory_bytes",
+        "gauge",
+        "Highest process RSS sampled during the run.",
+        run,
+        r.peak_rss_bytes,
+    )
+    names = sorted(r.metrics)[:MAX_CUSTOM_METRICS]
+    for name in names:
+        add(
+            "atroz_custom_metric",
+            "gauge",
+            f"Latest value of each custom metric (first {MAX_CUSTOM_METRICS} names per run).",
+            run + (("name", name),),
+            r.metrics[name].get("value"),
+        )
+
+
+_HEALTH = (
+    ("events_written", "Events the run's writer wrote to the log."),
+    ("write_errors", "Log writes that failed."),
+    ("events_lost", "Events the writer could not record."),
+    ("internal_errors", "Failures inside the monitor (counted, never raised)."),
+    ("samples", "Resource samples taken."),
+    ("sample_errors", "Resource samples that failed."),
+    ("samples_missed", "Sampling ticks missed (the sampler fell behind)."),
+)
+
+
+def _collect_health(
+    r: RunState, run: Labels, monitor: Mapping[str, Mapping[str, Any]] | None, add: Any
+) -> None:
+    counters = monitor.get(r.id) if monitor is not None else None
+    if counters is None:
+        c = r.end_info.get("counters")  # replayed: the owner's counters at run_end
+        counters = c if isinstance(c, dict) else {}
+    for key, help_ in _HEALTH:
+        v = counters.get(key)
+        if type(v) is int:
+            add(f"atroz_monitor_{key}", "counter", help_ + " (known live or at run end)", run, v)
+    add(
+        "atroz_log_events_missing",
+        "counter",
+        "Events missing from the log as its readers see it (gaps in writers' sequence numbers).",
+        run,
+        r.seq_gaps,
+    )
+    add(
+        "atroz_reader_samples_dropped",
+        "counter",
+        "Samples the reader's bounded memory evicted (still in the log).",
+        run,
+        r.samples.dropped,
+    )
+
+
+def _label_value(v: str) -> str:
+    # Lone surrogates (JSON allows them) cannot be UTF-8: replace, never fail the scrape.
+    v = v.encode("utf-8", "replace").decode("utf-8")
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _value(v: float) -> str:
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
+
+
+def render_prometheus(families: Sequence[Family], *, openmetrics: bool = False) -> str:
+    """Families as text exposition 0.0.4, or OpenMetrics 1.0 (``# EOF`` terminated)."""
+    out: list[str] = []
+    for f in families:
+        typ, base = f.type, f.name
+        if typ == "counter":
+            # 0.0.4 names the family with its _total; OpenMetrics names it without.
+            head = base if openmetrics else base + "_total"
+            sample_name = base + "_total"
+        elif typ == "info":
+            head = base if openmetrics else base + "_info"
+            sample_name = base + "_info"
+            typ = typ if openmetrics else "gauge"
+        else:
+            head = sample_name = base
+        help_ = f.help.replace("\\", "\\\\").replace("\n", "\\n")
+        if openmetrics:
+            help_ = help_.replace('"', '\\"')
+        out.append(f"# HELP {head} {help_}")
+        out.append(f"# TYPE {head} {typ}")
+        for suffix, labels, value in f.samples:
+            name = sample_name if f.type in ("counter", "info") else sample_name + suffix
+            if labels:
+                body = ",".join(f'{k}="{_label_value(v)}"' for k, v in labels)
+                out.append(f"{name}{{{body}}} {_value(value)}")
+            else:
+                out.append(f"{name} {_value(value)}")
+    if openmetrics:
+        out.append("# EOF")
+    return "\n".join(out) + "\n"
+
+
+def prometheus(
+    state: State,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    now: float | None = None,
+    openmetrics: bool = False,
+    alerts: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
+    monitor: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """Every run of ``state`` as Prometheus text (``collect`` then ``render_prometheus``)."""
+    fams = collect(state, statuses, now=now, alerts=alerts, monitor=monitor)
+    return render_prometheus(fams, openmetrics=openmetrics)
+
+
+def wants_openmetrics(accept: str | None) -> bool:
+    """Content negotiation for ``/metrics``: OpenMetrics when the Accept header prefers it
+    (or ranks it equal) to the 0.0.4 text format, as Prometheus's own scrape header does."""
+    if not accept:
+        return False
+    om_q = text_q = 0.0
+    for part in accept.split(","):
+        fields = [x.strip() for x in part.split(";")]
+        media = fields[0].lower()
+        q = 1.0
+        for p in fields[1:]:
+            k, _, v = p.partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        if media == "application/openmetrics-text":
+            om_q = max(om_q, q)
+        elif media in ("text/plain", "text/*", "*/*"):
+            text_q = max(text_q, q)
+    return om_q > 0 and om_q >= text_q
+
+
+# -- shared by the trace exporters -------------------------------------------------------------
+
+
+def _num(v: Any) -> float | None:
+    return _finite(v)
+
+
+def _interval(p: Mapping[str, Any], snap: Mapping[str, Any]) -> tuple[float, float, bool]:
+    """(start, end, ended) of a phase in Unix seconds. An ended phase lasts its monotonic
+    ``duration_ms``; an open one (running, or interrupted by a dead writer) ends at the run's
+    last event, the last moment the log vouches for."""
+    run = snap["run"]
+    start = _num(p.get("start"))
+    if start is None:
+        off = _num(p.get("offset_ms"))
+        base = _num(run.get("start")) or 0.0
+        start = base + (off or 0.0) / 1000.0
+    ended = p.get("status") not in ("running", "interrupted")
+    dur = _num(p.get("duration_ms"))
+    if ended and dur is not None:
+        return start, start + max(0.0, dur) / 1000.0, True
+    end = _num(p.get("end"))
+    if ended and end is not None:
+        return start, max(start, end), True
+    last = _num(run.get("last_event"))
+    return start, max(start, last if last is not None else start), False
+
+
+def _phase_label(p: Mapping[str, Any]) -> str:
+    key, name = str(p.get("phase")), p.get("name")
+    return key if not isinstance(name, str) or name == key else f"{key} {name}"
+
+
+def _owner_pid(snap: Mapping[str, Any]) -> int | None:
+    pid = snap["run"].get("pid")
+    return pid if type(pid) is int else None
+
+
+# -- Chrome trace / Perfetto -------------------------------------------------------------------
+
+
+def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
+    """The run as Trace Event Format JSON (Perfetto UI, chrome://tracing).
+
+    One process track per pid and one thread track per thread of it (tids are small ints per
+    pid; phases that overlap on one thread without nesting, asyncio tasks, get a second track
+    so slices always nest). Phases are complete events (``X``, microseconds from the run
+    start) nested by time (a child is clamped into its parent on the same track); samples are
+    counter tracks; logs, phase errors and alerts are instant events; a sub-phase on another
+    track (a worker process) is linked to its parent by a flow arrow.
+    """
+    run = snap["run"]
+    phases = snap.get("phases") or []
+    t0 = _num(run.get("start"))
+    if t0 is None:
+        starts = [s for p in phases if (s := _num(p.get("start"))) is not None]
+        t0 = min(starts) if starts else 0.0
+    owner = _owner_pid(snap)
+
+    def us(t: float) -> float:
+        return round((t - t0) * 1e6, 3)
+
+    # Lanes: (pid, thread name) -> tracks, each a stack of the open slices' ends.
+    tids: dict[int, dict[tuple[str, int], int]] = {}
+    stacks: dict[tuple[int, int], list[float]] = {}
+
+    def pid_of(p: Mapping[str, Any]) -> int:
+        pid = p.get("pid")
+        return pid if type(pid) is int else (owner if owner is not None else 0)
+
+    # Times first (children clamped into their parents on the same thread), then tracks.
+    placed: dict[str, dict[str, Any]] = {}
+    rows = []
+    for p in phases:  # depth-first: a parent comes before its children
+        start, end, ended = _interval(p, snap)
+        ts, te = us(start), us(end)
+        pid = pid_of(p)
+        thread = str(p.get("thread")) if p.get("thread") is not None else "thread ?"
+        parent = placed.get(p.get("parent")) if p.get("parent") is not None else None
+        if parent is not None and (parent["pid"], parent["thread"]) == (pid, thread):
+            ts = min(max(ts, parent["ts"]), parent["te"])
+            te = max(min(te, parent["te"]), ts)
+        row = {"p": p, "pid": pid, "thread": thread, "ts": ts, "te": max(te, ts), "ended": ended}
+        placed[str(p.get("span"))] = row
+        rows.append(row)
+    rows_sorted = sorted(rows, key=lambda r: (r["ts"], -(r["te"] - r["ts"]), r["p"].get("depth", 0)))
+    for row in rows_sorted:
+        pid, thread = row["pid"], row["thread"]
+        lanes = tids.setdefault(pid, {})
+        slot = 0
+        while True:
+            tid = lanes.get((thread, slot))
+            if tid is None:
+                tid = lanes[(thread, slot)] = len(lanes) + 1
+            stack = stacks.setdefault((pid, tid), [])
+            while stack and stack[-1] <= row["ts"]:
+                stack.pop()
+            if not stack or row["te"] <= stack[-1]:
+                stack.append(row["te"])
+                row["tid"] = tid
+                break
+            slot += 1
+
+    events: list[dict[str, Any]] = []
+    flows = 0
+    for row in rows_sorted:
+        p = row["p"]
+        args: dict[str, Any] = {
+            k: p.get(k)
+            for k in (
+                "span", "phase", "name", "status", "parent", "duration_ms", "cpu_ms", "cpu_pct",
+                "children_cpu_ms", "rss_bytes", "peak_rss_bytes", "rss_delta_bytes", "items",
+                "total", "items_per_s", "warnings", "errors",
+            )
+            if p.get(k) is not None
+        }  # fmt: skip
+        if p.get("metrics"):
+            args["metrics"] = p["metrics"]
+        if not row["ended"]:
+            args["open"] = True  # no end line (yet): drawn to the last event of the run
+        ev: dict[str, Any] = {
+            "name": _phase_label(p),
+            "cat": "phase",
+            "ph": "X",
+            "ts": row["ts"],
+            "dur": round(row["te"] - row["ts"], 3),
+            "pid": row["pid"],
+            "tid": row["tid"],
+            "args": args,
+        }
+        cname = {"failed": "terrible", "cancelled": "bad", "interrupted": "bad"}.get(
+            str(p.get("status"))
+        )
+        if cname:
+            ev["cname"] = cname  # chrome://tracing colours; Perfetto ignores it
+        events.append(ev)
+        parent = placed.get(p.get("parent")) if p.get("parent") is not None else None
+        if parent is not None and (parent["pid"], parent["tid"]) != (row["pid"], row["tid"]):
+            # A sub-phase on another track (a worker process, a thread): an arrow from the
+            # parent's slice to the child's start.
+            flows += 1
+            at = min(max(row["ts"], parent["ts"]), parent["te"])
+            common = {"name": "sub-phase", "cat": "flow", "id": flows}
+            events.append({**common, "ph": "s", "ts": at, "pid": parent["pid"],
+                           "tid": parent["tid"]})  # fmt: skip
+            events.append({**common, "ph": "f", "bp": "e", "ts": row["ts"], "pid": row["pid"],
+                           "tid": row["tid"]})  # fmt: skip
+        err = p.get("error")
+        if isinstance(err, dict) and row["ended"]:
+            events.append(
+                {
+                    "name": f"error: {err.get('type')}: {err.get('msg')}"[:120],
+                    "cat": "error",
+                    "ph": "i",
+                    "s": "p",
+                    "ts": round(row["te"], 3),
+                    "pid": row["pid"],
+                    "tid": row["tid"],
+                    "args": {"span": p.get("span"), "phase": p.get("phase"), **err},
+                }
+            )
+
+    span_lane = {s: (r["pid"], r["tid"]) for s, r in placed.items()}
+    for s in (snap.get("resources") or {}).get("samples") or []:
+        ts_s, pid = _num(s.get("ts")), s.get("pid")
+        if ts_s is None:
+            continue
+        pid = pid if type(pid) is int else (owner or 0)
+        for name, series in (
+            ("CPU %", (("process", "cpu_pct"), ("children", "children_cpu_pct"))),
+            ("Memory bytes", (("rss", "rss_bytes"), ("children rss", "children_rss_bytes"))),
+            ("System %", (("cpu", "sys_cpu_pct"), ("memory", "sys_mem_pct"))),
+        ):
+            cargs = {label: v for label, key in series if (v := _num(s.get(key))) is not None}
+            if cargs:
+                events.append(
+                    {"name": name, "cat": "resources", "ph": "C", "ts": us(ts_s), "pid": pid,
+                     "args": cargs}
+                )  # fmt: skip
+    for item in (snap.get("logs") or {}).get("items") or []:
+        ts_l = _num(item.get("ts"))
+        if ts_l is None:
+            continue
+        pid, tid = span_lane.get(str(item.get("span")), (None, 1))
+        if pid is None:
+            lp = item.get("pid")
+            pid = lp if type(lp) is int else (owner or 0)
+        level = str(item.get("level"))
+        events.append(
+            {
+                "name": f"{level}: {item.get('msg')}"[:120],
+                "cat": level,
+                "ph": "i",
+                "s": "p",
+                "ts": us(ts_l),
+                "pid": pid,
+                "tid": tid,
+                "args": {k: v for k, v in item.items() if k not in ("ts", "pid")},
+            }
+        )
+    for a in snap.get("alerts") or []:
+        label = a.get("rule") or a.get("alert")
+        akeys = ("alert", "rule", "severity", "state", "value", "threshold", "msg")
+        aargs = {k: a.get(k) for k in akeys if a.get(k) is not None}
+        for what, key in (("alert", "raised_ts"), ("alert resolved", "resolved_ts")):
+            t = _num(a.get(key))
+            if t is None:
+                continue
+            sev = f" {a.get('severity')}" if what == "alert" else ""
+            events.append(
+                {"name": f"{what}{sev}: {label}"[:120], "cat": "alert", "ph": "i", "s": "g",
+                 "ts": us(t), "pid": owner or 0, "tid": 0, "args": aargs}
+            )  # fmt: skip
+
+    meta: list[dict[str, Any]] = []
+    procs = {p.get("pid"): p for p in snap.get("processes") or [] if type(p.get("pid")) is int}
+    pids = sorted(
+        set(tids) | {e["pid"] for e in events},
+        key=lambda x: (x != owner, (procs.get(x) or {}).get("start") or 0.0, x),
+    )
+    run_name = run.get("name") or run.get("id")
+    for order, pid in enumerate(pids):
+        proc = procs.get(pid) or {}
+        if pid == owner:
+            pname = f"{run_name} (pid {pid}, owner)"
+        else:
+            ppid = proc.get("ppid")
+            pname = f"pid {pid}" + (f" (child of {ppid})" if type(ppid) is int else "")
+        meta.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
+                     "args": {"name": pname}})  # fmt: skip
+        meta.append({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0,
+                     "args": {"sort_index": order}})  # fmt: skip
+        meta.append({"name": "process_labels", "ph": "M", "pid": pid, "tid": 0,
+                     "args": {"labels": f"run {run.get('id')}"}})  # fmt: skip
+        for (thread, slot), tid in (tids.get(pid) or {}).items():
+            tname = thread if slot == 0 else f"{thread} ({slot + 1})"
+            meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
+                         "args": {"name": tname}})  # fmt: skip
+            meta.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid,
+                         "args": {"sort_index": tid}})  # fmt: skip
+    return {
+        "traceEvents": meta + events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "run": run.get("id"),
+            "name": run_name,
+            "status": run.get("status"),
+            "host": run.get("host"),
+            "start_unix_s": t0,
+            "exporter": "atroz_monitor",
+        },
+    }
+
+
+# -- OpenTelemetry (OTLP/JSON) -----------------------------------------------------------------
+
+
+def _digest(*parts: str, size: int) -> str:
+    h = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()[:size]
+    if not any(h):
+        h = h[:-1] + b"\x01"  # all-zero ids are invalid in OTLP
+    return h.hex()
+
+
+def trace_id(run_id: str) -> str:
+    """The run's OTLP trace id: 32 hex characters, derived from the run id (deterministic, so
+    a file export and a live push of the same run land in the same trace)."""
+    return _digest("atroz-trace", run_id, size=16)
+
+
+def span_id(run_id: str, span: str) -> str:
+    """A phase's OTLP span id: 16 hex characters, derived from the run id and its span."""
+    return _digest("atroz-span", run_id, span, size=8)
+
+
+def _ns(t: float) -> str:
+    # Microsecond-resolution seconds to integer nanoseconds, as the decimal string that the
+    # proto3 JSON mapping requires for 64-bit integers.
+    return str(round(t * 1e6) * 1000)
+
+
+def _any_value(v: Any) -> dict[str, Any] | None:
+    """An OTLP ``AnyValue``; None for what has no faithful encoding (None, NaN, inf)."""
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        if -(2**63) <= v < 2**63:
+            return {"intValue": str(v)}
+        return {"stringValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v} if math.isfinite(v) else None
+    if isinstance(v, str):
+        return {"stringValue": v}
+    if isinstance(v, (list, tuple)):
+        vals = [x for x in (_any_value(i) for i in v) if x is not None]
+        return {"arrayValue": {"values": vals}}
+    if v is None:
+        return None
+    from .events import dumps
+
+    return {"stringValue": dumps(v)}
+
+
+def _attrs(pairs: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for k, v in pairs:
+        av = _any_value(v)
+        if av is not None:
+            out.append({"key": k, "value": av})
+    return out
+
+
+def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
+    """The run as an OTLP/JSON ``ExportTraceServiceRequest`` (one trace, one span per phase).
+
+    Encoding (OTLP spec, "JSON Protobuf Encoding"): lowerCamelCase keys, hex ids, enums as
+    integers, 64-bit integers (times, ``intValue``) as decimal strings. One ``resourceSpans``
+    per process of the run, so each process is its own resource (``process.pid``).
+    """
+    from . import __version__
+
+    run = snap["run"]
+    rid = str(run.get("id"))
+    tid = trace_id(rid)
+    owner = _owner_pid(snap)
+    name = run.get("name")
+    service = name if isinstance(name, str) and name else "atroz_monitor"
+    spans_present = {str(p.get("span")) for p in snap.get("phases") or []}
+    logs_by_span: dict[str, list[Mapping[str, Any]]] = {}
+    for item in (snap.get("logs") or {}).get("items") or []:
+        s = item.get("span")
+        if isinstance(s, str):
+            logs_by_span.setdefault(s, []).append(item)
+
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for p in snap.get("phases") or []:
+        span = str(p.get("span"))
+        start, end, ended = _interval(p, snap)
+        status = str(p.get("status"))
+        attrs: list[tuple[str, Any]] = [
+            ("atroz.phase.key", p.get("phase")),
+            ("atroz.phase.name", p.get("name")),
+            ("atroz.phase.status", status),
+            ("atroz.phase.ended", ended),
+            ("atroz.span", span),
+            ("atroz.phase.depth", p.get("depth")),
+            ("thread.name", p.get("thread") if isinstance(p.get("thread"), str) else None),
+            ("atroz.duration_ms", _num(p.get("duration_ms")) if ended else None),
+            ("atroz.cpu_ms", _num(p.get("cpu_ms"))),
+            ("atroz.cpu_pct", _num(p.get("cpu_pct"))),
+            ("atroz.children_cpu_ms", _num(p.get("children_cpu_ms"))),
+        ]
+        for key in ("rss_bytes", "rss_start_bytes", "peak_rss_bytes", "warnings", "errors"):
+            v = p.get(key)
+            if type(v) is int:
+                attrs.append((f"atroz.{key}", v))
+        if p.get("items") or p.get("total") is not None:
+            attrs += [("atroz.items", p.get("items")), ("atroz.total", p.get("total"))]
+            attrs.append(("atroz.items_per_s", _num(p.get("items_per_s"))))
+        if p.get("artifacts"):
+            attrs.append(("atroz.artifacts", len(p["artifacts"])))
+        for mname, mval in (p.get("metrics") or {}).items():
+            attrs.append((f"atroz.metric.{mname}", mval))
+        meta = p.get("meta")
+        if isinstance(meta, dict):
+            attrs += [(f"atroz.meta.{k}", v) for k, v in meta.items()]
+        parent = p.get("parent")
+        if isinstance(parent, str) and parent not in spans_present:
+            attrs.append(("atroz.parent_span", parent))  # not in this export: no dangling id
+        events = []
+        for item in logs_by_span.get(span, []):
+            t = _num(item.get("ts"))
+            if t is None:
+                continue
+            ev_attrs = [
+                ("message", item.get("msg")),
+                ("atroz.log.level", item.get("level")),
+                ("atroz.log.source", item.get("source")),
+                ("atroz.log.logger", item.get("logger")),
+                ("exception.type", item.get("exc_type")),
+                ("code.filepath", item.get("file")),
+                ("code.lineno", item.get("line")),
+            ]
+            events.append(
+                {"timeUnixNano": _ns(t), "name": str(item.get("level")), "attributes": _attrs(ev_attrs)}
+            )
+        err = p.get("error")
+        st: dict[str, Any]
+        if status == "completed":
+            st = {"code": 1}
+        elif status in ("failed", "cancelled"):
+            msg = status
+            if isinstance(err, dict):
+                msg = f"{err.get('type')}: {err.get('msg')}"
+            st = {"code": 2, "message": msg}
+        else:
+            st = {"code": 0}  # unset: running, or interrupted (how it ended is unknown)
+        if isinstance(err, dict):
+            # The semantic-conventions exception event, at the moment the phase ended.
+            events.append(
+                {
+                    "timeUnixNano": _ns(end),
+                    "name": "exception",
+                    "attributes": _attrs(
+                        [
+                            ("exception.type", err.get("type")),
+                            ("exception.message", err.get("msg")),
+                            ("exception.stacktrace", err.get("tb")),
+                        ]
+                    ),
+                }
+            )
+        events.sort(key=lambda e: int(e["timeUnixNano"]))
+        span_obj: dict[str, Any] = {
+            "traceId": tid,
+            "spanId": span_id(rid, span),
+            "name": str(p.get("phase")),
+            "kind": 1,  # SPAN_KIND_INTERNAL
+            "startTimeUnixNano": _ns(start),
+            "endTimeUnixNano": _ns(end),
+            "attributes": _attrs(attrs),
+            "status": st,
+        }
+        if isinstance(parent, str) and parent in spans_present:
+            span_obj["parentSpanId"] = span_id(rid, parent)
+        if events:
+            span_obj["events"] = events
+        pid = p.get("pid")
+        pid = pid if type(pid) is int else (owner if owner is not None else 0)
+        by_pid.setdefault(pid, []).append(span_obj)
+
+    procs = {p.get("pid"): p for p in snap.get("processes") or [] if type(p.get("pid")) is int}
+    resource_spans = []
+    for pid in sorted(by_pid, key=lambda x: (x != owner, (procs.get(x) or {}).get("start") or 0)):
+        proc = procs.get(pid) or {}
+        argv = proc.get("argv")
+        res = _attrs(
+            [
+                ("service.name", service),
+                ("service.instance.id", f"{rid}/{pid}"),
+                ("host.name", run.get("host")),
+                ("process.pid", pid),
+                ("process.parent_pid", proc.get("ppid") if type(proc.get("ppid")) is int else None),
+                (
+                    "process.command_args",
+                    [str(a) for a in argv] if isinstance(argv, list) else None,
+                ),
+                ("atroz.run.id", rid),
+                ("atroz.process.owner", pid == owner),
+            ]
+        )
+        resource_spans.append(
+            {
+                "resource": {"attributes": res},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "atroz_monitor", "version": __version__},
+                        "spans": by_pid[pid],
+                    }
+                ],
+            }
+        )
+    return {"resourceSpans": resource_spans}
+
+
+def encode_json(doc: Any) -> bytes:
+    """A trace document as compact ASCII JSON bytes (non-finite numbers become null)."""
+    from .events import dumps
+
+    return dumps(doc).encode("ascii")
+
+
+# -- the ``export`` command --------------------------------------------------------------------
+
+
+class ExportError(Exception):
+    """Input that yields no export: one line on stderr, exit 2."""
+
+
+def render(paths: Sequence[str], fmt: str, run: str | None = None) -> bytes:
+    """Read run logs and render them in ``fmt`` (one of ``FORMATS``); ExportError on bad
+    input. Prometheus covers every run read; the trace formats the ``run`` (default: the
+    latest)."""
+    from . import loader, report, views
+
+    if fmt not in FORMATS:
+        raise ExportError(f"--format: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    try:
+        st, stats, _ = report.load(list(paths))
+    except report.ReportError as exc:
+        raise ExportError(str(exc)) from None
+    now = time.time()
+    if fmt == "prometheus":
+        statuses = {rid: views.run_status(r, now, loader.liveness(r)) for rid, r in st.runs.items()}
+        return prometheus(st, statuses, now=now).encode("utf-8")
+    if run is not None and run not in st.runs:
+        known = ", ".join(sorted(st.runs)[:8])
+        raise ExportError(f"--run: no run {run!r} in the input (runs: {known})")
+    rid = run if run is not None else (views.latest_run(st) or next(iter(st.runs)))
+    snap = views.snapshot(st, rid, now=now, alive=loader.liveness(st.runs[rid]))
+    doc = chrome_trace(snap) if fmt == "chrome-trace" else otlp_json(snap)
+    return encode_json(doc) + b"\n"
+
+
+def main(paths: Sequence[str], fmt: str, run: str | None = None, output: str | None = None) -> int:
+    """The ``export`` command: stdout unless ``output``; ExportError on bad input."""
+    body = render(paths, fmt, run)
+    if output is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(body)
+        sys.stdout.buffer.flush()
+        return 0
+    tmp = f"{output}.tmp{os.getpid()}"
+    try:
+        # Whole or nothing: a reader (a scraper's textfile collector) never sees half a file.
+        with open(tmp, "wb") as f:
+            f.write(body)
+        os.replace(tmp, output)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ExportError(f"--output: cannot write {output}: {exc.strerror}") from None
+    return 0

@@ -1,0 +1,226 @@
+"""`report` on large logs: time against a bare JSON parse of the same file, and peak RSS.
+
+A synthetic 1,000,000-event run log in the monitor's own format (10 top-level phases,
+300,000 sub-phases, samples, progress, metrics, logs; about 170 MB), then:
+- the bare floor: ``for line in f: json.loads(line)`` over it, in a fresh process;
+- ``python -m atroz_monitor report FILE`` (text to /dev/null), in a fresh process;
+with wall time and peak RSS (``ru_maxrss`` of the child) for each. Targets (issue 5):
+report <= 1.35x the floor's time, peak RSS <= 150 MB. With --scaling, the same at 10k, 100k
+and 1M events (time should grow linearly, memory stay flat).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+from .common import Figure
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_log(path: str, n_events: int, seed: int = 1) -> int:
+    """Write a realistic run log of about n_events events; returns the event count."""
+    rnd = random.Random(seed)
+    run = "20261130-120000-bench0"
+    pid = 4242
+    seq = 0
+    t = 1_796_000_000.0
+    out = []
+    written = 0
+
+    def ev(kind: str, **kw: object) -> None:
+        nonlocal seq, written
+        seq += 1
+        e = {"ev": kind, "ts": round(t, 6), "run": run, "pid": pid, "seq": seq}
+        e.update(kw)
+        out.append(json.dumps(e, separators=(",", ":")))
+        written += 1
+
+    f = open(path, "w")
+    plan = [{"id": f"P{i:02d}", "name": f"Phase {i}"} for i in range(10)]
+    ev(
+        "run_start",
+        v=1,
+        name="bench",
+        host="bench-host",
+        argv=["pipeline.py", "--big"],
+        pid_start=1,
+        python="3.11",
+        cwd="/srv",
+        plan=plan,
+        meta={"dataset": "n=1e6"},
+        sample_interval=0.1,
+        ncpu=2,
+    )
+    per_root = max(1, (n_events - 20) // 10)
+    span_n = 0
+    for r in range(10):
+        span_n += 1
+        root = f"{pid}.{span_n}"
+        ev(
+            "phase_start",
+            span=root,
+            phase=f"P{r:02d}",
+            name=f"Phase {r}",
+            parent=None,
+            thread="MainThread",
+        )
+        start_written = written
+        items = 0
+        while written - start_written < per_root:
+            x = rnd.random()
+            if x < 0.6:
+                span_n += 1
+                s = f"{pid}.{span_n}"
+                key = f"P{r:02d}.item"
+                ev("phase_start", span=s, phase=key, name="item", parent=root, thread="MainThread")
+                t += 0.0004
+                ev(
+                    "phase_end",
+                    span=s,
+                    phase=key,
+                    name="item",
+                    parent=root,
+                    status="completed" if rnd.random() > 0.01 else "failed",
+                    duration_ms=round(rnd.uniform(0.1, 0.8), 3),
+                    cpu_ms=0.3,
+                    rss_bytes=200_000_000,
+                    peak_rss_bytes=200_100_000,
+                    rss_start_bytes=199_000_000,
+                    items=1,
+                )
+                items += 1
+            elif x < 0.75:
+                t += 0.01
+                ev(
+                    "sample",
+                    cpu_s=round(t % 1000, 2),
+                    cpu_pct=round(rnd.uniform(50, 100), 2),
+                    rss_bytes=200_000_000 + rnd.randrange(10_000_000),
+                    threads=3,
+                    io_read_bytes=1000,
+                    io_write_bytes=2000,
+                    children=0,
+                    children_cpu_s=0.0,
+                    children_rss_bytes=0,
+                    sys_cpu_pct=60.5,
+                    sys_mem_pct=12.1,
+                    mem_total_bytes=25_000_000_000,
+                    spans=[root],
+                )
+            elif x < 0.9:
+                ev("progress", span=root, phase=f"P{r:02d}", items=items, total=per_root)
+            elif x < 0.95:
+                ev(
+                    "metric",
+                    name="score",
+                    value=round(rnd.random(), 4),
+                    span=root,
+                    phase=f"P{r:02d}",
+                )
+            else:
+                ev(
+                    "log",
+                    level="warning",
+                    msg=f"document {items} has no text layer",
+                    source="logging",
+                    logger="pipeline",
+                    span=root,
+                    phase=f"P{r:02d}",
+                )
+            if len(out) >= 10_000:
+                f.write("\n".join(out) + "\n")
+                out.clear()
+        ev(
+            "phase_end",
+            span=root,
+            phase=f"P{r:02d}",
+            name=f"Phase {r}",
+            parent=None,
+            status="completed",
+            duration_ms=1000.0,
+            cpu_ms=900.0,
+            items=items,
+        )
+    ev("run_end", status="completed", duration_ms=10_000.0, counters={})
+    f.write("\n".join(out) + "\n")
+    f.close()
+    return written
+
+
+_FLOOR = """
+import json, sys
+loads = json.loads
+with open(sys.argv[1], "rb") as f:
+    for line in f:
+        loads(line)
+"""
+
+
+def _child(args: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a fresh child process running args."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{args} failed: {p.stderr.read().decode() if p.stderr else ''}")
+    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(n: int, rounds: int) -> tuple[float, float, float, float, int]:
+    tmp = tempfile.mkdtemp(prefix="atroz-report-")
+    path = os.path.join(tmp, "big.jsonl")
+    make_log(path, n)
+    size = os.path.getsize(path)
+    floor_t, report_t, floor_m, report_m = [], [], [], []
+    for _ in range(rounds):  # interleaved, so machine noise hits both alike
+        w, m = _child([sys.executable, "-c", _FLOOR, path])
+        floor_t.append(w)
+        floor_m.append(m)
+        w, m = _child([sys.executable, "-m", "atroz_monitor", "report", path, "--color", "never"])
+        report_t.append(w)
+        report_m.append(m)
+    os.unlink(path)
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    return med(report_t), med(floor_t), med(report_m), med(floor_m), size
+
+
+def run(quick: bool = False, scaling: bool = False) -> list[Figure]:
+    figs = []
+    n = 100_000 if quick else 1_000_000
+    rounds = 1 if quick else 3
+    rt, ft, rm, fm, size = measure(n, rounds)
+    figs.append(
+        Figure(
+            f"report on {n:,} events ({size / 1e6:.0f} MB), wall",
+            rt,
+            "s",
+            "bare json.loads loop",
+            ft,
+            "<= 1.35x",
+        )
+    )
+    figs.append(Figure("  report peak RSS", rm, "MB", "bare loop peak RSS", fm, "<= 150 MB"))
+    if scaling and not quick:
+        for k in (10_000, 100_000):
+            rt, ft, rm, fm, size = measure(k, 3)
+            figs.append(
+                Figure(f"  scaling: report on {k:,} events, wall", rt, "s", "bare loop", ft)
+            )
+            figs.append(Figure(f"  scaling: report on {k:,} events, peak RSS", rm, "MB"))
+    return figs
+
+
+if __name__ == "__main__":
+    for fig in run("--quick" in sys.argv, "--scaling" in sys.argv):
+        print(fig.line())
