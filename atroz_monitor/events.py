@@ -49,6 +49,7 @@ KINDS = (
     ARTIFACT,
     METRIC,
     ALERT,
+    "resumed",
 )
 
 # Phase statuses. "running" and "interrupted" are derived by readers, never written.
@@ -57,7 +58,11 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 RUNNING = "running"
 INTERRUPTED = "interrupted"
-PHASE_STATUSES = (COMPLETED, FAILED, CANCELLED)
+SKIPPED = "skipped"
+CACHED = "cached"
+PHASE_STATUSES = (COMPLETED, FAILED, CANCELLED, SKIPPED, CACHED)
+DONE_STATUSES = PHASE_STATUSES  # a phase in one of these is over
+RESUMED = "resumed"
 
 # ``quote`` (above) gives ensure_ascii output: the whole line is ASCII, so lone surrogates,
 # newlines, quotes and any control character are escaped and a line can never be split.

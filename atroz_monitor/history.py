@@ -8,10 +8,12 @@ anomalies and the ETA come from ``analysis``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import analysis
+from .events import DONE_STATUSES
 from .state import RunState, State
 
 # metric -> higher is worse
@@ -28,12 +30,63 @@ def _start(r: RunState) -> float:
     return r.start if r.start is not None else (r.first_ts or 0.0)
 
 
-def runs_before(state: State, run_id: str | None) -> list[RunState]:
-    """Runs that started before ``run_id`` (all runs if None), oldest first."""
+def run_tags(r: RunState) -> dict[str, str]:
+    """The run's tags (``run_start`` ``tags``): ``{}`` when absent or not a mapping.
+
+    The log is input, so entries are kept only with a string key; a number or boolean
+    value (a hand-written log) is compared as its JSON text, so ``n=1000`` matches ``1000``.
+    """
+    raw = r.info.get("tags")
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, str] = {}
+    for k, v in raw.items():
+        if not isinstance(k, str):
+            continue
+        if isinstance(v, str):
+            out[k] = v
+        elif isinstance(v, (int, float, bool)):
+            out[k] = json.dumps(v)
+    return out
+
+
+def matches(r: RunState, tags: Mapping[str, str] | None) -> bool:
+    """Whether the run's tags include every ``key=value`` of ``tags`` (None or {}: any run)."""
+    if not tags:
+        return True
+    have = run_tags(r)
+    return all(have.get(k) == v for k, v in tags.items())
+
+
+def subset(state: State, keep: Callable[[RunState], bool]) -> State:
+    """A state holding only the runs ``keep`` accepts, sharing their ``RunState`` objects.
+
+    Every view here takes a state, so restricting what they see (to runs with some tags,
+    to a baseline without its subject) is cheaper and safer as a narrower state than as a
+    filter threaded through each function. Read only: never feed it events.
+    """
+    out = State(
+        max_phases=state.max_phases,
+        max_samples=state.max_samples,
+        max_logs=state.max_logs,
+        max_artifacts=state.max_artifacts,
+    )
+    out.runs = {rid: r for rid, r in state.runs.items() if keep(r)}
+    out.events = sum(r.events for r in out.runs.values())
+    return out
+
+
+def runs_before(
+    state: State, run_id: str | None, tags: Mapping[str, str] | None = None
+) -> list[RunState]:
+    """Runs that started before ``run_id`` (all runs if None), oldest first; with ``tags``,
+    only runs whose tags include all those ``key=value`` pairs."""
     cur = state.runs.get(run_id) if run_id is not None else None
     limit = _start(cur) if cur is not None else None
     out = [
-        r for r in state.runs.values() if r.id != run_id and (limit is None or _start(r) <= limit)
+        r
+        for r in state.runs.values()
+        if r.id != run_id and (limit is None or _start(r) <= limit) and matches(r, tags)
     ]
     out.sort(key=_start)
     return out
@@ -66,9 +119,12 @@ def key_row(r: RunState, key: str) -> dict[str, Any] | None:
     }
 
 
-def rows(state: State, key: str, before: str | None = None) -> list[dict[str, Any]]:
+def rows(
+    state: State, key: str, before: str | None = None, tags: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """``key_row`` of each earlier run (with ``tags``: of matching runs) where ``key`` ended."""
     out = []
-    for r in runs_before(state, before):
+    for r in runs_before(state, before, tags):
         row = key_row(r, key)
         if row is not None:
             out.append(row)
@@ -84,10 +140,16 @@ def _series(rows_: Iterable[Mapping[str, Any]], metric: str) -> list[float]:
 
 
 def phase_history(
-    state: State, key: str, *, before: str | None = None, limit: int = HISTORY_LIMIT
+    state: State,
+    key: str,
+    *,
+    before: str | None = None,
+    limit: int = HISTORY_LIMIT,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Every earlier run's figures for ``key`` and their statistics (completed runs)."""
-    rs = rows(state, key, before)
+    """Every earlier run's figures for ``key`` and their statistics (completed runs); with
+    ``tags``, only runs carrying all those tags."""
+    rs = rows(state, key, before, tags)
     return {
         "phase": key,
         "runs": rs[-limit:],
@@ -97,10 +159,16 @@ def phase_history(
 
 
 def phase_trends(
-    state: State, key: str, *, before: str | None = None, k: int = 10
+    state: State,
+    key: str,
+    *,
+    before: str | None = None,
+    k: int = 10,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Trend of each metric over the last ``k`` completed runs of ``key``."""
-    rs = rows(state, key, before)
+    """Trend of each metric over the last ``k`` completed runs of ``key`` (with ``tags``,
+    runs carrying all those tags)."""
+    rs = rows(state, key, before, tags)
     return {
         "phase": key,
         "runs": len(rs),
@@ -108,10 +176,13 @@ def phase_trends(
     }
 
 
-def durations_by_key(state: State, before: str | None = None) -> dict[str, list[float]]:
-    """Each phase key's mean duration (ms) per earlier completed run, oldest first."""
+def durations_by_key(
+    state: State, before: str | None = None, tags: Mapping[str, str] | None = None
+) -> dict[str, list[float]]:
+    """Each phase key's mean duration (ms) per earlier completed run, oldest first (with
+    ``tags``, runs carrying all those tags)."""
     out: dict[str, list[float]] = {}
-    for r in runs_before(state, before):
+    for r in runs_before(state, before, tags):
         for k in r.keys:
             row = key_row(r, k)
             if row is not None and row["status"] == "completed":
@@ -119,12 +190,17 @@ def durations_by_key(state: State, before: str | None = None) -> dict[str, list[
     return out
 
 
-def medians_s(state: State, keys: Iterable[str], before: str | None) -> dict[str, float]:
+def medians_s(
+    state: State,
+    keys: Iterable[str],
+    before: str | None,
+    tags: Mapping[str, str] | None = None,
+) -> dict[str, float]:
     """Median duration in seconds of each key over earlier completed runs (keys with none
-    are absent)."""
+    are absent; with ``tags``, runs carrying all those tags)."""
     wanted = set(keys)
     per: dict[str, list[float]] = {k: [] for k in wanted}
-    for r in runs_before(state, before):
+    for r in runs_before(state, before, tags):
         for k in wanted:
             row = key_row(r, k)
             if row is not None and row["status"] == "completed":
@@ -136,7 +212,7 @@ def evaluate(state: State, run_id: str, snap: dict[str, Any], now: float) -> Non
     """Add ETA, weighted progress and anomalies against history to a snapshot (in place)."""
     flow = snap.get("flow") or []
     plan = [f["id"] for f in flow]
-    done = [f["id"] for f in flow if f["status"] in ("completed", "failed", "cancelled")]
+    done = [f["id"] for f in flow if f["status"] in DONE_STATUSES]
     medians = medians_s(state, plan, run_id)
     prog = snap["progress"]
     weighted = analysis.progress(plan, done, medians) if plan else {}

@@ -108,6 +108,29 @@ def _normalize_plan(plan: Any) -> list[dict[str, Any]]:
     return out
 
 
+ENV_TAGS = "ATROZ_MONITOR_TAGS"
+
+
+def _tags(tags: Mapping[str, str] | None, env: bool = True) -> dict[str, str]:
+    """Run tags: ``ATROZ_MONITOR_TAGS="k=v,k2=v2"`` overlaid with the ``tags`` given."""
+    out: dict[str, str] = {}
+    if env:
+        for part in (os.environ.get(ENV_TAGS) or "").split(","):
+            if part.strip():
+                k, sep, v = part.partition("=")
+                if not sep or not k.strip():
+                    raise ValueError(f"{ENV_TAGS}: expected key=value pairs, got {part!r}")
+                out[k.strip()] = v.strip()
+    if tags is not None:
+        if not isinstance(tags, Mapping):
+            raise ValueError(f"tags must be a mapping of strings, not {type(tags).__name__}")
+        for k, v in tags.items():
+            if not isinstance(k, str) or not k or not isinstance(v, (str, int, float, bool)):
+                raise ValueError(f"tags: {k!r}={v!r}: keys must be strings, values strings")
+            out[k] = str(v)
+    return out
+
+
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError(f"a phase key must be a non-empty string, not {key!r}")
@@ -171,6 +194,8 @@ class Phase:
         "_prog_t",
         "_last_activity",
         "_pending",
+        "attempt",
+        "_outcome",
     )
 
     def __init__(
@@ -181,8 +206,10 @@ class Phase:
         meta: Mapping[str, Any] | None = None,
         parent: Phase | str | None = None,
         _q: tuple[str, str] | None = None,
+        attempt: int | None = None,
     ) -> None:
         # Only what is read before _begin; _begin sets the rest (kept short: hot path).
+        self.attempt = attempt
         self._run = run
         self.key = key
         self.meta = meta
@@ -229,6 +256,7 @@ class Phase:
     def __call__(self, fn: F) -> F:
         run, key, name, meta, parent = self._run, self.key, self.name, self.meta, self._parent_arg
         q = (self._qkey, self._qname)
+        attempt = self.attempt
         code = getattr(fn, "__code__", None)
         # CO_COROUTINE | CO_ITERABLE_COROUTINE, read from the code object so that we do
         # not import inspect or asyncio (tens of ms) just to decorate a function.
@@ -236,14 +264,14 @@ class Phase:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with Phase(run, key, name, meta, parent, q):
+                async with Phase(run, key, name, meta, parent, q, attempt):
                     return await fn(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Phase(run, key, name, meta, parent, q):
+            with Phase(run, key, name, meta, parent, q, attempt):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -279,6 +307,16 @@ class Phase:
         """Record a custom metric value, attributed to this phase."""
         self._run._metric(name, value, self, meta)
 
+    def skip(self, reason: str | None = None) -> None:
+        """End this phase as ``skipped`` (not run: nothing to do, a condition not met) when
+        its block exits normally. Skipped phases are kept out of duration statistics."""
+        self._outcome = ("skipped", reason)
+
+    def cached(self, reason: str | None = None) -> None:
+        """End this phase as ``cached`` (its result was reused) when its block exits
+        normally. Cached phases are kept out of duration statistics."""
+        self._outcome = ("cached", reason)
+
     def warning(self, msg: str) -> None:
         """Record a warning attributed to this phase."""
         self._run._log("warning", msg, self, "api")
@@ -294,6 +332,64 @@ class Phase:
 
     def __repr__(self) -> str:
         return f"<Phase {self.key!r} span={self.span} status={self.status or 'open'}>"
+
+
+def _check_attempt(attempt: Any) -> int | None:
+    if attempt is not None and (type(attempt) is not int or attempt < 1):
+        raise ValueError(f"attempt must be a positive integer, not {attempt!r}")
+    return attempt  # type: ignore[no-any-return]
+
+
+class Attempts:
+    """Iterator of retry attempts; each item is a context manager recording one attempt."""
+
+    def __init__(
+        self,
+        run: Run,
+        key: str,
+        attempts: int,
+        name: str | None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...],
+        backoff: float,
+        meta: Mapping[str, Any] | None,
+    ) -> None:
+        if type(attempts) is not int or attempts < 1:
+            raise ValueError(f"attempts must be a positive integer, not {attempts!r}")
+        if backoff < 0:
+            raise ValueError(f"backoff must not be negative, not {backoff!r}")
+        self._run, self._key, self._n, self._name = run, key, attempts, name
+        self._retry_on, self._backoff, self._meta = retry_on, backoff, meta
+        self._i = 0
+        self._done = False
+
+    def __iter__(self) -> Attempts:
+        return self
+
+    def __next__(self) -> _Attempt:
+        if self._done or self._i >= self._n:
+            raise StopIteration
+        if self._i and self._backoff:
+            time.sleep(self._backoff * 2 ** (self._i - 1))
+        self._i += 1
+        return _Attempt(self, self._i)
+
+
+class _Attempt:
+    def __init__(self, owner: Attempts, n: int) -> None:
+        self._owner = owner
+        self._phase = Phase(owner._run, owner._key, owner._name, owner._meta, None, None, n)
+
+    def __enter__(self) -> Phase:
+        return self._phase.__enter__()
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        self._phase.__exit__(et, exc, tb)
+        o = self._owner
+        if exc is None:
+            o._done = True
+            return False
+        # Swallow a retryable failure while attempts remain; the last one propagates.
+        return isinstance(exc, o._retry_on) and self._phase.attempt < o._n  # type: ignore[operator]
 
 
 class Run:
@@ -313,8 +409,12 @@ class Run:
         meta: Mapping[str, Any] | None = None,
         plan: list[dict[str, Any]] | None = None,
         owner: bool = True,
+        tags: Mapping[str, str] | None = None,
+        resumed: dict[str, Any] | None = None,
     ) -> None:
         self.monitor = monitor
+        self.tags = dict(tags) if tags else {}
+        self._resumed = resumed
         self.id = run_id
         self.name = name or run_id
         self.meta = dict(meta) if meta else {}
@@ -351,7 +451,21 @@ class Run:
             "argv": list(sys.argv),
             "pid_start": mon._pid_start(),
         }
-        if self.owner:
+        if self.owner and self._resumed is not None:
+            last = self._resumed.get("last_ts")
+            self._emit(
+                E.RESUMED,
+                {
+                    "prev_pid": self._resumed.get("prev_pid"),
+                    "gap_s": round(_wall() - last, 3) if isinstance(last, (int, float)) else None,
+                    **common,
+                },
+            )
+            if self is mon._main:
+                self._env_saved = {k: os.environ.get(k) for k in (ENV_LOG, ENV_RUN)}
+                os.environ[ENV_LOG] = self.path
+                os.environ[ENV_RUN] = self.id
+        elif self.owner:
             fields: dict[str, Any] = {
                 "v": E.SCHEMA_VERSION,
                 "name": self.name,
@@ -360,6 +474,7 @@ class Run:
                 "cwd": os.getcwd(),
                 "plan": self.plan,
                 "meta": self.meta,
+                "tags": self.tags,
                 "sample_interval": mon.sample_interval,
                 "ncpu": os.cpu_count(),
             }
@@ -441,9 +556,57 @@ class Run:
         *,
         meta: Mapping[str, Any] | None = None,
         parent: Phase | str | None = None,
+        attempt: int | None = None,
     ) -> Phase:
-        """A phase of this run: ``with``, ``async with``, or ``@decorator``."""
-        return Phase(self, _check_key(key), name, meta, parent)
+        """A phase of this run: ``with``, ``async with``, or ``@decorator``. ``attempt``
+        numbers a retry (the phase's outcome is its last attempt)."""
+        return Phase(self, _check_key(key), name, meta, parent, None, _check_attempt(attempt))
+
+    def attempts(
+        self,
+        key: str,
+        attempts: int,
+        name: str | None = None,
+        *,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        backoff: float = 0.0,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Attempts:
+        """Retry a block: ``for attempt in run.attempts("P03", 3): with attempt as p: ...``.
+        Each attempt is recorded as a phase with ``attempt`` = 1, 2, ...; a failure of an
+        attempt but the last is recorded and swallowed, the last one's propagates."""
+        return Attempts(self, _check_key(key), attempts, name, retry_on, backoff, meta)
+
+    def retry(
+        self,
+        key: str,
+        attempts: int,
+        name: str | None = None,
+        *,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        backoff: float = 0.0,
+    ) -> Callable[[F], F]:
+        """Decorator form of ``attempts`` for plain functions."""
+        _check_key(key)
+
+        def deco(fn: F) -> F:
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                for attempt in self.attempts(
+                    key, attempts, name, retry_on=retry_on, backoff=backoff
+                ):
+                    with attempt:
+                        return fn(*args, **kwargs)
+                raise AssertionError("unreachable: the last attempt re-raises")  # pragma: no cover
+
+            return wrapper  # type: ignore[return-value]
+
+        return deco
+
+    def skip_phase(self, key: str, reason: str | None = None, name: str | None = None) -> None:
+        """Record a planned phase as skipped without running anything."""
+        with Phase(self, _check_key(key), name) as p:
+            p.skip(reason)
 
     def start_phase(
         self,
@@ -552,6 +715,7 @@ class Run:
         h.status = None
         h.items = h.warnings = h.errors = 0
         h.total = None
+        h._outcome = None
         mon = self.monitor
         h._rss0 = h.peak_rss = mon._rss
         c = mon._ccpu_s
@@ -569,6 +733,8 @@ class Run:
         )
         if h.meta:
             body += ',"meta":' + dumps(h.meta)
+        if h.attempt is not None:
+            body += f',"attempt":{int(h.attempt)}'
         h._cpu0 = _cpu_ns()
         h._t0 = t0 = _perf_ns()
         h._last_activity = h._prog_t = t0 / 1e9  # progress lines start after PROGRESS_EVERY_S
@@ -591,8 +757,11 @@ class Run:
             return
         if h.status is not None or h.span is None:
             return
+        reason = None
         if exc is None:
             status = "completed"
+            if h._outcome is not None:
+                status, reason = h._outcome
         elif _is_cancel(exc):
             status = "cancelled"
         else:
@@ -632,6 +801,10 @@ class Run:
             body += f',"errors":{h.errors}'
         if exc is not None and status != "completed":
             body += ',"error":' + dumps(_format_error(exc))
+        if h.attempt is not None:
+            body += f',"attempt":{int(h.attempt)}'
+        if reason is not None:
+            body += ',"reason":' + quote(clip(str(reason), E.MESSAGE_LIMIT))
         self.writer.emit_after_deferred(h, "phase_end", _wall(), body)
         ev = self.evaluator
         # Outcome rules run here, so a failed phase's alert is written before the host's
@@ -828,6 +1001,8 @@ class Monitor:
         alert_rules: Iterable[Any] | None = None,
         on_alert: Callable[[dict[str, Any]], Any] | None = None,
         webhook: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        resume: str | None = None,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -900,15 +1075,57 @@ class Monitor:
         self._capture_installed = False
         self._view: Any = None
         self._entered = False
-        rid = run_id or new_run_id()
+        self.tags = _tags(tags)
+        resumed: dict[str, Any] | None = None
+        if resume is not None:
+            if run_id is not None and run_id != resume:
+                raise ValueError("give run_id or resume, not both")
+            resumed = self._find_resumable(resume)
+        rid = resume or run_id or new_run_id()
         # Construct the main run now so that an unwritable path fails here, not later.
-        self._main = self._new_run(rid, name=name, meta=meta, plan=self.plan, owner=not _join)
+        self._main = self._new_run(
+            rid,
+            name=name,
+            meta=meta,
+            plan=self.plan,
+            owner=not _join,
+            tags=self.tags,
+            resumed=resumed,
+        )
         _monitors.add(self)
 
     # -- runs ---------------------------------------------------------------------------
+    def _find_resumable(self, run_id: str) -> dict[str, Any]:
+        """The interrupted run ``run_id`` to continue: its last event time and owner pid.
+        A run that is unknown here or already ended is an error at construction."""
+        from .reader import iter_events
+
+        if not _RUN_ID_RE.match(run_id):
+            raise ValueError(f"resume: not a run id: {run_id!r}")
+        file = os.path.join(self.path, run_id + ".jsonl") if self.is_dir else self.path
+        found: dict[str, Any] | None = None
+        try:
+            for ev in iter_events(file):
+                if ev.get("run") != run_id:
+                    continue
+                if ev.get("ev") == "run_start":
+                    found = {"prev_pid": ev.get("pid"), "last_ts": ev.get("ts")}
+                elif found is not None:
+                    if ev.get("ev") == "run_end":
+                        raise ValueError(f"resume: run {run_id!r} has already ended")
+                    if ev.get("ev") in ("run_start", "resumed"):
+                        found["prev_pid"] = ev.get("pid")
+                    if isinstance(ev.get("ts"), (int, float)):
+                        found["last_ts"] = ev["ts"]
+        except FileNotFoundError:
+            found = None
+        if found is None:
+            raise ValueError(f"resume: no run {run_id!r} in {file}")
+        return found
+
     def _new_run(self, run_id: str, **kw: Any) -> Run:
         file = os.path.join(self.path, run_id + ".jsonl") if self.is_dir else self.path
-        if self.is_dir and os.path.exists(file) and kw.get("owner", True):
+        if self.is_dir and os.path.exists(file) and kw.get("owner", True) and not kw.get("resumed"):
             raise ValueError(f"run {run_id!r} already exists in {self.path}")
         try:
             run = Run(self, run_id, file, **kw)
@@ -934,6 +1151,7 @@ class Monitor:
         name: str | None = None,
         meta: Mapping[str, Any] | None = None,
         plan: Any = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Run:
         """Start another concurrent run (a job) with its own ``.phase()``; end it with
         ``with`` or ``.end()``."""
@@ -944,7 +1162,11 @@ class Monitor:
             if rid in self._runs:
                 raise ValueError(f"run {rid!r} already exists in this monitor")
         run = self._new_run(
-            rid, name=name, meta=meta, plan=_normalize_plan(plan) if plan is not None else []
+            rid,
+            name=name,
+            meta=meta,
+            plan=_normalize_plan(plan) if plan is not None else [],
+            tags={**self.tags, **_tags(tags, env=False)},
         )
         return run.start()
 
@@ -992,11 +1214,26 @@ class Monitor:
         *,
         meta: Mapping[str, Any] | None = None,
         parent: Phase | str | None = None,
+        attempt: int | None = None,
     ) -> Phase:
         """A phase of the main run: ``with``, ``async with`` or ``@decorator``."""
         if type(key) is not str or not key:
             _check_key(key)
-        return Phase(self._main, key, name, meta, parent)
+        if attempt is not None:
+            _check_attempt(attempt)
+        return Phase(self._main, key, name, meta, parent, None, attempt)
+
+    def attempts(self, key: str, attempts: int, name: str | None = None, **kw: Any) -> Attempts:
+        """Retry a block in the main run (see ``Run.attempts``)."""
+        return self._main.attempts(key, attempts, name, **kw)
+
+    def retry(self, key: str, attempts: int, name: str | None = None, **kw: Any) -> Any:
+        """Retry decorator in the main run (see ``Run.retry``)."""
+        return self._main.retry(key, attempts, name, **kw)
+
+    def skip_phase(self, key: str, reason: str | None = None, name: str | None = None) -> None:
+        """Record a planned phase of the main run as skipped."""
+        self._main.skip_phase(key, reason, name)
 
     def start_phase(self, key: str, name: str | None = None, **kw: Any) -> Phase:
         return self._main.start_phase(key, name, **kw)
@@ -1302,6 +1539,8 @@ class _NullPhase:
 
     def add_items(self, n: int = 1) -> None: ...
     def set_total(self, n: int) -> None: ...
+    def skip(self, reason: str | None = None) -> None: ...
+    def cached(self, reason: str | None = None) -> None: ...
     def artifact(self, path: Any, **meta: Any) -> None: ...
     def metric(self, name: str, value: float, **meta: Any) -> None: ...
     def warning(self, msg: str) -> None: ...
@@ -1317,6 +1556,7 @@ def phase(
     *,
     meta: Mapping[str, Any] | None = None,
     parent: Phase | str | None = None,
+    attempt: int | None = None,
 ) -> Phase | _NullPhase:
     """A phase of the process-wide default run (see ``configure``)."""
     global _warned_unconfigured
@@ -1333,7 +1573,7 @@ def phase(
     h = _current.get()
     # Inside a phase of a concurrent run (a job), a sub-phase belongs to that job's run.
     run = h._run if h is not None and h._pid == _pid and h.status is None else mon._main
-    return run.phase(key, name, meta=meta, parent=parent)
+    return run.phase(key, name, meta=meta, parent=parent, attempt=attempt)
 
 
 def shutdown(status: str = E.COMPLETED) -> None:

@@ -487,6 +487,14 @@ def render_text(
     )
     if argv:
         out.append("command " + clean(" ".join(str(a) for a in argv), 90))
+    if run.get("tags"):
+        out.append("tags " + clean(", ".join(f"{k}={v}" for k, v in run["tags"].items()), 94))
+    for res in run.get("resumed") or []:
+        gap = res.get("gap_s")
+        out.append(
+            f"resumed by pid {res.get('pid')} after pid {res.get('prev_pid')} stopped"
+            + (f" (a gap of {fmt_ms(gap * 1000)})" if isinstance(gap, (int, float)) else "")
+        )
     prog = model["progress"]
     if run["status"] == "running":
         eta = prog.get("eta_s")
@@ -522,7 +530,7 @@ def render_text(
             else ""
         )
         out.append(
-            f"{clean(ind + p['phase'], 12):<12} {clean(p.get('name'), 20):<20} "
+            f"{clean(ind + p['phase'], 12):<12} {clean(_label(p), 20):<20} "
             f"{st.status(p['status'], 6)} {fmt_ms(p.get('offset_ms')):>8} "
             f"{fmt_ms(p.get('duration_ms')):>9} {share:>5}  "
             f"{_bar(p.get('offset_ms'), extent, run_ms, bw, unicode)}"
@@ -661,6 +669,16 @@ def render_text(
     if model["runs_table"] is not None:
         out += _runs_table_text(model["runs_table"])
     return "\n".join(out)
+
+
+def _label(p: dict[str, Any]) -> str:
+    """A phase's name, with its attempt number and the reason it was skipped or cached."""
+    name = str(p.get("name") or p["phase"])
+    if p.get("attempt"):
+        name += f" #{p['attempt']}"
+    if p.get("reason"):
+        name += f" ({p['reason']})"
+    return name
 
 
 def quality_line(q: dict[str, Any], mon: dict[str, Any]) -> str:
@@ -815,7 +833,7 @@ def render_markdown(model: dict[str, Any]) -> str:
             else ""
         )
         out.append(
-            f"| {ind}{_md(p['phase'])} | {_md(p.get('name'))} "
+            f"| {ind}{_md(p['phase'])} | {_md(_label(p))} "
             f"| {STATUS_MARK.get(p['status'], p['status'])} "
             f"| {fmt_ms(p.get('offset_ms'))} | {fmt_ms(p.get('duration_ms'))} | {share} "
             f"| {_num(p.get('cpu_pct'), '{:.0f}%')} | {fmt_bytes(p.get('peak_rss_bytes'))} "

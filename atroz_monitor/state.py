@@ -26,6 +26,8 @@ class KeyAgg:
         "completed",
         "failed",
         "cancelled",
+        "skipped",
+        "cached",
         "total_ms",
         "min_ms",
         "max_ms",
@@ -41,6 +43,8 @@ class KeyAgg:
         self.completed = 0
         self.failed = 0
         self.cancelled = 0
+        self.skipped = 0
+        self.cached = 0
         self.total_ms = 0.0
         self.min_ms: float | None = None
         self.max_ms: float | None = None
@@ -60,6 +64,13 @@ class KeyAgg:
             self.failed += 1
         elif status == "cancelled":
             self.cancelled += 1
+        elif status == "skipped" or status == "cached":
+            # Not run (or reused): no duration to count in the statistics.
+            if status == "skipped":
+                self.skipped += 1
+            else:
+                self.cached += 1
+            return
         self.total_ms += ms
         self.min_ms = ms if self.min_ms is None or ms < self.min_ms else self.min_ms
         self.max_ms = ms if self.max_ms is None or ms > self.max_ms else self.max_ms
@@ -70,14 +81,21 @@ class KeyAgg:
             self.peak_rss_bytes = peak
         self.recent.append(ms)
 
+    @property
+    def timed(self) -> int:
+        """Occurrences that ran (not skipped or cached): the denominator of the mean."""
+        return self.count - self.skipped - self.cached
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "count": self.count,
             "completed": self.completed,
             "failed": self.failed,
             "cancelled": self.cancelled,
+            "skipped": self.skipped,
+            "cached": self.cached,
             "total_ms": round(self.total_ms, 3),
-            "mean_ms": round(self.total_ms / self.count, 3) if self.count else None,
+            "mean_ms": round(self.total_ms / self.timed, 3) if self.timed else None,
             "min_ms": self.min_ms,
             "max_ms": self.max_ms,
             "last_ms": self.last_ms,
@@ -115,6 +133,8 @@ class PhaseRec:
     artifacts: list[dict[str, Any]] | None = None
     metrics: dict[str, Any] | None = None
     folded: dict[str, KeyAgg] | None = None
+    attempt: int | None = None
+    reason: str | None = None
 
     def __init__(self, span: str, phase: str, name: str, parent: str | None, pid: Any) -> None:
         self.span = span
@@ -163,6 +183,7 @@ class RunState:
         self.peak_rss_bytes: int | None = None
         self.peak_tree_rss_bytes: int | None = None
         self.compacted = False
+        self.resumes: list[dict[str, Any]] = []  # a new owner continuing the run
 
 
 class State:
@@ -277,6 +298,25 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
         r.open.discard(span)
 
 
+def _resumed(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    """A new process continues the run after its owner died: it becomes the owner, and the
+    phases the dead one left open are interrupted."""
+    pid = ev.get("pid")
+    prev = ev.get("prev_pid")
+    for span in list(r.open):
+        rec = r.phases.get(span)
+        if rec is not None and rec.pid != pid and rec.status == "running":
+            rec.status = "interrupted"
+            r.open.discard(span)
+    for proc in r.processes.values():
+        proc["owner"] = False
+    if type(pid) is int:
+        r.processes.setdefault(pid, {"pid": pid}).update(
+            start=ts, owner=True, pid_start=ev.get("pid_start"), argv=ev.get("argv")
+        )
+    r.resumes.append({"ts": ts, "pid": pid, "prev_pid": prev, "gap_s": ev.get("gap_s")})
+
+
 def _process_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
     pid = ev.get("pid")
     if type(pid) is int:
@@ -318,6 +358,9 @@ def _phase_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None
     meta = ev.get("meta")
     if meta is not None:
         rec.meta = meta
+    attempt = ev.get("attempt")
+    if type(attempt) is int:
+        rec.attempt = attempt
     phases[span] = rec
     r.open.add(span)
     r.first_of.setdefault((parent, key), span)
@@ -379,6 +422,12 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
         rec.errors = v
     if "error" in ev:
         rec.error = ev["error"]
+    v = get("reason")
+    if type(v) is str:
+        rec.reason = v
+    v = get("attempt")
+    if type(v) is int:
+        rec.attempt = v
     r.open.discard(span)
     agg = r.keys.get(rec.phase)
     if agg is None:
@@ -543,6 +592,7 @@ _HANDLERS = {
     "run_start": _run_start,
     "run_end": _run_end,
     "process_start": _process_start,
+    "resumed": _resumed,
     "process_end": _process_end,
     "phase_start": _phase_start,
     "phase_end": _phase_end,

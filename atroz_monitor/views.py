@@ -15,10 +15,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import history
+from .events import DONE_STATUSES
 from .state import PhaseRec, RunState, State
 
 SNAPSHOT_VERSION = 1
-STALE_FLOOR_S = 10.0  # a run with no event for max(3 x interval, this) is presumed dead
+STALE_FLOOR_S = 10.0
+DONE = DONE_STATUSES  # a run with no event for max(3 x interval, this) is presumed dead
 
 Liveness = Callable[[RunState], "bool | None"]
 
@@ -89,6 +91,8 @@ def phase_view(
         "artifacts": list(rec.artifacts) if rec.artifacts else [],
         "metrics": dict(rec.metrics) if rec.metrics else {},
         "error": rec.error,
+        "reason": rec.reason,
+        "attempt": rec.attempt,
         "meta": rec.meta,
         "children": list(rec.children),
         "folded": {k: a.to_dict() for k, a in rec.folded.items()} if rec.folded else {},
@@ -166,21 +170,27 @@ def snapshot(
                 cur["span"],
             ):
                 by_key[v["phase"]] = v
+    attempts: dict[str, list[str]] = {}
+    for v in phases:
+        if v["depth"] == 0 or v["phase"] in plan_ids:
+            attempts.setdefault(v["phase"], []).append(v["status"])
     flow = []
     for p in plan:
-        if not isinstance(p, dict):
-            continue
-        v = by_key.get(p.get("id"))  # type: ignore[arg-type]
-        flow.append(
-            {
-                "id": p.get("id"),
-                "name": p.get("name"),
-                "status": v["status"] if v else "pending",
-                "span": v["span"] if v else None,
-                "duration_ms": v["duration_ms"] if v else None,
-            }
-        )
-    done = sum(1 for f in flow if f["status"] in ("completed", "failed", "cancelled"))
+        v = by_key.get(p["id"])
+        tries = attempts.get(p["id"], [])
+        entry = {
+            "id": p["id"],
+            "name": p.get("name"),
+            "status": v["status"] if v else "pending",
+            "span": v["span"] if v else None,
+            "duration_ms": v["duration_ms"] if v else None,
+            "attempts": len(tries),
+            "failed_attempts": sum(1 for t in tries if t == "failed"),
+        }
+        if isinstance(p.get("after"), list):
+            entry["after"] = [a for a in p["after"] if isinstance(a, str)]
+        flow.append(entry)
+    done = sum(1 for f in flow if f["status"] in DONE)
     samples = r.samples.snapshot()
     q: dict[str, Any] = {
         "events": r.events,
@@ -217,6 +227,8 @@ def snapshot(
             "v": info.get("v"),
             "meta": info.get("meta") or {},
             "plan": plan,
+            "tags": info.get("tags") if isinstance(info.get("tags"), dict) else {},
+            "resumed": list(r.resumes),
             "error": r.end_info.get("error"),
             "started": r.started,
         },

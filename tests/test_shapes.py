@@ -1,0 +1,160 @@
+"""Pipeline shapes: skipped and cached phases, retries, resume after a crash, run tags."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from helpers import of_kind, read_log
+
+from atroz_monitor import Monitor
+from atroz_monitor.loader import load_state
+from atroz_monitor.views import snapshot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_skipped_and_cached_are_recorded_and_kept_out_of_statistics(tmp_path):
+    """p.skip()/p.cached() end a phase with that status and reason; they count as done in
+    the flow and are not part of the key's duration statistics."""
+    log = tmp_path / "r.jsonl"
+    with Monitor(log, plan=["A", "B", "C"], sample_interval=None, alert_rules=[]) as mon:
+        with mon.phase("A"):
+            time.sleep(0.01)
+        with mon.phase("B") as p:
+            p.cached("inputs unchanged")
+        mon.skip_phase("C", "no new documents")
+        with mon.phase("A") as p:
+            p.skip("already done")
+    ends = {(e["phase"], e["status"]): e for e in of_kind(read_log(log), "phase_end")}
+    assert ends[("B", "cached")]["reason"] == "inputs unchanged"
+    assert ends[("C", "skipped")]["reason"] == "no new documents"
+    st, _ = load_state([log])
+    snap = snapshot(st, mon.run_id, now=time.time())
+    assert [(f["id"], f["status"]) for f in snap["flow"]] == [
+        ("A", "skipped"),
+        ("B", "cached"),
+        ("C", "skipped"),
+    ]
+    assert snap["progress"]["done"] == 3
+    a = snap["keys"]["A"]
+    assert a["count"] == 2 and a["skipped"] == 1 and a["min_ms"] == a["max_ms"] >= 10
+
+
+def test_a_skip_inside_a_failing_block_is_a_failure(tmp_path):
+    """An exception wins over an earlier skip(): the phase is failed."""
+    log = tmp_path / "r.jsonl"
+    with Monitor(log, sample_interval=None, alert_rules=[]) as mon:
+        with pytest.raises(KeyError):
+            with mon.phase("A") as p:
+                p.skip("maybe")
+                raise KeyError("x")
+    assert of_kind(read_log(log), "phase_end")[0]["status"] == "failed"
+
+
+def test_retries_record_every_attempt_and_the_outcome_is_the_last(tmp_path):
+    """attempts(): each attempt is a phase with its number; failures before the last are
+    recorded and swallowed; the flow shows the last attempt and the attempt counts."""
+    log = tmp_path / "r.jsonl"
+    calls = []
+    with Monitor(log, plan=["P03"], sample_interval=None, alert_rules=[]) as mon:
+        for attempt in mon.attempts("P03", 4):
+            with attempt as p:
+                calls.append(p.attempt)
+                if p.attempt < 3:
+                    raise ConnectionError("flaky upstream")
+
+        @mon.retry("P04", attempts=2)
+        def always_fails():
+            raise ValueError("no")
+
+        with pytest.raises(ValueError):
+            always_fails()
+    assert calls == [1, 2, 3]
+    ends = [(e["phase"], e["attempt"], e["status"]) for e in of_kind(read_log(log), "phase_end")]
+    assert ends == [
+        ("P03", 1, "failed"),
+        ("P03", 2, "failed"),
+        ("P03", 3, "completed"),
+        ("P04", 1, "failed"),
+        ("P04", 2, "failed"),
+    ]
+    st, _ = load_state([log])
+    flow = snapshot(st, mon.run_id, now=time.time())["flow"]
+    assert flow[0]["status"] == "completed" and flow[0]["attempts"] == 3
+    assert flow[0]["failed_attempts"] == 2
+
+
+def test_bad_attempt_arguments_fail_fast(tmp_path):
+    """attempt=0, attempts=0 and negative backoff are ValueErrors."""
+    mon = Monitor(tmp_path / "r.jsonl", sample_interval=None)
+    with pytest.raises(ValueError, match="attempt"):
+        mon.phase("A", attempt=0)
+    with pytest.raises(ValueError, match="attempts"):
+        mon.attempts("A", 0)
+    with pytest.raises(ValueError, match="backoff"):
+        mon.attempts("A", 2, backoff=-1)
+
+
+def test_resume_continues_a_crashed_run_as_one_run_with_a_gap(tmp_path):
+    """A run whose owner was SIGKILLed is continued with resume=: one run, a resumed event,
+    the phase the dead owner left open interrupted, one run_end; unknown or finished runs
+    cannot be resumed."""
+    d = tmp_path / "runs"
+    code = textwrap.dedent(f"""
+        import time
+        from atroz_monitor import Monitor
+        with Monitor({str(d)!r}, plan=["A", "B"], run_id="nightly", sample_interval=None) as m:
+            with m.phase("A"):
+                pass
+            with m.phase("B"):
+                print("in B", flush=True)
+                time.sleep(60)
+    """)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=ROOT)
+    )
+    assert p.stdout.readline().strip() == b"in B"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(10)
+    with Monitor(d, resume="nightly", sample_interval=None, alert_rules=[]) as mon:
+        with mon.phase("B"):
+            pass
+    evs = read_log(d / "nightly.jsonl")
+    assert [e["ev"] for e in evs].count("run_start") == 1
+    assert [e["ev"] for e in evs].count("run_end") == 1
+    res = of_kind(evs, "resumed")[0]
+    assert res["prev_pid"] == p.pid and res["pid"] == os.getpid() and res["gap_s"] >= 0
+    st, _ = load_state([d])
+    snap = snapshot(st, "nightly", now=time.time())
+    assert snap["run"]["status"] == "completed"
+    assert [(x["phase"], x["status"]) for x in snap["phases"]] == [
+        ("A", "completed"),
+        ("B", "interrupted"),
+        ("B", "completed"),
+    ]
+    assert snap["run"]["resumed"][0]["prev_pid"] == p.pid
+    with pytest.raises(ValueError, match="already ended"):
+        Monitor(d, resume="nightly")
+    with pytest.raises(ValueError, match="no run 'other'"):
+        Monitor(d, resume="other")
+
+
+def test_tags_from_arguments_and_environment(tmp_path, monkeypatch):
+    """tags= and ATROZ_MONITOR_TAGS land in run_start (arguments win); bad ones fail."""
+    monkeypatch.setenv("ATROZ_MONITOR_TAGS", "git=abc123, dataset=n=1e6")
+    log = tmp_path / "r.jsonl"
+    with Monitor(log, sample_interval=None, tags={"git": "def456", "host_class": "m5"}) as mon:
+        pass
+    start = read_log(log)[0]
+    assert start["tags"] == {"git": "def456", "dataset": "n=1e6", "host_class": "m5"}
+    st, _ = load_state([log])
+    assert snapshot(st, mon.run_id, now=time.time())["run"]["tags"]["dataset"] == "n=1e6"
+    monkeypatch.setenv("ATROZ_MONITOR_TAGS", "novalue")
+    with pytest.raises(ValueError, match="ATROZ_MONITOR_TAGS"):
+        Monitor(tmp_path / "x.jsonl")
