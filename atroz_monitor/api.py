@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from . import history
+from . import exporters, history
 from .events import dumps
 from .source import Source, View
 
@@ -209,6 +209,8 @@ def _dispatch(
     if path == "/healthz":
         info = server_info() if server_info is not None else {}
         return json_response({"status": "ok", **source.health(), **info})
+    if path == "/metrics":
+        return _metrics(source, headers)
     if len(seg) < 3 or seg[0] != "api" or seg[1] != "v1":
         raise NotFound("no such route")
     source.ensure_fresh()
@@ -298,7 +300,21 @@ def _run_route(source: Source, run: str, rest: list[str], q: Query) -> Response:
     if what == "alerts":
         return json_response({"run": rid, "alerts": _alert_filter(snap["alerts"], q)})
     assert what == "export"
-    return _export(source, v)
+    fmt = q.get("format")
+    if fmt in (None, "", "json"):
+        return _export(source, v)
+    if fmt not in ("chrome-trace", "otlp-json"):
+        raise BadRequest(
+            f"format: unknown value {fmt[:40]!r} (one of json, chrome-trace, otlp-json)"
+        )
+    doc = exporters.chrome_trace(snap) if fmt == "chrome-trace" else exporters.otlp_json(snap)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", rid)[:120] or "run"
+    ext = "trace.json" if fmt == "chrome-trace" else "otlp.json"
+    return Response(
+        200,
+        _headers(JSON) + [("Content-Disposition", f'attachment; filename="{safe}.{ext}"')],
+        exporters.encode_json(doc),
+    )
 
 
 def _filter_phases(snap: dict[str, Any], q: Query) -> list[dict[str, Any]]:
@@ -484,6 +500,26 @@ def _export(source: Source, v: View) -> Response:
     return json_response(
         doc, extra=[("Content-Disposition", f'attachment; filename="{safe}.json"')]
     )
+
+
+def _metrics(source: Source, headers: Mapping[str, str]) -> Response:
+    """Prometheus exposition of every run the source holds: copied under the source's lock
+    (``exporters.collect``), rendered outside it."""
+    source.ensure_fresh()
+
+    def collect(st: Any) -> list[exporters.Family]:
+        now = time.time()
+        runs = st.runs.items()
+        statuses = {rid: source._status(r, now) for rid, r in runs}
+        alerts = {rid: source._alerts_of(r) for rid, r in runs}
+        monitor = {rid: m for rid in st.runs if (m := source._monitor_info(rid)) is not None}
+        return exporters.collect(st, statuses, now=now, alerts=alerts, monitor=monitor)
+
+    families = source.read(collect)
+    om = exporters.wants_openmetrics(headers.get("accept"))
+    text = exporters.render_prometheus(families, openmetrics=om)
+    ctype = exporters.OPENMETRICS_CONTENT_TYPE if om else exporters.PROMETHEUS_CONTENT_TYPE
+    return Response(200, _headers(ctype), text.encode("utf-8"))
 
 
 # -- static assets ---------------------------------------------------------------------------

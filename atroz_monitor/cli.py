@@ -51,6 +51,9 @@ def _nonneg_float(text: str) -> float:
     return v
 
 
+RUN_USAGE = "atroz-monitor run [--out DIR] [--interval S] [--name NAME] -- CMD [ARG ...]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="atroz-monitor", description="Per-phase observability for pipelines.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -110,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="PATH",
         help="baseline run logs to compare the subject with",
+    )
+    r.add_argument(
+        "--baseline-tag",
+        action="append",
+        metavar="KEY=VALUE",
+        help="history and baseline only from runs with this tag (split at the first =; "
+        "repeatable: all must match)",
     )
     r.add_argument(
         "--metric",
@@ -185,11 +195,73 @@ def build_parser() -> argparse.ArgumentParser:
         "one run (the latest, or --run ID); prometheus exports every run read.",
     )
     x.add_argument("paths", nargs="+", metavar="PATH", help="run logs or directories of them")
-    x.add_argument(
-        "--format", required=True, choices=("chrome-trace", "prometheus", "otlp-json")
-    )
+    x.add_argument("--format", required=True, choices=("chrome-trace", "prometheus", "otlp-json"))
     x.add_argument("--run", metavar="ID", help="the run to export (default: the latest)")
     x.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    u = sub.add_parser(
+        "run",
+        help="run any command as a monitored run (its whole process tree sampled)",
+        usage=RUN_USAGE,
+        description="Run CMD as one monitored run: its process tree sampled, stdin, stdout "
+        "and stderr passed through untouched, SIGINT/SIGTERM forwarded, its exit code or "
+        "signal recorded as the run's status. Python steps inside it that use "
+        "atroz_monitor.phase join the run. Exits with CMD's exit code (128+N for signal N; "
+        "127 when CMD is not found, 126 when it cannot be executed).",
+    )
+    u.add_argument(
+        "--out",
+        default="atroz-runs",
+        metavar="DIR",
+        help="directory for the run log (default ./atroz-runs)",
+    )
+    u.add_argument(
+        "--interval",
+        type=_positive,
+        default=0.5,
+        metavar="S",
+        help="sampling interval in seconds (default 0.5)",
+    )
+    u.add_argument("--name", metavar="NAME", help="run name (default: the command line)")
+    # REMAINDER: everything from the command on is the command's, options included.
+    u.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
+
+    def _size(text: str) -> int:
+        from .retention import parse_size
+
+        try:
+            return parse_size(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    pr = sub.add_parser(
+        "prune",
+        help="apply retention to a log directory (remove whole old runs, compress)",
+        description="Remove whole runs from a log directory, oldest first, until every limit "
+        "given holds; a run still being written is never removed, files that are not logs "
+        "never. Prints what it removed (or would remove, with --dry-run) and the bytes freed.",
+    )
+    pr.add_argument("dir", metavar="DIR", help="the log directory")
+    pr.add_argument(
+        "--keep-runs", type=_nonneg_int, metavar="N", help="keep the N most recent runs"
+    )
+    pr.add_argument(
+        "--max-bytes",
+        type=_size,
+        metavar="SIZE",
+        help="keep the directory's logs under SIZE (bytes, or 500M, 2G: binary multiples)",
+    )
+    pr.add_argument(
+        "--older-than",
+        type=_nonneg_float,
+        metavar="DAYS",
+        help="remove runs last written more than DAYS days ago",
+    )
+    pr.add_argument(
+        "--dry-run", action="store_true", help="list what would be removed; remove nothing"
+    )
+    pr.add_argument(
+        "--compress", action="store_true", help="gzip the finished plain logs that are kept"
+    )
     return p
 
 
@@ -233,6 +305,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return exporters.main(args.paths, args.format, args.run, args.output)
             except exporters.ExportError as exc:
                 raise UsageError(f"export: {exc}") from None
+        if args.command == "run":
+            from . import runcmd
+
+            cmd = list(args.cmd)
+            if cmd[:1] == ["--"]:  # argparse keeps the separator in a REMAINDER (<= 3.12)
+                cmd = cmd[1:]
+            if not cmd:
+                raise UsageError(f"run: no command given; usage: {RUN_USAGE}")
+            return runcmd.main(cmd, args.out, args.interval, args.name)
+        if args.command == "prune":
+            from . import retention
+
+            try:
+                return retention.main(args)
+            except ValueError as exc:
+                raise UsageError(f"prune: {exc}") from None
         parser.print_help(sys.stderr)
         return 2
     except UsageError as exc:

@@ -50,6 +50,7 @@ KINDS = (
     METRIC,
     ALERT,
     "resumed",
+    "aggregate",
 )
 
 # Phase statuses. "running" and "interrupted" are derived by readers, never written.
@@ -63,6 +64,7 @@ CACHED = "cached"
 PHASE_STATUSES = (COMPLETED, FAILED, CANCELLED, SKIPPED, CACHED)
 DONE_STATUSES = PHASE_STATUSES  # a phase in one of these is over
 RESUMED = "resumed"
+AGGREGATE = "aggregate"
 
 # ``quote`` (above) gives ensure_ascii output: the whole line is ASCII, so lone surrogates,
 # newlines, quotes and any control character are escaped and a line can never be split.

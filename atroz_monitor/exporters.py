@@ -23,20 +23,22 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .state import KeyAgg, RunState, State
+from .state import DURATION_BUCKETS_S, KeyAgg, RunState, State
 
 __all__ = [
     "DURATION_BUCKETS_S",
+    "ExportError",
     "FORMATS",
+    "Family",
     "OPENMETRICS_CONTENT_TYPE",
     "PROMETHEUS_CONTENT_TYPE",
-    "Family",
     "chrome_trace",
     "collect",
     "encode_json",
     "main",
     "otlp_json",
     "prometheus",
+    "render",
     "render_prometheus",
     "span_id",
     "trace_id",
@@ -48,12 +50,8 @@ FORMATS = ("chrome-trace", "prometheus", "otlp-json")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-DURATION_BUCKETS_S: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-)  # fmt: skip
-"""Upper bounds of ``atroz_phase_duration_seconds``: 5 ms (a tight inner step) to 1 h (a
-long batch phase); 18 buckets keep a histogram at 21 series per run and phase key."""
+# DURATION_BUCKETS_S (state.py): 5 ms (a tight inner step) to 1 h (a long batch phase);
+# 18 buckets keep a histogram at 21 series per run and phase key.
 
 SEVERITIES = ("info", "warning", "critical")
 OPEN_ALERT_STATES = ("raised", "acknowledged")
@@ -266,12 +264,24 @@ def _collect_phases(r: RunState, run: Labels, add: Any) -> None:
         h = "Wall time of ended phases, per phase key (sub-phases have their own keys)."
         buckets = _bucket_counts(agg, observed.get(key))
         if buckets is not None:
-            for bound, n in zip(DURATION_BUCKETS_S, buckets):
-                add("atroz_phase_duration_seconds", "histogram", h, lab + (("le", repr(bound)),),
-                    n, "_bucket")  # fmt: skip
+            for bound, n in zip(DURATION_BUCKETS_S, buckets, strict=True):
+                add(
+                    "atroz_phase_duration_seconds",
+                    "histogram",
+                    h,
+                    lab + (("le", repr(bound)),),
+                    n,
+                    "_bucket",
+                )
         # Without exact buckets only +Inf is sent: count and sum stay exact.
-        add("atroz_phase_duration_seconds", "histogram", h, lab + (("le", "+Inf"),), agg.count,
-            "_bucket")  # fmt: skip
+        add(
+            "atroz_phase_duration_seconds",
+            "histogram",
+            h,
+            lab + (("le", "+Inf"),),
+            agg.count,
+            "_bucket",
+        )
         add("atroz_phase_duration_seconds", "histogram", h, lab, agg.count, "_count")
         add("atroz_phase_duration_seconds", "histogram", h, lab, agg.total_ms / 1000.0, "_sum")
         other = agg.count - agg.completed - agg.failed - agg.cancelled
@@ -296,8 +306,13 @@ def _collect_phases(r: RunState, run: Labels, add: Any) -> None:
             lab,
             agg.cpu_ms / 1000.0,
         )
-        add("atroz_phase_items", "counter", "Items processed by ended phases of the key.", lab,
-            agg.items)  # fmt: skip
+        add(
+            "atroz_phase_items",
+            "counter",
+            "Items processed by ended phases of the key.",
+            lab,
+            agg.items,
+        )
         add(
             "atroz_phase_peak_resident_memory_bytes",
             "gauge",
@@ -316,8 +331,13 @@ def _collect_resources(r: RunState, run: Labels, add: Any) -> None:
     for pid in sorted(latest):
         s = latest[pid]
         lab = run + (("pid", str(pid)),)
-        add("atroz_process_cpu_seconds", "counter", "CPU time of the process (latest sample).",
-            lab, s.get("cpu_s"))  # fmt: skip
+        add(
+            "atroz_process_cpu_seconds",
+            "counter",
+            "CPU time of the process (latest sample).",
+            lab,
+            s.get("cpu_s"),
+        )
         add(
             "atroz_process_resident_memory_bytes",
             "gauge",
@@ -325,8 +345,13 @@ def _collect_resources(r: RunState, run: Labels, add: Any) -> None:
             lab,
             s.get("rss_bytes"),
         )
-        add("atroz_process_threads", "gauge", "Threads of the process (latest sample).", lab,
-            s.get("threads"))  # fmt: skip
+        add(
+            "atroz_process_threads",
+            "gauge",
+            "Threads of the process (latest sample).",
+            lab,
+            s.get("threads"),
+        )
         add(
             "atroz_children_cpu_seconds",
             "counter",
@@ -341,8 +366,13 @@ def _collect_resources(r: RunState, run: Labels, add: Any) -> None:
             lab,
             s.get("children_rss_bytes"),
         )
-        add("atroz_children_processes", "gauge", "Live descendant processes (latest sample).",
-            lab, s.get("children"))  # fmt: skip
+        add(
+            "atroz_children_processes",
+            "gauge",
+            "Live descendant processes (latest sample).",
+            lab,
+            s.get("children"),
+        )
     add(
         "atroz_run_peak_resident_memory_bytes",
         "gauge",
@@ -566,7 +596,9 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
         row = {"p": p, "pid": pid, "thread": thread, "ts": ts, "te": max(te, ts), "ended": ended}
         placed[str(p.get("span"))] = row
         rows.append(row)
-    rows_sorted = sorted(rows, key=lambda r: (r["ts"], -(r["te"] - r["ts"]), r["p"].get("depth", 0)))
+    rows_sorted = sorted(
+        rows, key=lambda r: (r["ts"], -(r["te"] - r["ts"]), r["p"].get("depth", 0))
+    )
     for row in rows_sorted:
         pid, thread = row["pid"], row["thread"]
         lanes = tids.setdefault(pid, {})
@@ -591,12 +623,26 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
         args: dict[str, Any] = {
             k: p.get(k)
             for k in (
-                "span", "phase", "name", "status", "parent", "duration_ms", "cpu_ms", "cpu_pct",
-                "children_cpu_ms", "rss_bytes", "peak_rss_bytes", "rss_delta_bytes", "items",
-                "total", "items_per_s", "warnings", "errors",
+                "span",
+                "phase",
+                "name",
+                "status",
+                "parent",
+                "duration_ms",
+                "cpu_ms",
+                "cpu_pct",
+                "children_cpu_ms",
+                "rss_bytes",
+                "peak_rss_bytes",
+                "rss_delta_bytes",
+                "items",
+                "total",
+                "items_per_s",
+                "warnings",
+                "errors",
             )
             if p.get(k) is not None
-        }  # fmt: skip
+        }
         if p.get("metrics"):
             args["metrics"] = p["metrics"]
         if not row["ended"]:
@@ -624,10 +670,19 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
             flows += 1
             at = min(max(row["ts"], parent["ts"]), parent["te"])
             common = {"name": "sub-phase", "cat": "flow", "id": flows}
-            events.append({**common, "ph": "s", "ts": at, "pid": parent["pid"],
-                           "tid": parent["tid"]})  # fmt: skip
-            events.append({**common, "ph": "f", "bp": "e", "ts": row["ts"], "pid": row["pid"],
-                           "tid": row["tid"]})  # fmt: skip
+            events.append(
+                {**common, "ph": "s", "ts": at, "pid": parent["pid"], "tid": parent["tid"]}
+            )
+            events.append(
+                {
+                    **common,
+                    "ph": "f",
+                    "bp": "e",
+                    "ts": row["ts"],
+                    "pid": row["pid"],
+                    "tid": row["tid"],
+                }
+            )
         err = p.get("error")
         if isinstance(err, dict) and row["ended"]:
             events.append(
@@ -657,9 +712,15 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
             cargs = {label: v for label, key in series if (v := _num(s.get(key))) is not None}
             if cargs:
                 events.append(
-                    {"name": name, "cat": "resources", "ph": "C", "ts": us(ts_s), "pid": pid,
-                     "args": cargs}
-                )  # fmt: skip
+                    {
+                        "name": name,
+                        "cat": "resources",
+                        "ph": "C",
+                        "ts": us(ts_s),
+                        "pid": pid,
+                        "args": cargs,
+                    }
+                )
     for item in (snap.get("logs") or {}).get("items") or []:
         ts_l = _num(item.get("ts"))
         if ts_l is None:
@@ -691,9 +752,17 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
                 continue
             sev = f" {a.get('severity')}" if what == "alert" else ""
             events.append(
-                {"name": f"{what}{sev}: {label}"[:120], "cat": "alert", "ph": "i", "s": "g",
-                 "ts": us(t), "pid": owner or 0, "tid": 0, "args": aargs}
-            )  # fmt: skip
+                {
+                    "name": f"{what}{sev}: {label}"[:120],
+                    "cat": "alert",
+                    "ph": "i",
+                    "s": "g",
+                    "ts": us(t),
+                    "pid": owner or 0,
+                    "tid": 0,
+                    "args": aargs,
+                }
+            )
 
     meta: list[dict[str, Any]] = []
     procs = {p.get("pid"): p for p in snap.get("processes") or [] if type(p.get("pid")) is int}
@@ -709,18 +778,41 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
         else:
             ppid = proc.get("ppid")
             pname = f"pid {pid}" + (f" (child of {ppid})" if type(ppid) is int else "")
-        meta.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
-                     "args": {"name": pname}})  # fmt: skip
-        meta.append({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0,
-                     "args": {"sort_index": order}})  # fmt: skip
-        meta.append({"name": "process_labels", "ph": "M", "pid": pid, "tid": 0,
-                     "args": {"labels": f"run {run.get('id')}"}})  # fmt: skip
+        meta.append(
+            {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": pname}}
+        )
+        meta.append(
+            {
+                "name": "process_sort_index",
+                "ph": "M",
+                "pid": pid,
+                "tid": 0,
+                "args": {"sort_index": order},
+            }
+        )
+        meta.append(
+            {
+                "name": "process_labels",
+                "ph": "M",
+                "pid": pid,
+                "tid": 0,
+                "args": {"labels": f"run {run.get('id')}"},
+            }
+        )
         for (thread, slot), tid in (tids.get(pid) or {}).items():
             tname = thread if slot == 0 else f"{thread} ({slot + 1})"
-            meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
-                         "args": {"name": tname}})  # fmt: skip
-            meta.append({"name": "thread_sort_index", "ph": "M", "pid": pid, "tid": tid,
-                         "args": {"sort_index": tid}})  # fmt: skip
+            meta.append(
+                {"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": tname}}
+            )
+            meta.append(
+                {
+                    "name": "thread_sort_index",
+                    "ph": "M",
+                    "pid": pid,
+                    "tid": tid,
+                    "args": {"sort_index": tid},
+                }
+            )
     return {
         "traceEvents": meta + events,
         "displayTimeUnit": "ms",
@@ -807,13 +899,21 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
     tid = trace_id(rid)
     owner = _owner_pid(snap)
     name = run.get("name")
-    service = name if isinstance(name, str) and name else "atroz_monitor"
+    # A run's name defaults to its id, new every run: no use as a service (backends group by
+    # service.name), so then the service is the tool's own name.
+    service = name if isinstance(name, str) and name and name != rid else "atroz_monitor"
     spans_present = {str(p.get("span")) for p in snap.get("phases") or []}
     logs_by_span: dict[str, list[Mapping[str, Any]]] = {}
     for item in (snap.get("logs") or {}).get("items") or []:
         s = item.get("span")
         if isinstance(s, str):
             logs_by_span.setdefault(s, []).append(item)
+
+    alerts_by_span: dict[str, list[Mapping[str, Any]]] = {}
+    for a in snap.get("alerts") or []:
+        s = a.get("span")
+        if isinstance(s, str):
+            alerts_by_span.setdefault(s, []).append(a)
 
     by_pid: dict[int, list[dict[str, Any]]] = {}
     for p in snap.get("phases") or []:
@@ -850,7 +950,7 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
         parent = p.get("parent")
         if isinstance(parent, str) and parent not in spans_present:
             attrs.append(("atroz.parent_span", parent))  # not in this export: no dangling id
-        events = []
+        events: list[dict[str, Any]] = []
         for item in logs_by_span.get(span, []):
             t = _num(item.get("ts"))
             if t is None:
@@ -865,8 +965,26 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
                 ("code.lineno", item.get("line")),
             ]
             events.append(
-                {"timeUnixNano": _ns(t), "name": str(item.get("level")), "attributes": _attrs(ev_attrs)}
+                {
+                    "timeUnixNano": _ns(t),
+                    "name": str(item.get("level")),
+                    "attributes": _attrs(ev_attrs),
+                }
             )
+        for a in alerts_by_span.get(span, []):
+            t = _num(a.get("raised_ts") or a.get("ts"))
+            if t is None:
+                continue
+            al_attrs = [
+                ("atroz.alert.id", a.get("alert")),
+                ("atroz.alert.rule", a.get("rule")),
+                ("atroz.alert.severity", a.get("severity")),
+                ("atroz.alert.state", a.get("state")),
+                ("atroz.alert.value", a.get("value")),
+                ("atroz.alert.threshold", a.get("threshold")),
+                ("message", a.get("msg")),
+            ]
+            events.append({"timeUnixNano": _ns(t), "name": "alert", "attributes": _attrs(al_attrs)})
         err = p.get("error")
         st: dict[str, Any]
         if status == "completed":

@@ -160,6 +160,42 @@ def _format_error(exc: BaseException) -> dict[str, Any]:
     return {"type": type(exc).__qualname__, "msg": clip(msg, E.MESSAGE_LIMIT), "tb": tb}
 
 
+DETAILS = ("auto", "all", "aggregate")
+AGGREGATE_FLUSH_S = 1.0  # an aggregated key writes one aggregate event per second at most
+
+
+class _Hot:
+    """Rate and running totals of one phase key under one parent: hot-loop detection.
+
+    With ``detail="auto"``, a key entered more than ``aggregate_above`` times within a
+    second under the same parent switches to aggregate recording: its calls are summed
+    (count, total, extremes, failures: all exact) and written as one ``aggregate`` event
+    per second and when the parent ends, instead of two lines per call.
+    """
+
+    __slots__ = (
+        "key", "name", "parent", "owner", "since", "n", "on", "count", "completed", "failed",
+        "cancelled", "skipped", "cached", "total_ms", "min_ms", "max_ms", "cpu_ms", "items",
+        "errors", "flushed", "first_ts",
+    )  # fmt: skip
+
+    def __init__(self, key: str, name: str, parent: str | None, owner: Phase | None,
+                 now: float, on: bool) -> None:  # fmt: skip
+        self.key, self.name, self.parent, self.owner = key, name, parent, owner
+        self.since = self.flushed = now
+        self.n = 0
+        self.on = on
+        self.first_ts: float | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.count = self.completed = self.failed = self.cancelled = 0
+        self.skipped = self.cached = self.items = self.errors = 0
+        self.total_ms = self.cpu_ms = 0.0
+        self.min_ms: float | None = None
+        self.max_ms: float | None = None
+
+
 class Phase:
     """One phase: a context manager (sync and async), a decorator, and a handle.
 
@@ -196,6 +232,9 @@ class Phase:
         "_pending",
         "attempt",
         "_outcome",
+        "_detail",
+        "_agg",
+        "_hot",
     )
 
     def __init__(
@@ -207,9 +246,13 @@ class Phase:
         parent: Phase | str | None = None,
         _q: tuple[str, str] | None = None,
         attempt: int | None = None,
+        detail: str | None = None,
     ) -> None:
         # Only what is read before _begin; _begin sets the rest (kept short: hot path).
         self.attempt = attempt
+        self._detail = detail
+        self._agg: _Hot | None = None
+        self._hot: dict[str, _Hot] | None = None
         self._run = run
         self.key = key
         self.meta = meta
@@ -257,6 +300,7 @@ class Phase:
         run, key, name, meta, parent = self._run, self.key, self.name, self.meta, self._parent_arg
         q = (self._qkey, self._qname)
         attempt = self.attempt
+        detail = self._detail
         code = getattr(fn, "__code__", None)
         # CO_COROUTINE | CO_ITERABLE_COROUTINE, read from the code object so that we do
         # not import inspect or asyncio (tens of ms) just to decorate a function.
@@ -264,14 +308,14 @@ class Phase:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with Phase(run, key, name, meta, parent, q, attempt):
+                async with Phase(run, key, name, meta, parent, q, attempt, detail):
                     return await fn(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with Phase(run, key, name, meta, parent, q, attempt):
+            with Phase(run, key, name, meta, parent, q, attempt, detail):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -332,6 +376,12 @@ class Phase:
 
     def __repr__(self) -> str:
         return f"<Phase {self.key!r} span={self.span} status={self.status or 'open'}>"
+
+
+def _check_detail(detail: Any) -> str | None:
+    if detail is not None and detail not in DETAILS:
+        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    return detail  # type: ignore[no-any-return]
 
 
 def _check_attempt(attempt: Any) -> int | None:
@@ -431,6 +481,7 @@ class Run:
         self._t0 = 0
         self._env_saved: dict[str, str | None] | None = None
         self.evaluator: Any = None  # alerts.Evaluator of an owned run with rules
+        self._hot_top: dict[str, _Hot] = {}  # hot-loop tables of top-level phases
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Run:
@@ -505,6 +556,10 @@ class Run:
             for h in list(self.active.values()):
                 if h._pending is not None:
                     self.writer.emit_deferred(h)
+                for hot in (h._hot or {}).values():
+                    self._flush_hot(hot)
+            for hot in self._hot_top.values():
+                self._flush_hot(hot)
             if self.evaluator is not None:
                 self._alerts(self.evaluator.finish())
             if self.owner:
@@ -557,10 +612,21 @@ class Run:
         meta: Mapping[str, Any] | None = None,
         parent: Phase | str | None = None,
         attempt: int | None = None,
+        detail: str | None = None,
     ) -> Phase:
         """A phase of this run: ``with``, ``async with``, or ``@decorator``. ``attempt``
-        numbers a retry (the phase's outcome is its last attempt)."""
-        return Phase(self, _check_key(key), name, meta, parent, None, _check_attempt(attempt))
+        numbers a retry (the phase's outcome is its last attempt); ``detail`` overrides the
+        monitor's recording detail for this key ("auto", "all", "aggregate")."""
+        return Phase(
+            self,
+            _check_key(key),
+            name,
+            meta,
+            parent,
+            None,
+            _check_attempt(attempt),
+            _check_detail(detail),
+        )
 
     def attempts(
         self,
@@ -694,7 +760,9 @@ class Run:
             # The nearest open phase of this run in this process (a phase of another run,
             # or one inherited from the parent across a fork, is not our parent).
             p = prev
-            while p is not None and (p._run is not self or p._pid != pid or p.status is not None):
+            while p is not None and (
+                p._run is not self or p._pid != pid or p.status is not None or p._agg is not None
+            ):
                 p = p._prev
         elif isinstance(parg, Phase):
             p = parg
@@ -708,6 +776,38 @@ class Run:
                 self.writer.emit_deferred(p)
         else:
             parent = None if parg is None else str(parg)
+        mon = self.monitor
+        detail = h._detail or mon.detail
+        if ctx and detail != "all":
+            table = p._hot if p is not None else self._hot_top
+            if table is None:
+                table = p._hot = {}  # type: ignore[union-attr]
+            hot = table.get(h.key)
+            if hot is None:
+                hot = table[h.key] = _Hot(
+                    h.key, h.name, parent, p, time.perf_counter(), detail == "aggregate"
+                )
+            if not hot.on:
+                now = time.perf_counter()
+                if now - hot.since >= 1.0:
+                    hot.since, hot.n = now, 1
+                else:
+                    hot.n += 1
+                    hot.on = hot.n > mon.aggregate_above
+            if hot.on:
+                # Summed, not written: no span, no line; the parent stays the parent of
+                # anything nested inside (this handle is transparent).
+                h._agg = hot
+                h.span = None
+                h.parent, h._prev, h._pid, h.status = parent, prev, pid, None
+                h.items = h.warnings = h.errors = 0
+                h.total = h._outcome = None
+                h._token = _current.set(h)
+                h._cpu0 = _cpu_ns()
+                h._t0 = t0 = _perf_ns()
+                h._last_activity = h._prog_t = t0 / 1e9
+                return
+        h._agg = None
         h.span = span = _span_prefix + str(next(_spans))
         h.parent = parent
         h._prev = prev
@@ -716,7 +816,6 @@ class Run:
         h.items = h.warnings = h.errors = 0
         h.total = None
         h._outcome = None
-        mon = self.monitor
         h._rss0 = h.peak_rss = mon._rss
         c = mon._ccpu_s
         h._ccpu0 = c if c is not None else mon._children_cpu()
@@ -755,6 +854,10 @@ class Run:
             if ctx and h._token is not None:
                 _reset(h)
             return
+        hot = h._agg
+        if hot is not None:
+            self._finish_hot(h, hot, exc, t1, cpu1)
+            return
         if h.status is not None or h.span is None:
             return
         reason = None
@@ -768,6 +871,10 @@ class Run:
             status = "failed"
         h.status = status
         self.active.pop(h.span, None)
+        if h._hot:
+            for hot in h._hot.values():
+                self._flush_hot(hot)
+            h._hot = None
         if ctx:
             _reset(h)
         elif _current.get() is h:
@@ -827,6 +934,67 @@ class Run:
                     h.items,
                 )
             )
+
+    def _finish_hot(
+        self, h: Phase, hot: _Hot, exc: BaseException | None, t1: int, cpu1: int
+    ) -> None:
+        h._agg = None
+        if exc is None:
+            status = h._outcome[0] if h._outcome is not None else "completed"
+        elif _is_cancel(exc):
+            status = "cancelled"
+        else:
+            status = "failed"
+        h.status = status
+        _reset(h)
+        ms = (t1 - h._t0) / 1e6
+        hot.count += 1
+        if status == "completed":
+            hot.completed += 1
+        elif status == "failed":
+            hot.failed += 1
+        elif status == "cancelled":
+            hot.cancelled += 1
+        elif status == "skipped":
+            hot.skipped += 1
+        else:
+            hot.cached += 1
+        if status not in ("skipped", "cached"):
+            hot.total_ms += ms
+            hot.cpu_ms += (cpu1 - h._cpu0) / 1e6
+            if hot.min_ms is None or ms < hot.min_ms:
+                hot.min_ms = ms
+            if hot.max_ms is None or ms > hot.max_ms:
+                hot.max_ms = ms
+        hot.items += h.items
+        hot.errors += h.errors
+        if hot.first_ts is None:
+            hot.first_ts = _wall()
+        if t1 / 1e9 - hot.flushed >= AGGREGATE_FLUSH_S:
+            self._flush_hot(hot)
+        if status == "failed" and self.evaluator is not None:
+            self._alerts(self.evaluator.phase_end(_wall(), "", h.key, status, ms, h.errors))
+
+    def _flush_hot(self, hot: _Hot) -> None:
+        """Write what an aggregated key summed since its last aggregate event."""
+        hot.flushed = time.perf_counter()
+        if not hot.count:
+            return
+        owner = hot.owner
+        if owner is not None and owner._pending is not None:
+            self.writer.emit_deferred(owner)  # the parent's start line comes first
+        fields = {
+            "phase": hot.key, "name": hot.name, "parent": hot.parent, "count": hot.count,
+            "completed": hot.completed, "failed": hot.failed, "cancelled": hot.cancelled,
+            "skipped": hot.skipped, "cached": hot.cached, "total_ms": round(hot.total_ms, 3),
+            "min_ms": None if hot.min_ms is None else round(hot.min_ms, 3),
+            "max_ms": None if hot.max_ms is None else round(hot.max_ms, 3),
+            "cpu_ms": round(hot.cpu_ms, 3), "items": hot.items, "errors": hot.errors,
+            "first_ts": hot.first_ts,
+        }  # fmt: skip
+        hot._reset()
+        hot.first_ts = None
+        self._emit(E.AGGREGATE, fields)
 
     def _progress(self, h: Phase) -> None:
         if h._pending is not None:
@@ -1003,6 +1171,8 @@ class Monitor:
         webhook: str | None = None,
         tags: Mapping[str, str] | None = None,
         resume: str | None = None,
+        detail: str = "auto",
+        aggregate_above: int = 100,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -1024,6 +1194,12 @@ class Monitor:
             raise ValueError(f"meta must be a mapping, not {type(meta).__name__}")
         if run_id is not None and not _RUN_ID_RE.match(run_id):
             raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {run_id!r}")
+        if detail not in DETAILS:
+            raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+        if type(aggregate_above) is not int or aggregate_above < 1:
+            raise ValueError(f"aggregate_above must be a positive integer: {aggregate_above!r}")
+        self.detail = detail
+        self.aggregate_above = aggregate_above
         self.plan = _normalize_plan(plan)
         self.sample_interval = float(sample_interval) if sample_interval is not None else None
         self.capture = bool(capture)
@@ -1215,13 +1391,16 @@ class Monitor:
         meta: Mapping[str, Any] | None = None,
         parent: Phase | str | None = None,
         attempt: int | None = None,
+        detail: str | None = None,
     ) -> Phase:
         """A phase of the main run: ``with``, ``async with`` or ``@decorator``."""
         if type(key) is not str or not key:
             _check_key(key)
         if attempt is not None:
             _check_attempt(attempt)
-        return Phase(self._main, key, name, meta, parent, None, attempt)
+        if detail is not None:
+            _check_detail(detail)
+        return Phase(self._main, key, name, meta, parent, None, attempt, detail)
 
     def attempts(self, key: str, attempts: int, name: str | None = None, **kw: Any) -> Attempts:
         """Retry a block in the main run (see ``Run.attempts``)."""
@@ -1557,6 +1736,7 @@ def phase(
     meta: Mapping[str, Any] | None = None,
     parent: Phase | str | None = None,
     attempt: int | None = None,
+    detail: str | None = None,
 ) -> Phase | _NullPhase:
     """A phase of the process-wide default run (see ``configure``)."""
     global _warned_unconfigured
@@ -1573,7 +1753,7 @@ def phase(
     h = _current.get()
     # Inside a phase of a concurrent run (a job), a sub-phase belongs to that job's run.
     run = h._run if h is not None and h._pid == _pid and h.status is None else mon._main
-    return run.phase(key, name, meta=meta, parent=parent, attempt=attempt)
+    return run.phase(key, name, meta=meta, parent=parent, attempt=attempt, detail=detail)
 
 
 def shutdown(status: str = E.COMPLETED) -> None:

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import analysis, history, views
@@ -132,6 +132,10 @@ def _ordered(snap: dict[str, Any], depth: int) -> list[dict[str, Any]]:
 
     for p in top:
         walk(p)
+    # Top-level keys recorded as aggregates (hot loops at the top of the run).
+    run_level = {"span": "run", "depth": -1, "offset_ms": 0.0}
+    for key, agg in (snap.get("folded") or {}).items():
+        out.append(_repeat_row(run_level, key, [], agg))
     return out
 
 
@@ -210,8 +214,16 @@ def build(
     noise_floor: float | None = None,
     replay_alerts: list[dict[str, Any]] | None = None,
     depth: int = 99,
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The report of one run (the others in ``state`` are its history)."""
+    """The report of one run (the others in ``state`` are its history). With ``tags``,
+    history and baseline are only the runs carrying every one of those tags."""
+    if tags:
+        # Like with like: a run on another dataset or machine class is no reference. The
+        # narrower state also keeps the snapshot's anomalies and ETA to those runs.
+        state = history.subset(state, lambda r: r.id == run_id or history.matches(r, tags))
+        if baseline is not None:
+            baseline = history.subset(baseline, lambda r: history.matches(r, tags))
     snap = views.snapshot(state, run_id, now=now, alive=alive, quality=quality)
     if replay_alerts is not None:
         known = {a.get("alert") for a in snap["alerts"]}
@@ -311,6 +323,7 @@ def build(
         },
         "comparison": comparison,
         "runs_table": runs_table,
+        "baseline_tags": dict(tags or {}),
         "snapshot": snap,
     }
 
@@ -489,6 +502,8 @@ def render_text(
         out.append("command " + clean(" ".join(str(a) for a in argv), 90))
     if run.get("tags"):
         out.append("tags " + clean(", ".join(f"{k}={v}" for k, v in run["tags"].items()), 94))
+    if model.get("baseline_tags"):
+        out.append("history and baseline: only runs tagged " + _tag_list(model["baseline_tags"]))
     for res in run.get("resumed") or []:
         gap = res.get("gap_s")
         out.append(
@@ -671,6 +686,11 @@ def render_text(
     return "\n".join(out)
 
 
+def _tag_list(tags: Mapping[str, Any]) -> str:
+    """``k=v, k2=v2``, as user text for a terminal (sorted: the same tags read the same)."""
+    return clean(", ".join(f"{k}={v}" for k, v in sorted(tags.items())), 90)
+
+
 def _label(p: dict[str, Any]) -> str:
     """A phase's name, with its attempt number and the reason it was skipped or cached."""
     name = str(p.get("name") or p["phase"])
@@ -820,6 +840,15 @@ def render_markdown(model: dict[str, Any]) -> str:
         f"{_ts(run.get('start'))}, took **{fmt_ms(run.get('duration_ms'))}**. "
         f"Data quality: {_md(quality_line(model['quality'], model['monitor']))}.",
         "",
+    ]
+    if run.get("tags"):
+        out += [f"Tags: {_md(_tag_list(run['tags']))}.", ""]
+    if model.get("baseline_tags"):
+        out += [
+            f"History and baseline: only runs tagged {_md(_tag_list(model['baseline_tags']))}.",
+            "",
+        ]
+    out += [
         "| phase | name | status | start | duration | share | cpu avg | peak rss | rss change "
         "| items | items/s | warnings | errors |",
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
@@ -1011,10 +1040,26 @@ def _quality(stats: Any) -> dict[str, Any]:
     return q
 
 
+def parse_tags(texts: Sequence[str] | None, option: str = "--baseline-tag") -> dict[str, str]:
+    """``KEY=VALUE`` strings as a dict, split at the first ``=`` (``dataset=n=1e6`` is
+    key ``dataset``, value ``n=1e6``); ReportError on bad syntax or a key given twice."""
+    out: dict[str, str] = {}
+    for text in texts or ():
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ReportError(f"{option}: expected KEY=VALUE, got {text!r}")
+        if key in out and out[key] != value:
+            # AND of two values for one key matches no run: surely a mistake.
+            raise ReportError(f"{option}: {key!r} given twice ({out[key]!r} and {value!r})")
+        out[key] = value
+    return out
+
+
 def main(args: Any) -> int:
     """The ``report`` command (arguments parsed by cli.py)."""
     from .loader import liveness
 
+    tags = parse_tags(getattr(args, "baseline_tag", None))
     st, stats, _ = load(args.paths)
     if args.run:
         if args.run not in st.runs:
@@ -1027,6 +1072,9 @@ def main(args: Any) -> int:
     if args.baseline:
         baseline, _, _ = load(args.baseline)
         baseline.runs.pop(run_id, None)
+    if tags:
+        # Before anything reads it: the html page's runs list and history follow too.
+        st = history.subset(st, lambda r: r.id == run_id or history.matches(r, tags))
     replay = None
     if args.alerts:
         from .alerts import evaluate_replay, load_rules
@@ -1049,6 +1097,7 @@ def main(args: Any) -> int:
         noise_floor=args.noise_floor,
         replay_alerts=replay,
         depth=args.depth,
+        tags=tags,
     )
     fmt = args.format
     if fmt == "json":

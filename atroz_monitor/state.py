@@ -10,12 +10,20 @@ parent (counted in ``folded``), so a phase entered a million times costs a few a
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
 from .ring import Ring
 
 RECENT = 64  # durations kept per phase key for statistics
+# Upper bounds (seconds) of the per-key duration histogram (Prometheus
+# ``atroz_phase_duration_seconds``): 5 ms (a tight inner step) to 1 h (a long batch phase).
+DURATION_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+_BUCKET_MS = tuple(b * 1000.0 for b in DURATION_BUCKETS_S)
 
 
 class KeyAgg:
@@ -36,6 +44,7 @@ class KeyAgg:
         "items",
         "peak_rss_bytes",
         "recent",
+        "bucket_counts",
     )
 
     def __init__(self) -> None:
@@ -53,6 +62,9 @@ class KeyAgg:
         self.items = 0
         self.peak_rss_bytes: int | None = None
         self.recent: deque[float] = deque(maxlen=RECENT)
+        # Non-cumulative counts per DURATION_BUCKETS_S bound (beyond the last: +Inf only);
+        # None once calls were summed by the writer (their distribution is unknown).
+        self.bucket_counts: list[int] | None = [0] * len(DURATION_BUCKETS_S)
 
     def add(
         self, status: str, ms: float, cpu_ms: float, items: int, peak: int | None = None
@@ -72,6 +84,11 @@ class KeyAgg:
                 self.cached += 1
             return
         self.total_ms += ms
+        b = self.bucket_counts
+        if b is not None:
+            i = bisect_left(_BUCKET_MS, ms)
+            if i < len(b):
+                b[i] += 1
         self.min_ms = ms if self.min_ms is None or ms < self.min_ms else self.min_ms
         self.max_ms = ms if self.max_ms is None or ms > self.max_ms else self.max_ms
         self.last_ms = ms
@@ -80,6 +97,31 @@ class KeyAgg:
         if peak is not None and (self.peak_rss_bytes is None or peak > self.peak_rss_bytes):
             self.peak_rss_bytes = peak
         self.recent.append(ms)
+
+    def add_many(self, ev: dict[str, Any]) -> None:
+        """Fold an ``aggregate`` event (many calls summed by the writer): counts, totals,
+        extremes and failures stay exact; the recent-durations window gets the mean."""
+        n = ev.get("count")
+        if type(n) is not int or n <= 0:
+            return
+        self.count += n
+        self.bucket_counts = None
+        for attr in ("completed", "failed", "cancelled", "skipped", "cached", "items"):
+            v = ev.get(attr)
+            if type(v) is int:
+                setattr(self, attr, getattr(self, attr) + v)
+        total = _num(ev.get("total_ms")) or 0.0
+        self.total_ms += total
+        self.cpu_ms += _num(ev.get("cpu_ms")) or 0.0
+        lo, hi = _num(ev.get("min_ms")), _num(ev.get("max_ms"))
+        if lo is not None and (self.min_ms is None or lo < self.min_ms):
+            self.min_ms = lo
+        if hi is not None and (self.max_ms is None or hi > self.max_ms):
+            self.max_ms = hi
+        timed = n - (ev.get("skipped") or 0) - (ev.get("cached") or 0)
+        if timed > 0:
+            self.last_ms = total / timed
+            self.recent.append(total / timed)
 
     @property
     def timed(self) -> int:
@@ -184,6 +226,7 @@ class RunState:
         self.peak_tree_rss_bytes: int | None = None
         self.compacted = False
         self.resumes: list[dict[str, Any]] = []  # a new owner continuing the run
+        self.aggregated = 0  # calls recorded as aggregates (hot loops), not one by one
 
 
 class State:
@@ -480,6 +523,33 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
             r.folded_count += 1
 
 
+def _aggregate(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    """Many calls of one key summed by the writer (hot-loop recording): first-class in the
+    per-key aggregates and under their parent, like folded repeats."""
+    key = ev.get("phase")
+    if type(key) is not str:
+        return
+    parent = ev.get("parent")
+    prec = r.phases.get(parent) if type(parent) is str else None
+    if prec is not None:
+        if prec.folded is None:
+            prec.folded = {}
+        table = prec.folded
+    else:
+        table = r.folded
+    agg = table.get(key)
+    if agg is None:
+        agg = table[key] = KeyAgg()
+    agg.add_many(ev)
+    k = r.keys.get(key)
+    if k is None:
+        k = r.keys[key] = KeyAgg()
+    k.add_many(ev)
+    n = ev.get("count")
+    if type(n) is int and n > 0:
+        r.aggregated += n
+
+
 def _progress(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
     rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
     if rec is None:
@@ -593,6 +663,7 @@ _HANDLERS = {
     "run_end": _run_end,
     "process_start": _process_start,
     "resumed": _resumed,
+    "aggregate": _aggregate,
     "process_end": _process_end,
     "phase_start": _phase_start,
     "phase_end": _phase_end,

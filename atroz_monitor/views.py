@@ -196,6 +196,7 @@ def snapshot(
         "events": r.events,
         "seq_gaps": r.seq_gaps,
         "phases_folded": r.folded_count,
+        "calls_aggregated": r.aggregated,
         "samples_dropped": r.samples.dropped,
         "logs_dropped": r.logs.dropped,
         "artifacts_dropped": r.artifacts.dropped,
@@ -241,6 +242,7 @@ def snapshot(
         "flow": flow,
         "phases": phases,
         "keys": {k: a.to_dict() for k, a in r.keys.items()},
+        "folded": {k: a.to_dict() for k, a in r.folded.items()},
         "processes": sorted(
             (dict(p) for p in r.processes.values()), key=lambda p: p.get("start") or 0
         ),

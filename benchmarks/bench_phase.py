@@ -79,7 +79,9 @@ def run(quick: bool = False) -> list[Figure]:
         with floor.phase("P00"):
             pass
 
-    mon = Monitor(os.path.join(tmp, "mon.jsonl"), sample_interval=0.5)
+    # detail="all": every call writes its two lines, as the floor does (the default "auto"
+    # would switch this loop to aggregate recording after 100 calls, which is cheaper).
+    mon = Monitor(os.path.join(tmp, "mon.jsonl"), sample_interval=0.5, detail="all")
     mon.start()
 
     def mon_op() -> None:

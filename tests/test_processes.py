@@ -156,9 +156,10 @@ def test_sigkill_mid_run_keeps_every_returned_phase(tmp_path):
 
 
 def test_threads_nested_phases_exact(tmp_path):
-    """16 threads x 1,000 nested phases: every event present exactly once, parents right."""
+    """16 threads x 1,000 nested phases: every event present exactly once, parents right
+    (detail="all": every call recorded, no hot-loop aggregation)."""
     log = tmp_path / "run.jsonl"
-    with Monitor(log, sample_interval=0.01) as mon:
+    with Monitor(log, sample_interval=0.01, detail="all") as mon:
 
         def work(t):
             for _ in range(500):
