@@ -19,6 +19,7 @@ __all__ = [
     "critical_path",
     "describe",
     "eta",
+    "eta_dag",
     "percentile",
     "progress",
     "regression",
@@ -398,6 +399,30 @@ def eta(
         "missing_history": sorted(missing),
         "overdue": sorted(overdue),
     }
+
+
+def eta_dag(
+    after: Mapping[str, Sequence[str]], remaining: Mapping[str, float | None]
+) -> float | None:
+    """Seconds left in a DAG plan: the longest path through the remaining work, where each
+    phase starts when all its ``after`` phases are finished (parallel branches overlap;
+    they do not add up). ``remaining[key]`` is a phase's expected remaining seconds (0 when
+    done), None when unknown (then the answer is None)."""
+    if any(v is None for v in remaining.values()):
+        return None
+    finish: dict[str, float] = {}
+
+    def fin(k: str, depth: int = 0) -> float:
+        if k in finish:
+            return finish[k]
+        if depth > len(after) + 1:  # a cycle slipped through: do not recurse forever
+            raise ValueError("the plan's dependencies form a cycle")
+        start = max((fin(a, depth + 1) for a in after.get(k, ()) if a in remaining),
+                    default=0.0)  # fmt: skip
+        finish[k] = start + float(remaining.get(k) or 0.0)
+        return finish[k]
+
+    return max((fin(k) for k in remaining), default=0.0)
 
 
 def progress(

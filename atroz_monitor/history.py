@@ -229,6 +229,17 @@ def evaluate(state: State, run_id: str, snap: dict[str, Any], now: float) -> Non
             if p.get("total"):
                 running[f["id"]]["total"] = p["total"]
         e = analysis.eta(plan, done, running, medians)
+        if any(f.get("after") for f in flow) and e["eta_s"] is not None:
+            # A DAG plan: the longest remaining path, not the sum (branches overlap).
+            rem: dict[str, float | None] = {}
+            for k in plan:
+                if k in done:
+                    rem[k] = 0.0
+                else:
+                    one = analysis.eta([k], [], {k: running[k]} if k in running else {},
+                                       medians)  # fmt: skip
+                    rem[k] = one["eta_s"]
+            e["eta_s"] = analysis.eta_dag({f["id"]: f.get("after") or [] for f in flow}, rem)
         prog["eta_s"] = None if e["eta_s"] is None else round(e["eta_s"], 3)
         prog["eta_basis"] = e.get("basis")
         prog["missing_history"] = e.get("missing_history", [])

@@ -104,8 +104,43 @@ def _normalize_plan(plan: Any) -> list[dict[str, Any]]:
         if pid in seen:
             raise ValueError(f"plan entry {i}: phase id {pid!r} appears twice")
         seen.add(pid)
+        after = extra.get("after")
+        if after is not None and (
+            isinstance(after, (str, bytes))
+            or not isinstance(after, (list, tuple))
+            or not all(isinstance(a, str) for a in after)
+        ):
+            raise ValueError(f"plan entry {i} ({pid!r}): 'after' must be a list of phase ids")
+        if after is not None:
+            extra["after"] = list(after)
         out.append({"id": pid, "name": name, **extra})
+    _check_dag(out)
     return out
+
+
+def _check_dag(plan: list[dict[str, Any]]) -> None:
+    """A plan with ``after`` is a DAG: every dependency is a planned id, and no cycles."""
+    ids = {p["id"] for p in plan}
+    deps = {p["id"]: p.get("after") or [] for p in plan}
+    for pid, after in deps.items():
+        for a in after:
+            if a not in ids:
+                raise ValueError(f"plan: {pid!r} is after {a!r}, which is not in the plan")
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(n: str, path: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = " -> ".join(path[path.index(n):] + [n])
+            raise ValueError(f"plan: the 'after' dependencies form a cycle: {cycle}")
+        state[n] = 1
+        for a in deps[n]:
+            visit(a, path + [n])
+        state[n] = 2
+
+    for pid in deps:
+        visit(pid, [])
 
 
 ENV_TAGS = "ATROZ_MONITOR_TAGS"

@@ -210,3 +210,58 @@ def test_detail_all_and_aggregate_per_phase(tmp_path):
     assert not [e for e in of_kind(evs, "phase_end") if e["phase"] == "summed"]
     with pytest.raises(ValueError, match="detail"):
         Monitor(tmp_path / "x.jsonl", detail="some")
+
+
+def test_dag_plan_is_validated():
+    """A DAG plan's 'after' must name planned phases and form no cycle."""
+    ok = [{"id": "A"}, {"id": "B", "after": ["A"]}, {"id": "C", "after": ["A"]},
+          {"id": "D", "after": ["B", "C"]}]
+    Monitor("/dev/full", plan=ok, sample_interval=None)
+    with pytest.raises(ValueError, match="'Z', which is not in the plan"):
+        Monitor("/dev/full", plan=[{"id": "A", "after": ["Z"]}])
+    with pytest.raises(ValueError, match="cycle: A -> B -> A|cycle: B -> A -> B"):
+        Monitor("/dev/full", plan=[{"id": "A", "after": ["B"]}, {"id": "B", "after": ["A"]}])
+    with pytest.raises(ValueError, match="list of phase ids"):
+        Monitor("/dev/full", plan=[{"id": "A", "after": "B"}])
+
+
+def _dag_run(st_events, rid, t0, durations, running=None):
+    from atroz_monitor import state as S
+
+    plan = [{"id": "A", "name": "A"}, {"id": "B", "name": "B", "after": ["A"]},
+            {"id": "C", "name": "C", "after": ["A"]}, {"id": "D", "name": "D",
+                                                       "after": ["B", "C"]}]
+    S.apply(st_events, {"ev": "run_start", "run": rid, "pid": 1, "ts": t0, "v": 1,
+                        "plan": plan})
+    for k, (start, dur) in durations.items():
+        S.apply(st_events, {"ev": "phase_start", "run": rid, "pid": 1, "ts": t0 + start,
+                            "span": f"{rid}.{k}", "phase": k, "name": k, "parent": None})
+        if dur is not None:
+            S.apply(st_events, {"ev": "phase_end", "run": rid, "pid": 1,
+                                "ts": t0 + start + dur, "span": f"{rid}.{k}", "phase": k,
+                                "name": k, "parent": None, "status": "completed",
+                                "duration_ms": dur * 1000})
+
+
+def test_dag_eta_and_critical_path_let_parallel_branches_overlap():
+    """With B (4 s) and C (10 s) in parallel after A (2 s), then D (3 s): history gives an
+    ETA for a run at A's end of max(4, 10) + 3 = 13 s, not 4 + 10 + 3; the critical path of
+    a finished run is A > C > D."""
+    from atroz_monitor import analysis
+    from atroz_monitor import state as S
+
+    st = S.State()
+    for i in range(3):
+        _dag_run(st, f"h{i}", 100.0 * i, {"A": (0, 2), "B": (2, 4), "C": (2, 10), "D": (12, 3)})
+        S.apply(st, {"ev": "run_end", "run": f"h{i}", "pid": 1, "ts": 100.0 * i + 15,
+                     "status": "completed"})
+    _dag_run(st, "now", 1000.0, {"A": (0, 2)})
+    snap = snapshot(st, "now", now=1002.0, alive=True)
+    assert snap["progress"]["eta_s"] == 13.0
+    assert [f.get("after") for f in snap["flow"]] == [None, ["A"], ["A"], ["B", "C"]]
+    h0 = snapshot(st, "h0", now=2000.0)
+    chain = analysis.critical_path(
+        [{"span": p["span"], "parent": p["parent"], "start": p["start"], "end": p["end"]}
+         for p in h0["phases"]])
+    assert [s.split(".")[1] for s in chain] == ["A", "C", "D"]
+    assert analysis.eta_dag({"A": [], "B": ["A"]}, {"A": 1.0, "B": None}) is None
