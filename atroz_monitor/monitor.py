@@ -132,7 +132,7 @@ def _check_dag(plan: list[dict[str, Any]]) -> None:
         if state.get(n) == 2:
             return
         if state.get(n) == 1:
-            cycle = " -> ".join(path[path.index(n):] + [n])
+            cycle = " -> ".join(path[path.index(n) :] + [n])
             raise ValueError(f"plan: the 'after' dependencies form a cycle: {cycle}")
         state[n] = 1
         for a in deps[n]:
@@ -505,8 +505,7 @@ class Run:
         self.meta = dict(meta) if meta else {}
         self.plan = plan or []
         self.owner = owner
-        self.writer = LogWriter(path, run_id)
-        self.path = self.writer.path
+        self.writer = LogWriter(path, run_id, monitor.max_bytes)
         self.active: dict[str, Phase] = {}
         self._explicit: dict[str, list[Phase]] = {}
         self._explicit_done: set[str] = set()
@@ -628,6 +627,11 @@ class Run:
         else:
             self.end(E.FAILED, exc)
         return False
+
+    @property
+    def path(self) -> str:
+        """The log file being written (the latest part once rotated at ``max_bytes``)."""
+        return self.writer.path
 
     def environ(self) -> dict[str, str]:
         """Environment variables that make a child process join this run."""
@@ -1208,6 +1212,7 @@ class Monitor:
         resume: str | None = None,
         detail: str = "auto",
         aggregate_above: int = 100,
+        max_bytes: int | None = None,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -1235,6 +1240,9 @@ class Monitor:
             raise ValueError(f"aggregate_above must be a positive integer: {aggregate_above!r}")
         self.detail = detail
         self.aggregate_above = aggregate_above
+        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 4096):
+            raise ValueError(f"max_bytes must be an integer >= 4096, not {max_bytes!r}")
+        self.max_bytes = max_bytes
         self.plan = _normalize_plan(plan)
         self.sample_interval = float(sample_interval) if sample_interval is not None else None
         self.capture = bool(capture)
@@ -1309,14 +1317,20 @@ class Monitor:
     def _find_resumable(self, run_id: str) -> dict[str, Any]:
         """The interrupted run ``run_id`` to continue: its last event time and owner pid.
         A run that is unknown here or already ended is an error at construction."""
-        from .reader import iter_events
+        from .reader import discover, iter_events
 
         if not _RUN_ID_RE.match(run_id):
             raise ValueError(f"resume: not a run id: {run_id!r}")
         file = os.path.join(self.path, run_id + ".jsonl") if self.is_dir else self.path
         found: dict[str, Any] | None = None
         try:
-            for ev in iter_events(file):
+            files = discover([file])
+        except FileNotFoundError:
+            files = []
+        if files:
+            self._resume_file = files[-1]  # go on appending to the latest part
+        try:
+            for ev in (e for f in files for e in iter_events(f)):
                 if ev.get("run") != run_id:
                     continue
                 if ev.get("ev") == "run_start":
@@ -1336,6 +1350,8 @@ class Monitor:
 
     def _new_run(self, run_id: str, **kw: Any) -> Run:
         file = os.path.join(self.path, run_id + ".jsonl") if self.is_dir else self.path
+        if kw.get("resumed") and getattr(self, "_resume_file", None):
+            file = self._resume_file
         if self.is_dir and os.path.exists(file) and kw.get("owner", True) and not kw.get("resumed"):
             raise ValueError(f"run {run_id!r} already exists in {self.path}")
         try:

@@ -499,11 +499,36 @@ def follow(
         follower.close()
 
 
+def part_path(path: str, n: int) -> str:
+    """The name of part ``n`` (2, 3, ...) of a log rotated at a size: ``run.jsonl`` ->
+    ``run.part2.jsonl``."""
+    stem = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
+    return f"{stem}.part{n}.jsonl"
+
+
+def parts_of(path: str) -> list[str]:
+    """The rotated parts of a log that exist beside it (plain or compressed), in order."""
+    if not path.endswith(".jsonl"):
+        return []
+    out = []
+    n = 2
+    while True:
+        p = part_path(path, n)
+        if os.path.exists(p):
+            out.append(p)
+        elif os.path.exists(p + ".gz"):
+            out.append(p + ".gz")
+        else:
+            return out
+        n += 1
+
+
 def discover(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     """Expand log files and directories into a list of log files.
 
     A directory contributes its `*.jsonl` and `*.jsonl.gz` files (not recursively), sorted by
-    name; a file is taken as given, whatever its name. Order follows the arguments, duplicates
+    name; a file is taken as given, whatever its name, with its rotated parts
+    (`run.part2.jsonl`, ...) after it. Order follows the arguments, duplicates
     are dropped. A directory with no logs contributes nothing (the caller decides what to say).
     Raises FileNotFoundError naming the first path that does not exist.
     """
@@ -516,7 +541,7 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
                 names = sorted(e.name for e in it if e.name.endswith(LOG_SUFFIXES) and e.is_file())
             candidates = [os.path.join(name, n) for n in names]
         elif os.path.exists(name):
-            candidates = [name]
+            candidates = [name] + parts_of(name)
         else:
             raise FileNotFoundError(errno.ENOENT, "no such log file or directory", name)
         for candidate in candidates:

@@ -43,14 +43,28 @@ class LogWriter:
         "lost",
         "last_error",
         "_warned",
+        "max_bytes",
+        "part",
+        "_base",
+        "_size",
+        "rotations",
         "__weakref__",
     )
 
-    def __init__(self, path: str | os.PathLike[str], run: str) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+    def __init__(
+        self, path: str | os.PathLike[str], run: str, max_bytes: int | None = None
+    ) -> None:
+        self.path = self._base = os.path.abspath(os.fspath(path))
         self.run = run
+        self.max_bytes = max_bytes
+        self.part = 1
+        self.rotations = 0
         # Raises OSError at construction: an unwritable path is the caller's error to see.
         self._fd: int = os.open(self.path, _FLAGS, 0o644)
+        try:
+            self._size = os.fstat(self._fd).st_size
+        except OSError:
+            self._size = 0
         self._lock = threading.Lock()
         self.written = 0
         self.write_errors = 0
@@ -127,7 +141,33 @@ class LogWriter:
             self._failed(OSError(9, str(exc)), lines)
             return False
         self.written += lines
+        if self.max_bytes is not None:
+            self._size += len(data)
+            if self._size >= self.max_bytes:
+                self._rotate()
         return True
+
+    def _rotate(self) -> None:
+        """Go on in the next part file (``run.part2.jsonl``, ...); readers read the parts
+        back as one log. Called with the lock held, after a whole line: no line is split."""
+        from .reader import part_path
+
+        nxt = part_path(self._base, self.part + 1)
+        try:
+            fd = os.open(nxt, _FLAGS, 0o644)
+        except OSError as exc:
+            self._failed(exc, 0)  # keep writing where we are; counted
+            self.max_bytes = None
+            return
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        self._fd = fd
+        self.part += 1
+        self.path = nxt
+        self._size = 0
+        self.rotations += 1
 
     def _failed(self, exc: OSError, lines: int = 1) -> None:
         self.write_errors += 1
@@ -145,6 +185,7 @@ class LogWriter:
 
     def health(self) -> dict[str, object]:
         return {
+            "log_parts": self.part,
             "events_written": self.written,
             "write_errors": self.write_errors,
             "events_lost": self.lost,

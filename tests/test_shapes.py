@@ -214,8 +214,12 @@ def test_detail_all_and_aggregate_per_phase(tmp_path):
 
 def test_dag_plan_is_validated():
     """A DAG plan's 'after' must name planned phases and form no cycle."""
-    ok = [{"id": "A"}, {"id": "B", "after": ["A"]}, {"id": "C", "after": ["A"]},
-          {"id": "D", "after": ["B", "C"]}]
+    ok = [
+        {"id": "A"},
+        {"id": "B", "after": ["A"]},
+        {"id": "C", "after": ["A"]},
+        {"id": "D", "after": ["B", "C"]},
+    ]
     Monitor("/dev/full", plan=ok, sample_interval=None)
     with pytest.raises(ValueError, match="'Z', which is not in the plan"):
         Monitor("/dev/full", plan=[{"id": "A", "after": ["Z"]}])
@@ -228,19 +232,43 @@ def test_dag_plan_is_validated():
 def _dag_run(st_events, rid, t0, durations, running=None):
     from atroz_monitor import state as S
 
-    plan = [{"id": "A", "name": "A"}, {"id": "B", "name": "B", "after": ["A"]},
-            {"id": "C", "name": "C", "after": ["A"]}, {"id": "D", "name": "D",
-                                                       "after": ["B", "C"]}]
-    S.apply(st_events, {"ev": "run_start", "run": rid, "pid": 1, "ts": t0, "v": 1,
-                        "plan": plan})
+    plan = [
+        {"id": "A", "name": "A"},
+        {"id": "B", "name": "B", "after": ["A"]},
+        {"id": "C", "name": "C", "after": ["A"]},
+        {"id": "D", "name": "D", "after": ["B", "C"]},
+    ]
+    S.apply(st_events, {"ev": "run_start", "run": rid, "pid": 1, "ts": t0, "v": 1, "plan": plan})
     for k, (start, dur) in durations.items():
-        S.apply(st_events, {"ev": "phase_start", "run": rid, "pid": 1, "ts": t0 + start,
-                            "span": f"{rid}.{k}", "phase": k, "name": k, "parent": None})
+        S.apply(
+            st_events,
+            {
+                "ev": "phase_start",
+                "run": rid,
+                "pid": 1,
+                "ts": t0 + start,
+                "span": f"{rid}.{k}",
+                "phase": k,
+                "name": k,
+                "parent": None,
+            },
+        )
         if dur is not None:
-            S.apply(st_events, {"ev": "phase_end", "run": rid, "pid": 1,
-                                "ts": t0 + start + dur, "span": f"{rid}.{k}", "phase": k,
-                                "name": k, "parent": None, "status": "completed",
-                                "duration_ms": dur * 1000})
+            S.apply(
+                st_events,
+                {
+                    "ev": "phase_end",
+                    "run": rid,
+                    "pid": 1,
+                    "ts": t0 + start + dur,
+                    "span": f"{rid}.{k}",
+                    "phase": k,
+                    "name": k,
+                    "parent": None,
+                    "status": "completed",
+                    "duration_ms": dur * 1000,
+                },
+            )
 
 
 def test_dag_eta_and_critical_path_let_parallel_branches_overlap():
@@ -253,15 +281,59 @@ def test_dag_eta_and_critical_path_let_parallel_branches_overlap():
     st = S.State()
     for i in range(3):
         _dag_run(st, f"h{i}", 100.0 * i, {"A": (0, 2), "B": (2, 4), "C": (2, 10), "D": (12, 3)})
-        S.apply(st, {"ev": "run_end", "run": f"h{i}", "pid": 1, "ts": 100.0 * i + 15,
-                     "status": "completed"})
+        S.apply(
+            st,
+            {
+                "ev": "run_end",
+                "run": f"h{i}",
+                "pid": 1,
+                "ts": 100.0 * i + 15,
+                "status": "completed",
+            },
+        )
     _dag_run(st, "now", 1000.0, {"A": (0, 2)})
     snap = snapshot(st, "now", now=1002.0, alive=True)
     assert snap["progress"]["eta_s"] == 13.0
     assert [f.get("after") for f in snap["flow"]] == [None, ["A"], ["A"], ["B", "C"]]
     h0 = snapshot(st, "h0", now=2000.0)
     chain = analysis.critical_path(
-        [{"span": p["span"], "parent": p["parent"], "start": p["start"], "end": p["end"]}
-         for p in h0["phases"]])
+        [
+            {"span": p["span"], "parent": p["parent"], "start": p["start"], "end": p["end"]}
+            for p in h0["phases"]
+        ]
+    )
     assert [s.split(".")[1] for s in chain] == ["A", "C", "D"]
     assert analysis.eta_dag({"A": [], "B": ["A"]}, {"A": 1.0, "B": None}) is None
+
+
+def test_rotated_and_compressed_parts_read_back_as_one_log(tmp_path):
+    """max_bytes rotates the log into parts no bigger than the bound (plus one line); the
+    parts, plain or gzipped, read back as the one run the monitor recorded."""
+    import gzip
+    import shutil
+
+    from atroz_monitor.reader import discover
+
+    log = tmp_path / "big.jsonl"
+    with Monitor(
+        log, sample_interval=None, alert_rules=[], detail="all", max_bytes=64 * 1024
+    ) as mon:
+        for i in range(2000):
+            with mon.phase(f"P{i % 7}"):
+                pass
+    parts = discover([log])
+    assert len(parts) > 3 and parts[1] == str(tmp_path / "big.part2.jsonl")
+    assert all(os.path.getsize(p) < 64 * 1024 + 1024 for p in parts)
+    st, stats = load_state([log])
+    r = st.runs[mon.run_id]
+    assert r.status == "completed" and sum(a.count for a in r.keys.values()) == 2000
+    assert r.seq_gaps == 0 and stats.corrupt == 0
+    # Compress the finished middle parts: the same events come back.
+    for p in parts[1:-1]:
+        with open(p, "rb") as src, gzip.open(p + ".gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.unlink(p)
+    st2, _ = load_state([log])
+    r2 = st2.runs[mon.run_id]
+    assert sum(a.count for a in r2.keys.values()) == 2000 and r2.seq_gaps == 0
+    assert snapshot(st2, mon.run_id, now=1e10)["keys"] == snapshot(st, mon.run_id, now=1e10)["keys"]
