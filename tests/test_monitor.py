@@ -474,3 +474,19 @@ def test_history_is_the_earlier_runs_of_the_directory(tmp_path):
     assert snap["progress"]["history_runs"] == 2
     mon2 = Monitor(d, sample_interval=None, history=[tmp_path / "elsewhere.jsonl"])
     assert mon2.history_paths == [str(tmp_path / "elsewhere.jsonl")]
+
+
+def test_without_proc_phases_work_and_nothing_is_invented(tmp_path):
+    """With no /proc (an injected root that does not exist), phases still record CPU time;
+    samples come from os.times and carry no RSS figure rather than an invented one."""
+    log = tmp_path / "run.jsonl"
+    with Monitor(log, sample_interval=0.02, proc=str(tmp_path / "no-proc")) as mon:
+        with mon.phase("P00"):
+            sum(range(300_000))
+    evs = read_log(log)
+    end = phase_ends(evs)["P00"]
+    assert end["cpu_ms"] > 0 and "rss_bytes" not in end and "peak_rss_bytes" not in end
+    samples = of_kind(evs, "sample")
+    assert samples and all("rss_bytes" not in s and "cpu_s" in s for s in samples)
+    assert of_kind(evs, "run_end")[0]["counters"]["sample_source"] == "rusage"
+    assert of_kind(evs, "run_start")[0]["pid_start"] is None
