@@ -24,6 +24,7 @@ MODULES = [
     "bench_memory",
     "bench_evaluate",
     "bench_report",
+    "bench_server",
 ]
 DOC = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "PERFORMANCE.md"

@@ -208,6 +208,34 @@ def sse_latency(tmp: str, events: int) -> dict[str, Any]:
     }
 
 
+def run(quick: bool = False) -> list[Any]:
+    """Figures for ``python -m benchmarks`` (the same measurements as ``main``)."""
+    from benchmarks.common import Figure
+
+    if shutil.which("wrk") is None:
+        print("  (wrk is not installed: apt-get install wrk)")
+        return []
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        print("  (prometheus_client not installed: pip install -e '.[bench]')")
+        return []
+    tmp = tempfile.mkdtemp(prefix="atroz-bench-")
+    try:
+        tp = throughput(tmp, 3 if quick else 10)
+        sse = sse_latency(tmp, 40 if quick else 200)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    o, p = tp["ours"], tp["prometheus_client"]
+    return [
+        Figure("snapshot route req/s, 8 keep-alive connections", o["rps"], "req/s",
+               "prometheus_client start_http_server", p["rps"], ">= 8x"),
+        Figure("  snapshot route p99", o["p99_ms"], "ms", "prometheus_client p99",
+               p["p99_ms"], "< 10 ms"),
+        Figure("SSE event written -> client, p99", sse["p99_ms"], "ms", target="< 100 ms"),
+    ]  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10)
