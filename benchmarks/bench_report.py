@@ -42,7 +42,7 @@ def make_log(path: str, n_events: int, seed: int = 1) -> int:
         out.append(json.dumps(e, separators=(",", ":")))
         written += 1
 
-    f = open(path, "w")
+    f = open(path, "w")  # noqa: SIM115 (closed at the end; the writer closure appends to it)
     plan = [{"id": f"P{i:02d}", "name": f"Phase {i}"} for i in range(10)]
     ev(
         "run_start",
