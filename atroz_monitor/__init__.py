@@ -11,6 +11,8 @@ or, process-wide: ``import atroz_monitor as monitor; with monitor.phase("P00"): 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .events import SCHEMA_VERSION
 from .monitor import (
     ENV_LOG,
@@ -25,6 +27,9 @@ from .monitor import (
     shutdown,
 )
 
+if TYPE_CHECKING:
+    from .runs import PhaseView, Runs, RunView, load
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -33,11 +38,27 @@ __all__ = [
     "SCHEMA_VERSION",
     "Monitor",
     "Phase",
+    "PhaseView",
     "Run",
+    "RunView",
+    "Runs",
     "__version__",
     "configure",
     "current_phase",
     "default_monitor",
+    "load",
     "phase",
     "shutdown",
 ]
+
+# The read API (``load``) pulls in the report and analysis modules: imported on first use, so
+# a pipeline that only records does not pay for them at startup (PEP 562).
+_READ_API = ("PhaseView", "RunView", "Runs", "load")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _READ_API:
+        from . import runs
+
+        return getattr(runs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -117,6 +117,23 @@ class Query:
         v = self._q.get(name)
         return v[-1] if v else None
 
+    def values(self, name: str) -> list[str]:
+        """Every value of a repeatable parameter, in order."""
+        return list(self._q.get(name, []))
+
+    def tags(self, name: str = "tag") -> dict[str, str] | None:
+        """Repeatable ``tag=KEY=VALUE`` (split at the first ``=``, so a value may hold
+        ``=``) as ``{KEY: VALUE}``; None when absent."""
+        out: dict[str, str] = {}
+        for raw in self.values(name):
+            k, sep, v = raw.partition("=")
+            if not sep or not k:
+                raise BadRequest(f"{name}: expected KEY=VALUE, got {raw[:40]!r}")
+            if k in out and out[k] != v:
+                raise BadRequest(f"{name}: {k[:40]!r} given twice with different values")
+            out[k] = v
+        return out or None
+
     def int(self, name: str, default: int | None, lo: int = 0, hi: int = 2**62) -> int | None:
         raw = self.get(name)
         if raw is None or raw == "":
@@ -462,6 +479,7 @@ def _phase_history(source: Source, key: str, what: str, q: Query) -> Response:
     limit = q.int("limit", history.HISTORY_LIMIT, 1, 100_000)
     k = q.int("k", 10, 2, 1000)
     before = q.get("before")
+    tags = q.tags("tag")
 
     def compute(st: Any) -> dict[str, Any] | None:
         if not any(
@@ -472,8 +490,8 @@ def _phase_history(source: Source, key: str, what: str, q: Query) -> Response:
         if before is not None and before not in st.runs:
             raise BadRequest(f"before: no run {before[:60]!r}")
         if what == "history":
-            return history.phase_history(st, key, before=before, limit=limit or 1)
-        return history.phase_trends(st, key, before=before, k=k or 10)
+            return history.phase_history(st, key, before=before, limit=limit or 1, tags=tags)
+        return history.phase_trends(st, key, before=before, k=k or 10, tags=tags)
 
     out = source.read(compute)
     if out is None:

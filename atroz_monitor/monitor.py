@@ -572,8 +572,14 @@ class Run:
             self._emit(E.PROCESS_START, {"ppid": os.getppid(), **common})
         mon._run_started(self)
 
-    def end(self, status: str = E.COMPLETED, error: BaseException | None = None) -> None:
-        """Write ``run_end`` (``process_end`` for a joined run). Idempotent."""
+    def end(
+        self,
+        status: str = E.COMPLETED,
+        error: BaseException | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write ``run_end`` (``process_end`` for a joined run). Idempotent. ``extra``
+        adds fields (``run`` records the command's ``exit_code`` and ``signal``)."""
         try:
             if self.ended:
                 return
@@ -587,6 +593,8 @@ class Run:
             fields["duration_ms"] = round((_perf_ns() - self._t0) / 1e6, 3)
             if error is not None:
                 fields["error"] = _format_error(error)
+            if extra:
+                fields.update(extra)
             for h in list(self.active.values()):
                 if h._pending is not None:
                     self.writer.emit_deferred(h)
@@ -1213,6 +1221,7 @@ class Monitor:
         detail: str = "auto",
         aggregate_above: int = 100,
         max_bytes: int | None = None,
+        otlp_endpoint: str | None = None,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -1282,6 +1291,12 @@ class Monitor:
 
             self._notifier = Notifier(webhook, on_alert)
         self._history_durations: dict[str, list[float]] | None = None
+        self._otlp_endpoint = None
+        if otlp_endpoint is not None:
+            from .otlp import check_endpoint
+
+            self._otlp_endpoint = check_endpoint(otlp_endpoint)  # ValueError here, not later
+        self._otlp: Any = None
         self._lock = threading.RLock()
         self._runs: dict[str, Run] = {}
         self._internal_errors = 0
@@ -1592,6 +1607,8 @@ class Monitor:
             h.update(s.health())
         if self._notifier is not None:
             h.update(self._notifier.health())
+        if self._otlp is not None:
+            h.update(self._otlp.health())
         return h
 
     def _pid_start(self) -> int | None:
@@ -1624,6 +1641,10 @@ class Monitor:
 
                 capture.install(self)
                 self._capture_installed = True
+            if run is self._main and self._otlp_endpoint is not None and self._otlp is None:
+                from .otlp import Pusher
+
+                self._otlp = Pusher(self, self._otlp_endpoint)
             if self.alert_rules and run.evaluator is None:
                 from .alerts import Evaluator
 
@@ -1647,6 +1668,8 @@ class Monitor:
             self._capture_installed = False
         if self._notifier is not None:
             self._notifier.close()
+        if self._otlp is not None:
+            self._otlp.close()  # before run_end: its counters are in it
 
     def _owned_live_runs(self) -> list[Run]:
         with self._lock:
@@ -1656,6 +1679,7 @@ class Monitor:
     def _after_fork_child(self) -> None:
         self._lock = threading.RLock()
         self._sampler = None  # threads do not survive fork; the parent samples the tree
+        self._otlp = None
         self._rss = None
         self._ccpu_s = None
         self._view = None

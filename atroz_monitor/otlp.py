@@ -12,11 +12,13 @@ POSTed in batches as an ``ExportTraceServiceRequest`` in the OTLP JSON encoding
 
 Encoding (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding): lowerCamelCase
 keys; ``traceId`` / ``spanId`` as lower-case hex (32 / 16 characters), derived from the run id
-and the log's span id by :func:`trace_id` / :func:`span_id` so a file export and a live push
-of the same run name the same spans; 64-bit integers (``*UnixNano``, ``intValue``) as decimal
-strings; enums as integers (``kind`` 1 = INTERNAL; ``status.code`` 1 = OK for ``completed``,
-2 = ERROR for ``failed`` and ``cancelled``). One ``resourceSpans`` per process (run id, pid)
-with ``service.name``, ``process.pid``, ``host.name``, ``atroz.run.id``.
+and the log's span id by :func:`trace_id` / :func:`span_id`; 64-bit integers (``*UnixNano``,
+``intValue``) as decimal strings; enums as integers (``kind`` 1 = INTERNAL; ``status.code``
+1 = OK for ``completed``, 2 = ERROR for ``failed`` and ``cancelled``). One ``resourceSpans``
+per process (run id, pid) with ``service.name``, ``process.pid``, ``host.name``,
+``atroz.run.id``. ``exporters.otlp_json`` uses the same ids and helpers, with the same span
+names, attributes, times and status, so a file export and a live push of the same run
+describe the same spans.
 """
 
 from __future__ import annotations
@@ -64,18 +66,23 @@ Item = tuple[tuple[str, int], Span]  # (resource key (run id, pid), OTLP span)
 # -- ids, times and values: the encoding rules ------------------------------------------------
 
 
+def _digest(*parts: str, size: int) -> str:
+    h = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()[:size]
+    if not any(h):
+        h = h[:-1] + b"\x01"  # all-zero ids are invalid in OTLP
+    return h.hex()
+
+
 def trace_id(run_id: str) -> str:
-    """The OTLP ``traceId`` of a run: 32 hex characters, the same on every host and tool."""
-    h = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return h if h.strip("0") else "1".rjust(32, "0")  # all-zero ids are invalid in OTLP
+    """The OTLP ``traceId`` of a run: 32 hex characters, the same on every host and tool
+    (the derivation of ``exporters.trace_id``, so a file export and a live push agree)."""
+    return _digest("atroz-trace", run_id, size=16)
 
 
 def span_id(run_id: str, span: str) -> str:
     """The OTLP ``spanId`` of a phase: 16 hex characters from the run id and the log's span id
-    (``<pid>.<n>``), which is unique within the run across its processes."""
-    key = f"{run_id}/{span}".encode("utf-8", "surrogatepass")
-    h = hashlib.sha256(key).hexdigest()[:16]
-    return h if h.strip("0") else "1".rjust(16, "0")
+    (``<pid>.<n>``, unique within the run across its processes)."""
+    return _digest("atroz-span", run_id, span, size=8)
 
 
 def nanos(ts: float) -> str:
@@ -95,18 +102,16 @@ def any_value(v: Any) -> dict[str, Any] | None:
             return {"intValue": str(v)}
         return {"stringValue": str(v)}
     if isinstance(v, float):
-        # JSON has no NaN or infinity; the protobuf JSON mapping spells them as strings.
-        if math.isfinite(v):
-            return {"doubleValue": v}
-        return {"doubleValue": "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")}
+        # NaN and infinity have no faithful JSON number: absent, as in exporters.otlp_json.
+        return {"doubleValue": v} if math.isfinite(v) else None
     if isinstance(v, str):
         return {"stringValue": v if len(v) <= MAX_VALUE_CHARS else v[:MAX_VALUE_CHARS]}
     if isinstance(v, (list, tuple)):
         vals = [a for a in (any_value(x) for x in v[:128]) if a is not None]
         return {"arrayValue": {"values": vals}}
-    if isinstance(v, Mapping):
-        return {"kvlistValue": {"values": attributes(v)}}
-    return {"stringValue": repr(v)[:MAX_VALUE_CHARS]}
+    from .events import dumps  # what exporters.otlp_json does with anything else
+
+    return {"stringValue": dumps(v)[:MAX_VALUE_CHARS]}
 
 
 def attributes(fields: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -151,11 +156,23 @@ def _ts(v: Any) -> float | None:
 class _Open:
     """What a span needs between its start and its end."""
 
-    __slots__ = ("start", "thread", "meta", "events", "dropped_events", "metrics", "pid")
+    __slots__ = (
+        "start",
+        "thread",
+        "meta",
+        "events",
+        "dropped_events",
+        "metrics",
+        "pid",
+        "depth",
+        "artifacts",
+    )
 
     def __init__(self, pid: int, start: float | None) -> None:
         self.pid = pid
         self.start = start
+        self.depth: int | None = None
+        self.artifacts = 0
         self.thread: str | None = None
         self.meta: Any = None
         self.events: list[dict[str, Any]] = []
@@ -250,21 +267,21 @@ class SpanBuilder:
         if name is None:
             # A run's name defaults to its id, new every run: no use as a service (backends
             # group by service.name), so then the service is the tool's own name.
-            name = run_name if isinstance(run_name, str) and run_name != run else SCOPE_NAME
+            ok = isinstance(run_name, str) and run_name and run_name != run
+            name = run_name if ok else SCOPE_NAME
+        argv = src.get("argv")
+        ppid = src.get("ppid")
         fields: dict[str, Any] = {
             "service.name": name,
+            "service.instance.id": f"{run}/{pid}",
             "process.pid": pid,
+            # A joined process may run on another host sharing the log: its own host first.
             "host.name": host if isinstance(host, str) else None,
             "atroz.run.id": run,
-            "atroz.run.name": run_name if isinstance(run_name, str) else None,
+            "process.command_args": [str(a) for a in argv] if isinstance(argv, list) else None,
+            "process.parent_pid": ppid if type(ppid) is int else None,
+            "atroz.process.owner": info.get("pid") == pid,
         }
-        argv = src.get("argv")
-        if isinstance(argv, list) and all(isinstance(a, str) for a in argv):
-            fields["process.command_args"] = argv[:64]
-        ppid = src.get("ppid")
-        if isinstance(ppid, int) and not isinstance(ppid, bool):
-            fields["process.parent_pid"] = ppid
-        fields["atroz.process.owner"] = info.get("pid") == pid
         if len(self._resources) >= 4096 and key not in self._resources:
             # Bounded: forget the oldest process (a later span of it gets the run's defaults).
             self._resources.pop(next(iter(self._resources)))
@@ -279,6 +296,12 @@ class SpanBuilder:
         th = ev.get("thread")
         o.thread = th if isinstance(th, str) else None
         o.meta = ev.get("meta")
+        parent = ev.get("parent")
+        if parent is None:
+            o.depth = 0
+        elif isinstance(parent, str):
+            p = self._open.get((run, parent))
+            o.depth = p.depth + 1 if p is not None and p.depth is not None else None
         self._open[(run, span)] = o
 
     def _attach(self, run: str, kind: str, ev: Mapping[str, Any]) -> None:
@@ -295,8 +318,9 @@ class SpanBuilder:
                 if kind in ("log", "alert"):
                     self.unattached += 1
                 return
-            # Late but not too late: straight onto the finished span.
-            if kind in ("log", "alert", "artifact"):
+            # Late but not too late: straight onto the finished span (a late metric has
+            # missed its attributes: the log keeps it).
+            if kind in ("log", "alert"):
                 _add_event(item[1], _span_event(kind, ev))
             return
         if kind == "metric":
@@ -306,66 +330,79 @@ class SpanBuilder:
             ):
                 o.metrics[name] = ev.get("value")
             return
+        if kind == "artifact":
+            o.artifacts += 1  # a count, as exporters.otlp_json (the log keeps the paths)
+            return
         if len(o.events) < MAX_EVENTS_PER_SPAN:
             o.events.append(_span_event(kind, ev))
         else:
             o.dropped_events += 1
 
     def _end(self, run: str, pid: int, ev: Mapping[str, Any]) -> None:
+        # Span name, attributes, times and status are those of exporters.otlp_json, so a span
+        # pushed live and the same span exported from the file afterwards agree.
         span = ev.get("span")
-        end = _ts(ev.get("ts"))
-        if not isinstance(span, str) or end is None:
+        ts = _ts(ev.get("ts"))
+        if not isinstance(span, str) or ts is None:
             return
         o = self._open.pop((run, span), None) or _Open(pid, None)
         dur = _ts(ev.get("duration_ms"))
+        dur = max(0.0, dur) if dur is not None else None
         start = o.start
         if start is None:
-            start = end - dur / 1000 if dur is not None and dur >= 0 else end
-        start = min(start, end)
+            start = ts - dur / 1000 if dur is not None else ts
+        # An ended phase lasts its monotonic duration (the wall clock may have stepped).
+        end = start + dur / 1000 if dur is not None else max(start, ts)
         status = ev.get("status")
         attrs: dict[str, Any] = {
-            "atroz.phase": ev.get("phase"),
+            "atroz.phase.key": ev.get("phase"),
+            "atroz.phase.name": ev.get("name"),
+            "atroz.phase.status": status,
+            "atroz.phase.ended": True,
             "atroz.span": span,
-            "atroz.status": status,
+            "atroz.phase.depth": o.depth,
             "thread.name": o.thread,
+            "atroz.duration_ms": dur,
         }
-        for f in (
-            "duration_ms",
-            "cpu_ms",
-            "children_cpu_ms",
-            "rss_bytes",
-            "rss_start_bytes",
-            "peak_rss_bytes",
-            "items",
-            "total",
-            "warnings",
-            "errors",
-        ):
+        cpu = _ts(ev.get("cpu_ms"))
+        attrs["atroz.cpu_ms"] = cpu
+        attrs["atroz.cpu_pct"] = round(cpu / dur * 100.0, 1) if cpu is not None and dur else None
+        attrs["atroz.children_cpu_ms"] = _ts(ev.get("children_cpu_ms"))
+        for f in ("rss_bytes", "rss_start_bytes", "peak_rss_bytes"):
             v = ev.get(f)
-            if _num(v):
+            if type(v) is int:
                 attrs["atroz." + f] = v
-        if isinstance(o.meta, Mapping):
-            for k, v in o.meta.items():
-                attrs[f"atroz.meta.{k}"] = v if isinstance(v, (str, int, float, bool)) else str(v)
+        for f in ("warnings", "errors"):  # the log omits zero counts; the snapshot says 0
+            v = ev.get(f, 0)
+            attrs["atroz." + f] = v if type(v) is int else 0
+        items, total = ev.get("items"), ev.get("total")
+        if items or total is not None:
+            attrs["atroz.items"] = items
+            attrs["atroz.total"] = total
+            if _num(items) and items and dur:
+                attrs["atroz.items_per_s"] = round(items / (dur / 1000.0), 2)
+        if o.artifacts:
+            attrs["atroz.artifacts"] = o.artifacts
         for k, v in o.metrics.items():
             attrs[f"atroz.metric.{k}"] = v
+        if isinstance(o.meta, Mapping):
+            for k, v in o.meta.items():
+                attrs[f"atroz.meta.{k}"] = v
         kv = attributes(attrs)
-        dropped_attrs = max(0, len(kv) - MAX_ATTRIBUTES_PER_SPAN)
-        name = ev.get("name") or ev.get("phase") or span
         out: Span = {
             "traceId": trace_id(run),
             "spanId": span_id(run, span),
-            "name": name if isinstance(name, str) else str(name),
+            "name": str(ev.get("phase")),  # the key: low cardinality, as OTel asks of names
             "kind": SPAN_KIND_INTERNAL,
             "startTimeUnixNano": nanos(start),
             "endTimeUnixNano": nanos(end),
             "attributes": kv[:MAX_ATTRIBUTES_PER_SPAN],
         }
+        if len(kv) > MAX_ATTRIBUTES_PER_SPAN:
+            out["droppedAttributesCount"] = len(kv) - MAX_ATTRIBUTES_PER_SPAN
         parent = ev.get("parent")
         if isinstance(parent, str) and parent:
             out["parentSpanId"] = span_id(run, parent)
-        if dropped_attrs:
-            out["droppedAttributesCount"] = dropped_attrs
         events = list(o.events)
         err = ev.get("error")
         if isinstance(err, Mapping):
@@ -383,16 +420,19 @@ class SpanBuilder:
                     ),
                 }
             )
+        events.sort(key=lambda e: int(e["timeUnixNano"]))
         out["events"] = events
         if o.dropped_events:
             out["droppedEventsCount"] = o.dropped_events
         if status == "completed":
             out["status"] = {"code": STATUS_OK}
         elif status in ("failed", "cancelled"):
-            msg = status
+            msg = str(status)
             if isinstance(err, Mapping):
-                msg = f"{status}: {err.get('type')}: {err.get('msg')}"
+                msg = f"{err.get('type')}: {err.get('msg')}"
             out["status"] = {"code": STATUS_ERROR, "message": msg[:MAX_VALUE_CHARS]}
+        else:
+            out["status"] = {"code": 0}  # a status this version does not know: unset
         self._resource(run, pid, None)
         self._ended[(run, span)] = ((run, pid), out)
 
@@ -420,6 +460,7 @@ def _add_event(span: Span, event: dict[str, Any]) -> None:
     evs = span.setdefault("events", [])
     if len(evs) < MAX_EVENTS_PER_SPAN:
         evs.append(event)
+        evs.sort(key=lambda e: int(e["timeUnixNano"]))
     else:
         span["droppedEventsCount"] = span.get("droppedEventsCount", 0) + 1
 
@@ -438,7 +479,7 @@ def _span_event(kind: str, ev: Mapping[str, Any]) -> dict[str, Any]:
             "code.filepath": ev.get("file"),
             "code.lineno": ev.get("line"),
         }
-    elif kind == "alert":
+    else:
         name = "alert"
         fields = {
             "atroz.alert.id": ev.get("alert"),
@@ -449,9 +490,6 @@ def _span_event(kind: str, ev: Mapping[str, Any]) -> dict[str, Any]:
             "atroz.alert.threshold": ev.get("threshold"),
             "message": ev.get("msg"),
         }
-    else:  # artifact
-        name = "artifact"
-        fields = {"atroz.artifact.path": ev.get("path"), "atroz.artifact.bytes": ev.get("bytes")}
     return {"timeUnixNano": nanos(ts), "name": name, "attributes": attributes(fields)}
 
 

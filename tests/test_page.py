@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,10 @@ def js_round(x: float) -> int:
 def fmt_ms(ms: float | None) -> str:
     if ms is None:
         return "–"
+    if 0 < ms < 0.001:
+        return f"{ms * 1000:.2f} µs"
+    if 0 < ms < 0.1:
+        return f"{ms:.3f} ms"
     if ms < 1:
         return f"{ms:.2f} ms"
     if ms < 1000:
@@ -117,6 +122,7 @@ def run_row(snap: dict[str, Any]) -> dict[str, Any]:
         "progress": snap["progress"],
         "host": r["host"],
         "alerts_open": 0,
+        "tags": r["tags"],
     }
 
 
@@ -806,3 +812,382 @@ def test_live_running_phase_turns_completed_without_reload(driver: Any, tmp_path
             srv.close()
         if src is not None:
             src.close()
+
+
+# ---------------------------------------------------------------------------- pipeline shapes
+# A DAG plan, a hot loop, a cached, a retried and a skipped phase, tags and a resumed gap in
+# one real run, written by a Monitor; three earlier runs (two tag values) as its history.
+SHAPES_PLAN = [
+    {"id": "P00", "name": "Fetch orders"},
+    {"id": "P01", "name": "Fetch prices"},
+    {"id": "P02", "name": "Join", "after": ["P00", "P01"]},
+    {"id": "P03", "name": "Train model", "after": ["P02"]},
+    {"id": "P04", "name": "Render report", "after": ["P02"]},
+    {"id": "P05", "name": "Publish", "after": ["P03", "P04"]},
+]
+SHAPES_TAGS = {"dataset": "small", "host_class": "m5.xlarge"}
+HOT_CALLS = 2000
+GAP_S = 0.4
+LIMITS = {
+    "memory_max_bytes": 128 * 1024 * 1024,
+    "cpu_quota": 1.5,
+    "source": "cgroup v2",
+    "note": "limits of /sys/fs/cgroup/pipeline.slice",
+}
+
+
+def history_run(directory: Path, dataset: str, join_s: float) -> str:
+    """An earlier run with ``dataset`` as its tag, whose P02 takes about ``join_s``."""
+    mon = Monitor(
+        directory,
+        plan=SHAPES_PLAN,
+        sample_interval=None,
+        alert_rules=[],
+        tags={"dataset": dataset, "host_class": "m5.xlarge"},
+    )
+    with mon:
+        with mon.phase("P02", "Join"):
+            time.sleep(join_s)
+    return mon.run_id
+
+
+def shapes_run(directory: Path) -> str:
+    """The run with every pipeline shape the page draws (see SHAPES_PLAN)."""
+    mon = Monitor(
+        directory,
+        plan=SHAPES_PLAN,
+        sample_interval=None,
+        alert_rules=[],
+        tags=SHAPES_TAGS,
+        name="shapes",
+    )
+    with mon:
+        with mon.phase("P00", "Fetch orders"):
+            for _ in range(HOT_CALLS):  # default detail="auto": aggregated after 100 calls
+                with mon.phase("P00.item", "item"):
+                    pass
+            time.sleep(0.03)
+        with mon.phase("P01", "Fetch prices") as p:
+            p.cached("prices unchanged since 2026-01-01")
+        with mon.phase("P02", "Join"):
+            time.sleep(0.05)
+        for attempt in mon.attempts("P03", 3, "Train model"):
+            with attempt as p:
+                time.sleep(0.03)
+                if p.attempt == 1:
+                    raise TimeoutError("GPU not ready")
+        with mon.phase("P04", "Render report") as p:
+            p.skip("no report requested")
+        with mon.phase("P05", "Publish"):
+            time.sleep(0.02)
+    return mon.run_id
+
+
+def add_resume_gap(log: Path, after_key: str, gap_s: float) -> None:
+    """Rewrite ``log`` as if its owner died after ``after_key`` ended and a new process
+    resumed the run ``gap_s`` later: a ``resumed`` line, later lines shifted and re-owned."""
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    cut = next(
+        i
+        for i, e in enumerate(events)
+        if e["ev"] == "phase_end" and e["phase"] == after_key and e["parent"] is None
+    )
+    old_pid = events[cut]["pid"]
+    new_pid = old_pid + 100_000
+    resumed = {
+        "ev": "resumed",
+        "ts": events[cut]["ts"] + gap_s,
+        "run": events[cut]["run"],
+        "pid": new_pid,
+        "seq": 1,
+        "prev_pid": old_pid,
+        "gap_s": gap_s,
+        "host": "vm",
+        "argv": ["pipeline.py", "--resume"],
+    }
+    later = []
+    for seq, e in enumerate(events[cut + 1 :], start=2):
+        later.append({**e, "ts": e["ts"] + gap_s, "pid": new_pid, "seq": seq})
+    lines = [*events[: cut + 1], resumed, *later]
+    log.write_text("".join(json.dumps(e) + "\n" for e in lines))
+
+
+def with_samples_and_limits(data: dict[str, Any]) -> dict[str, Any]:
+    """Container limits in ``run`` (as the lead's ``run_start`` field will carry them) and
+    a rising RSS series, so the memory chart has a limit line to draw."""
+    snap = data["snapshot"]
+    run = snap["run"]
+    run["limits"] = dict(LIMITS)
+    start, dur = run["start"], run["duration_ms"] / 1000
+    mib = 1024 * 1024
+    snap["resources"]["samples"] = [
+        {
+            "ts": start + dur * i / 20,
+            "pid": run["pid"],
+            "cpu_pct": 40.0 + 3 * i,
+            "rss_bytes": (40 + 3 * i) * mib,
+            "spans": [],
+        }
+        for i in range(21)
+    ]
+    return data
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The shapes run and its history on disk, and its static page (limits injected)."""
+    out = tmp_path_factory.mktemp("shapes")
+    runs = out / "runs"
+    earlier = [
+        history_run(runs, "small", 0.01),
+        history_run(runs, "big", 0.08),
+        history_run(runs, "small", 0.02),
+    ]
+    rid = shapes_run(runs)
+    add_resume_gap(runs / f"{rid}.jsonl", "P02", GAP_S)
+    data = with_samples_and_limits(static_data([runs], rid))
+    path = out / "shapes.html"
+    path.write_text(page.render_static(data), encoding="utf-8")
+    return {"dir": runs, "id": rid, "earlier": earlier, "page": path, "data": data}
+
+
+def open_detail(d: Any, phase: str) -> str:
+    """Click ``phase`` in the flow; the detail panel's text once it shows that phase."""
+    d.execute_script(f"document.querySelector('#flow li[data-phase={phase}] button').click()")
+    wait_for(d, f"return document.getElementById('detail-title').textContent.startsWith('{phase}')")
+    return text_of(d, "#detail-body")
+
+
+def test_dag_plan_draws_one_edge_per_after_link_in_depth_columns(
+    driver: Any, shapes: dict[str, Any]
+) -> None:
+    """A plan with ``after`` is drawn as columns by dependency depth with one arrow per
+    link (P00, P01 | P02 | P03, P04 | P05); a plain plan stays a linear list."""
+    open_page(driver, shapes["page"].as_uri())
+    links = {(a, f["id"]) for f in SHAPES_PLAN for a in f.get("after", [])}
+    edges = driver.execute_script(
+        "return [...document.querySelectorAll('#flow-edges path.edge')]"
+        ".map((e) => [e.dataset.from, e.dataset.to, e.getAttribute('marker-end')])"
+    )
+    assert len(edges) == len(links) == 6
+    assert {(a, b) for a, b, _ in edges} == links
+    assert {m for _, _, m in edges} == {"url(#flow-arrow)"}
+    cols = driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#flow li')].map((li) =>"
+        " [li.dataset.phase, Math.round(li.getBoundingClientRect().left)]))"
+    )
+    x = sorted(set(cols.values()))
+    assert len(x) == 4
+    assert [x.index(cols[k]) for k in ("P00", "P01", "P02", "P03", "P04", "P05")] == [
+        0,
+        0,
+        1,
+        2,
+        2,
+        3,
+    ]
+    # Every arrow runs left to right, from its source card's right edge to its target's left.
+    assert driver.execute_script(
+        "return [...document.querySelectorAll('#flow-edges path.edge')].every((e) => {"
+        " const l = e.getTotalLength(); return e.getPointAtLength(0).x < e.getPointAtLength(l).x; })"
+    )
+    assert console_errors(driver) == []
+    # The demo's plan has no `after`: today's linear flow, no arrows.
+    open_page(driver, static_page_of(shapes, "plain").as_uri())
+    assert driver.execute_script("return document.getElementById('flow').className") == "flow"
+    assert driver.execute_script("return document.querySelectorAll('#flow-edges path').length") == 0
+
+
+def static_page_of(shapes: dict[str, Any], name: str) -> Path:
+    """A one-off static page: the first earlier run, its plan stripped of ``after``."""
+    path = shapes["page"].with_name(f"{name}.html")
+    if not path.exists():
+        data = static_data([shapes["dir"]], shapes["earlier"][0])
+        for f in data["snapshot"]["flow"]:
+            f.pop("after", None)
+        path.write_text(page.render_static(data), encoding="utf-8")
+    return path
+
+
+def test_retried_phase_shows_its_attempts_in_flow_table_and_detail(
+    driver: Any, shapes: dict[str, Any]
+) -> None:
+    """P03 failed once and then completed: the flow says "attempt 2/2 · 1 failed", the
+    table has one row per attempt with its number, the detail lists both attempts."""
+    open_page(driver, shapes["page"].as_uri())
+    flow = flow_state(driver)
+    assert flow["P03"]["status"] == "completed"
+    chip = "return document.querySelector('#flow li[data-phase=P03] .tries').textContent"
+    assert driver.execute_script(chip) == "↻ attempt 2/2 · 1 failed"
+    assert driver.execute_script(
+        "return document.querySelector('#flow li[data-phase=P01] .tries').hidden"
+    )
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#phase-body tr[data-phase=P03]')].map((tr) =>"
+        " tr.querySelector('.c-status').textContent)"
+    )
+    assert rows == ["✕failedattempt 1/2", "✓completedattempt 2/2"]
+    detail = open_detail(driver, "P03")
+    assert "attempt 2/2" in text_of(driver, "#detail-body > p")
+    items = driver.execute_script(
+        "return [...document.querySelectorAll('#detail .attempts li')].map((li) => li.textContent)"
+    )
+    assert len(items) == 2
+    assert items[0].startswith("attempt 1/2 TimeoutError: GPU not ready✕failed")
+    assert items[1].startswith("attempt 2/2 (this record)✓completed")
+    assert "Attempts" in detail
+
+
+def test_skipped_and_cached_phases_show_their_reasons(driver: Any, shapes: dict[str, Any]) -> None:
+    """Skipped and cached phases have their own word and icon in the flow and the table, and
+    their reason in the table, the detail panel and the flow card's tooltip."""
+    open_page(driver, shapes["page"].as_uri())
+    flow = flow_state(driver)
+    assert (flow["P01"]["status"], flow["P01"]["text"]) == ("cached", "cached")
+    assert (flow["P04"]["status"], flow["P04"]["text"]) == ("skipped", "skipped")
+    title = "return document.querySelector(`#flow li[data-phase=${arguments[0]}] button`).title"
+    assert "cached (prices unchanged since 2026-01-01)" in driver.execute_script(title, "P01")
+    assert "skipped (no report requested)" in driver.execute_script(title, "P04")
+    status = (
+        "return document.querySelector(`#phase-body tr[data-phase=${arguments[0]}] .c-status`)"
+        ".textContent"
+    )
+    assert driver.execute_script(status, "P01") == "◆cachedprices unchanged since 2026-01-01"
+    assert driver.execute_script(status, "P04") == "↷skippedno report requested"
+    open_detail(driver, "P04")
+    assert text_of(driver, ".reason-line") == "↷ skipped: no report requested"
+    open_detail(driver, "P01")
+    assert text_of(driver, ".reason-line") == "◆ cached: prices unchanged since 2026-01-01"
+
+
+def test_hot_loop_shows_one_aggregate_row_with_the_exact_count(
+    driver: Any, shapes: dict[str, Any]
+) -> None:
+    """2,000 calls of P00.item (100 recorded one by one, the rest as aggregates) make one
+    aggregate row under P00 counting all 2,000, a "×2,000" badge on P00's bar, and the
+    figures in P00's detail."""
+    open_page(driver, shapes["page"].as_uri())
+    snap = shapes["data"]["snapshot"]
+    p00 = next(p for p in snap["phases"] if p["phase"] == "P00")
+    folded = p00["folded"]["P00.item"]
+    singles = [p for p in snap["phases"] if p["phase"] == "P00.item"]
+    assert folded["count"] + len(singles) == HOT_CALLS and folded["count"] > 0
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#phase-body tr.agg')].map((tr) => [tr.dataset.count,"
+        " tr.querySelector('.c-key').textContent, tr.querySelector('.c-name').textContent,"
+        " tr.previousElementSibling.dataset.span])"
+    )
+    assert len(rows) == 1
+    count, key, name, above = rows[0]
+    assert (count, key, above) == (str(HOT_CALLS), "P00.item", p00["span"])
+    assert name.startswith("item ×2,000: mean ")
+    assert "failed" not in name
+    pill = driver.execute_script(
+        "return document.querySelector(`#gantt g[data-span='${arguments[0]}'] .count-pill`)"
+        "?.textContent",
+        p00["span"],
+    )
+    assert pill is not None and pill.startswith("×2,000")
+    # No Gantt bar for the aggregate (it has no individual times).
+    assert driver.execute_script("return document.querySelectorAll('#gantt g[data-span^=agg]').length") == 0
+    detail = open_detail(driver, "P00")
+    assert "Aggregated calls" in detail and "Calls2,000" in detail
+    assert f"Recorded as{fmt_int(folded['count'])} aggregated + {len(singles)} one by one" in detail
+
+
+def test_tags_resume_gap_and_limits_show_in_header_gantt_and_run_panel(
+    driver: Any, shapes: dict[str, Any]
+) -> None:
+    """Run tags are chips in the header and the run panel; the resumed run's gap is a
+    hatched band on the timeline and a line in the run panel; the container limits are in
+    the run panel and the memory limit is a line on the memory chart."""
+    open_page(driver, shapes["page"].as_uri())
+    chips = "return [...document.querySelectorAll(arguments[0])].map((c) => c.textContent)"
+    want = ["dataset=small", "host_class=m5.xlarge"]
+    assert driver.execute_script(chips, "#run-tags .chip") == want
+    assert driver.execute_script(chips, "#info [data-row=Tags] .chip") == want
+    gap = driver.execute_script(
+        "const r = document.querySelector('#gantt rect.gap'); return r && [r.getAttribute('fill'),"
+        " +r.getAttribute('width'), document.querySelector('#gantt .gap-label').textContent]"
+    )
+    assert gap[0] == "url(#gap-hatch)" and gap[1] > 20
+    assert gap[2] == f"⏸ {fmt_ms(GAP_S * 1000)} gap"
+    resumed = text_of(driver, "#info [data-row=Resumed] dd")
+    assert resumed.startswith(f"after a {fmt_ms(GAP_S * 1000)} gap at ")
+    assert text_of(driver, "#info [data-row='Container limits (cgroup v2)'] dd") == (
+        "memory 128.0 MiB · CPU quota 1.5 CPUs"
+    )
+    assert text_of(driver, "#mem-chart .limit-label") == "limit 128.0 MiB"
+    assert driver.execute_script("return document.querySelectorAll('#mem-chart .limit-line').length") == 1
+    assert console_errors(driver) == []
+
+
+def test_static_history_same_tags_only_filters_embedded_rows(
+    driver: Any, shapes: dict[str, Any]
+) -> None:
+    """In a static report, "same tags only" keeps the earlier runs tagged dataset=small
+    (two of three) without a request."""
+    open_page(driver, shapes["page"].as_uri())
+    detail = open_detail(driver, "P02")
+    assert "Earlier runs3" in detail
+    driver.execute_script("document.getElementById('same-tags').click()")
+    wait_for(driver, "return document.getElementById('detail-body').textContent.includes('Earlier runs2')")
+    assert driver.execute_script("return document.getElementById('same-tags').checked")
+    assert driver.execute_script("return document.querySelectorAll('.spark circle').length") == 3
+    driver.execute_script("document.getElementById('same-tags').click()")
+    wait_for(driver, "return document.getElementById('detail-body').textContent.includes('Earlier runs3')")
+    assert [u for u in requested_urls(driver) if not u.startswith(("file:", "data:"))] == []
+
+
+def test_shapes_screenshot(driver: Any, shapes: dict[str, Any]) -> None:
+    """A full-page screenshot of the shapes run (test-artifacts/page-shapes.png), and one
+    with P00's detail open (page-shapes-detail.png)."""
+    open_page(driver, shapes["page"].as_uri())
+    full_page_screenshot(driver, ARTIFACTS / "page-shapes.png")
+    assert (ARTIFACTS / "page-shapes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    set_viewport(driver, 1440, 1000)
+    open_detail(driver, "P03")
+    driver.save_screenshot(str(ARTIFACTS / "page-shapes-detail.png"))
+
+
+def test_live_same_tags_only_adds_the_tag_filter_to_the_history_requests(
+    driver: Any, shapes: dict[str, Any]
+) -> None:
+    """Live, "same tags only" asks history and trends for ``tag=dataset=small`` and
+    ``tag=host_class=m5.xlarge`` and shows the two matching runs instead of three; the API
+    answers differently with and without the filter and 400s a malformed tag."""
+    server = pytest.importorskip("atroz_monitor.server")
+    source_mod = pytest.importorskip("atroz_monitor.source")
+    src = source_mod.FileSource([shapes["dir"]])
+    srv = server.start_server(src, "127.0.0.1", 0)
+    try:
+        base = f"{srv.url}api/v1/phases/P02/history?before={shapes['id']}"
+        with urllib.request.urlopen(base, timeout=5) as resp:
+            everything = json.load(resp)
+        with urllib.request.urlopen(base + "&tag=dataset%3Dsmall", timeout=5) as resp:
+            small = json.load(resp)
+        assert everything["count"] == 3 and small["count"] == 2
+        assert {r["run"] for r in small["runs"]} == {shapes["earlier"][0], shapes["earlier"][2]}
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(base + "&tag=oops", timeout=5)
+        assert bad.value.code == 400
+        assert json.load(bad.value)["error"] == "tag: expected KEY=VALUE, got 'oops'"
+
+        open_page(driver, f"{srv.url}?run={shapes['id']}")
+        wait_for(driver, "return document.getElementById('conn').dataset.state === 'live'")
+        assert len(driver.execute_script("return document.querySelectorAll('#flow-edges path.edge')")) == 6
+        open_detail(driver, "P02")
+        wait_for(driver, "return document.getElementById('detail-body').textContent.includes('Earlier runs3')")
+        requested_urls(driver)
+        driver.execute_script("document.getElementById('same-tags').click()")
+        wait_for(driver, "return document.getElementById('detail-body').textContent.includes('Earlier runs2')")
+        asked = [u for u in requested_urls(driver) if "/api/v1/phases/P02/" in u]
+        tail = "&tag=dataset%3Dsmall&tag=host_class%3Dm5.xlarge"
+        assert sorted(u.split("?")[0].rsplit("/", 1)[1] for u in asked) == ["history", "trends"]
+        assert all(u.endswith(tail) for u in asked), asked
+        urls = requested_urls(driver)
+        assert all(u.startswith(srv.url) for u in urls), urls
+        assert console_errors(driver) == []
+    finally:
+        srv.close()
+        src.close()

@@ -19,6 +19,7 @@
   const MAX_LIST = 500;
   const MAX_GANTT_ROWS = 400;
   const FINISHED = new Set(["completed", "failed", "cancelled"]);
+  const AGG_STATUSES = ["completed", "failed", "cancelled", "skipped", "cached"];
 
   // State glyphs: state is shown by text and icon as well as colour.
   const STATUS = {
@@ -58,6 +59,9 @@
     retryTimer: 0,
     ticker: 0,
     flowNodes: new Map(),
+    attempts: new Map(), // parent + key -> attempt records
+    aggs: new Map(), // parent span ("" top level) -> aggregate rows
+    sameTags: false, // history restricted to runs with this run's tags
     rowNodes: new Map(),
     rowOrder: [],
     downloadUrl: null,
@@ -111,6 +115,9 @@
 
   function fmtMs(ms) {
     if (!num(ms)) return "–";
+    // Hot-loop means are often far below a millisecond: keep two significant places.
+    if (ms > 0 && ms < 0.001) return `${(ms * 1000).toFixed(2)} µs`;
+    if (ms > 0 && ms < 0.1) return `${ms.toFixed(3)} ms`;
     if (ms < 1) return `${ms.toFixed(2)} ms`;
     if (ms < 1000) return `${Math.round(ms)} ms`;
     const s = ms / 1000;
@@ -260,6 +267,115 @@
     // A parent cycle in a corrupt log leaves phases unreached: show them at top level.
     for (const p of S.spans.values()) walk(p, 0);
     S.order = out;
+    S.attempts = attemptGroups(out);
+    S.aggs = aggregateRows(out, kids);
+  }
+
+  // ---------------------------------------------------------------- attempts and aggregates
+  const siblingKey = (p) => `${p.depth === 0 ? "" : p.parent || ""}\n${p.phase}`;
+
+  /** Records of one key under one parent that carry an attempt number, in start order. */
+  function attemptGroups(order) {
+    const groups = new Map();
+    for (const p of order) {
+      if (!num(p.attempt)) continue;
+      const k = siblingKey(p);
+      if (!groups.has(k)) groups.set(k, []);
+      groups.get(k).push(p);
+    }
+    return groups;
+  }
+
+  /** ``{n, of, failed, all}`` for a retried phase record (attempt n of the ``of`` recorded). */
+  function attemptOf(p) {
+    const all = (num(p.attempt) && S.attempts.get(siblingKey(p))) || null;
+    if (!all) return null;
+    const of = Math.max(all.length, ...all.map((x) => x.attempt));
+    return { n: p.attempt, of, failed: all.filter((x) => x.status === "failed").length, all };
+  }
+
+  function attemptText(a) {
+    return a ? `attempt ${a.n}/${a.of}` : "";
+  }
+
+  /**
+   * Hot loops recorded as aggregates, one row per (parent, key): the writer's sums
+   * (``folded``) plus the calls of that key recorded one by one before aggregation began,
+   * so the count is every call made. Top-level keys come from ``snapshot.folded``.
+   */
+  function aggregateRows(order, kids) {
+    const out = new Map(); // parent span ("" for the top level) -> [aggregate]
+    const put = (parent, key, folded, records) => {
+      if (!out.has(parent)) out.set(parent, []);
+      out.get(parent).push(combineAggregate(parent, key, folded, records));
+    };
+    for (const p of order) {
+      for (const [key, folded] of Object.entries(p.folded || {})) {
+        put(p.span, key, folded, (kids.get(p.span) || []).filter((c) => c.phase === key));
+      }
+    }
+    const tops = order.filter((p) => p.depth === 0);
+    for (const [key, folded] of Object.entries((S.snap && S.snap.folded) || {})) {
+      put("", key, folded, tops.filter((p) => p.phase === key));
+    }
+    return out;
+  }
+
+  function combineAggregate(parent, key, folded, records) {
+    const n = (v) => (num(v) ? v : 0);
+    const a = {
+      agg: true,
+      span: `agg:${parent}:${key}`,
+      parent: parent || null,
+      phase: key,
+      name: (records.find((r) => r.name) || {}).name || key,
+      aggregated: n(folded.count),
+      individual: records.length,
+      count: n(folded.count),
+      completed: n(folded.completed),
+      failed: n(folded.failed),
+      cancelled: n(folded.cancelled),
+      skipped: n(folded.skipped),
+      cached: n(folded.cached),
+      total_ms: n(folded.total_ms),
+      cpu_ms: n(folded.cpu_ms),
+      items: n(folded.items),
+      min_ms: num(folded.min_ms) ? folded.min_ms : null,
+      max_ms: num(folded.max_ms) ? folded.max_ms : null,
+    };
+    for (const r of records) {
+      a.count += 1;
+      if (AGG_STATUSES.includes(r.status)) a[r.status] += 1;
+      if (r.status === "skipped" || r.status === "cached" || !num(r.duration_ms)) continue;
+      a.total_ms += r.duration_ms;
+      a.min_ms = a.min_ms === null ? r.duration_ms : Math.min(a.min_ms, r.duration_ms);
+      a.max_ms = a.max_ms === null ? r.duration_ms : Math.max(a.max_ms, r.duration_ms);
+      a.cpu_ms += n(r.cpu_ms);
+      a.items += n(r.items);
+    }
+    const timed = a.count - a.skipped - a.cached;
+    a.mean_ms = timed > 0 ? a.total_ms / timed : null;
+    return a;
+  }
+
+  /** "item ×199,900: mean 0.009 ms, 199 failed" */
+  function aggregateText(a) {
+    const parts = [`mean ${fmtMs(a.mean_ms)}`];
+    for (const st of ["failed", "cancelled", "skipped", "cached"]) if (a[st]) parts.push(`${fmtInt(a[st])} ${st}`);
+    return `${a.name} ×${fmtInt(a.count)}: ${parts.join(", ")}`;
+  }
+
+  function aggregateTip(a) {
+    return [
+      aggregateText(a),
+      `total ${fmtMs(a.total_ms)} · min ${fmtMs(a.min_ms)} · max ${fmtMs(a.max_ms)} · CPU ${fmtMs(a.cpu_ms)}`,
+      `${fmtInt(a.aggregated)} calls recorded as aggregates, ${fmtInt(a.individual)} one by one`,
+    ].join("\n");
+  }
+
+  /** Every call aggregated under ``span`` (the count badge on its Gantt bar). */
+  function aggregatedCalls(span) {
+    return (S.aggs.get(span) || []).reduce((t, a) => t + a.count, 0);
   }
 
   function flowItems() {
@@ -399,9 +515,29 @@
     setText($("run-name"), name);
     $("run-name").setAttribute("title", `${name} (${r.id || ""})`);
     setBadge($("run-status"), r.status);
+    renderTags($("run-tags"), r.tags);
     document.title = `${STATUS[r.status] || ""} ${name} · atroz monitor`.trim();
     renderPicker();
     renderDownload();
+  }
+
+  function tagEntries(tags) {
+    if (!tags || typeof tags !== "object") return [];
+    return Object.entries(tags).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]);
+  }
+
+  function tagChips(tags) {
+    return tagEntries(tags).map(([k, v]) =>
+      el("span", { class: "chip tag", title: `${k}=${v}` }, el("span", { class: "tag-k", text: `${k}=` }), el("span", { class: "tag-v", text: v })),
+    );
+  }
+
+  function renderTags(node, tags) {
+    const sig = JSON.stringify(tagEntries(tags));
+    if (node.dataset.sig === sig) return;
+    node.dataset.sig = sig;
+    add(clear(node), tagChips(tags));
+    node.hidden = sig === "[]";
   }
 
   function renderPicker() {
@@ -531,6 +667,7 @@
       status: el("span", { class: "flow-status" }),
       name: el("span", { class: "flow-name" }),
       dur: el("span", { class: "flow-dur" }),
+      tries: el("span", { class: "chip tries" }),
       bar: el("span"),
     };
     const button = el(
@@ -538,7 +675,7 @@
       { type: "button", class: "flow-card" },
       el("span", { class: "flow-top" }, parts.id, parts.dur),
       parts.name,
-      el("span", { class: "flow-meta" }, el("span", {}, parts.icon, " ", parts.status)),
+      el("span", { class: "flow-meta" }, el("span", {}, parts.icon, " ", parts.status), parts.tries),
       el("span", { class: "flow-bar", "aria-hidden": "true" }, parts.bar),
     );
     button.addEventListener("click", () => {
@@ -554,6 +691,8 @@
     const items = flowItems();
     const total = runDurationMs() || 0;
     const longest = Math.max(1, ...items.map((f) => durationOfFlow(f) || 0));
+    const layout = dagLayout(items);
+    list.classList.toggle("dag", Boolean(layout));
     const seen = new Set();
     items.forEach((f, i) => {
       const key = `${f.id}`;
@@ -565,6 +704,7 @@
       }
       if (list.children[i] !== node.li) list.insertBefore(node.li, list.children[i] || null);
       updateFlowNode(node, f, total, longest);
+      placeFlowNode(node, layout, f.id);
     });
     for (const [key, node] of S.flowNodes) {
       if (!seen.has(key)) {
@@ -572,7 +712,91 @@
         S.flowNodes.delete(key);
       }
     }
+    drawFlowEdges(layout);
     renderProgress(items);
+  }
+
+  /**
+   * A plan with ``after`` links as columns by dependency depth (a phase sits one column
+   * right of its deepest prerequisite); within a column, phases are ordered by the mean
+   * row of their prerequisites so edges cross less. Null for a plain list (linear flow).
+   */
+  function dagLayout(items) {
+    const byId = new Map(items.map((f) => [f.id, f]));
+    const preds = (f) => (Array.isArray(f.after) ? f.after : []).filter((a) => a !== f.id && byId.has(a));
+    if (!items.some((f) => preds(f).length)) return null;
+    const depth = new Map();
+    const visiting = new Set();
+    const depthOf = (id) => {
+      if (depth.has(id)) return depth.get(id);
+      if (visiting.has(id)) return 0; // a cycle in a hand-written plan: cut it here
+      visiting.add(id);
+      const ps = preds(byId.get(id));
+      const d = ps.length ? 1 + Math.max(...ps.map(depthOf)) : 0;
+      visiting.delete(id);
+      depth.set(id, d);
+      return d;
+    };
+    const cols = [];
+    for (const f of items) {
+      const d = depthOf(f.id);
+      (cols[d] = cols[d] || []).push(f);
+    }
+    const row = new Map();
+    cols.forEach((col, c) => {
+      const centre = (f) => {
+        const rs = preds(f).filter((a) => row.has(a)).map((a) => row.get(a));
+        return rs.length ? rs.reduce((x, y) => x + y, 0) / rs.length : 0;
+      };
+      if (c > 0) col.sort((a, b) => centre(a) - centre(b));
+      col.forEach((f, r) => row.set(f.id, r));
+    });
+    const edges = items.flatMap((f) => preds(f).map((a) => [a, f.id]));
+    return { depth, row, edges };
+  }
+
+  function placeFlowNode(node, layout, id) {
+    // Grid placement through the CSSOM (allowed under CSP, unlike a style attribute in markup).
+    node.li.style.gridColumnStart = layout ? String(layout.depth.get(id) + 1) : "";
+    node.li.style.gridRowStart = layout ? String(layout.row.get(id) + 1) : "";
+  }
+
+  /** One arrow per ``after`` link, drawn behind the cards from their measured boxes. */
+  function drawFlowEdges(layout) {
+    const svgNode = clear($("flow-edges"));
+    if (!layout) return;
+    const box = $("flow-box");
+    const origin = box.getBoundingClientRect();
+    const W = box.scrollWidth;
+    const H = box.scrollHeight;
+    setProps(svgNode, { viewBox: `0 0 ${W} ${H}`, width: W, height: H });
+    const marker = sv("marker", { id: "flow-arrow", viewBox: "0 0 8 8", refX: 7, refY: 4, markerWidth: 7, markerHeight: 7, orient: "auto" });
+    marker.append(sv("path", { class: "arrow-head", d: "M0,0 L8,4 L0,8 Z" }));
+    svgNode.append(sv("defs", {}, marker));
+    const at = (id) => {
+      const node = S.flowNodes.get(id);
+      return node ? node.button.getBoundingClientRect() : null;
+    };
+    for (const [from, to] of layout.edges) {
+      const a = at(from);
+      const b = at(to);
+      if (!a || !b) continue;
+      const x1 = a.right - origin.left + box.scrollLeft;
+      const y1 = a.top + a.height / 2 - origin.top;
+      const x2 = b.left - origin.left + box.scrollLeft - 1;
+      const y2 = b.top + b.height / 2 - origin.top;
+      const dx = Math.max(12, (x2 - x1) / 2);
+      const src = (S.flowNodes.get(from).li.dataset.status || "pending");
+      svgNode.append(
+        sv("path", {
+          class: `edge ${FINISHED.has(src) || src === "skipped" || src === "cached" ? "done" : "todo"}`,
+          d: `M${x1.toFixed(1)},${y1.toFixed(1)} C${(x1 + dx).toFixed(1)},${y1.toFixed(1)} ${(x2 - dx).toFixed(1)},${y2.toFixed(1)} ${x2.toFixed(1)},${y2.toFixed(1)}`,
+          "marker-end": "url(#flow-arrow)",
+          "data-from": from,
+          "data-to": to,
+        }),
+      );
+    }
   }
 
   function durationOfFlow(f) {
@@ -591,13 +815,29 @@
     setText(node.parts.name, f.name || f.id);
     node.parts.name.setAttribute("title", f.name || f.id || "");
     setText(node.parts.dur, num(dur) ? fmtMs(dur) : "–");
+    const p = f.span ? S.spans.get(f.span) : null;
+    const tries = flowAttempts(f, p);
+    setText(node.parts.tries, tries ? `↻ ${attemptText(tries)}${tries.failed ? ` · ${tries.failed} failed` : ""}` : "");
+    node.parts.tries.hidden = !tries;
+    node.parts.tries.classList.toggle("bad", Boolean(tries && tries.failed));
+    const reason = p && p.reason ? ` (${p.reason})` : "";
+    const attempts = tries ? `, ${attemptText(tries)}, ${tries.failed} failed` : "";
     const share = num(dur) && total > 0 ? `, ${Math.round((dur / total) * 100)}% of the run` : "";
     node.parts.bar.style.width = num(dur) ? `${Math.max(2, (dur / longest) * 100)}%` : "0";
     node.button.dataset.span = f.span || "";
     node.button.disabled = !f.span;
-    const label = `${f.id} ${f.name || ""}: ${statusText(status)}${num(dur) ? `, ${fmtMs(dur)}` : ""}${share}`;
+    const after = Array.isArray(f.after) && f.after.length ? `, after ${f.after.join(", ")}` : "";
+    const label = `${f.id} ${f.name || ""}: ${statusText(status)}${reason}${num(dur) ? `, ${fmtMs(dur)}` : ""}${share}${attempts}${after}`;
     node.button.setAttribute("aria-label", label);
     node.button.setAttribute("title", label);
+  }
+
+  /** The flow's attempt badge: the latest record's number, or the count of records. */
+  function flowAttempts(f, p) {
+    const a = p ? attemptOf(p) : null;
+    if (a && a.of > 1) return a;
+    const n = num(f.attempts) ? f.attempts : 0;
+    return n > 1 ? { n, of: n, failed: num(f.failed_attempts) ? f.failed_attempts : 0 } : null;
   }
 
   function renderProgress(items) {
@@ -621,6 +861,11 @@
     ];
     if (p.items) lines.push(`${fmtInt(p.items)} items · ${fmtRate(p.items_per_s)} items/s`);
     if (p.errors || p.warnings) lines.push(`${p.errors || 0} errors · ${p.warnings || 0} warnings`);
+    if (p.reason) lines.push(`${statusText(p.status)}: ${p.reason}`);
+    const a = attemptOf(p);
+    if (a) lines.push(`${attemptText(a)} (${a.failed} failed)`);
+    const calls = aggregatedCalls(p.span);
+    if (calls) lines.push(`${fmtInt(calls)} calls of hot loops recorded as aggregates (see the table)`);
     if (p.error && p.error.msg) lines.push(`${p.error.type || "error"}: ${p.error.msg}`);
     lines.push(`pid ${p.pid ?? "?"} · ${p.thread || ""}`);
     return lines.join("\n");
@@ -673,6 +918,7 @@
     const x = (ms) => plotX + (ms / T) * plotW;
     const svgNode = sv("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "Timeline of phases" });
     svgNode.append(ganttAxis(T, x, top, H, plotW));
+    svgNode.append(resumeGaps(x, top, H));
     let stripe = -1;
     rows.forEach((row, i) => {
       const y = top + i * rowH;
@@ -742,7 +988,41 @@
     const label = fmtMs(dur);
     const tx = x0 + w + 4;
     if (tx + label.length * 6 < W) g.append(sv("text", { class: "bar-text", x: tx, y: y + 14, text: label }));
+    const calls = aggregatedCalls(p.span);
+    if (calls) g.append(countPill(`×${fmtInt(calls)}`, Math.min(tx + label.length * 6 + 4, W - 60), y + 3, rowH - 6));
     g.addEventListener("click", () => openDetail(p.span, null));
+    return g;
+  }
+
+  /** "×2,000" after a bar: calls of its hot loops, recorded as aggregates (no bars of their own). */
+  function countPill(text, x, y, h) {
+    const w = text.length * 6.2 + 8;
+    return sv(
+      "g",
+      { class: "count-pill" },
+      sv("rect", { x, y, width: w, height: h, rx: h / 2 }),
+      sv("text", { x: x + w / 2, y: y + h - 4, "text-anchor": "middle", text }),
+      sv("title", { text: "calls recorded as aggregates: see the phase table" }),
+    );
+  }
+
+  /** Resumed runs: the time no process was recording, as a hatched band with its length. */
+  function resumeGaps(x, top, H) {
+    const g = sv("g", { class: "gaps" });
+    const start = run().start;
+    const gaps = (run().resumed || []).filter((r) => num(r.ts) && num(r.gap_s) && r.gap_s > 0 && num(start));
+    if (!gaps.length) return g;
+    const hatch = sv("pattern", { id: "gap-hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
+    hatch.append(sv("line", { class: "hatch-line", x1: 0, y1: 0, x2: 0, y2: 6 }));
+    g.append(sv("defs", {}, hatch));
+    for (const r of gaps) {
+      const x1 = x(Math.max(0, (r.ts - start) * 1000));
+      const x0 = x(Math.max(0, (r.ts - r.gap_s - start) * 1000));
+      const text = `resumed after ${fmtMs(r.gap_s * 1000)} gap (pid ${r.prev_pid ?? "?"} → ${r.pid ?? "?"})`;
+      const band = sv("rect", { class: "gap", x: x0, y: top - 4, width: Math.max(3, x1 - x0), height: H - top + 4, fill: "url(#gap-hatch)" });
+      band.append(sv("title", { text }));
+      g.append(band, sv("text", { class: "gap-label", x: x1 + 3, y: top + 10, text: `⏸ ${fmtMs(r.gap_s * 1000)} gap` }));
+    }
     return g;
   }
 
@@ -805,7 +1085,15 @@
       step: niceBytes,
       fmt: fmtBytes,
       axis: axisBytes,
+      limit: memLimit(),
     };
+  }
+
+  /** The container memory limit as a line on the memory chart (``run.limits``). */
+  function memLimit() {
+    const lim = run().limits;
+    const v = lim && typeof lim === "object" ? lim.memory_max_bytes : null;
+    return num(v) && v > 0 ? { value: v, label: `limit ${fmtBytes(v)}` } : null;
   }
 
   function renderCharts() {
@@ -838,7 +1126,10 @@
     const pw = W - pad.l - pad.r;
     const ph = H - pad.t - pad.b;
     const T = Math.max(timeDomainMs() / 1000, ...shown.map((s) => s.pts[s.pts.length - 1][0]), 0.001);
-    const peak = Math.max(spec.floor, ...shown.flatMap((s) => s.pts.map((p) => p[1])));
+    const dataPeak = Math.max(spec.floor, ...shown.flatMap((s) => s.pts.map((p) => p[1])));
+    // A limit far above the data would flatten it: then it is named, not drawn to scale.
+    const limitShown = spec.limit && spec.limit.value <= dataPeak * 4;
+    const peak = limitShown ? Math.max(dataPeak, spec.limit.value) : dataPeak;
     const step = spec.step(peak);
     const yMax = Math.ceil(peak / step) * step;
     const X = (t) => pad.l + (Math.max(0, t) / T) * pw;
@@ -857,6 +1148,7 @@
       }
       svgNode.append(sv("path", { class: `line ${s.cls}`, d }));
     }
+    if (spec.limit) svgNode.append(limitLine(spec.limit, limitShown ? Y(spec.limit.value) : null, pad, W));
     const cursor = sv("line", { class: "cursor", x1: -10, x2: -10, y1: pad.t, y2: pad.t + ph });
     svgNode.append(cursor);
     svgNode.addEventListener("mousemove", (ev) => chartHover(ev, svgNode, spec, shown, X, T, pad, pw, cursor));
@@ -867,6 +1159,17 @@
     });
     clear(box).append(svgNode);
     chartReadout(spec, shown, null);
+  }
+
+  function limitLine(limit, y, pad, W) {
+    const g = sv("g", { class: "limit" });
+    if (y === null) {
+      g.append(sv("text", { class: "limit-label", x: W - pad.r - 4, y: pad.t + 10, "text-anchor": "end", text: `${limit.label} (off scale)` }));
+      return g;
+    }
+    g.append(sv("line", { class: "limit-line", x1: pad.l, x2: W - pad.r, y1: y, y2: y }));
+    g.append(sv("text", { class: "limit-label", x: W - pad.r - 4, y: y - 4, "text-anchor": "end", text: limit.label }));
+    return g;
   }
 
   function chartBands(X, top, ph) {
@@ -1008,8 +1311,22 @@
     };
   }
 
-  /** Rows in display order: the tree, siblings sorted by the chosen column. */
+  /**
+   * Rows in display order: the tree, siblings sorted by the chosen column; each phase's
+   * aggregate rows (hot loops) right under it, top-level aggregates last.
+   */
   function tableOrder() {
+    const out = [];
+    const withAggs = (p) => {
+      out.push(p);
+      out.push(...(S.aggs.get(p.span) || []).map((a) => ({ ...a, depth: p.depth + 1 })));
+    };
+    phaseOrder().forEach(withAggs);
+    out.push(...(S.aggs.get("") || []).map((a) => ({ ...a, depth: 0 })));
+    return out;
+  }
+
+  function phaseOrder() {
     if (!S.sort.col) return S.order;
     const cmp = compare(S.sort.col, S.sort.dir);
     const kids = new Map();
@@ -1032,11 +1349,12 @@
   }
 
   function rowNode(p) {
+    if (p.agg) return aggRowNode(p);
     const cells = new Map();
     const tr = el("tr", { tabindex: "0", "data-span": p.span });
     for (const c of COLS) {
       const td = el("td", { class: c.cls || "" });
-      if (c.badge) td.append(badge(p.status));
+      if (c.badge) td.append(badge(p.status), el("span", { class: "chip tries" }), el("span", { class: "reason" }));
       if (c.bar) td.append(el("span"), el("span", { class: "share", "aria-hidden": "true" }, el("span")));
       cells.set(c.id, td);
       tr.append(td);
@@ -1053,6 +1371,10 @@
   }
 
   function updateRow(node, p) {
+    if (p.agg) {
+      updateAggRow(node, p);
+      return;
+    }
     const showSubs = $("table-subs").checked;
     node.tr.hidden = !showSubs && p.depth > 0;
     node.tr.setAttribute("class", `depth-${Math.min(p.depth, 3)}${S.selected === p.span ? " selected" : ""}`);
@@ -1061,7 +1383,7 @@
     for (const c of COLS) {
       const td = node.cells.get(c.id);
       const v = c.val(p);
-      if (c.badge) setBadge(td.firstChild, v);
+      if (c.badge) updateStatusCell(td, p);
       else if (c.bar) {
         setText(td.firstChild, c.fmt(v));
         td.lastChild.firstChild.style.width = num(v) ? `${Math.min(100, v * 100)}%` : "0";
@@ -1070,6 +1392,64 @@
     node.cells.get("errors").classList.toggle("has-err", (p.errors || 0) > 0);
     node.cells.get("warnings").classList.toggle("has-warn", (p.warnings || 0) > 0);
     node.cells.get("name").setAttribute("title", p.name || "");
+  }
+
+  function updateStatusCell(td, p) {
+    const [b, tries, reason] = td.children;
+    setBadge(b, p.status);
+    const a = attemptOf(p);
+    setText(tries, a ? attemptText(a) : "");
+    tries.hidden = !a;
+    tries.classList.toggle("bad", p.status === "failed");
+    setText(reason, p.reason || "");
+    reason.hidden = !p.reason;
+    td.setAttribute("title", [statusText(p.status), p.reason, a ? attemptText(a) : null].filter(Boolean).join(" · "));
+  }
+
+  /** A hot loop's aggregate: its calls summed, under the phase that ran it; no timeline. */
+  function aggRowNode(a) {
+    const cells = new Map();
+    const tr = el("tr", { "data-agg": a.span, class: "agg" });
+    for (const c of COLS) {
+      const td = el("td", { class: c.cls || "" });
+      cells.set(c.id, td);
+      tr.append(td);
+    }
+    cells.get("status").append(el("span", { class: "badge st-aggregate" }, el("span", { class: "icon", "aria-hidden": "true", text: "Σ" }), el("span", { class: "text", text: "aggregate" })));
+    if (a.parent) {
+      tr.setAttribute("tabindex", "0");
+      const open = () => openDetail(a.parent, tr);
+      tr.addEventListener("click", open);
+      tr.addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter" || ev.key === " ") {
+          ev.preventDefault();
+          open();
+        }
+      });
+    }
+    return { tr, cells };
+  }
+
+  function updateAggRow(node, a) {
+    node.tr.hidden = !$("table-subs").checked && a.depth > 0;
+    node.tr.setAttribute("class", `agg depth-${Math.min(a.depth, 3)}`);
+    node.tr.setAttribute("title", aggregateTip(a));
+    node.tr.dataset.count = String(a.count);
+    const total = runDurationMs();
+    const text = {
+      phase: a.phase,
+      name: aggregateText(a),
+      offset_ms: "–",
+      duration_ms: fmtMs(a.total_ms),
+      cpu_ms: fmtMs(a.cpu_ms),
+      items: a.items ? fmtInt(a.items) : "–",
+      share: num(total) && total > 0 ? `${Math.round((a.total_ms / total) * 100)}%` : "–",
+    };
+    for (const c of COLS) {
+      if (c.id === "status") continue;
+      setText(node.cells.get(c.id), text[c.id] ?? "–");
+    }
+    node.cells.get("name").classList.toggle("has-err", a.failed > 0);
   }
 
   function renderTable() {
@@ -1139,10 +1519,22 @@
     setText($("detail-title"), `${p.phase} · ${p.name || ""}`);
     const body = $("detail-body");
     const keepScroll = panel.scrollTop;
+    const focused = body.contains(document.activeElement) ? document.activeElement.id : "";
+    const a = attemptOf(p);
     add(clear(body), [
-      el("p", {}, badge(p.status), " ", el("span", { class: "muted", text: `span ${p.span} · pid ${p.pid ?? "?"} · ${p.thread || ""}` })),
+      el(
+        "p",
+        {},
+        badge(p.status),
+        a ? el("span", { class: `chip tries${p.status === "failed" ? " bad" : ""}`, text: attemptText(a) }) : null,
+        " ",
+        el("span", { class: "muted", text: `span ${p.span} · pid ${p.pid ?? "?"} · ${p.thread || ""}` }),
+      ),
+      p.reason ? el("p", { class: `reason-line ${statusClass(p.status)}`, text: `${STATUS[p.status] || ""} ${statusText(p.status)}: ${p.reason}` }) : null,
       detailFigures(p),
       detailError(p),
+      a ? [el("h3", { text: "Attempts" }), detailAttempts(p, a)] : null,
+      S.aggs.has(p.span) ? [el("h3", { text: "Aggregated calls" }), detailAggregates(S.aggs.get(p.span))] : null,
       el("h3", { text: "Sub-phases" }),
       detailChildren(p),
       el("h3", { text: "Metrics" }),
@@ -1155,6 +1547,7 @@
       detailHistory(p),
     ]);
     panel.scrollTop = keepScroll;
+    if (focused && $(focused)) $(focused).focus({ preventScroll: true });
   }
 
   function detailFigures(p) {
@@ -1211,6 +1604,48 @@
     );
   }
 
+  /** Every attempt of a retried phase; the last one is its outcome. */
+  function detailAttempts(p, a) {
+    return el(
+      "ul",
+      { class: "kv attempts" },
+      a.all.map((x) => {
+        const why = x.error ? `${x.error.type || "Error"}: ${x.error.msg || ""}` : x.reason || "";
+        const me = x.span === p.span ? " (this record)" : "";
+        return el(
+          "li",
+          { "data-span": x.span },
+          el("span", {}, phaseLink(x.span, `attempt ${x.attempt}/${a.of}`), me, why ? el("span", { class: "muted", text: ` ${why}` }) : null),
+          el("span", {}, badge(x.status), ` ${fmtMs(liveDuration(x))}`),
+        );
+      }),
+    );
+  }
+
+  function detailAggregates(aggs) {
+    return el(
+      "div",
+      { class: "aggs" },
+      aggs.map((g) =>
+        el(
+          "div",
+          { class: "agg-box", "data-key": g.phase },
+          el("p", { class: g.failed ? "agg-title bad" : "agg-title" }, el("span", { class: "mono", text: g.phase }), " ", aggregateText(g)),
+          figs([
+            ["Calls", fmtInt(g.count)],
+            ["Completed / failed", `${fmtInt(g.completed)} / ${fmtInt(g.failed)}`],
+            ["Skipped / cached / cancelled", `${fmtInt(g.skipped)} / ${fmtInt(g.cached)} / ${fmtInt(g.cancelled)}`],
+            ["Total time", fmtMs(g.total_ms)],
+            ["Mean / min / max", `${fmtMs(g.mean_ms)} / ${fmtMs(g.min_ms)} / ${fmtMs(g.max_ms)}`],
+            ["CPU time", fmtMs(g.cpu_ms)],
+            ["Items", fmtInt(g.items)],
+            ["Recorded as", `${fmtInt(g.aggregated)} aggregated + ${fmtInt(g.individual)} one by one`],
+          ]),
+        ),
+      ),
+    );
+  }
+
   function detailLogs(p) {
     const mine = S.logs.filter((l) => l.span === p.span);
     if (!mine.length) return el("p", { class: "muted", text: "None recorded in this phase." });
@@ -1218,17 +1653,23 @@
   }
 
   // ---------------------------------------------------------------- history
+  /** Whether the history shown is restricted to runs carrying this run's tags. */
+  const sameTagsOn = () => S.sameTags && tagEntries(run().tags).length > 0;
+
   function historyFor(key) {
-    const cacheKey = `${S.runId}\n${key}`;
+    const filtered = sameTagsOn();
+    const cacheKey = `${S.runId}\n${key}\n${filtered}`;
     if (S.history.has(cacheKey)) return S.history.get(cacheKey);
     if (S.mode === "static") {
       const h = { history: (S.data.history || {})[key] || null, trends: (S.data.trends || {})[key] || null };
-      S.history.set(cacheKey, h);
-      return h;
+      const shown = filtered ? filterHistory(h, run().tags) : h;
+      S.history.set(cacheKey, shown);
+      return shown;
     }
     S.history.set(cacheKey, "loading");
     const base = `api/v1/phases/${encodeURIComponent(key)}`;
-    const before = `?before=${encodeURIComponent(S.runId)}`;
+    const tagArgs = filtered ? tagEntries(run().tags).map(([k, v]) => `&tag=${encodeURIComponent(`${k}=${v}`)}`) : [];
+    const before = `?before=${encodeURIComponent(S.runId)}${tagArgs.join("")}`;
     Promise.all([getJSON(`${base}/history${before}`), getJSON(`${base}/trends${before}`)])
       .then(([history, trends]) => S.history.set(cacheKey, { history, trends }))
       .catch(() => S.history.set(cacheKey, "error"))
@@ -1236,13 +1677,80 @@
     return "loading";
   }
 
+  // ---- static mode: the embedded history restricted to runs with the same tags, here
+  // (the report embeds every run's rows and, in ``runs``, their tags).
+  function filterHistory(h, tags) {
+    const byRun = new Map(S.runs.map((r) => [r.id, r.tags]));
+    const want = tagEntries(tags);
+    const keep = (row) => {
+      const have = new Map(tagEntries(byRun.get(row.run)));
+      return want.every(([k, v]) => have.get(k) === v);
+    };
+    const rows = ((h.history && h.history.runs) || []).filter((r) => r.run !== S.runId && keep(r));
+    const series = rows.filter((r) => r.status === "completed" && num(r.duration_ms)).map((r) => r.duration_ms);
+    const stats = series.length ? { count: series.length, median: percentile(series, 50), p95: percentile(series, 95) } : { count: 0 };
+    return {
+      history: { ...(h.history || {}), runs: rows, count: rows.length, stats: { duration_ms: stats } },
+      trends: { runs: rows.length, duration_ms: trendOf(series) },
+    };
+  }
+
+  /** Linear interpolation between closest ranks (analysis.percentile). */
+  function percentile(values, q) {
+    const s = [...values].sort((a, b) => a - b);
+    const h = ((s.length - 1) * q) / 100;
+    const lo = Math.floor(h);
+    return lo + 1 < s.length ? s[lo] + (h - lo) * (s[lo + 1] - s[lo]) : s[lo];
+  }
+
+  /** analysis.trend for a duration series: Theil-Sen slope over the last 10 runs. */
+  function trendOf(values, k = 10, stablePct = 2) {
+    const w = values.slice(-k);
+    if (w.length < 3) return { runs: w.length, slope: null, pct_per_run: null, direction: "insufficient" };
+    const slopes = [];
+    for (let i = 0; i < w.length - 1; i += 1) for (let j = i + 1; j < w.length; j += 1) slopes.push((w[j] - w[i]) / (j - i));
+    const slope = percentile(slopes, 50);
+    const med = percentile(w, 50);
+    const pct = med !== 0 ? (slope / Math.abs(med)) * 100 : null;
+    const change = pct !== null ? pct : slope;
+    const limit = pct !== null ? stablePct : 0;
+    const direction = change > limit ? "slower" : change < -limit ? "faster" : "stable";
+    return { runs: w.length, slope, pct_per_run: pct, direction };
+  }
+
+  /** The "same tags only" switch of the history section. */
+  function sameTagsToggle() {
+    const tags = tagEntries(run().tags);
+    const known = S.mode === "live" || S.runs.some((r) => r.tags && typeof r.tags === "object");
+    const why = !tags.length ? "this run has no tags" : !known ? "this report does not list the tags of other runs" : "";
+    const box = el("input", { type: "checkbox", id: "same-tags", checked: S.sameTags && !why, disabled: Boolean(why) });
+    box.addEventListener("change", () => {
+      S.sameTags = box.checked;
+      mark("detail");
+    });
+    const label = tags.map(([k, v]) => `${k}=${v}`).join(", ");
+    return el(
+      "p",
+      { class: "same-tags" },
+      el("label", { class: "toggle" }, box, " same tags only", label ? el("span", { class: "muted", text: ` (${label})` }) : null),
+      why ? el("span", { class: "muted", text: ` · ${why}` }) : null,
+    );
+  }
+
   function detailHistory(p) {
+    return el("div", { class: "history" }, sameTagsToggle(), historyBody(p));
+  }
+
+  function historyBody(p) {
     const h = historyFor(p.phase);
     if (h === "loading") return el("p", { class: "muted", text: "Loading history…" });
     if (h === "error") return el("p", { class: "muted", text: "History could not be loaded." });
     const rows = ((h.history && h.history.runs) || []).filter((r) => r.run !== S.runId);
     const past = rows.filter((r) => r.status === "completed" && num(r.duration_ms));
-    if (!past.length) return el("p", { class: "muted", text: "No earlier run of this phase to compare with." });
+    if (!past.length) {
+      const text = `No earlier run of this phase${sameTagsOn() ? " with the same tags" : ""} to compare with.`;
+      return el("p", { class: "muted", text });
+    }
     const stats = (h.history.stats || {}).duration_ms || {};
     const cur = p.depth === 0 || p.status !== "running" ? liveDuration(p) : null;
     return el(
@@ -1397,6 +1905,25 @@
     return `${n(m.write_errors)} write errors, ${n(m.events_lost)} events lost, ${n(m.internal_errors)} internal errors`;
   }
 
+  function resumedText(list) {
+    const gaps = Array.isArray(list) ? list.filter((x) => x && typeof x === "object") : [];
+    if (!gaps.length) return "no";
+    return gaps
+      .map((g) => `after a ${num(g.gap_s) ? fmtMs(g.gap_s * 1000) : "?"} gap at ${fmtClock(g.ts).slice(11)} (pid ${g.prev_pid ?? "?"} → ${g.pid ?? "?"})`)
+      .join("; ");
+  }
+
+  /** The container's limits (``run.limits``, from cgroups), when the run recorded them. */
+  function limitRows(lim) {
+    if (!lim || typeof lim !== "object") return [];
+    const src = typeof lim.source === "string" ? ` (${lim.source})` : "";
+    const mem = num(lim.memory_max_bytes) ? fmtBytes(lim.memory_max_bytes) : "no limit";
+    const cpu = num(lim.cpu_quota) ? `${fmtNum(lim.cpu_quota)} CPU${lim.cpu_quota === 1 ? "" : "s"}` : "no quota";
+    const rows = [[`Container limits${src}`, `memory ${mem} · CPU quota ${cpu}`]];
+    if (typeof lim.note === "string" && lim.note) rows.push(["Limits note", lim.note]);
+    return rows;
+  }
+
   function renderInfo() {
     const r = run();
     const q = S.snap.quality || {};
@@ -1422,14 +1949,18 @@
           `peak RSS ${fmtBytes(res.peak_rss_bytes)}, tree ${fmtBytes(res.peak_tree_rss_bytes)}`,
       ],
       ["Processes", String((S.snap.processes || []).length)],
+      ["Tags", tagEntries(r.tags).length ? el("span", { class: "tags" }, tagChips(r.tags)) : "–"],
       ["Metadata", meta.length ? meta.join(", ") : "–"],
+      ["Resumed", resumedText(r.resumed)],
+      ...limitRows(r.limits),
       ["Data quality", qualityBad ? qualityText(q) : "ok", qualityBad],
       ["Monitor", monBad ? monitorText(m) : "ok", monBad],
     ];
     if (r.error) rows.push(["Run error", `${r.error.type || "Error"}: ${r.error.msg || ""}`, true]);
     const dl = clear($("info"));
     for (const [k, v, bad] of rows) {
-      dl.append(el("div", {}, el("dt", { text: k }), el("dd", { class: bad ? "bad" : null, text: v ?? "–" })));
+      const dd = v instanceof Node ? el("dd", {}, v) : el("dd", { class: bad ? "bad" : null, text: v ?? "–" });
+      dl.append(el("div", { "data-row": k }, el("dt", { text: k }), dd));
     }
     const gen = S.mode === "static" && num(S.data.generated) ? `Static report generated ${fmtClock(S.data.generated)} · ` : "";
     setText($("foot"), `${gen}atroz monitor · schema ${S.snap.schema ?? "?"}`);
@@ -1553,7 +2084,7 @@
     window.addEventListener("resize", () => {
       if (window.innerWidth === width) return;
       width = window.innerWidth;
-      mark("gantt", "charts");
+      mark("flow", "gantt", "charts");
     });
   }
 

@@ -1,0 +1,222 @@
+"""``python -m atroz_monitor run -- CMD ...``: any command as one monitored run.
+
+This process owns the run (``run_start`` ... ``run_end``) and its sampler measures this
+process's whole tree, so the command and everything it starts are in the samples. The command
+is one top-level phase, key ``command``, named by its command line. It is started with a plain
+``subprocess.Popen`` that inherits stdin, stdout, stderr (no pipes: bytes pass through
+untouched, terminals stay terminals) and the environment, which carries ``ATROZ_MONITOR_LOG``
+and ``ATROZ_MONITOR_RUN`` while the run is active: Python steps inside the command that use
+``atroz_monitor.phase`` join the run with their own pid.
+
+Outcome, in the ``command`` phase and the run (``run_end``):
+
+=====================================  =========  ==========================  =========
+command                                status     recorded                    ``run``
+=====================================  =========  ==========================  =========
+exits 0                                completed  metric ``exit_code`` 0      exits 0
+exits N > 0                            failed     ``exit_code`` N, error      exits N
+killed by SIGINT, SIGTERM or SIGHUP    cancelled  ``exit_code`` 128+S,        128+S
+                                                  ``signal`` S, error
+killed by any other signal             failed     same                        128+S
+(SIGKILL from the OOM killer, SIGSEGV)
+cannot start: not found                failed     ``exit_code`` 127, error    127
+cannot start: not executable, other    failed     ``exit_code`` 126, error    126
+=====================================  =========  ==========================  =========
+
+SIGINT and SIGTERM sent to ``run`` are forwarded to the command, whose own handling decides
+the outcome. One exception, as in shells: a SIGINT while ``run`` is in the foreground of a
+terminal came from Ctrl-C, which the terminal already sent to the whole foreground process
+group, command included; it is not sent a second time (a second SIGINT would interrupt the
+command's own clean-up).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import IO, Any
+
+from . import events as E
+
+PHASE_KEY = "command"
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+NAME_LIMIT = 200  # characters of the command line kept as the run and phase name
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
+# Deaths by these are someone stopping the command on purpose: the run is cancelled, not
+# failed. Any other signal (SIGKILL from the OOM killer, SIGSEGV, SIGABRT) is a failure.
+CANCEL_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+class CommandFailed(Exception):
+    """The command exited with a non-zero code or died of a signal (recorded as the error)."""
+
+
+class CommandCancelled(KeyboardInterrupt):
+    """The command died of SIGINT, SIGTERM or SIGHUP. A KeyboardInterrupt subclass because
+    that is what the recorder maps to ``cancelled``."""
+
+
+def display(cmd: Sequence[str]) -> str:
+    """The command line as a shell would show it, cut to ``NAME_LIMIT`` characters."""
+    text = shlex.join(cmd)
+    return text if len(text) <= NAME_LIMIT else text[: NAME_LIMIT - 3] + "..."
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _foreground_of_terminal() -> bool:
+    """Whether this process's group is the foreground group of its controlling terminal."""
+    for fd in (0, 2, 1):
+        try:
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
+class _Forwarder:
+    """Forwards SIGINT/SIGTERM to the command; installed before it starts (a signal that
+    arrives before the child exists is sent as soon as it does)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.received: list[int] = []
+        self._pending: list[int] = []
+        self._old: dict[int, Any] = {}
+        for sig in FORWARDED:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):  # not the main thread: leave signals alone
+                pass
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.proc is None:
+            self._pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        if signum == signal.SIGINT and _foreground_of_terminal():
+            return  # Ctrl-C: the terminal signalled the command's process group already
+        proc = self.proc
+        if proc is not None:
+            try:
+                proc.send_signal(signum)  # no-op once the child has been reaped
+            except OSError:
+                pass  # exited between the check and the kill: nothing left to stop
+
+    def attach(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        pending, self._pending = self._pending, []
+        for sig in pending:
+            self._send(sig)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old = {}
+
+
+def _end_run(mon: Any, status: str, error: BaseException | None, extra: dict[str, Any]) -> None:
+    """End the main run with the command's outcome in ``run_end``."""
+    mon.main.end(status, error, extra=extra)
+    mon.close(status, error)  # nothing else is open; closes the monitor's own machinery
+
+
+def main(
+    cmd: Sequence[str],
+    out: str = "atroz-runs",
+    interval: float = 0.5,
+    name: str | None = None,
+    *,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Run ``cmd`` as a monitored run in ``out``; return the exit code ``run`` exits with.
+
+    Raises ValueError for an empty command and OSError when the run log cannot be written
+    (the command line turns both into exit 2); everything after that is recorded, not raised.
+    """
+    from .monitor import Monitor
+
+    cmd = [str(a) for a in cmd]
+    if not cmd:
+        raise ValueError("no command given")
+    err = stderr if stderr is not None else sys.stderr
+    line = display(cmd)
+    mon = Monitor(
+        out,
+        sample_interval=interval,
+        name=name or line,
+        plan=[(PHASE_KEY, line)],
+        meta={"command": cmd},
+    )
+    fwd = _Forwarder()
+    try:
+        mon.start()  # sets ATROZ_MONITOR_LOG / _RUN in os.environ: the child inherits them
+        h = mon.start_phase(PHASE_KEY, line, meta={"argv": cmd})
+        try:
+            proc = subprocess.Popen(cmd)
+        except (OSError, ValueError) as exc:  # ValueError: an embedded NUL in an argument
+            is_missing = isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR)
+            code = EXIT_NOT_FOUND if is_missing else EXIT_CANNOT_EXECUTE
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            err.write(f"atroz-monitor run: {cmd[0]}: {reason}\n")
+            exc.__traceback__ = None  # the frames are ours, not the command's: noise in the log
+            h.metric("exit_code", code)
+            mon.fail_phase(h, exc)
+            _end_run(mon, E.FAILED, exc, {"exit_code": code})
+            return code
+        fwd.attach(proc)
+        rc = proc.wait()  # PEP 475: a forwarded signal's handler runs, then the wait resumes
+        fwd.restore()
+        return _record(mon, h, rc)
+    except BaseException as exc:
+        # Our own failure (not the command's): record it; never leave the run open.
+        mon.close(E.CANCELLED if isinstance(exc, KeyboardInterrupt) else E.FAILED, exc)
+        raise
+    finally:
+        fwd.restore()
+
+
+def _record(mon: Any, h: Any, rc: int) -> int:
+    """Record the command's outcome in its phase and the run; return ``run``'s exit code."""
+    if rc == 0:
+        h.metric("exit_code", 0)
+        mon.complete_phase(h)
+        _end_run(mon, E.COMPLETED, None, {"exit_code": 0})
+        return 0
+    if rc > 0:
+        exc: BaseException = CommandFailed(f"command exited with code {rc}")
+        h.metric("exit_code", rc)
+        mon.fail_phase(h, exc)
+        _end_run(mon, E.FAILED, exc, {"exit_code": rc})
+        return rc
+    sig = -rc
+    code = 128 + sig
+    name = signal_name(sig)
+    msg = f"command killed by {name} ({sig})"
+    status = E.CANCELLED if sig in CANCEL_SIGNALS else E.FAILED
+    exc = CommandCancelled(msg) if status == E.CANCELLED else CommandFailed(msg)
+    h.metric("exit_code", code)
+    h.metric("signal", sig)
+    mon.fail_phase(h, exc)
+    _end_run(mon, status, exc, {"exit_code": code, "signal": name})
+    return code
