@@ -421,7 +421,8 @@ class Evaluator:
         out: list[dict[str, Any]] = []
         rss = s.get("rss_bytes")
         tree = (rss or 0) + (s.get("children_rss_bytes") or 0) if rss is not None else None
-        mem_total = s.get("mem_total_bytes") or self.mem_total
+        # A container's memory limit binds before the host's memory does.
+        mem_total = s.get("mem_limit_bytes") or s.get("mem_total_bytes") or self.mem_total
         cpu = s.get("cpu_pct")
         tree_cpu = None if cpu is None else cpu + (s.get("children_cpu_pct") or 0.0)
         with self._lock:
@@ -588,7 +589,13 @@ def evaluate_replay(state: Any, run_id: str, rules: Iterable[Rule]) -> list[dict
             if row["status"] == "completed"
         ]
     ncpu = r.info.get("ncpu")
-    ev = Evaluator(rules, history=hist, ncpu=ncpu if type(ncpu) is int and ncpu > 0 else None)
+    lim = r.info.get("limits")
+    eff = lim.get("cpu_effective") if isinstance(lim, dict) else None
+    if isinstance(eff, (int, float)) and eff > 0:
+        ncpu = eff  # a CPU quota binds before the host's cores do
+    ev = Evaluator(
+        rules, history=hist, ncpu=ncpu if isinstance(ncpu, (int, float)) and ncpu > 0 else None
+    )
     items: list[tuple[float, int, Any]] = []
     for rec in r.phases.values():
         if rec.end is not None and rec.status in ("completed", "failed", "cancelled"):

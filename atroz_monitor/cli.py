@@ -54,6 +54,33 @@ def _nonneg_float(text: str) -> float:
 RUN_USAGE = "atroz-monitor run [--out DIR] [--interval S] [--name NAME] -- CMD [ARG ...]"
 
 
+def _pruners(args: argparse.Namespace) -> list[object]:
+    """Retention for ``serve --prune-every``: one Pruner per served directory."""
+    import os
+
+    limits = (args.keep_runs, args.max_bytes, args.older_than)
+    if args.prune_every is None:
+        if any(v is not None for v in limits):
+            raise UsageError("--keep-runs/--max-bytes/--older-than need --prune-every S")
+        return []
+    if all(v is None for v in limits):
+        raise UsageError("--prune-every needs --keep-runs, --max-bytes or --older-than")
+    from .retention import Pruner, parse_size
+
+    try:
+        max_bytes = parse_size(args.max_bytes) if args.max_bytes is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--max-bytes: {exc}") from None
+    dirs = [p for p in (args.paths or ["atroz-runs"]) if os.path.isdir(p)]
+    if not dirs:
+        raise UsageError("--prune-every applies to served directories; none was given")
+    try:
+        return [Pruner(d, keep_runs=args.keep_runs, max_bytes=max_bytes,
+                       older_than_days=args.older_than) for d in dirs]  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="atroz-monitor", description="Per-phase observability for pipelines.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -187,6 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--access-log", action="store_true", help="log each request to stderr")
     s.add_argument("--alerts", metavar="FILE", help="alert rules evaluated over the runs")
+    s.add_argument(
+        "--prune-every",
+        type=_positive,
+        metavar="S",
+        help="apply retention to the served directories every S seconds "
+        "(off by default; with --keep-runs/--max-bytes/--older-than)",
+    )
+    s.add_argument("--keep-runs", type=_nonneg_int, metavar="N", help="retention: runs kept")
+    s.add_argument("--max-bytes", metavar="SIZE", help="retention: bytes kept (500M, 2G)")
+    s.add_argument(
+        "--older-than",
+        type=_nonneg_float,
+        metavar="DAYS",
+        help="retention: remove runs older than this",
+    )
     x = sub.add_parser(
         "export",
         help="export runs as a Chrome/Perfetto trace, Prometheus text or OTLP/JSON",
@@ -289,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.port is not None and not 0 <= args.port <= 65535:
                 raise UsageError(f"--port: must be between 0 and 65535, got {args.port}")
+            pruners = _pruners(args)
             return server.serve_main(
                 args.paths,
                 args.host,
@@ -297,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 allow_hosts=args.allow_host,
                 access_log=args.access_log,
                 alerts=args.alerts,
+                pruners=pruners,
+                prune_every=args.prune_every,
             )
         if args.command == "export":
             from . import exporters

@@ -143,6 +143,20 @@ def _check_dag(plan: list[dict[str, Any]]) -> None:
         visit(pid, [])
 
 
+def _limits_fields(lim: Mapping[str, Any]) -> dict[str, Any]:
+    """The container limits as run_start records them (host figures when unlimited)."""
+    from . import cgroup
+
+    return {
+        "version": lim.get("version"),
+        "memory_max_bytes": lim.get("memory_max_bytes"),
+        "cpu_quota": lim.get("cpu_quota"),
+        "cpu_effective": cgroup.cpu_count(dict(lim), os.cpu_count()),
+        "source": lim.get("source"),
+        "note": lim.get("note"),
+    }
+
+
 ENV_TAGS = "ATROZ_MONITOR_TAGS"
 
 
@@ -179,7 +193,7 @@ def _is_cancel(exc: BaseException) -> bool:
     return aio is not None and isinstance(exc, aio.CancelledError)
 
 
-def _format_error(exc: BaseException) -> dict[str, Any]:
+def _format_error(exc: BaseException, redactor: Any = None) -> dict[str, Any]:
     try:
         import traceback
 
@@ -192,6 +206,8 @@ def _format_error(exc: BaseException) -> dict[str, Any]:
         msg = str(exc)
     except Exception:
         msg = "<str() failed>"
+    if redactor is not None:
+        msg, tb = redactor.redact(msg), redactor.redact(tb)
     return {"type": type(exc).__qualname__, "msg": clip(msg, E.MESSAGE_LIMIT), "tb": tb}
 
 
@@ -531,9 +547,10 @@ class Run:
         self.live = True
         self._t0 = _perf_ns()
         mon = self.monitor
+        red = mon.redactor
         common = {
             "host": mon.host,
-            "argv": list(sys.argv),
+            "argv": red.redact_obj(list(sys.argv)),
             "pid_start": mon._pid_start(),
         }
         if self.owner and self._resumed is not None:
@@ -553,13 +570,14 @@ class Run:
         elif self.owner:
             fields: dict[str, Any] = {
                 "v": E.SCHEMA_VERSION,
-                "name": self.name,
+                "name": red.redact(self.name),
                 **common,
                 "python": sys.version.split()[0],
-                "cwd": os.getcwd(),
+                "cwd": red.redact(os.getcwd()),
                 "plan": self.plan,
-                "meta": self.meta,
+                "meta": red.redact_obj(self.meta),
                 "tags": self.tags,
+                "limits": _limits_fields(mon.limits),
                 "sample_interval": mon.sample_interval,
                 "ncpu": os.cpu_count(),
             }
@@ -592,7 +610,7 @@ class Run:
             fields: dict[str, Any] = {"status": status}
             fields["duration_ms"] = round((_perf_ns() - self._t0) / 1e6, 3)
             if error is not None:
-                fields["error"] = _format_error(error)
+                fields["error"] = _format_error(error, mon.redactor)
             if extra:
                 fields.update(extra)
             for h in list(self.active.values()):
@@ -878,7 +896,7 @@ class Run:
             f'"thread":{_thread_name()}'
         )
         if h.meta:
-            body += ',"meta":' + dumps(h.meta)
+            body += ',"meta":' + dumps(mon.redactor.redact_obj(h.meta))
         if h.attempt is not None:
             body += f',"attempt":{int(h.attempt)}'
         h._cpu0 = _cpu_ns()
@@ -954,7 +972,7 @@ class Run:
         if h.errors:
             body += f',"errors":{h.errors}'
         if exc is not None and status != "completed":
-            body += ',"error":' + dumps(_format_error(exc))
+            body += ',"error":' + dumps(_format_error(exc, mon.redactor))
         if h.attempt is not None:
             body += f',"attempt":{int(h.attempt)}'
         if reason is not None:
@@ -1081,6 +1099,7 @@ class Run:
                 else:
                     h.warnings += 1
             text = msg if isinstance(msg, str) else str(msg)
+            text = self.monitor.redactor.redact(text)
             fields: dict[str, Any] = {"level": level, "msg": clip(text, E.MESSAGE_LIMIT)}
             fields["source"] = source
             fields.update(extra)
@@ -1092,16 +1111,15 @@ class Run:
         try:
             h = self._target(h)
             p = os.fspath(path)
-            fields: dict[str, Any] = {
-                "path": p if isinstance(p, str) else p.decode(errors="replace")
-            }
+            text = p if isinstance(p, str) else p.decode(errors="replace")
+            fields: dict[str, Any] = {"path": self.monitor.redactor.redact(text)}
             try:
                 st = os.stat(p)
                 fields["bytes"] = st.st_size
             except OSError:
                 fields["exists"] = False
             if meta:
-                fields["meta"] = dict(meta)
+                fields["meta"] = self.monitor.redactor.redact_obj(dict(meta))
             self._event(E.ARTIFACT, fields, h)
         except Exception as exc:
             self.monitor._internal("artifact", exc)
@@ -1109,11 +1127,11 @@ class Run:
     def _metric(self, name: Any, value: Any, h: Phase | None, meta: Mapping[str, Any]) -> None:
         try:
             h = self._target(h)
-            fields: dict[str, Any] = {"name": str(name)}
+            fields: dict[str, Any] = {"name": self.monitor.redactor.redact(str(name))}
             v = E.number(value)
             fields["value"] = None if v == "null" else (int(v) if type(value) is int else float(v))
             if meta:
-                fields["meta"] = dict(meta)
+                fields["meta"] = self.monitor.redactor.redact_obj(dict(meta))
             self._event(E.METRIC, fields, h)
         except Exception as exc:
             self.monitor._internal("metric", exc)
@@ -1153,6 +1171,18 @@ class Run:
                         "alert": a,
                     }
                 )
+
+    def _oom_killed(self, n: int) -> None:
+        """The OOM killer ended processes in this run's cgroup: an error log and a critical
+        alert (one episode per kill, never rate-limited away)."""
+        self._oom_seen = getattr(self, "_oom_seen", 0) + n
+        msg = f"the OOM killer ended {n} process(es) in this run's cgroup (memory limit reached)"
+        self._log("error", msg, None, "monitor")
+        self._alerts(
+            [{"alert": f"oom_kill:run:{self._oom_seen}", "rule": "oom_kill", "type": "oom_kill",
+              "severity": "critical", "state": "raised", "scope": "run", "phase": None,
+              "span": None, "value": n, "threshold": 0, "unit": "kills", "msg": msg}]
+        )  # fmt: skip
 
     def _sample_alerts(self, fields: Mapping[str, Any], active: list[Phase]) -> None:
         """Resource, stall and throughput rules on the sampler thread."""
@@ -1222,6 +1252,8 @@ class Monitor:
         aggregate_above: int = 100,
         max_bytes: int | None = None,
         otlp_endpoint: str | None = None,
+        redact: Iterable[Any] = (),
+        redact_disable: Iterable[str] = (),
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -1309,7 +1341,18 @@ class Monitor:
         self._capture_installed = False
         self._view: Any = None
         self._entered = False
-        self.tags = _tags(tags)
+        from .redact import Redactor
+
+        # Secrets never reach the log: argv, metadata, messages, paths and metric names are
+        # redacted before they are written (a bad user pattern fails here).
+        self.redactor = Redactor(tuple(redact), disable=tuple(redact_disable))
+        from . import cgroup
+
+        try:
+            self.limits = cgroup.limits(proc=proc)
+        except Exception as exc:  # never a reason not to record
+            self.limits = {"version": None, "note": f"cgroup limits unreadable: {exc}"}
+        self.tags = self.redactor.redact_obj(_tags(tags))
         resumed: dict[str, Any] | None = None
         if resume is not None:
             if run_id is not None and run_id != resume:
@@ -1569,7 +1612,11 @@ class Monitor:
             from .history import durations_by_key
             from .loader import load_state
 
-            st, _ = load_state(self.history_files())
+            files = [f for f in self.history_files() if os.path.exists(f)]
+            try:
+                st, _ = load_state(files)
+            except FileNotFoundError:  # a file pruned between listing and reading
+                st, _ = load_state([f for f in files if os.path.exists(f)])
             for rid in list(st.runs):
                 if rid == run.id:
                     del st.runs[rid]
@@ -1646,9 +1693,12 @@ class Monitor:
 
                 self._otlp = Pusher(self, self._otlp_endpoint)
             if self.alert_rules and run.evaluator is None:
+                from . import cgroup
                 from .alerts import Evaluator
 
-                run.evaluator = Evaluator(self.alert_rules, ncpu=os.cpu_count())
+                run.evaluator = Evaluator(
+                    self.alert_rules, ncpu=cgroup.cpu_count(self.limits, os.cpu_count())
+                )
                 threading.Thread(
                     target=self._load_history, args=(run,), name="atroz-history", daemon=True
                 ).start()

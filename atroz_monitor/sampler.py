@@ -31,6 +31,14 @@ class Sampler:
         self.source = "procfs" if isinstance(tree, TreeSampler) else "rusage"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        from .cgroup import OomWatch
+
+        self.mem_limit = monitor.limits.get("memory_max_bytes")
+        try:
+            self._oom: Any = OomWatch(proc=proc)
+        except Exception:
+            self._oom = None
+        self.oom_kills = 0
         self.samples = 0
         self.errors = 0
         self.missed = 0
@@ -69,6 +77,17 @@ class Sampler:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return
         self.samples += 1
+        lim = self.mem_limit
+        if lim is not None:
+            total = reading.get("mem_total_bytes")
+            reading["mem_limit_bytes"] = lim if total is None else min(lim, total)
+        oom = self._oom
+        new_ooms = 0
+        if oom is not None:
+            try:
+                new_ooms = oom.poll()
+            except Exception:
+                new_ooms = 0
         rss = reading.get("rss_bytes")
         mon._rss = rss
         ccpu = reading.get("children_cpu_s")
@@ -87,6 +106,9 @@ class Sampler:
             fields = {k: round(v, 2) if type(v) is float else v for k, v in reading.items()}
             fields["spans"] = [h.span for h in active]
             run._emit("sample", fields)
+            if new_ooms:
+                run._oom_killed(new_ooms)
+                self.oom_kills += new_ooms
             if run.evaluator is not None:
                 try:
                     run._sample_alerts(fields, active)
@@ -106,6 +128,7 @@ class Sampler:
 
     def health(self) -> dict[str, Any]:
         return {
+            "oom_kills": self.oom_kills,
             "samples": self.samples,
             "sample_errors": self.errors,
             "samples_missed": self.missed,

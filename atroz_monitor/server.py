@@ -722,6 +722,8 @@ def serve_main(
     access_log: bool = False,
     alerts: str | None = None,
     out: Any = None,
+    pruners: Sequence[Any] = (),
+    prune_every: float | None = None,
 ) -> int:
     """The ``serve`` command. Bad input: one line on stderr, exit 2."""
     out = out if out is not None else sys.stdout
@@ -803,6 +805,14 @@ def serve_main(
             out.write("  note: browsers must use an address allowed by --allow-host NAME\n")
         out.write("  press Ctrl-C to stop\n")
         out.flush()
+        if pruners and prune_every:
+            # Retention on a schedule (off by default): whole runs, never one being written.
+            def prune_loop() -> None:
+                while not stop.wait(prune_every):
+                    for p in pruners:
+                        p.run_once()
+
+            threading.Thread(target=prune_loop, name="atroz-prune", daemon=True).start()
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:

@@ -229,6 +229,7 @@ def snapshot(
             "meta": info.get("meta") or {},
             "plan": plan,
             "tags": info.get("tags") if isinstance(info.get("tags"), dict) else {},
+            "limits": info.get("limits") if isinstance(info.get("limits"), dict) else None,
             "resumed": list(r.resumes),
             "error": r.end_info.get("error"),
             "started": r.started,

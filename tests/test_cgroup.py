@@ -266,7 +266,7 @@ def test_v2_unreadable_file_as_directory_falls_back(tmp_path: Path) -> None:
 
 
 def test_v2_directory_missing(tmp_path: Path) -> None:
-    """A cgroup path with no directory anywhere under the mount... ends at the mount root."""
+    """A cgroup path with no directory under the mount falls back to the mount itself."""
     tree = Tree(tmp_path, "0::/gone/away\n")
     lim = tree.limits()
     assert lim["dir"] == str(tree.root)  # the mount itself is the last candidate

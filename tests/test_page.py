@@ -989,7 +989,8 @@ def test_dag_plan_draws_one_edge_per_after_link_in_depth_columns(
     # Every arrow runs left to right, from its source card's right edge to its target's left.
     assert driver.execute_script(
         "return [...document.querySelectorAll('#flow-edges path.edge')].every((e) => {"
-        " const l = e.getTotalLength(); return e.getPointAtLength(0).x < e.getPointAtLength(l).x; })"
+        " const end = e.getPointAtLength(e.getTotalLength());"
+        " return e.getPointAtLength(0).x < end.x; })"
     )
     assert console_errors(driver) == []
     # The demo's plan has no `after`: today's linear flow, no arrows.
@@ -1089,7 +1090,15 @@ def test_hot_loop_shows_one_aggregate_row_with_the_exact_count(
     )
     assert pill is not None and pill.startswith("×2,000")
     # No Gantt bar for the aggregate (it has no individual times).
-    assert driver.execute_script("return document.querySelectorAll('#gantt g[data-span^=agg]').length") == 0
+    assert (
+        driver.execute_script("return document.querySelectorAll('#gantt g[data-span^=agg]').length")
+        == 0
+    )
+    # The calls recorded one by one are listed only on demand, under the aggregate.
+    shown = "return document.querySelectorAll('#phase-body tr[data-phase=\"P00.item\"]').length"
+    assert driver.execute_script(shown) == 0
+    driver.execute_script("document.querySelector('#phase-body tr.agg .expand').click()")
+    wait_until(lambda: driver.execute_script(shown) == len(singles), 5, "the individual calls")
     detail = open_detail(driver, "P00")
     assert "Aggregated calls" in detail and "Calls2,000" in detail
     assert f"Recorded as{fmt_int(folded['count'])} aggregated + {len(singles)} one by one" in detail
@@ -1111,14 +1120,17 @@ def test_tags_resume_gap_and_limits_show_in_header_gantt_and_run_panel(
         " +r.getAttribute('width'), document.querySelector('#gantt .gap-label').textContent]"
     )
     assert gap[0] == "url(#gap-hatch)" and gap[1] > 20
-    assert gap[2] == f"⏸ {fmt_ms(GAP_S * 1000)} gap"
+    assert gap[2] == f"{fmt_ms(GAP_S * 1000)} gap, resumed"
     resumed = text_of(driver, "#info [data-row=Resumed] dd")
     assert resumed.startswith(f"after a {fmt_ms(GAP_S * 1000)} gap at ")
     assert text_of(driver, "#info [data-row='Container limits (cgroup v2)'] dd") == (
         "memory 128.0 MiB · CPU quota 1.5 CPUs"
     )
     assert text_of(driver, "#mem-chart .limit-label") == "limit 128.0 MiB"
-    assert driver.execute_script("return document.querySelectorAll('#mem-chart .limit-line').length") == 1
+    assert (
+        driver.execute_script("return document.querySelectorAll('#mem-chart .limit-line').length")
+        == 1
+    )
     assert console_errors(driver) == []
 
 
@@ -1131,11 +1143,17 @@ def test_static_history_same_tags_only_filters_embedded_rows(
     detail = open_detail(driver, "P02")
     assert "Earlier runs3" in detail
     driver.execute_script("document.getElementById('same-tags').click()")
-    wait_for(driver, "return document.getElementById('detail-body').textContent.includes('Earlier runs2')")
+    wait_for(
+        driver,
+        "return document.getElementById('detail-body').textContent.includes('Earlier runs2')",
+    )
     assert driver.execute_script("return document.getElementById('same-tags').checked")
     assert driver.execute_script("return document.querySelectorAll('.spark circle').length") == 3
     driver.execute_script("document.getElementById('same-tags').click()")
-    wait_for(driver, "return document.getElementById('detail-body').textContent.includes('Earlier runs3')")
+    wait_for(
+        driver,
+        "return document.getElementById('detail-body').textContent.includes('Earlier runs3')",
+    )
     assert [u for u in requested_urls(driver) if not u.startswith(("file:", "data:"))] == []
 
 
@@ -1175,12 +1193,21 @@ def test_live_same_tags_only_adds_the_tag_filter_to_the_history_requests(
 
         open_page(driver, f"{srv.url}?run={shapes['id']}")
         wait_for(driver, "return document.getElementById('conn').dataset.state === 'live'")
-        assert len(driver.execute_script("return document.querySelectorAll('#flow-edges path.edge')")) == 6
+        assert (
+            len(driver.execute_script("return document.querySelectorAll('#flow-edges path.edge')"))
+            == 6
+        )
         open_detail(driver, "P02")
-        wait_for(driver, "return document.getElementById('detail-body').textContent.includes('Earlier runs3')")
+        wait_for(
+            driver,
+            "return document.getElementById('detail-body').textContent.includes('Earlier runs3')",
+        )
         requested_urls(driver)
         driver.execute_script("document.getElementById('same-tags').click()")
-        wait_for(driver, "return document.getElementById('detail-body').textContent.includes('Earlier runs2')")
+        wait_for(
+            driver,
+            "return document.getElementById('detail-body').textContent.includes('Earlier runs2')",
+        )
         asked = [u for u in requested_urls(driver) if "/api/v1/phases/P02/" in u]
         tail = "&tag=dataset%3Dsmall&tag=host_class%3Dm5.xlarge"
         assert sorted(u.split("?")[0].rsplit("/", 1)[1] for u in asked) == ["history", "trends"]

@@ -399,7 +399,7 @@ def test_any_truncation_or_corruption_still_reports(tmp_path, small_log, cut, fl
     # The subject named: a corrupted run id makes another run, which may start later.
     code, out, err = _report("report", path, "--format", "json", "--run", "small")
     if code == 2:
-        assert ("no atroz_monitor events" in err or "no run 'small'" in err)
+        assert "no atroz_monitor events" in err or "no run 'small'" in err
         assert "Traceback" not in err and not intact
         return
     assert code == 0, err

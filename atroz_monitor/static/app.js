@@ -62,6 +62,7 @@
     attempts: new Map(), // parent + key -> attempt records
     aggs: new Map(), // parent span ("" top level) -> aggregate rows
     sameTags: false, // history restricted to runs with this run's tags
+    expanded: new Set(), // aggregate rows whose individually recorded calls are listed
     rowNodes: new Map(),
     rowOrder: [],
     downloadUrl: null,
@@ -874,16 +875,21 @@
   // ---------------------------------------------------------------- Gantt
   function ganttRows() {
     const showSubs = $("gantt-subs").checked;
-    const phases = S.order.filter((p) => showSubs || p.depth === 0);
+    const phases = S.order.filter((p) => (showSubs || p.depth === 0) && !inCollapsedAggregate(p));
     const pids = [...new Set(phases.map((p) => p.pid))];
     if (pids.length <= 1) return phases.map((p) => ({ phase: p }));
-    // Several processes recorded phases: one lane per process, the run's owner first.
+    // Several processes recorded phases: one lane per process, the run's owner first; in a
+    // resumed run the owners in the order they took over (the timeline reads left to right).
     const owner = run().pid;
-    pids.sort((a, b) => (a === owner ? -1 : b === owner ? 1 : (a || 0) - (b || 0)));
+    const before = new Set((run().resumed || []).map((r) => r && r.prev_pid));
+    const first = (pid) => Math.min(...phases.filter((p) => p.pid === pid).map((p) => (num(p.offset_ms) ? p.offset_ms : Infinity)));
+    const rank = (pid) => (pid === owner || before.has(pid) ? 0 : 1);
+    pids.sort((a, b) => rank(a) - rank(b) || (before.size ? first(a) - first(b) : a === owner ? -1 : b === owner ? 1 : (a || 0) - (b || 0)));
     const rows = [];
     for (const pid of pids) {
       const mine = phases.filter((p) => p.pid === pid);
-      rows.push({ lane: `process ${pid ?? "?"}${pid === owner ? " (main)" : ""} · ${mine.length} phase${mine.length === 1 ? "" : "s"}` });
+      const role = pid === owner ? (before.size ? " (main, resumed)" : " (main)") : before.has(pid) ? " (main until the gap)" : "";
+      rows.push({ lane: `process ${pid ?? "?"}${role} · ${mine.length} phase${mine.length === 1 ? "" : "s"}` });
       for (const p of mine) rows.push({ phase: p });
     }
     return rows;
@@ -963,7 +969,9 @@
     const key = clip(String(p.phase), Math.max(4, chars));
     const room = chars - key.length - 1;
     const same = !p.name || p.name === p.phase;
-    const name = room >= 4 && !same ? clip(String(p.name), room) : "";
+    const a = attemptOf(p);
+    const full = `${same ? "" : p.name}${a ? ` (${a.n}/${a.of})` : ""}`.trim();
+    const name = room >= 4 && full ? clip(full, room) : "";
     const glyph = STATUS[p.status] || "?";
     return sv(
       "text",
@@ -1021,7 +1029,7 @@
       const text = `resumed after ${fmtMs(r.gap_s * 1000)} gap (pid ${r.prev_pid ?? "?"} → ${r.pid ?? "?"})`;
       const band = sv("rect", { class: "gap", x: x0, y: top - 4, width: Math.max(3, x1 - x0), height: H - top + 4, fill: "url(#gap-hatch)" });
       band.append(sv("title", { text }));
-      g.append(band, sv("text", { class: "gap-label", x: x1 + 3, y: top + 10, text: `⏸ ${fmtMs(r.gap_s * 1000)} gap` }));
+      g.append(band, sv("text", { class: "gap-label", x: x1 + 3, y: top + 10, text: `${fmtMs(r.gap_s * 1000)} gap, resumed` }));
     }
     return g;
   }
@@ -1066,6 +1074,7 @@
         { cls: "cpu2", label: "children", pts: seriesOf("children_cpu_pct") },
         { cls: "cpu3", label: `system (${ncpu} core${ncpu === 1 ? "" : "s"})`, pts: seriesOf("sys_cpu_pct", ncpu) },
       ],
+      limit: cpuLimit(),
       floor: 100,
       step: (max) => niceStep(max / 4),
       fmt: (v) => `${Math.round(v)}%`,
@@ -1087,6 +1096,13 @@
       axis: axisBytes,
       limit: memLimit(),
     };
+  }
+
+  /** The container's CPU quota as a line on the CPU chart (``run.limits``; 100% = one CPU). */
+  function cpuLimit() {
+    const lim = run().limits;
+    const q = lim && typeof lim === "object" ? lim.cpu_quota : null;
+    return num(q) && q > 0 ? { value: q * 100, label: `quota ${fmtNum(q)} CPU${q === 1 ? "" : "s"}` } : null;
   }
 
   /** The container memory limit as a line on the memory chart (``run.limits``). */
@@ -1318,12 +1334,24 @@
   function tableOrder() {
     const out = [];
     const withAggs = (p) => {
+      if (inCollapsedAggregate(p)) return;
       out.push(p);
       out.push(...(S.aggs.get(p.span) || []).map((a) => ({ ...a, depth: p.depth + 1 })));
     };
     phaseOrder().forEach(withAggs);
     out.push(...(S.aggs.get("") || []).map((a) => ({ ...a, depth: 0 })));
     return out;
+  }
+
+  /**
+   * The calls of a hot loop recorded one by one before aggregation began are counted in
+   * its aggregate row, and listed only when that row is expanded (a hundred identical
+   * rows would bury the rest of the table).
+   */
+  function inCollapsedAggregate(p) {
+    if (p.depth === 0 || !S.aggs.has(p.parent)) return false;
+    const a = S.aggs.get(p.parent).find((x) => x.phase === p.phase);
+    return Boolean(a) && !S.expanded.has(a.span);
   }
 
   function phaseOrder() {
@@ -1415,7 +1443,9 @@
       cells.set(c.id, td);
       tr.append(td);
     }
-    cells.get("status").append(el("span", { class: "badge st-aggregate" }, el("span", { class: "icon", "aria-hidden": "true", text: "Σ" }), el("span", { class: "text", text: "aggregate" })));
+    const icon = el("span", { class: "icon", "aria-hidden": "true", text: "Σ" });
+    cells.get("status").append(el("span", { class: "badge st-aggregate" }, icon, el("span", { class: "text", text: "aggregate" })));
+    if (a.parent && a.individual) cells.get("status").append(expandButton(a));
     if (a.parent) {
       tr.setAttribute("tabindex", "0");
       const open = () => openDetail(a.parent, tr);
@@ -1430,7 +1460,24 @@
     return { tr, cells };
   }
 
+  function expandButton(a) {
+    const b = el("button", { type: "button", class: "link expand", "aria-expanded": "false" });
+    b.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      if (S.expanded.has(a.span)) S.expanded.delete(a.span);
+      else S.expanded.add(a.span);
+      mark("table", "gantt");
+    });
+    return b;
+  }
+
   function updateAggRow(node, a) {
+    const b = node.cells.get("status").querySelector(".expand");
+    if (b) {
+      const open = S.expanded.has(a.span);
+      b.setAttribute("aria-expanded", String(open));
+      setText(b, `${open ? "▾ hide" : "▸ show"} ${fmtInt(a.individual)} recorded one by one`);
+    }
     node.tr.hidden = !$("table-subs").checked && a.depth > 0;
     node.tr.setAttribute("class", `agg depth-${Math.min(a.depth, 3)}`);
     node.tr.setAttribute("title", aggregateTip(a));
@@ -1588,9 +1635,16 @@
   }
 
   function detailChildren(p) {
-    const kids = (p.children || []).map((s) => S.spans.get(s)).filter(Boolean);
-    if (!kids.length) return el("p", { class: "muted", text: "No sub-phases." });
+    const all = (p.children || []).map((s) => S.spans.get(s)).filter(Boolean);
+    const kids = all.filter((c) => !inCollapsedAggregate(c));
+    const folded = all.length - kids.length;
+    const note = folded ? el("p", { class: "muted", text: `${fmtInt(folded)} calls recorded one by one are counted in the aggregates above.` }) : null;
+    if (!kids.length) return note || el("p", { class: "muted", text: "No sub-phases." });
     return el(
+      "div",
+      {},
+      note,
+      el(
       "ul",
       { class: "kv" },
       kids.map((c) =>
@@ -1600,6 +1654,7 @@
           el("span", {}, phaseLink(c.span, c.phase), ` ${c.name || ""}`),
           el("span", {}, badge(c.status), ` ${fmtMs(liveDuration(c))}`),
         ),
+      ),
       ),
     );
   }
