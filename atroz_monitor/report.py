@@ -502,6 +502,15 @@ def render_text(
         out.append("command " + clean(" ".join(str(a) for a in argv), 90))
     if run.get("tags"):
         out.append("tags " + clean(", ".join(f"{k}={v}" for k, v in run["tags"].items()), 94))
+    lim = run.get("limits")
+    if isinstance(lim, dict) and (lim.get("memory_max_bytes") or lim.get("cpu_quota")):
+        out.append(
+            "container limits: memory "
+            + (fmt_bytes(lim["memory_max_bytes"]) if lim.get("memory_max_bytes") else "-")
+            + ", CPU "
+            + (f"{lim['cpu_quota']:g}" if lim.get("cpu_quota") else "-")
+            + f" ({clean(lim.get('source'), 30)})"
+        )
     if model.get("baseline_tags"):
         out.append("history and baseline: only runs tagged " + _tag_list(model["baseline_tags"]))
     for res in run.get("resumed") or []:

@@ -184,10 +184,17 @@ def main(
             mon.fail_phase(h, exc)
             _end_run(mon, E.FAILED, exc, {"exit_code": code})
             return code
+        from .cgroup import OomWatch, exit_was_oom
+
+        try:
+            watch: Any = OomWatch()
+        except Exception:
+            watch = None
         fwd.attach(proc)
         rc = proc.wait()  # PEP 475: a forwarded signal's handler runs, then the wait resumes
         fwd.restore()
-        return _record(mon, h, rc)
+        oom = watch is not None and exit_was_oom(rc, watch.poll())
+        return _record(mon, h, rc, oom)
     except BaseException as exc:
         # Our own failure (not the command's): record it; never leave the run open.
         mon.close(E.CANCELLED if isinstance(exc, KeyboardInterrupt) else E.FAILED, exc)
@@ -196,8 +203,9 @@ def main(
         fwd.restore()
 
 
-def _record(mon: Any, h: Any, rc: int) -> int:
-    """Record the command's outcome in its phase and the run; return ``run``'s exit code."""
+def _record(mon: Any, h: Any, rc: int, oom: bool = False) -> int:
+    """Record the command's outcome in its phase and the run; return ``run``'s exit code.
+    ``oom``: the command was SIGKILLed while the cgroup's OOM-kill count rose."""
     if rc == 0:
         h.metric("exit_code", 0)
         mon.complete_phase(h)
@@ -213,10 +221,16 @@ def _record(mon: Any, h: Any, rc: int) -> int:
     code = 128 + sig
     name = signal_name(sig)
     msg = f"command killed by {name} ({sig})"
+    if oom:
+        msg = "command killed by the OOM killer (memory limit reached)"
+        mon.main._oom_killed(1)
     status = E.CANCELLED if sig in CANCEL_SIGNALS else E.FAILED
     exc = CommandCancelled(msg) if status == E.CANCELLED else CommandFailed(msg)
     h.metric("exit_code", code)
     h.metric("signal", sig)
     mon.fail_phase(h, exc)
-    _end_run(mon, status, exc, {"exit_code": code, "signal": name})
+    extra: dict[str, Any] = {"exit_code": code, "signal": name}
+    if oom:
+        extra["reason"] = "oom_kill"
+    _end_run(mon, status, exc, extra)
     return code

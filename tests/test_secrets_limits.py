@@ -127,3 +127,25 @@ def test_an_oom_kill_is_a_critical_alert_and_an_error(tmp_path):
 
 
 _ = time
+
+
+def test_a_wrapped_command_killed_by_the_oom_killer_says_so(tmp_path, monkeypatch):
+    """run -- CMD: a command SIGKILLed while the cgroup's oom_kill count rose ends the run
+    failed with reason oom_kill and a critical alert."""
+    from atroz_monitor import cgroup, runcmd
+
+    class Watch:
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(cgroup, "OomWatch", Watch)
+    code = runcmd.main(["sh", "-c", "kill -9 $$"], out=str(tmp_path), interval=3600)
+    assert code == 137
+    log = next(tmp_path.glob("*.jsonl"))
+    evs = read_log(log)
+    end = of_kind(evs, "run_end")[0]
+    assert end["status"] == "failed" and end["reason"] == "oom_kill"
+    assert "OOM killer" in end["error"]["msg"]
+    alerts = {a["rule"]: a for a in of_kind(evs, "alert")}
+    assert alerts["oom_kill"]["severity"] == "critical"
+    assert alerts["phase_failed"]["phase"] == "command"  # the command phase failed too
