@@ -681,6 +681,7 @@ def _update(v: View, delta: Any) -> bytes:
             "samples": samples,
             "logs": logs,
             "alerts": snap["alerts"],
+            "folded": snap.get("folded", {}),
             "quality": snap["quality"],
             "monitor": snap["monitor"],
         }

@@ -97,20 +97,23 @@ def key_row(r: RunState, key: str) -> dict[str, Any] | None:
     agg = r.keys.get(key)
     if agg is None or agg.count == 0:
         return None
-    if agg.completed == agg.count:
-        status = "completed"
-    elif agg.failed:
+    timed = agg.timed  # occurrences that ran: skipped and cached ones have no duration
+    if agg.failed:
         status = "failed"
-    else:
+    elif agg.cancelled:
         status = "cancelled"
-    mean = agg.total_ms / agg.count
+    elif timed == 0:
+        status = "skipped" if agg.skipped else "cached"
+    else:
+        status = "completed"  # skipped or cached repeats beside completed ones do not count
+    n = timed or 1
     return {
         "run": r.id,
         "start": r.start,
         "status": status,
         "count": agg.count,
-        "duration_ms": round(mean, 3),
-        "cpu_ms": round(agg.cpu_ms / agg.count, 3),
+        "duration_ms": round(agg.total_ms / n, 3) if timed else None,
+        "cpu_ms": round(agg.cpu_ms / n, 3) if timed else None,
         "peak_rss_bytes": agg.peak_rss_bytes,
         "items": agg.items,
         "items_per_s": round(agg.items / (agg.total_ms / 1000.0), 2)

@@ -55,13 +55,13 @@ _tls = threading.local()
 
 
 def _thread_name() -> str:
-    """The current thread's name, JSON-quoted; cached per thread (a rename is seen when the
-    thread object changes, not otherwise: names are for display)."""
-    t = threading.current_thread()
-    c = getattr(_tls, "c", None)
-    if c is None or c[0] is not t or c[1] != t.name:
-        c = _tls.c = (t, t.name, quote(t.name))
-    return c[2]  # type: ignore[no-any-return]
+    """The current thread's name, JSON-quoted; cached per thread at its first phase (names
+    are for display; a thread renamed later keeps the name it had then)."""
+    try:
+        return _tls.q  # type: ignore[no-any-return]
+    except AttributeError:
+        q = _tls.q = quote(threading.current_thread().name)
+        return q
 
 
 def current_phase() -> Phase | None:
@@ -941,7 +941,12 @@ class Run:
                 self._flush_hot(hot)
             h._hot = None
         if ctx:
-            _reset(h)
+            tok = h._token
+            h._token = None
+            try:
+                _current.reset(tok)
+            except (ValueError, RuntimeError, TypeError):
+                _current.set(h._prev)  # exited in another context than it entered
         elif _current.get() is h:
             _current.set(h._prev)
         mon = self.monitor
@@ -960,9 +965,12 @@ class Run:
             peak = h.peak_rss
             if peak is None or rss > peak:
                 peak = rss
-            body += f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
-            if h._rss0 is not None:
-                body += f',"rss_start_bytes":{h._rss0}'
+            r0 = h._rss0
+            body += (
+                f',"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{r0}'
+                if r0 is not None
+                else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
+            )
         if h.items:
             body += f',"items":{h.items}'
         if h.total is not None:

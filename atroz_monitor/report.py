@@ -1165,4 +1165,5 @@ def _run_row(st: State, rid: str, now: float) -> dict[str, Any]:
         "end": r.end,
         "duration_ms": round((end - r.start) * 1000, 3) if end and r.start else None,
         "host": r.info.get("host"),
+        "tags": r.info.get("tags") if isinstance(r.info.get("tags"), dict) else {},
     }

@@ -118,11 +118,26 @@ class LogWriter:
             holder._pending = None
             self._seq += 1
             ev0, ts0, body0 = pend
-            line = (
-                f'{{"ev":"{ev0}","ts":{ts0:.6f},{self._rp}{seq}{body0}}}\n'
-                f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq + 1}{body}}}\n'
-            )
-            self._write(line.encode("ascii"), 2)
+            rp = self._rp
+            data = (
+                f'{{"ev":"{ev0}","ts":{ts0:.6f},{rp}{seq}{body0}}}\n'
+                f'{{"ev":"{ev}","ts":{ts:.6f},{rp}{seq + 1}{body}}}\n'
+            ).encode("ascii")
+            # The common case inline (one whole write, no rotation): this is the hot path.
+            if self.max_bytes is None:
+                try:
+                    n = os.write(self._fd, data)
+                    if n == len(data):
+                        self.written += 2
+                        return
+                    data = data[n:]  # a short write: _write finishes the lines below
+                except OSError as exc:
+                    self._failed(exc, 2)
+                    return
+                except Exception as exc:
+                    self._failed(OSError(9, str(exc)), 2)
+                    return
+            self._write(data, 2)
 
     def _write(self, data: bytes, lines: int) -> bool:
         """One append of whole lines; called with the lock held."""

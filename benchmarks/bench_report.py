@@ -194,7 +194,7 @@ def measure(n: int, rounds: int) -> tuple[float, float, float, float, int]:
     return med(report_t), med(floor_t), med(report_m), med(floor_m), size
 
 
-def run(quick: bool = False, scaling: bool = False) -> list[Figure]:
+def run(quick: bool = False, scaling: bool = True) -> list[Figure]:
     figs = []
     n = 100_000 if quick else 1_000_000
     rounds = 1 if quick else 3

@@ -831,7 +831,9 @@ GAP_S = 0.4
 LIMITS = {
     "memory_max_bytes": 128 * 1024 * 1024,
     "cpu_quota": 1.5,
-    "source": "cgroup v2",
+    "version": 2,
+    "cpu_effective": 1.5,
+    "source": "cgroup",
     "note": "limits of /sys/fs/cgroup/pipeline.slice",
 }
 
@@ -913,7 +915,7 @@ def add_resume_gap(log: Path, after_key: str, gap_s: float) -> None:
 
 
 def with_samples_and_limits(data: dict[str, Any]) -> dict[str, Any]:
-    """Container limits in ``run`` (as the lead's ``run_start`` field will carry them) and
+    """Container limits in ``run`` (as ``run_start`` records them under cgroup v2) and
     a rising RSS series, so the memory chart has a limit line to draw."""
     snap = data["snapshot"]
     run = snap["run"]
@@ -1046,6 +1048,9 @@ def test_skipped_and_cached_phases_show_their_reasons(driver: Any, shapes: dict[
     flow = flow_state(driver)
     assert (flow["P01"]["status"], flow["P01"]["text"]) == ("cached", "cached")
     assert (flow["P04"]["status"], flow["P04"]["text"]) == ("skipped", "skipped")
+    # Skipped and cached phases are over: the progress bar agrees with the card.
+    assert text_of(driver, "#progress-text") == "6 of 6 done"
+    assert text_of(driver, "#card-progress .card-value") == "6/6"
     title = "return document.querySelector(`#flow li[data-phase=${arguments[0]}] button`).title"
     assert "cached (prices unchanged since 2026-01-01)" in driver.execute_script(title, "P01")
     assert "skipped (no report requested)" in driver.execute_script(title, "P04")
@@ -1123,8 +1128,8 @@ def test_tags_resume_gap_and_limits_show_in_header_gantt_and_run_panel(
     assert gap[2] == f"{fmt_ms(GAP_S * 1000)} gap, resumed"
     resumed = text_of(driver, "#info [data-row=Resumed] dd")
     assert resumed.startswith(f"after a {fmt_ms(GAP_S * 1000)} gap at ")
-    assert text_of(driver, "#info [data-row='Container limits (cgroup v2)'] dd") == (
-        "memory 128.0 MiB · CPU quota 1.5 CPUs"
+    assert text_of(driver, "#info [data-row='Container limits'] dd") == (
+        "memory 128.0 MiB · CPU quota 1.5 CPUs (cgroup v2)"
     )
     assert text_of(driver, "#mem-chart .limit-label") == "limit 128.0 MiB"
     assert (

@@ -18,7 +18,8 @@
   const MAX_LOGS = 2000;
   const MAX_LIST = 500;
   const MAX_GANTT_ROWS = 400;
-  const FINISHED = new Set(["completed", "failed", "cancelled"]);
+  // A phase in one of these is over (events.DONE_STATUSES): skipped and cached count as done.
+  const FINISHED = new Set(["completed", "failed", "cancelled", "skipped", "cached"]);
   const AGG_STATUSES = ["completed", "failed", "cancelled", "skipped", "cached"];
 
   // State glyphs: state is shown by text and icon as well as colour.
@@ -790,7 +791,7 @@
       const src = (S.flowNodes.get(from).li.dataset.status || "pending");
       svgNode.append(
         sv("path", {
-          class: `edge ${FINISHED.has(src) || src === "skipped" || src === "cached" ? "done" : "todo"}`,
+          class: `edge ${FINISHED.has(src) ? "done" : "todo"}`,
           d: `M${x1.toFixed(1)},${y1.toFixed(1)} C${(x1 + dx).toFixed(1)},${y1.toFixed(1)} ${(x2 - dx).toFixed(1)},${y2.toFixed(1)} ${x2.toFixed(1)},${y2.toFixed(1)}`,
           "marker-end": "url(#flow-arrow)",
           "data-from": from,
@@ -1184,7 +1185,8 @@
       return g;
     }
     g.append(sv("line", { class: "limit-line", x1: pad.l, x2: W - pad.r, y1: y, y2: y }));
-    g.append(sv("text", { class: "limit-label", x: W - pad.r - 4, y: y - 4, "text-anchor": "end", text: limit.label }));
+    // Under the line: above it are the phase labels of the bands.
+    g.append(sv("text", { class: "limit-label", x: W - pad.r - 4, y: y + 12, "text-anchor": "end", text: limit.label }));
     return g;
   }
 
@@ -1971,10 +1973,13 @@
   /** The container's limits (``run.limits``, from cgroups), when the run recorded them. */
   function limitRows(lim) {
     if (!lim || typeof lim !== "object") return [];
-    const src = typeof lim.source === "string" ? ` (${lim.source})` : "";
-    const mem = num(lim.memory_max_bytes) ? fmtBytes(lim.memory_max_bytes) : "no limit";
-    const cpu = num(lim.cpu_quota) ? `${fmtNum(lim.cpu_quota)} CPU${lim.cpu_quota === 1 ? "" : "s"}` : "no quota";
-    const rows = [[`Container limits${src}`, `memory ${mem} · CPU quota ${cpu}`]];
+    const hasMem = num(lim.memory_max_bytes);
+    const hasCpu = num(lim.cpu_quota);
+    const src = lim.source === "cgroup" && num(lim.version) ? `cgroup v${lim.version}` : typeof lim.source === "string" ? lim.source : "";
+    const mem = hasMem ? fmtBytes(lim.memory_max_bytes) : "no limit";
+    const cpu = hasCpu ? `${fmtNum(lim.cpu_quota)} CPU${lim.cpu_quota === 1 ? "" : "s"}` : "no quota";
+    const text = hasMem || hasCpu ? `memory ${mem} · CPU quota ${cpu}${src ? ` (${src})` : ""}` : "none (host figures used)";
+    const rows = [["Container limits", text]];
     if (typeof lim.note === "string" && lim.note) rows.push(["Limits note", lim.note]);
     return rows;
   }
