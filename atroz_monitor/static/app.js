@@ -498,6 +498,11 @@
       snap.alerts = u.alerts;
       parts.add("alerts");
     }
+    if (u.folded && typeof u.folded === "object") {
+      // Top-level keys recorded as aggregates (hot loops at the top of the run).
+      snap.folded = u.folded;
+      parts.add("table");
+    }
     if (u.quality) snap.quality = u.quality;
     if (u.monitor) snap.monitor = u.monitor;
     updateTicker();
