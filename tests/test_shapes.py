@@ -337,3 +337,44 @@ def test_rotated_and_compressed_parts_read_back_as_one_log(tmp_path):
     r2 = st2.runs[mon.run_id]
     assert sum(a.count for a in r2.keys.values()) == 2000 and r2.seq_gaps == 0
     assert snapshot(st2, mon.run_id, now=1e10)["keys"] == snapshot(st, mon.run_id, now=1e10)["keys"]
+
+
+def test_skipped_cached_and_retried_phases_through_the_api(tmp_path):
+    """The API's flow and phases routes show skipped and cached phases with their reasons
+    and every attempt of a retried phase, the flow holding the last attempt's outcome."""
+    import json
+
+    from atroz_monitor import api
+    from atroz_monitor.source import FileSource
+
+    d = tmp_path / "runs"
+    with Monitor(
+        d, plan=["A", "B", "C"], sample_interval=None, alert_rules=[], run_id="shapes"
+    ) as mon:
+        mon.skip_phase("A", "nothing new")
+        with mon.phase("B") as p:
+            p.cached("same inputs")
+        for attempt in mon.attempts("C", 3):
+            with attempt as p:
+                if p.attempt == 1:
+                    raise TimeoutError("slow upstream")
+    src = FileSource([d])
+    try:
+        r = api.route(src, "GET", "/api/v1/runs/shapes/progress", "", {"Host": "127.0.0.1"})
+        assert r.status == 200
+        flow = json.loads(r.body)["flow"]
+        assert [(f["id"], f["status"], f["attempts"]) for f in flow] == [
+            ("A", "skipped", 1),
+            ("B", "cached", 1),
+            ("C", "completed", 2),
+        ]
+        r = api.route(src, "GET", "/api/v1/runs/shapes/phases", "", {"Host": "127.0.0.1"})
+        phases = json.loads(r.body)["phases"]
+        assert [(p["phase"], p["status"], p["attempt"], p["reason"]) for p in phases] == [
+            ("A", "skipped", None, "nothing new"),
+            ("B", "cached", None, "same inputs"),
+            ("C", "failed", 1, None),
+            ("C", "completed", 2, None),
+        ]
+    finally:
+        src.close()
