@@ -243,18 +243,6 @@ def test_v2_one_limit_missing_says_which_is_host(tmp_path: Path) -> None:
     assert lim["note"] == "cpu.max missing; host figure used for the rest"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_v2_unreadable_file_falls_back_with_note(tmp_path: Path) -> None:
-    """An unreadable memory.max (EACCES) is a note, not an error."""
-    tree = Tree(tmp_path, "0::/app\n")
-    path = tree.file("app/memory.max", "1000\n")
-    path.chmod(0)
-    tree.file("app/cpu.max", "max 100000\n")
-    lim = tree.limits()
-    assert lim["memory_max_bytes"] is None
-    assert lim["note"] == "memory.max unreadable (EACCES); host figures used"
-
-
 def test_v2_unreadable_file_as_directory_falls_back(tmp_path: Path) -> None:
     """A limit 'file' that cannot be read (EISDIR here; EACCES behaves the same) is a note."""
     tree = Tree(tmp_path, "0::/app\n")
