@@ -843,7 +843,9 @@ class Run:
             parent = None if parg is None else str(parg)
         mon = self.monitor
         detail = h._detail or mon.detail
-        if ctx and detail != "all":
+        # Top-level hot loops aggregate only in the run's owner, which flushes them at the
+        # run's end; a joined worker may be terminated by its pool with nothing flushed.
+        if ctx and detail != "all" and (p is not None or self.owner):
             table = p._hot if p is not None else self._hot_top
             if table is None:
                 table = p._hot = {}  # type: ignore[union-attr]
@@ -1564,6 +1566,8 @@ class Monitor:
                     self._view = LiveView(self)
                 view = self._view
             return view.snapshot(run_id or self._main.id)  # type: ignore[no-any-return]
+        except KeyError:
+            return self._unread_snapshot(run_id or self._main.id)
         except Exception as exc:
             self._internal("snapshot", exc)
             return {"run": {"id": run_id or self._main.id}, "error": f"{type(exc).__name__}: {exc}"}
@@ -1637,6 +1641,25 @@ class Monitor:
                 ev.set_history(hist)
         except Exception as exc:
             self._internal("loading history", exc)
+
+    def _unread_snapshot(self, run_id: str) -> dict[str, Any]:
+        """A snapshot of a run whose log cannot be read back (a full disk, /dev/full): its
+        header from memory and the monitor's counters, so the losses are visible."""
+        from . import state as S
+        from . import views
+
+        run = next((r for r in self.runs() if r.id == run_id), None)
+        if run is None:
+            raise ValueError(f"no run {run_id!r} in this monitor")
+        st = S.State()
+        S.apply(st, {"ev": "run_start", "run": run_id, "pid": os.getpid(), "ts": time.time(),
+                     "v": E.SCHEMA_VERSION, "name": run.name, "plan": run.plan,
+                     "host": self.host, "tags": run.tags})  # fmt: skip
+        snap = views.snapshot(
+            st, run_id, now=time.time(), alive=run.live and not run.ended, monitor=run.health()
+        )
+        snap["quality"]["unreadable"] = f"the run log {run.path} could not be read back"
+        return snap
 
     # -- health -------------------------------------------------------------------------
     def _internal(self, where: str, exc: BaseException | None) -> None:

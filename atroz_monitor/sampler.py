@@ -77,6 +77,10 @@ class Sampler:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return
         self.samples += 1
+        if self.source == "procfs" and "cpu_s" not in reading:
+            # The process's own /proc files could not be read this tick: a gap, counted.
+            self.errors += 1
+            self.last_error = "the process's /proc files were unreadable"
         lim = self.mem_limit
         if lim is not None:
             total = reading.get("mem_total_bytes")

@@ -48,6 +48,7 @@ class LogWriter:
         "_base",
         "_size",
         "rotations",
+        "_partial",
         "__weakref__",
     )
 
@@ -59,6 +60,7 @@ class LogWriter:
         self.max_bytes = max_bytes
         self.part = 1
         self.rotations = 0
+        self._partial = False  # part of a line is in the file (a write failed mid-line)
         # Raises OSError at construction: an unwritable path is the caller's error to see.
         self._fd: int = os.open(self.path, _FLAGS, 0o644)
         try:
@@ -124,12 +126,14 @@ class LogWriter:
                 f'{{"ev":"{ev}","ts":{ts:.6f},{rp}{seq + 1}{body}}}\n'
             ).encode("ascii")
             # The common case inline (one whole write, no rotation): this is the hot path.
-            if self.max_bytes is None:
+            if self.max_bytes is None and not self._partial:
                 try:
                     n = os.write(self._fd, data)
                     if n == len(data):
                         self.written += 2
                         return
+                    if n > 0:
+                        self._partial = True
                     data = data[n:]  # a short write: _write finishes the lines below
                 except OSError as exc:
                     self._failed(exc, 2)
@@ -137,18 +141,27 @@ class LogWriter:
                 except Exception as exc:
                     self._failed(OSError(9, str(exc)), 2)
                     return
+                self._write(data, 2, cont=True)
+                return
             self._write(data, 2)
 
-    def _write(self, data: bytes, lines: int) -> bool:
-        """One append of whole lines; called with the lock held."""
+    def _write(self, data: bytes, lines: int, cont: bool = False) -> bool:
+        """Append whole lines; called with the lock held. ``cont``: ``data`` finishes a line
+        already partly written.
+
+        A write that fails half-way (ENOSPC, EFBIG) leaves part of a line in the file; the
+        next write starts with a newline, so that fragment is one corrupt line a reader
+        skips and counts, instead of a prefix that would spoil the next event."""
+        if self._partial and not cont:
+            data = b"\n" + data
+        size = len(data)
         try:
-            n = os.write(self._fd, data)
-            while n < len(data):
-                # A short write (a nearly full disk): finish the line so it is whole.
-                data = data[n:]
+            while data:
                 n = os.write(self._fd, data)
                 if n == 0:
                     raise OSError(28, "short write")
+                self._partial = n < len(data)
+                data = data[n:]
         except OSError as exc:
             self._failed(exc, lines)
             return False
@@ -157,7 +170,7 @@ class LogWriter:
             return False
         self.written += lines
         if self.max_bytes is not None:
-            self._size += len(data)
+            self._size += size
             if self._size >= self.max_bytes:
                 self._rotate()
         return True
