@@ -512,6 +512,7 @@ class Run:
         owner: bool = True,
         tags: Mapping[str, str] | None = None,
         resumed: dict[str, Any] | None = None,
+        lenient: bool = False,
     ) -> None:
         self.monitor = monitor
         self.tags = dict(tags) if tags else {}
@@ -521,7 +522,7 @@ class Run:
         self.meta = dict(meta) if meta else {}
         self.plan = plan or []
         self.owner = owner
-        self.writer = LogWriter(path, run_id, monitor.max_bytes)
+        self.writer = LogWriter(path, run_id, monitor.max_bytes, lenient=lenient)
         self.active: dict[str, Phase] = {}
         self._explicit: dict[str, list[Phase]] = {}
         self._explicit_done: set[str] = set()
@@ -1462,7 +1463,10 @@ class Monitor:
             meta=meta,
             plan=_normalize_plan(plan) if plan is not None else [],
             tags={**self.tags, **_tags(tags, env=False)},
+            lenient=True,  # after construction: never raise into the host for the disk
         )
+        if run.writer.last_error is not None:
+            self._internal(f"cannot write the run log {run.path}: {run.writer.last_error}", None)
         return run.start()
 
     def runs(self) -> list[Run]:

@@ -53,7 +53,11 @@ class LogWriter:
     )
 
     def __init__(
-        self, path: str | os.PathLike[str], run: str, max_bytes: int | None = None
+        self,
+        path: str | os.PathLike[str],
+        run: str,
+        max_bytes: int | None = None,
+        lenient: bool = False,
     ) -> None:
         self.path = self._base = os.path.abspath(os.fspath(path))
         self.run = run
@@ -61,18 +65,28 @@ class LogWriter:
         self.part = 1
         self.rotations = 0
         self._partial = False  # part of a line is in the file (a write failed mid-line)
-        # Raises OSError at construction: an unwritable path is the caller's error to see.
-        self._fd: int = os.open(self.path, _FLAGS, 0o644)
-        try:
-            self._size = os.fstat(self._fd).st_size
-        except OSError:
-            self._size = 0
         self._lock = threading.Lock()
         self.written = 0
         self.write_errors = 0
         self.lost = 0
         self.last_error: str | None = None
         self._warned = False
+        self._size = 0
+        try:
+            self._fd: int = os.open(self.path, _FLAGS, 0o644)
+        except OSError as exc:
+            # Strict (a Monitor's construction): the caller's error to see. Lenient (a run
+            # started later, e.g. after the directory became read-only): every event is
+            # counted as lost, reported once, and the pipeline goes on.
+            if not lenient:
+                raise
+            self._fd = -1
+            self._failed(exc, 0)
+        else:
+            try:
+                self._size = os.fstat(self._fd).st_size
+            except OSError:
+                pass
         self._reset_identity()
         _writers.add(self)
 
@@ -200,6 +214,8 @@ class LogWriter:
     def _failed(self, exc: OSError, lines: int = 1) -> None:
         self.write_errors += 1
         self.lost += lines
+        if self._fd < 0 and self.last_error is not None and lines:
+            return  # a log that never opened: keep the reason it did not, not EBADF
         self.last_error = f"{exc.strerror or exc} (errno {exc.errno})"
         if not self._warned:
             self._warned = True

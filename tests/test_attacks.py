@@ -1,0 +1,725 @@
+"""Attacks on what reads the log: the HTTP server (idle and slow connections, a sustained
+load from wrk, random requests), the reader (random bytes), and the page (an XSS corpus in
+every user-controlled string, live and in the static report, in headless Chromium).
+
+Run alone with ``python -m pytest -m faults``; ``ATROZ_FAULT_TRIALS`` (default 50) scales
+the fuzzing budgets and the wrk duration (docs/RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import os
+import re
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_tool
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atroz_monitor import Monitor, api
+from atroz_monitor.reader import Follower, ReadStats, iter_events
+from atroz_monitor.server import HEAD_TIMEOUT_S, start_server
+from atroz_monitor.source import FileSource
+
+pytestmark = pytest.mark.faults
+
+REPO = Path(__file__).resolve().parents[1]
+TRIALS = max(1, int(os.environ.get("ATROZ_FAULT_TRIALS", "50")))
+WRK_S = max(10, min(30, round(TRIALS * 0.6)))  # 30 s at the default, never under 10 s
+FUZZ = settings(
+    max_examples=20 * TRIALS,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATROZ_MONITOR_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _poll(pred: Any, timeout: float, what: str) -> Any:
+    """A bounded poll: ``pred()``'s first truthy value, or AssertionError after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.monotonic() < end, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------ the server
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real run log: ``python -m atroz_monitor demo --duration 2 --no-serve``."""
+    out = tmp_path_factory.mktemp("demo") / "runs"
+    r = subprocess.run(
+        [sys.executable, "-m", "atroz_monitor", "demo", "--duration", "2", "--no-serve",
+         "--out", str(out)],
+        env=_env(), cwd=str(out.parent), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.jsonl"))) == 1
+    return out
+
+
+class Served:
+    """``python -m atroz_monitor serve DIR --port 0`` in its own process."""
+
+    def __init__(self, directory: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "atroz_monitor", "serve", str(directory), "--port", "0"],
+            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r"at (http://127\.0\.0\.1:(\d+)/)", line)
+        assert m, f"no URL in {line!r}: {self.stderr()}"
+        self.url, self.port = m.group(1), int(m.group(2))
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def rss_kib(self) -> int:
+        """VmRSS of the server process, from /proc/<pid>/status."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
+
+    def hwm_kib(self) -> int:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+    def close(self) -> str:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+
+@pytest.fixture(scope="module")
+def served(demo_dir: Path) -> Iterator[Served]:
+    s = Served(demo_dir)
+    try:
+        yield s
+    finally:
+        err = s.close()
+        assert "Traceback" not in err and "internal error" not in err, err
+
+
+def test_200_idle_connections_do_not_stop_a_get_on_the_serve_command(served: Served) -> None:
+    """200 idle connections to `serve` (silent and kept-alive) do not delay a GET past 3 s."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(100):
+            socks.append(socket.create_connection(("127.0.0.1", served.port), timeout=5))
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % served.port)
+            socks.append(s)
+        t0 = time.monotonic()
+        status, body = served.get("/api/v1/runs/latest")
+        elapsed = time.monotonic() - t0
+        assert status == 200 and json.loads(body)["run"]["status"] == "completed"
+        assert elapsed < 3.0, f"GET took {elapsed:.2f}s with 200 idle connections"
+        info = json.loads(served.get("/healthz")[1])
+        assert info["connections"] <= 64 and info["connections_evicted"] >= 100
+        assert info["server_errors"] == 0
+        print(f"\nidle: 200 idle connections, GET answered in {elapsed * 1000:.0f} ms")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_slow_request_heads_lock_nobody_out_for_long(served: Served) -> None:
+    """100 slow request heads lock a GET out for at most the head deadline plus 1.5 s."""
+    socks: list[socket.socket] = []
+    try:
+        t0 = time.monotonic()
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", served.port), timeout=5)
+            s.sendall(b"GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            socks.append(s)
+        refused = 0
+
+        def attempt() -> bool:
+            nonlocal refused
+            status, _ = served.get("/api/v1/runs/latest", timeout=5)
+            refused += status == 503
+            assert status in (200, 503), status
+            return status == 200
+
+        _poll(attempt, HEAD_TIMEOUT_S + 1.5, "a 200 during the slow heads")
+        elapsed = time.monotonic() - t0
+        info = json.loads(served.get("/healthz")[1])
+        assert info["server_errors"] == 0
+        print(f"\nslowloris: 100 slow heads, GET answered after {elapsed:.2f}s, {refused} 503s")
+    finally:
+        for s in socks:
+            s.close()
+
+
+_WRK_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local ok, other = 0, 0
+  for _, t in ipairs(threads) do
+    for code, n in pairs(t:get("statuses")) do
+      if code >= 200 and code < 300 then ok = ok + n else other = other + n end
+    end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'ATROZ {"requests":%d,"ok":%d,"other":%d,"connect":%d,"read":%d,"write":%d,' ..
+    '"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d,"duration_us":%d}\\n',
+    summary.requests, ok, other, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), summary.duration))
+end
+"""
+
+
+def test_wrk_load_on_the_snapshot_route_has_no_errors_and_bounded_rss(
+    served: Served, tmp_path: Path
+) -> None:
+    """wrk on /api/v1/runs/latest: no socket error, every response 2xx, RSS growth < 50 MB."""
+    wrk = require_tool("wrk")
+    for _ in range(20):  # warm the caches before the baseline
+        assert served.get("/api/v1/runs/latest")[0] == 200
+    rss0 = served.rss_kib()
+    script = tmp_path / "count.lua"
+    script.write_text(_WRK_LUA)
+    r = subprocess.run(
+        [wrk, "-t2", "-c16", f"-d{WRK_S}s", "--timeout", "5s", "-s", str(script),
+         served.url + "api/v1/runs/latest"],
+        capture_output=True, text=True, timeout=WRK_S + 60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"^ATROZ (\{.*\})$", r.stdout, re.M)
+    assert m, r.stdout
+    res = json.loads(m.group(1))
+    rss1 = served.rss_kib()
+    info = json.loads(served.get("/healthz")[1])
+    growth_mb = (rss1 - rss0) / 1024
+    print(
+        f"\nwrk: {WRK_S}s, {res['requests']} requests ({res['requests'] / WRK_S:.0f}/s), "
+        f"p50 {res['p50_us'] / 1000:.1f} ms, p99 {res['p99_us'] / 1000:.1f} ms, "
+        f"{res['ok']} 2xx, {res['other']} other, socket errors connect {res['connect']} "
+        f"read {res['read']} write {res['write']} timeout {res['timeout']}; RSS "
+        f"{rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MB (peak {served.hwm_kib() / 1024:.1f} MB)"
+    )
+    assert res["requests"] > 1000
+    assert res["ok"] == res["requests"] and res["other"] == 0 and res["status"] == 0
+    assert (res["connect"], res["read"], res["write"], res["timeout"]) == (0, 0, 0, 0)
+    assert info["server_errors"] == 0
+    assert growth_mb < 50, f"RSS grew {growth_mb:.1f} MB under load"
+
+
+# ------------------------------------------------------------------------------ fuzzing
+
+_SEGMENTS = [
+    "", ".", "..", "%2e%2e", "%2F", "%00", "%ff", "%", "%zz", "api", "v1", "runs", "latest",
+    "phases", "P00", "P03", "sub-phases", "progress", "resources", "errors", "warnings",
+    "artifacts", "alerts", "export", "history", "trends", "summary", "stream", "static",
+    "app.js", "style.css", "index.html", "favicon.svg", "healthz", "metrics", "..%2f..%2fetc",
+    "passwd", "é", "\u2028", "💥", "a b", "%F0%9F%92%A5", ".hidden", "~", "*",
+]  # fmt: skip
+_PARAMS = [
+    "status", "parent", "depth", "since", "step", "format", "severity", "state", "tag",
+    "run", "limit", "token", "phase", "key", "x",
+]  # fmt: skip
+_VALUES = [
+    "", "0", "-1", "1e9", "9" * 40, "completed", "running,failed", "none", "json",
+    "chrome-trace", "otlp-json", "prometheus", "k=v", "=", "==", "a=b=c", "%", "%zz",
+    "\x00", "é", "<script>", "critical", "open", "NaN", "inf",
+]  # fmt: skip
+
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+
+
+def _quote(s: str) -> str:
+    return urllib.parse.quote(s, safe="")
+
+
+_segment = st.one_of(
+    st.sampled_from(_SEGMENTS), _text, _text.map(_quote), st.text(string.printable, max_size=8)
+)
+_path = st.one_of(
+    st.lists(_segment, max_size=7).map(lambda s: "/" + "/".join(s)),
+    st.lists(st.sampled_from(_SEGMENTS[9:30]), min_size=1, max_size=6).map(
+        lambda s: "/" + "/".join(s)
+    ),
+    _text.map(lambda s: "/" + s),
+)
+_pair = st.tuples(
+    st.one_of(st.sampled_from(_PARAMS), _text), st.one_of(st.sampled_from(_VALUES), _text)
+)
+_query = st.one_of(
+    st.lists(_pair, max_size=6).map(urllib.parse.urlencode),
+    st.lists(_pair, max_size=6).map(lambda ps: "&".join(f"{k}={v}" for k, v in ps)),
+    _text,
+)
+_headers = st.dictionaries(
+    st.one_of(
+        st.sampled_from(["host", "if-none-match", "accept", "authorization", "cookie", "range"]),
+        _text.map(str.lower),
+    ),
+    st.one_of(st.sampled_from(["127.0.0.1", "evil.example", "*/*", "", '"x"']), _text),
+    max_size=5,
+)
+_OTHER_METHODS = ["POST", "PUT", "DELETE", "OPTIONS", "TRACE", "get", ""]
+# Mostly GET (the routes), some HEAD, the rest anything: hypothesis would otherwise spread
+# its examples evenly over the few distinct methods.
+_method = st.integers(0, 9).flatmap(
+    lambda k: (
+        st.just("GET")
+        if k < 7
+        else st.just("HEAD")
+        if k == 7
+        else st.sampled_from(_OTHER_METHODS)
+        if k == 8
+        else _text
+    )
+)
+_RUN_ROUTES = [
+    "", "progress", "phases", "resources", "errors", "warnings", "artifacts", "alerts",
+    "export", "phases/P00", "phases/P03/sub-phases", "phases/P00/x",
+]  # fmt: skip
+
+
+def _api_path(run_id: str) -> Any:
+    """Mostly real routes, with a run reference and a tail that may be anything."""
+    refs = ["latest", "latest", run_id, run_id, run_id + "x", "..", "%2e"]
+    run = st.one_of(st.sampled_from(refs), st.sampled_from(refs), _segment)
+    runs = st.builds(
+        lambda r, w, extra: f"/api/v1/runs/{r}" + (f"/{w}" if w else "") + extra,
+        run,
+        st.one_of(st.sampled_from(_RUN_ROUTES), st.sampled_from(_RUN_ROUTES), _segment),
+        st.one_of(st.just(""), st.just(""), _segment.map(lambda s: "/" + s)),
+    )
+    other = st.builds(
+        lambda k, w: f"/api/v1/phases/{k}/{w}",
+        st.one_of(st.sampled_from(["P00", "P03", "P03.sub"]), _segment),
+        st.sampled_from(["history", "trends", "x", ""]),
+    )
+    fixed = st.sampled_from(
+        ["/api/v1/runs", "/api/v1/alerts", "/api/v1/summary", "/healthz", "/metrics", "/",
+         "/static/app.js", "/static/../server.py", "/static/%2e%2e/api.py", "/favicon.svg"]
+    )  # fmt: skip
+    return st.one_of(runs, runs, runs, other, fixed, _path)
+
+
+@pytest.fixture(scope="module")
+def demo_source(demo_dir: Path) -> Iterator[FileSource]:
+    src = FileSource([demo_dir])
+    try:
+        yield src
+    finally:
+        src.close()
+
+
+def test_fuzzed_requests_never_raise_or_500(demo_source: FileSource) -> None:
+    """Random methods, paths, queries and headers to api.route: no exception, never a 5xx."""
+    seen: dict[int, int] = {}
+    run_id = demo_source.run_ids()[0]
+
+    @FUZZ
+    @given(method=_method, path=_api_path(run_id), query=_query, headers=_headers)
+    def check(method: str, path: str, query: str, headers: dict[str, str]) -> None:
+        resp = api.route(demo_source, method, path, query, headers)
+        seen[resp.status] = seen.get(resp.status, 0) + 1
+        assert resp.status in (200, 304, 400, 404, 405), (method, path, query, resp)
+        hdrs = dict(resp.headers)
+        assert int(hdrs["Content-Length"]) >= len(resp.body)
+        if resp.status >= 400 and method != "HEAD":
+            assert json.loads(resp.body)["status"] == resp.status
+
+    check()
+    print(f"\napi.route fuzz: {sum(seen.values())} requests, statuses {dict(sorted(seen.items()))}")
+    assert sum(seen.values()) >= 20 * TRIALS
+
+
+def test_fuzzed_raw_requests_never_500_the_server(demo_dir: Path) -> None:
+    """Random request heads over a socket: no 5xx but 503, no server error counted."""
+    src = FileSource([demo_dir])
+    srv = start_server(src, "127.0.0.1", 0)
+    statuses: dict[int, int] = {}
+    line = st.binary(max_size=40).filter(lambda b: b"\n" not in b)
+    try:
+
+        @settings(FUZZ, max_examples=4 * TRIALS)
+        @given(
+            method=st.one_of(st.sampled_from([b"GET", b"HEAD", b"POST", b"G\x00T"]), line),
+            target=st.one_of(_path.map(lambda p: p.encode("utf-8", "surrogatepass")), line),
+            version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"", b"HTTP/1.1 x"]),
+            headers=st.lists(line, max_size=6),
+            host=st.booleans(),
+        )
+        def check(method: bytes, target: bytes, version: bytes, headers: list, host: bool) -> None:
+            head = b" ".join(x for x in (method, target, version) if x) + b"\r\n"
+            if host:
+                head += b"Host: 127.0.0.1:%d\r\n" % srv.port
+            head += b"".join(h + b"\r\n" for h in headers) + b"Connection: close\r\n\r\n"
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                s.sendall(head)
+                out = b""
+                try:
+                    while chunk := s.recv(65536):
+                        out += chunk
+                except (ConnectionResetError, TimeoutError):
+                    pass
+            if out:
+                m = re.match(rb"HTTP/1\.[01] (\d{3}) ", out)
+                assert m, out[:80]
+                code = int(m.group(1))
+                statuses[code] = statuses.get(code, 0) + 1
+                assert code < 500 or code == 503, (head, out[:200])
+
+        check()
+        assert srv.info()["server_errors"] == 0
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        c.request("GET", "/api/v1/runs/latest")
+        assert c.getresponse().status == 200
+        c.close()
+        print(f"\nraw request fuzz: statuses {dict(sorted(statuses.items()))}")
+    finally:
+        srv.close()
+        src.close()
+
+
+def _events_of(data: bytes, tmp: Path, name: str = "f.jsonl") -> tuple[list[Any], ReadStats]:
+    path = tmp / name
+    path.write_bytes(data)
+    stats = ReadStats(str(path))
+    return list(iter_events(path, stats)), stats
+
+
+_LINE = st.one_of(
+    st.binary(max_size=60),
+    st.sampled_from(
+        [b'{"ev":"phase_end","ts":1,"run":"r","seq":1}\n', b"{}\n", b"[1]\n", b'{"ev":1}\n',
+         b"\xef\xbb\xbf{\"ev\":\"x\"}\n", b'{"ev":"a"}', b"\n", b"\r\n", b'{"ev":"\\ud800"}\n',
+         b"[" * 5000 + b"\n", b'{"ev":"x","n":' + b"9" * 5000 + b"}\n"]
+    ),
+)  # fmt: skip
+
+
+def test_reader_never_raises_on_random_bytes(tmp_path: Path) -> None:
+    """iter_events on random bytes, plain or gzip (cut, flipped): never raises, counts add up."""
+    n = 0
+
+    @settings(FUZZ, max_examples=4 * TRIALS)
+    @given(
+        parts=st.lists(_LINE, max_size=12),
+        gz=st.sampled_from(["plain", "gz", "cut", "flip"]),
+        cut=st.integers(0, 10_000),
+    )
+    def check(parts: list[bytes], gz: str, cut: int) -> None:
+        nonlocal n
+        data = b"".join(parts)
+        name = "f.jsonl"
+        if gz != "plain":
+            name += ".gz"
+            data = gzip.compress(data)
+            if gz == "cut":
+                data = data[: cut % (len(data) + 1)]
+            elif gz == "flip" and data:
+                i = cut % len(data)
+                data = data[:i] + bytes([data[i] ^ 0x5A]) + data[i + 1 :]
+        events, stats = _events_of(data, tmp_path, name)
+        n += 1
+        assert stats.lines == stats.events + stats.corrupt + stats.torn
+        assert stats.events == len(events) and stats.torn <= 1
+        assert all(type(e) is dict and type(e["ev"]) is str for e in events)
+
+    check()
+    assert n >= 4 * TRIALS
+
+
+def test_follower_never_raises_and_agrees_with_iter_events(tmp_path: Path) -> None:
+    """A Follower polling random appended bytes never raises and agrees with iter_events."""
+
+    @settings(FUZZ, max_examples=4 * TRIALS)
+    @given(
+        chunks=st.lists(st.one_of(_LINE, st.binary(max_size=30)), max_size=15),
+        truncate_at=st.one_of(st.none(), st.integers(0, 14)),
+        max_bytes=st.integers(1, 64),
+    )
+    def check(chunks: list[bytes], truncate_at: int | None, max_bytes: int) -> None:
+        path = tmp_path / "follow.jsonl"
+        path.write_bytes(b"")
+        got: list[Any] = []
+        with Follower(path, max_bytes=max_bytes) as f:
+            for i, chunk in enumerate(chunks):
+                if truncate_at == i:
+                    path.write_bytes(b"")
+                with open(path, "ab") as w:
+                    w.write(chunk)
+                reset, evs = f.poll()
+                while f.more:
+                    more_reset, more = f.poll()
+                    reset |= more_reset
+                    evs += more
+                if reset:
+                    got = []
+                got += evs
+            stats = f.stats
+        final, fstats = _events_of(path.read_bytes(), tmp_path, "final.jsonl")
+        if truncate_at is None or truncate_at >= len(chunks):
+            assert got == final
+            assert stats.corrupt == fstats.corrupt
+
+    check()
+
+
+# ------------------------------------------------------------------------------ XSS
+
+# Each tries to run code: set the sentinel window.__pwned or call alert/confirm/prompt.
+XSS = [
+    "<script>window.__pwned=1</script>",
+    '<img src=x onerror="window.__pwned=1">',
+    '<svg onload="window.__pwned=1">',
+    '<svg><animate onbegin="window.__pwned=1" attributeName="x" dur="1s"/></svg>',
+    "javascript:window.__pwned=1",
+    '<a href="javascript:window.__pwned=1">link</a>',
+    "</script><script>window.__pwned=1</script>",
+    '"><img src=x onerror=window.__pwned=1>',
+    "'><img src=x onerror=window.__pwned=1>",
+    '" autofocus onfocus="window.__pwned=1" x="',
+    "' onmouseover='window.__pwned=1' x='",
+    "${window.__pwned=1}",
+    "`${alert(1)}`",
+    "\\u003cscript\\u003ewindow.__pwned=1\\u003c/script\\u003e",
+    '<iframe src="javascript:window.__pwned=1"></iframe>',
+    '<iframe srcdoc="<script>parent.__pwned=1</script>"></iframe>',
+    '<style>@import "javascript:window.__pwned=1";</style>',
+    "--><img src=x onerror=window.__pwned=1><!--",
+    "<!--<script>window.__pwned=1</script>-->",
+    "a\u2028b\u2029<script>window.__pwned=1</script>",
+    "<body onload=window.__pwned=1>",
+    "<math><mtext><table><mglyph><style><img src=x onerror=window.__pwned=1>",
+    '<object data="javascript:window.__pwned=1"></object>',
+    '<embed src="javascript:window.__pwned=1">',
+    "<details open ontoggle=window.__pwned=1>",
+    '<base href="javascript:window.__pwned=1//">',
+    '<meta http-equiv="refresh" content="0;url=javascript:window.__pwned=1">',
+    '{{constructor.constructor("window.__pwned=1")()}}',
+    "&lt;script&gt;window.__pwned=1&lt;/script&gt;",
+    "%3Cscript%3Ewindow.__pwned%3D1%3C%2Fscript%3E",
+    "<scr<script>ipt>window.__pwned=1</scr</script>ipt>",
+    '<form action="javascript:window.__pwned=1"><button>go</button></form>',
+    "prompt(1)//<input onfocus=confirm(1) autofocus>",
+]
+SAFE = [f"safe-name-{i:02d}" for i in range(len(XSS))]
+
+# Installed before any page script: traps for the dialogs the payloads call.
+TRAP = (
+    "window.__calls = [];"
+    "for (const f of ['alert', 'confirm', 'prompt']) {"
+    "  window[f] = (m) => { window.__calls.push(f + ':' + String(m)); return null; }; }"
+)
+
+# Every text node outside script/style (what the page shows as text, hidden panels included).
+_TEXTS = """
+const out = [];
+const walk = document.createTreeWalker(document.documentElement, NodeFilter.SHOW_TEXT);
+for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+  const p = n.parentElement && n.parentElement.closest('script,style,noscript,template');
+  if (!p) out.push(n.nodeValue);
+}
+return out.join('\\n');
+"""
+
+# Open every phase row's detail panel, one by one; the detail texts.
+_DETAILS = """
+const texts = [];
+const n = document.querySelectorAll('#phase-body tr').length;
+for (let i = 0; i < n; i++) {
+  const tr = document.querySelectorAll('#phase-body tr')[i];
+  if (!tr) break;
+  tr.click();
+  texts.push(document.getElementById('detail-body').textContent);
+}
+return [n, texts.join('\\n')];
+"""
+
+_DANGER = [
+    "img", "script", "iframe", "frame", "svg", "style", "object", "embed", "link", "meta",
+    "base", "form", "input", "button", "a", "math", "details", "body", "animate", "video",
+    "audio", "textarea",
+]  # fmt: skip
+
+_INSPECT = """
+const tags = arguments[0];
+const counts = {};
+for (const t of tags) counts[t] = document.getElementsByTagName(t).length;
+const urlAttrs = ['href', 'src', 'action', 'formaction', 'data', 'xlink:href', 'srcdoc'];
+const bad = [];
+for (const e of document.querySelectorAll('*')) {
+  for (const a of e.attributes) {
+    if (a.name.startsWith('on')) bad.push(e.tagName + ' ' + a.name);
+    const js = /^\\s*javascript:/i.test(a.value);
+    if (urlAttrs.includes(a.name) && js) bad.push(e.tagName + ' ' + a.name);
+  }
+}
+return {counts, bad, pwned: window.__pwned === undefined ? null : String(window.__pwned),
+        calls: window.__calls || null};
+"""
+
+
+def _xss_runs(d: Path, names: list[str]) -> str:
+    """One run per name (named by it, tagged with it), then the main run where each name is
+    a planned phase's key and name, a sub-phase's name, a metric name, a warning, an error
+    message (every fourth phase fails with it), an artifact path and a tag."""
+    for i, x in enumerate(names):
+        with Monitor(
+            d, run_id=f"other-{i:02d}", name=x, sample_interval=None, tags={f"t{i}": x},
+            alert_rules=[],
+        ) as m:  # fmt: skip
+            with m.phase("P00"):
+                pass
+    with Monitor(
+        d, run_id="main", name=names[0], plan=[(x, x) for x in names], sample_interval=None,
+        tags={names[1]: names[2], "k": names[3]}, meta={"note": names[4]},
+    ) as mon:  # fmt: skip
+        for i, x in enumerate(names):
+            try:
+                with mon.phase(x, name=x) as p:
+                    p.metric(x, i)
+                    p.warning(x)
+                    p.artifact(x)
+                    with mon.phase(f"sub-{i:02d}", name=x):
+                        pass
+                    if i % 4 == 0:
+                        raise RuntimeError(x)
+            except RuntimeError:
+                pass
+    return "main"
+
+
+@pytest.fixture(scope="module")
+def xss_logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The XSS corpus as runs on disk, and a twin with plain names and the same shape."""
+    out = {}
+    for kind, names in (("evil", XSS), ("safe", SAFE)):
+        d = tmp_path_factory.mktemp(kind) / "runs"
+        _xss_runs(d, names)
+        out[kind] = d
+    # The log really carries every payload verbatim (nothing redacted or clipped away).
+    evs = [e for f in sorted(out["evil"].glob("*.jsonl")) for e in iter_events(f)]
+    keys = {e["phase"] for e in evs if e["ev"] == "phase_end"}
+    names = {e["name"] for e in evs if e["ev"] == "run_start"}
+    metrics = {e["name"] for e in evs if e["ev"] == "metric"}
+    paths = {e["path"] for e in evs if e["ev"] == "artifact"}
+    msgs = {e["msg"] for e in evs if e["ev"] == "log"}
+    for x in XSS:
+        assert x in keys and x in names and x in metrics and x in paths and x in msgs, x
+    return out
+
+
+@pytest.fixture(scope="module")
+def xss_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from browser import chrome
+
+    d = chrome(tmp_path_factory.mktemp("xss-profile"))
+    d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": TRAP})
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def _visit(driver: Any, url: str, phases: int) -> dict[str, Any]:
+    """Load ``url``, open every phase's detail, and inspect the page."""
+    from browser import console_errors, wait_for
+
+    driver.get("about:blank")
+    console_errors(driver)
+    driver.get(url)
+    wait_for(driver, f"return document.querySelectorAll('#flow li').length === {phases}", 15)
+    wait_for(driver, "return document.querySelectorAll('#run-picker option').length > 1", 10)
+    rows, details = driver.execute_script(_DETAILS)
+    text = driver.execute_script(_TEXTS) + "\n" + details
+    found = driver.execute_script(_INSPECT, _DANGER)
+    found["rows"] = rows
+    found["text"] = text
+    found["console"] = console_errors(driver)
+    return found
+
+
+def _check_page(evil: dict[str, Any], safe: dict[str, Any], where: str) -> None:
+    assert evil["pwned"] is None, f"{where}: window.__pwned was set"
+    assert evil["calls"] == [], f"{where}: dialogs called: {evil['calls']}"
+    assert evil["bad"] == [], f"{where}: injected handlers or javascript: URLs {evil['bad']}"
+    assert evil["console"] == [], f"{where}: console errors {evil['console']}"
+    assert evil["rows"] == safe["rows"] == 2 * len(XSS)
+    assert evil["counts"] == safe["counts"], f"{where}: elements beyond the page's own"
+    missing = [x for x in XSS if x not in evil["text"]]
+    assert not missing, f"{where}: payloads not shown as text: {missing}"
+
+
+def test_xss_corpus_runs_nothing_in_the_live_page(
+    xss_logs: dict[str, Path], xss_driver: Any
+) -> None:
+    """33 XSS payloads in every user string: nothing runs or is injected in the live page."""
+    pages = {}
+    for kind, d in xss_logs.items():
+        src = FileSource([d])
+        srv = start_server(src, "127.0.0.1", 0)
+        try:
+            pages[kind] = _visit(xss_driver, f"{srv.url}?run=main", len(XSS))
+        finally:
+            srv.close()
+            src.close()
+    _check_page(pages["evil"], pages["safe"], "live page")
+
+
+def test_xss_corpus_runs_nothing_in_the_html_report(
+    xss_logs: dict[str, Path], xss_driver: Any, tmp_path: Path
+) -> None:
+    """The XSS corpus in `report --format html`: nothing runs or is injected, all shown as text."""
+    pages = {}
+    for kind, d in xss_logs.items():
+        out = tmp_path / f"{kind}.html"
+        r = subprocess.run(
+            [sys.executable, "-m", "atroz_monitor", "report", str(d), "--run", "main",
+             "--format", "html", "--output", str(out)],
+            env=_env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert r.returncode in (0, 1), r.stderr  # 1: the run has failed phases
+        pages[kind] = _visit(xss_driver, out.as_uri(), len(XSS))
+    _check_page(pages["evil"], pages["safe"], "html report")
