@@ -562,9 +562,18 @@ def _progress(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -
         rec.total = total
 
 
+def _bare(ev: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an event without the kind, run and seq (kept in rings); a C-level copy and
+    three deletions cost less than a filtering comprehension."""
+    d = dict(ev)
+    d.pop("ev", None)
+    d.pop("run", None)
+    d.pop("seq", None)
+    return d
+
+
 def _sample(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
-    s = {k: v for k, v in ev.items() if k not in ("ev", "run", "seq")}
-    r.samples.append(s)
+    r.samples.append(_bare(ev))
     rss = ev.get("rss_bytes")
     if type(rss) is int:
         if r.peak_rss_bytes is None or rss > r.peak_rss_bytes:
@@ -589,7 +598,7 @@ def _log(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> Non
     level = ev.get("level")
     level = level if level in ("warning", "error") else "warning"
     r.log_counts[level] = r.log_counts.get(level, 0) + 1
-    r.logs.append({k: v for k, v in ev.items() if k not in ("ev", "run", "seq")})
+    r.logs.append(_bare(ev))
     rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
     if rec is not None:
         if level == "error":
@@ -599,7 +608,7 @@ def _log(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> Non
 
 
 def _artifact(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
-    a = {k: v for k, v in ev.items() if k not in ("ev", "run", "seq")}
+    a = _bare(ev)
     r.artifacts.append(a)
     rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
     if rec is not None:
@@ -639,7 +648,7 @@ def _alert(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> N
         return
     r.alert_events += 1
     cur = r.alerts.get(aid)
-    a = {k: v for k, v in ev.items() if k not in ("ev", "run", "seq")}
+    a = _bare(ev)
     if cur is None:
         a.setdefault("raised_ts", ts)
         r.alerts[aid] = a

@@ -163,17 +163,40 @@ with open(sys.argv[1], "rb") as f:
 """
 
 
+# The child reports its own peak RSS (VmHWM) on exit. ru_maxrss from wait4 would not do:
+# Linux carries the forking parent's high-water mark into the child across exec, so every
+# child of a big benchmark process would report the benchmark's own size.
+_WRAP = """
+import runpy, sys
+def _hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("VMHWM %d\\n" % int(line.split()[1]))
+mode, target = sys.argv[1], sys.argv[2]
+sys.argv = sys.argv[2:]
+try:
+    if mode == "module":
+        runpy.run_module(target, run_name="__main__", alter_sys=True)
+    else:
+        exec(compile(target, "<floor>", "exec"), {"__name__": "__main__"})
+finally:
+    _hwm()
+"""
+
+
 def _child(args: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of a fresh child process running args."""
+    """Wall seconds and peak RSS (MB) of a fresh child process: ``["module", name, *argv]``
+    or ``["code", source, *argv]``."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     t0 = time.perf_counter()
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(p.pid, 0)
+    p = subprocess.run([sys.executable, "-c", _WRAP, *args], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, env=env, text=True)  # fmt: skip
     wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{args} failed: {p.stderr.read().decode() if p.stderr else ''}")
-    return wall, usage.ru_maxrss / 1024  # KiB on Linux
+    if p.returncode != 0:
+        raise RuntimeError(f"{args[:2]} failed: {p.stderr[-500:]}")
+    kib = [int(x.split()[1]) for x in p.stderr.splitlines() if x.startswith("VMHWM ")]
+    return wall, kib[-1] / 1024 if kib else float("nan")
 
 
 def measure(n: int, rounds: int) -> tuple[float, float, float, float, int]:
@@ -183,10 +206,10 @@ def measure(n: int, rounds: int) -> tuple[float, float, float, float, int]:
     size = os.path.getsize(path)
     floor_t, report_t, floor_m, report_m = [], [], [], []
     for _ in range(rounds):  # interleaved, so machine noise hits both alike
-        w, m = _child([sys.executable, "-c", _FLOOR, path])
+        w, m = _child(["code", _FLOOR, path])
         floor_t.append(w)
         floor_m.append(m)
-        w, m = _child([sys.executable, "-m", "atroz_monitor", "report", path, "--color", "never"])
+        w, m = _child(["module", "atroz_monitor", "report", path, "--color", "never"])
         report_t.append(w)
         report_m.append(m)
     os.unlink(path)
