@@ -227,6 +227,9 @@ class RunState:
         self.compacted = False
         self.resumes: list[dict[str, Any]] = []  # a new owner continuing the run
         self.aggregated = 0  # calls recorded as aggregates (hot loops), not one by one
+        # Repeats started beyond max_phases, kept as a tuple until they end (then folded at
+        # once) or until something needs their record (a child, a log, a metric).
+        self.lite: dict[str, tuple[Any, ...]] = {}
 
 
 class State:
@@ -257,6 +260,7 @@ class State:
         r.roots.clear()
         r.open.clear()
         r.first_of.clear()
+        r.lite.clear()
         r.samples.clear()
         r.logs.clear()
         r.artifacts.clear()
@@ -333,7 +337,9 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
     status = ev.get("status")
     r.status = status if isinstance(status, str) else "completed"
     r.end_info = {k: v for k, v in ev.items() if k not in _ENVELOPE}
-    # Phases the run left open ended with it.
+    # Phases the run left open ended with it (repeats kept as tuples are dropped: counted).
+    r.folded_count += len(r.lite)
+    r.lite.clear()
     for span in list(r.open):
         rec = r.phases.get(span)
         if rec is not None and rec.status == "running":
@@ -392,6 +398,13 @@ def _phase_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None
     if type(key) is not str:
         key = "?"
     name = ev.get("name")
+    if parent is not None and parent in r.lite:
+        _materialize(r, parent)
+    if len(phases) >= state.max_phases and (parent, key) in r.first_of:
+        # A repeat beyond the bound: it will be folded when it ends, so keep no record.
+        r.lite[span] = (key, name if type(name) is str else key, parent, ev.get("pid"),
+                        ev.get("thread"), ts, ev.get("meta"), ev.get("attempt"))  # fmt: skip
+        return
     rec = PhaseRec(span, key, name if type(name) is str else key, parent, ev.get("pid"))
     if ts is not None:
         rec.start = ts
@@ -422,6 +435,9 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     if type(span) is not str:
         return
     rec = r.phases.get(span)
+    if rec is None and span in r.lite:
+        _fold_lite(r, span, ev)
+        return
     if rec is None:
         # The start line is missing (a cut log, a folded repeat): rebuild from the end line.
         _phase_start(state, r, ev, None)
@@ -478,6 +494,56 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     agg.add(rec.status, d or 0.0, c or 0.0, rec.items, rec.peak_rss_bytes)
     if len(r.phases) > state.max_phases:
         _maybe_fold(r, rec)
+
+
+def _materialize(r: RunState, span: str) -> PhaseRec | None:
+    """Give a repeat kept as a tuple its full record (something now refers to it)."""
+    t = r.lite.pop(span, None)
+    if t is None:
+        return r.phases.get(span)
+    key, name, parent, pid, thread, ts, meta, attempt = t
+    rec = PhaseRec(span, key, name, parent, pid)
+    rec.start, rec.thread, rec.meta = ts, thread, meta
+    if type(attempt) is int:
+        rec.attempt = attempt
+    r.phases[span] = rec
+    r.open.add(span)
+    prec = r.phases.get(parent) if parent is not None else None
+    (prec.children if prec is not None else r.roots).append(span)
+    return rec
+
+
+def _fold_lite(r: RunState, span: str, ev: dict[str, Any]) -> None:
+    """The end of a repeat kept as a tuple: straight into the aggregates, as _maybe_fold
+    would have put it."""
+    key, _name, parent, *_ = r.lite.pop(span)
+    get = ev.get
+    status = get("status")
+    status = status if type(status) is str else "completed"
+    d = get("duration_ms")
+    d = d if type(d) is float or type(d) is int else 0.0
+    c = get("cpu_ms")
+    c = c if type(c) is float or type(c) is int else 0.0
+    items = get("items")
+    items = items if type(items) is int else 0
+    peak = get("peak_rss_bytes")
+    peak = peak if type(peak) is int else None
+    agg = r.keys.get(key)
+    if agg is None:
+        agg = r.keys[key] = KeyAgg()
+    agg.add(status, d, c, items, peak)
+    prec = r.phases.get(parent) if parent is not None else None
+    if prec is not None:
+        if prec.folded is None:
+            prec.folded = {}
+        table = prec.folded
+    else:
+        table = r.folded
+    f = table.get(key)
+    if f is None:
+        f = table[key] = KeyAgg()
+    f.add(status, d, c, items, peak)
+    r.folded_count += 1
 
 
 def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
@@ -550,8 +616,15 @@ def _aggregate(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
         r.aggregated += n
 
 
+def _rec(r: RunState, span: Any) -> PhaseRec | None:
+    rec = r.phases.get(span)
+    if rec is None and span in r.lite:
+        rec = _materialize(r, span)
+    return rec
+
+
 def _progress(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
-    rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
+    rec = _rec(r, ev.get("span"))
     if rec is None:
         return
     items = ev.get("items")
@@ -599,7 +672,7 @@ def _log(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> Non
     level = level if level in ("warning", "error") else "warning"
     r.log_counts[level] = r.log_counts.get(level, 0) + 1
     r.logs.append(_bare(ev))
-    rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
+    rec = _rec(r, ev.get("span"))
     if rec is not None:
         if level == "error":
             rec.errors += 1
@@ -610,7 +683,7 @@ def _log(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> Non
 def _artifact(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
     a = _bare(ev)
     r.artifacts.append(a)
-    rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
+    rec = _rec(r, ev.get("span"))
     if rec is not None:
         if rec.artifacts is None:
             rec.artifacts = []
@@ -634,7 +707,7 @@ def _metric(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> 
             m["min"] = value
         if m["max"] is None or value > m["max"]:
             m["max"] = value
-    rec = r.phases.get(ev.get("span"))  # type: ignore[arg-type]
+    rec = _rec(r, ev.get("span"))
     if rec is not None:
         if rec.metrics is None:
             rec.metrics = {}
