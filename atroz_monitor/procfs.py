@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection
 from typing import NamedTuple
@@ -429,6 +430,12 @@ class TreeSampler:
         self._child_ticks: dict[int, tuple[int, int]] = {}  # pid -> (starttime, utime+stime)
         self._children_ticks = 0
         self._tasks: dict[int, tuple[float, list[int]]] = {}  # pid -> (listed at, tids)
+        self.slow_interval = 0.1
+        self._slow_t: float | None = None
+        self._slow: Sample = {}
+        self._io: Sample = {}
+        self._self_tid = 0
+        self.skip_own_thread = False  # the sampler's thread sets it: it never forks
 
     def close(self) -> None:
         """Close every kept descriptor; a later ``read()`` reopens what it needs."""
@@ -471,13 +478,23 @@ class TreeSampler:
         boot = self._boot_now()
         dt = None if self._prev_t is None or now <= self._prev_t else now - self._prev_t
         out: Sample = {}
-        if self._read_process(out, dt):  # no tree figures for a process we cannot see
+        # The reading thread never forks: skip its own children file (one system call less;
+        # each one can cost a GIL switch interval beside a busy thread).
+        self._self_tid = threading.get_native_id()
+        slow = self._slow_t is None or now - self._slow_t >= self.slow_interval
+        if self._read_process(out, dt, slow):  # no tree figures for a process we cannot see
             self._read_tree(out, now, boot, dt)
-        self._read_system(out)
+        if slow:
+            self._slow_t = now
+            self._slow = {}
+            self._read_system(self._slow)
+        # System-wide figures and I/O counters are refreshed at most every slow_interval
+        # (10 Hz by default): at 100 Hz sampling they would double the system calls a tick.
+        out.update(self._slow)
         self._prev_t = now
         return out
 
-    def _read_process(self, out: Sample, dt: float | None) -> bool:
+    def _read_process(self, out: Sample, dt: float | None, slow: bool = True) -> bool:
         st = parse_stat(self._fs.read(f"{self.pid}/stat") or b"")
         if st is not None:
             ticks = st.utime + st.stime
@@ -487,10 +504,10 @@ class TreeSampler:
             self._prev_ticks = ticks
             out["rss_bytes"] = st.rss_pages * self._page
             out["threads"] = st.num_threads
-        io = parse_io(self._fs.read(f"{self.pid}/io") or b"")
-        for key in ("read_bytes", "write_bytes"):
-            if key in io:
-                out["io_" + key] = io[key]
+        if slow:
+            io = parse_io(self._fs.read(f"{self.pid}/io") or b"")
+            self._io = {"io_" + k: io[k] for k in ("read_bytes", "write_bytes") if k in io}
+        out.update(self._io)
         return st is not None
 
     def _read_system(self, out: Sample) -> None:
@@ -588,6 +605,8 @@ class TreeSampler:
     def _children_of(self, pid: int, now: float) -> list[int]:
         children: list[int] = []
         for tid in self._task_ids(pid, now):
+            if tid == self._self_tid and pid == self.pid and self.skip_own_thread:
+                continue
             relpath = f"{pid}/task/{tid}/children"
             size = 4096
             data = self._fs.read(relpath, size)

@@ -24,6 +24,7 @@ class Sampler:
         self.monitor = monitor
         self.interval = interval
         tree: Any = TreeSampler(os.getpid(), proc)
+        tree.skip_own_thread = True  # read on our own thread, which never forks
         if not tree.available:
             tree.close()
             tree = RusageSampler()
