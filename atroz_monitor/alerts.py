@@ -70,16 +70,24 @@ class Rule:
     def __post_init__(self) -> None:
         if not self.id:
             object.__setattr__(self, "id", self.type + (f"@{self.phase}" if self.phase else ""))
+        # Highest severity first: the first threshold passed is the answer (evaluated on
+        # every sample, so no per-call lookups or sorting).
+        levels = sorted(((t, sv) for sv, t in self.thresholds.items()),
+                        key=lambda x: -_RANK[x[1]])  # fmt: skip
+        object.__setattr__(self, "_levels", tuple(levels))
+        object.__setattr__(self, "_below", TYPES[self.type].below)
 
     def severity(self, value: float) -> tuple[str, float] | None:
         """The highest severity whose threshold ``value`` passes, with that threshold."""
-        below = TYPES[self.type].below
-        best: tuple[str, float] | None = None
-        for sev, thr in self.thresholds.items():
-            hit = value < thr if below else value > thr
-            if hit and (best is None or _RANK[sev] > _RANK[best[0]]):
-                best = (sev, thr)
-        return best
+        if self._below:  # type: ignore[attr-defined]
+            for thr, sev in self._levels:  # type: ignore[attr-defined]
+                if value < thr:
+                    return sev, thr
+        else:
+            for thr, sev in self._levels:  # type: ignore[attr-defined]
+                if value > thr:
+                    return sev, thr
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "type": self.type, **self.thresholds}
@@ -221,6 +229,8 @@ class Active:
 
 class Evaluator:
     """Judges one run against rules; returns ``alert`` event fields (without envelope)."""
+
+    Active = Active
 
     def __init__(
         self,

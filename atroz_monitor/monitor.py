@@ -1197,13 +1197,12 @@ class Run:
 
     def _sample_alerts(self, fields: Mapping[str, Any], active: list[Phase]) -> None:
         """Resource, stall and throughput rules on the sampler thread."""
-        from .alerts import Active
-
         ev = self.evaluator
         if ev is None:
             return
         now = _wall()
         perf = _perf_ns() / 1e9
+        Active = ev.Active  # the class, held by the evaluator: no import on every tick
         act = [
             Active(
                 h.span,
