@@ -836,7 +836,6 @@ class Run:
             p = None
         if p is not None:
             parent = p.span
-            p._last_activity = _perf_ns() / 1e9  # a sub-phase is progress (stall rule)
             if p._pending is not None:
                 # A parent's start line must precede its children's.
                 self.writer.emit_deferred(p)
@@ -905,6 +904,8 @@ class Run:
         h._cpu0 = _cpu_ns()
         h._t0 = t0 = _perf_ns()
         h._last_activity = h._prog_t = t0 / 1e9  # progress lines start after PROGRESS_EVERY_S
+        if p is not None:
+            p._last_activity = h._last_activity  # a sub-phase is progress (stall rule)
         if ctx and mon._sampler is not None:
             # Deferred: written with the end line in one system call, or by the sampler at
             # its next tick if the phase is still running then (so a running phase shows

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -24,3 +28,21 @@ def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def phase_ends(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """phase_end events keyed by phase key (last one wins)."""
     return {e["phase"]: e for e in events if e["ev"] == "phase_end"}
+
+
+def child_env() -> dict[str, str]:
+    """A child process's environment: this checkout importable, no inherited run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATROZ_MONITOR_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def poll(pred: Any, timeout: float, what: str, step: float = 0.005) -> Any:
+    """A bounded poll: ``pred()``'s first truthy value, or AssertionError after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.monotonic() < end, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(step)

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import require_tool
+from helpers import child_env, poll
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +36,6 @@ from atroz_monitor.source import FileSource
 
 pytestmark = pytest.mark.faults
 
-REPO = Path(__file__).resolve().parents[1]
 TRIALS = max(1, int(os.environ.get("ATROZ_FAULT_TRIALS", "50")))
 WRK_S = max(10, min(30, round(TRIALS * 0.6)))  # 30 s at the default, never under 10 s
 FUZZ = settings(
@@ -44,23 +44,6 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATROZ_MONITOR_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _poll(pred: Any, timeout: float, what: str) -> Any:
-    """A bounded poll: ``pred()``'s first truthy value, or AssertionError after ``timeout``."""
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.01)
 
 
 # ------------------------------------------------------------------------------ the server
@@ -73,7 +56,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = subprocess.run(
         [sys.executable, "-m", "atroz_monitor", "demo", "--duration", "2", "--no-serve",
          "--out", str(out)],
-        env=_env(), cwd=str(out.parent), capture_output=True, text=True, timeout=120,
+        env=child_env(), cwd=str(out.parent), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert len(list(out.glob("*.jsonl"))) == 1
@@ -86,7 +69,7 @@ class Served:
     def __init__(self, directory: Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "atroz_monitor", "serve", str(directory), "--port", "0"],
-            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -179,7 +162,7 @@ def test_slow_request_heads_lock_nobody_out_for_long(served: Served) -> None:
             assert status in (200, 503), status
             return status == 200
 
-        _poll(attempt, HEAD_TIMEOUT_S + 1.5, "a 200 during the slow heads")
+        poll(attempt, HEAD_TIMEOUT_S + 1.5, "a 200 during the slow heads")
         elapsed = time.monotonic() - t0
         info = json.loads(served.get("/healthz")[1])
         assert info["server_errors"] == 0
@@ -718,7 +701,7 @@ def test_xss_corpus_runs_nothing_in_the_html_report(
         r = subprocess.run(
             [sys.executable, "-m", "atroz_monitor", "report", str(d), "--run", "main",
              "--format", "html", "--output", str(out)],
-            env=_env(), capture_output=True, text=True, timeout=120,
+            env=child_env(), capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert r.returncode in (0, 1), r.stderr  # 1: the run has failed phases
         pages[kind] = _visit(xss_driver, out.as_uri(), len(XSS))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import of_kind, read_log
+from helpers import child_env, of_kind, poll, read_log
 
 import atroz_monitor
 from atroz_monitor import Monitor
@@ -35,27 +35,8 @@ from atroz_monitor.views import snapshot
 
 pytestmark = pytest.mark.faults
 
-REPO = Path(__file__).resolve().parents[1]
 TRIALS = max(1, int(os.environ.get("ATROZ_FAULT_TRIALS", "50")))
 EVENTS_PER_WRITER = 10_000
-
-
-def _env() -> dict[str, str]:
-    """The child's environment: this checkout importable, no inherited run."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATROZ_MONITOR_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _poll(pred: Any, timeout: float, what: str) -> Any:
-    """A bounded poll: ``pred()``'s first truthy value, or AssertionError after ``timeout``."""
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.002)
 
 
 def _lines(path: Path) -> list[str]:
@@ -144,14 +125,14 @@ def _kill_trial(tmp: Path, n: int, seed: int) -> dict[str, Any]:
         proc = subprocess.Popen(
             [sys.executable, "-c", _KILL_CHILD, str(log), str(marks), str(int(pool_on)),
              str(int(agg_on)), interval],
-            env=_env(), start_new_session=True, stderr=err,
+            env=child_env(), start_new_session=True, stderr=err,
         )  # fmt: skip
     try:
-        _poll(lambda: "ready" in _lines(marks) or proc.poll() is not None, 30, "the child")
+        poll(lambda: "ready" in _lines(marks) or proc.poll() is not None, 30, "the child")
         # The kill moment: after a random number of returned phases and a random delay.
         want = rnd.randrange(0, 40)
         at = time.monotonic() + rnd.uniform(0.0, 0.3)
-        _poll(
+        poll(
             lambda: (
                 (len(_lines(marks)) > want and time.monotonic() >= at) or proc.poll() is not None
             ),
@@ -324,7 +305,7 @@ def test_disk_full_then_room_again_loses_only_what_was_counted(tmp_path: Path, h
         log = tmp_path / "run.jsonl"
         r = subprocess.run(
             [sys.executable, "-c", _REFILL, str(log)],
-            env=_env(), capture_output=True, text=True, timeout=120,
+            env=child_env(), capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout.strip().splitlines()[-1])
@@ -430,12 +411,12 @@ def test_proc_files_vanishing_mid_run_are_counted(tmp_path: Path) -> None:
         log = tmp_path / "run.jsonl"
         with Monitor(log, sample_interval=0.005, proc=str(root), alert_rules=[]) as mon:
             with mon.phase("before"):
-                _poll(lambda: mon.snapshot()["monitor"]["samples"] >= 5, 10, "5 samples")
+                poll(lambda: mon.snapshot()["monitor"]["samples"] >= 5, 10, "5 samples")
             victim.kill()
             victim.wait(10)
             n0 = mon.snapshot()["monitor"]["samples"]
             with mon.phase("after"):
-                _poll(lambda: mon.snapshot()["monitor"]["samples"] >= n0 + 10, 10, "10 more")
+                poll(lambda: mon.snapshot()["monitor"]["samples"] >= n0 + 10, 10, "10 more")
             live = mon.snapshot()["monitor"]
     finally:
         victim.kill()
@@ -490,7 +471,9 @@ def test_32_threads_and_4_processes_write_one_run_exactly(tmp_path: Path) -> Non
         for t in threads:
             t.start()
         procs = [
-            subprocess.Popen([sys.executable, "-c", _JOINER, str(log), str(k), str(n)], env=_env())
+            subprocess.Popen(
+                [sys.executable, "-c", _JOINER, str(log), str(k), str(n)], env=child_env()
+            )
             for k in range(4)
         ]
         go.wait()
@@ -552,7 +535,7 @@ def test_fork_mid_phase_child_leaves_parent_phases_to_the_parent(tmp_path: Path,
     log = tmp_path / "run.jsonl"
     r = subprocess.run(
         [sys.executable, "-c", _FORK_MID_PHASE, str(log), how],
-        env=_env(), capture_output=True, text=True, timeout=60,
+        env=child_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     code, child, outer_span = r.stdout.split()
