@@ -30,6 +30,8 @@ import os
 import signal
 from typing import Any
 
+from .procfs import pread
+
 __all__ = [
     "OomWatch",
     "cpu_count",
@@ -438,7 +440,7 @@ class OomWatch:
         if self._fd is None:
             return None
         try:
-            return parse_oom_kill(os.pread(self._fd, 4096, 0))
+            return parse_oom_kill(pread(self._fd, 4096))
         except OSError:
             self.errors += 1
             return None

@@ -5,16 +5,17 @@ itself ``a b) (c``), a default for every missing field, and a procfs root that t
 a fake tree. The parsers are pure and never raise, so they can be property-tested against torn
 and corrupt files.
 
-:class:`ProcFS` keeps one descriptor open per file and re-reads it with ``pread``: with a
-GIL-bound main thread every GIL-releasing syscall can cost a 5 ms switch interval, and
-open/read/close per tick reached only 31 Hz when 100 Hz was asked, while kept descriptors held
-100 Hz. :class:`TreeSampler` measures a process and all its descendants;
-:class:`RusageSampler` is the fallback where there is no ``/proc``. Nothing here starts a
-thread: the caller owns the loop and calls ``read()`` from one thread at a time.
+:class:`ProcFS` keeps one descriptor open per file and re-reads it with ``pread``, called with
+the GIL held (:func:`pread`): with a GIL-bound main thread every GIL-releasing syscall can cost
+a 5 ms switch interval, and open/read/close per tick reached only 31 Hz when 100 Hz was asked.
+:class:`TreeSampler` measures a process and all its descendants; :class:`RusageSampler` is
+the fallback where there is no ``/proc``. Nothing here starts a thread: the caller owns the
+loop and calls ``read()`` from one thread at a time.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -35,6 +36,7 @@ __all__ = [
     "parse_meminfo",
     "parse_stat",
     "pid_start_time",
+    "pread",
     "process_alive",
 ]
 
@@ -218,6 +220,57 @@ def page_size() -> int:
 # Kept file descriptors
 
 
+def _os_pread(fd: int, size: int, offset: int) -> bytes:
+    return os.pread(fd, size, offset)
+
+
+_pread_impl: Callable[[int, int, int], bytes] | None = None
+
+
+def _gil_holding_pread() -> Callable[[int, int, int], bytes]:
+    """``pread(2)`` through ``ctypes.PyDLL``, which keeps the GIL for the call.
+
+    ``os.pread`` releases the GIL around the system call, and beside a thread that keeps the
+    GIL busy, taking it back costs up to a switch interval (5 ms): at 100 Hz, four reads a
+    tick were most of the tick (60 Hz measured, 100 Hz with this). Reads of ``/proc`` and
+    cgroup files take microseconds and never wait on I/O, so holding the GIL through them
+    costs other threads nothing measurable. Falls back to ``os.pread`` where ctypes or a
+    libc ``pread64`` is missing.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.PyDLL(None, use_errno=True)
+        call = libc.pread64
+    except (ImportError, OSError, AttributeError):
+        return _os_pread
+    call.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int64]
+    call.restype = ctypes.c_ssize_t
+    new_buffer = ctypes.create_string_buffer
+    get_errno = ctypes.get_errno
+
+    def gil_pread(fd: int, size: int, offset: int) -> bytes:
+        buf = new_buffer(size)  # one per call: the caller may be any thread
+        while True:
+            n = call(fd, buf, size, offset)
+            if n >= 0:
+                return buf[:n]
+            err = get_errno()
+            if err != errno.EINTR:
+                raise OSError(err, os.strerror(err))
+
+    return gil_pread
+
+
+def pread(fd: int, size: int, offset: int = 0) -> bytes:
+    """``os.pread`` for procfs and cgroup files, without releasing the GIL where possible."""
+    global _pread_impl
+    impl = _pread_impl
+    if impl is None:
+        impl = _pread_impl = _gil_holding_pread()
+    return impl(fd, size, offset)
+
+
 class ProcFS:
     """Reads procfs files through descriptors kept open between reads.
 
@@ -262,7 +315,7 @@ class ProcFS:
             if fd is None:
                 fd = os.open(self._path(relpath), os.O_RDONLY | os.O_CLOEXEC)
                 self._keep(relpath, fd)
-            return os.pread(fd, size, 0)
+            return pread(fd, size)
         except OSError:
             if fd is not None:
                 self.drop(relpath)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from atroz_monitor import procfs
 from atroz_monitor.procfs import (
     ProcFS,
     ProcStat,
@@ -323,6 +324,47 @@ def test_procfs_keeps_descriptor_and_rereads_from_start(tmp_path: Path) -> None:
     assert fs.open_paths == ["12/stat"]
     fs.close()
     assert fs.open_files == 0
+
+
+@pytest.mark.parametrize("impl", ["gil", "os"])
+def test_pread_matches_os_pread_and_raises_oserror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, impl: str
+) -> None:
+    """Both implementations read the same bytes at any offset and raise OSError with errno."""
+    import errno
+
+    if impl == "gil":
+        chosen = procfs._gil_holding_pread()
+        if sys.platform.startswith("linux"):  # ctypes and libc's pread64 are there
+            assert chosen is not procfs._os_pread
+    else:  # no ctypes at all: the fallback
+        monkeypatch.setitem(sys.modules, "ctypes", None)
+        chosen = procfs._gil_holding_pread()
+        assert chosen is procfs._os_pread
+    monkeypatch.setattr(procfs, "_pread_impl", chosen)
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 40)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for size, offset in [(1, 0), (4096, 0), (100, 5000), (4096, 10_000), (10, 20_000)]:
+            assert procfs.pread(fd, size, offset) == os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+    own = os.open(f"/proc/{os.getpid()}/stat", os.O_RDONLY)
+    try:
+        assert procfs.pread(own, 4096).startswith(f"{os.getpid()} (".encode())
+    finally:
+        os.close(own)
+    with pytest.raises(OSError) as err:
+        procfs.pread(-1, 10, 0)
+    assert err.value.errno == errno.EBADF
+    dfd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as err:
+            procfs.pread(dfd, 10, 0)
+        assert err.value.errno == errno.EISDIR
+    finally:
+        os.close(dfd)
 
 
 def test_procfs_unreadable_file_is_none_and_not_kept(tmp_path: Path) -> None:
