@@ -302,7 +302,6 @@ class Phase:
         # Only what is read before _begin; _begin sets the rest (kept short: hot path).
         self.attempt = attempt
         self._detail = detail
-        self._agg: _Hot | None = None
         self._hot: dict[str, _Hot] | None = None
         self._run = run
         self.key = key
@@ -326,16 +325,216 @@ class Phase:
         self._pending: tuple[str, float, str] | None = None
 
     # -- context manager, sync and async ------------------------------------------------
-    def __enter__(self) -> Phase:
+    # The recording itself lives here rather than in a Run method the `with` statement
+    # would reach through a second call: this is the hot path. ``_ctx`` is False for the
+    # explicit form (``start_phase``/``complete_phase``), which sets no context token.
+    def __enter__(self, _ctx: bool = True) -> Phase:
         try:
-            self._run._begin(self, True)
+            run = self._run
+            if not run.live:
+                run.start()
+            pid = _pid
+            if self.status is None and self.span is not None and self._pid == pid:
+                run.monitor._internal("phase entered twice", None)
+                return self
+            prev = _current.get()
+            parg = self._parent_arg
+            if parg is None:
+                # The nearest open phase of this run in this process (a phase of another
+                # run, or one inherited from the parent across a fork, is not our parent).
+                p = prev
+                while p is not None and (
+                    p._run is not run or p._pid != pid or p.status is not None or p._agg is not None
+                ):
+                    p = p._prev
+            elif isinstance(parg, Phase):
+                p = parg
+            else:
+                p = None
+            if p is not None:
+                parent = p.span
+                if p._pending is not None:
+                    # A parent's start line must precede its children's.
+                    run.writer.emit_deferred(p)
+            else:
+                parent = None if parg is None else str(parg)
+            mon = run.monitor
+            detail = self._detail or mon.detail
+            # Top-level hot loops aggregate only in the run's owner, which flushes them at
+            # the run's end; a joined worker may be terminated by its pool with nothing
+            # flushed.
+            if _ctx and detail != "all" and (p is not None or run.owner):
+                table = p._hot if p is not None else run._hot_top
+                if table is None:
+                    table = p._hot = {}  # type: ignore[union-attr]
+                hot = table.get(self.key)
+                if hot is None:
+                    hot = table[self.key] = _Hot(
+                        self.key, self.name, parent, p, time.perf_counter(), detail == "aggregate"
+                    )
+                if not hot.on:
+                    now = time.perf_counter()
+                    if now - hot.since >= 1.0:
+                        hot.since, hot.n = now, 1
+                    else:
+                        hot.n += 1
+                        hot.on = hot.n > mon.aggregate_above
+                if hot.on:
+                    # Summed, not written: no span, no line; the parent stays the parent of
+                    # anything nested inside (this handle is transparent).
+                    self._agg = hot
+                    self.span = None
+                    self.parent, self._prev, self._pid, self.status = parent, prev, pid, None
+                    self.items = self.warnings = self.errors = 0
+                    self.total = self._outcome = None
+                    self._token = _current.set(self)
+                    self._cpu0 = _cpu_ns()
+                    self._t0 = t0 = _perf_ns()
+                    self._last_activity = self._prog_t = t0 / 1e9
+                    return self
+            self._agg = None
+            self.span = span = _span_prefix + str(next(_spans))
+            self.parent = parent
+            self._prev = prev
+            self._pid = pid
+            self.status = None
+            self.items = self.warnings = self.errors = 0
+            self.total = None
+            self._outcome = None
+            self._rss0 = self.peak_rss = mon._rss
+            c = mon._ccpu_s
+            self._ccpu0 = c if c is not None else mon._children_cpu()
+            if _ctx:
+                self._token = _current.set(self)
+            else:
+                self._token = None
+                _current.set(self)
+            body = (
+                f',"span":"{span}","phase":{self._qkey},"name":{self._qname},'
+                f'"parent":{"null" if parent is None else quote(parent)},'
+                f'"thread":{_thread_name()}'
+            )
+            if self.meta:
+                body += ',"meta":' + dumps(mon.redactor.redact_obj(self.meta))
+            if self.attempt is not None:
+                body += f',"attempt":{int(self.attempt)}'
+            self._cpu0 = _cpu_ns()
+            self._t0 = t0 = _perf_ns()
+            # Progress lines start after PROGRESS_EVERY_S.
+            self._last_activity = self._prog_t = t0 / 1e9
+            if p is not None:
+                p._last_activity = self._last_activity  # a sub-phase is progress (stall rule)
+            if _ctx and mon._sampler is not None:
+                # Deferred: written with the end line in one system call, or by the sampler
+                # at its next tick if the phase is still running then (so a running phase
+                # shows live and in a crashed log within one sample interval).
+                self._pending = ("phase_start", _wall(), body)
+            else:
+                self._pending = None
+                run.writer.emit("phase_start", _wall(), body)
+            # Last, with every field set: the sampler thread reads the open phases.
+            run.active[span] = self
         except Exception as exc:
             self._run.monitor._internal("phase enter", exc)
         return self
 
-    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any, _ctx: bool = True) -> bool:
+        t1 = _perf_ns()
+        cpu1 = _cpu_ns()
         try:
-            self._run._finish(self, exc, True)
+            run = self._run
+            if self._pid != _pid:
+                # A forked child leaving a phase its parent opened: not ours to end.
+                if _ctx and self._token is not None:
+                    _reset(self)
+                return False
+            hot = self._agg
+            if hot is not None:
+                run._finish_hot(self, hot, exc, t1, cpu1)
+                return False
+            if self.status is not None or self.span is None:
+                return False
+            reason = None
+            if exc is None:
+                status = "completed"
+                if self._outcome is not None:
+                    status, reason = self._outcome
+            elif _is_cancel(exc):
+                status = "cancelled"
+            else:
+                status = "failed"
+            self.status = status
+            run.active.pop(self.span, None)
+            if self._hot:
+                for hot in self._hot.values():
+                    run._flush_hot(hot)
+                self._hot = None
+            if _ctx:
+                try:
+                    _current.reset(self._token)
+                except (ValueError, RuntimeError, TypeError):
+                    _current.set(self._prev)  # exited in another context than it entered
+            elif _current.get() is self:
+                _current.set(self._prev)
+            mon = run.monitor
+            parent = self.parent
+            body = (
+                f',"span":"{self.span}","phase":{self._qkey},"name":{self._qname},'
+                f'"parent":{"null" if parent is None else quote(parent)},"status":"{status}",'
+                f'"duration_ms":{(t1 - self._t0) / 1e6:.3f},'
+                f'"cpu_ms":{(cpu1 - self._cpu0) / 1e6:.3f}'
+            )
+            c = mon._ccpu_s
+            ccpu = (c if c is not None else mon._children_cpu()) - self._ccpu0
+            if ccpu > 0:
+                body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
+            rss = mon._rss
+            if rss is not None:
+                peak = self.peak_rss
+                if peak is None or rss > peak:
+                    peak = rss
+                r0 = self._rss0
+                body += (
+                    f',"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{r0}'
+                    if r0 is not None
+                    else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
+                )
+            if self.items:
+                body += f',"items":{self.items}'
+            if self.total is not None:
+                body += f',"total":{self.total}'
+            if self.warnings:
+                body += f',"warnings":{self.warnings}'
+            if self.errors:
+                body += f',"errors":{self.errors}'
+            if exc is not None and status != "completed":
+                body += ',"error":' + dumps(_format_error(exc, mon.redactor))
+            if self.attempt is not None:
+                body += f',"attempt":{int(self.attempt)}'
+            if reason is not None:
+                body += ',"reason":' + quote(clip(str(reason), E.MESSAGE_LIMIT))
+            run.writer.emit_after_deferred(self, "phase_end", _wall(), body)
+            ev = run.evaluator
+            # Outcome rules run here, so a failed phase's alert is written before the host's
+            # exception propagates; a completed, clean phase costs only this test.
+            if ev is not None and (
+                status != "completed"
+                or ev.gate_always
+                or (self.errors and ev.gate_errors)
+                or (self.warnings and ev.gate_warnings)
+            ):
+                run._alerts(
+                    ev.phase_end(
+                        _wall(),
+                        self.span,
+                        self.key,
+                        status,
+                        (t1 - self._t0) / 1e6,
+                        self.errors,
+                        self.warnings,
+                        self.items,
+                    )
+                )
         except Exception as e:
             self._run.monitor._internal("phase exit", e)
         return False  # the host's exception propagates unchanged
@@ -750,10 +949,7 @@ class Run:
     ) -> Phase:
         """Start a phase without a ``with`` block (orchestrators). Returns its handle."""
         h = Phase(self, _check_key(key), name, meta, parent)
-        try:
-            self._begin(h, False)
-        except Exception as exc:
-            self.monitor._internal("start_phase", exc)
+        h.__enter__(False)
         with self.monitor._lock:
             self._explicit.setdefault(key, []).append(h)
             self._explicit_done.discard(key)
@@ -799,7 +995,7 @@ class Run:
                 self._metric(k, v, h, {})
             if items is not None:
                 h.items += int(items)
-            self._finish(h, None, False)
+            h.__exit__(None, None, None, False)
         except Exception as exc:
             self.monitor._internal("complete_phase", exc)
 
@@ -808,210 +1004,11 @@ class Run:
         h = self._take_explicit(phase, "fail")
         try:
             exc = error if isinstance(error, BaseException) else RuntimeError(str(error))
-            self._finish(h, exc, False)
+            h.__exit__(type(exc), exc, None, False)
         except Exception as e:
             self.monitor._internal("fail_phase", e)
 
     # -- recording internals (hot path) -------------------------------------------------
-    def _begin(self, h: Phase, ctx: bool) -> None:
-        if not self.live:
-            self.start()
-        pid = _pid
-        if h.status is None and h.span is not None and h._pid == pid:
-            self.monitor._internal("phase entered twice", None)
-            return
-        prev = _current.get()
-        parg = h._parent_arg
-        if parg is None:
-            # The nearest open phase of this run in this process (a phase of another run,
-            # or one inherited from the parent across a fork, is not our parent).
-            p = prev
-            while p is not None and (
-                p._run is not self or p._pid != pid or p.status is not None or p._agg is not None
-            ):
-                p = p._prev
-        elif isinstance(parg, Phase):
-            p = parg
-        else:
-            p = None
-        if p is not None:
-            parent = p.span
-            if p._pending is not None:
-                # A parent's start line must precede its children's.
-                self.writer.emit_deferred(p)
-        else:
-            parent = None if parg is None else str(parg)
-        mon = self.monitor
-        detail = h._detail or mon.detail
-        # Top-level hot loops aggregate only in the run's owner, which flushes them at the
-        # run's end; a joined worker may be terminated by its pool with nothing flushed.
-        if ctx and detail != "all" and (p is not None or self.owner):
-            table = p._hot if p is not None else self._hot_top
-            if table is None:
-                table = p._hot = {}  # type: ignore[union-attr]
-            hot = table.get(h.key)
-            if hot is None:
-                hot = table[h.key] = _Hot(
-                    h.key, h.name, parent, p, time.perf_counter(), detail == "aggregate"
-                )
-            if not hot.on:
-                now = time.perf_counter()
-                if now - hot.since >= 1.0:
-                    hot.since, hot.n = now, 1
-                else:
-                    hot.n += 1
-                    hot.on = hot.n > mon.aggregate_above
-            if hot.on:
-                # Summed, not written: no span, no line; the parent stays the parent of
-                # anything nested inside (this handle is transparent).
-                h._agg = hot
-                h.span = None
-                h.parent, h._prev, h._pid, h.status = parent, prev, pid, None
-                h.items = h.warnings = h.errors = 0
-                h.total = h._outcome = None
-                h._token = _current.set(h)
-                h._cpu0 = _cpu_ns()
-                h._t0 = t0 = _perf_ns()
-                h._last_activity = h._prog_t = t0 / 1e9
-                return
-        h._agg = None
-        h.span = span = _span_prefix + str(next(_spans))
-        h.parent = parent
-        h._prev = prev
-        h._pid = pid
-        h.status = None
-        h.items = h.warnings = h.errors = 0
-        h.total = None
-        h._outcome = None
-        h._rss0 = h.peak_rss = mon._rss
-        c = mon._ccpu_s
-        h._ccpu0 = c if c is not None else mon._children_cpu()
-        if ctx:
-            h._token = _current.set(h)
-        else:
-            h._token = None
-            _current.set(h)
-        self.active[span] = h
-        body = (
-            f',"span":"{span}","phase":{h._qkey},"name":{h._qname},'
-            f'"parent":{"null" if parent is None else quote(parent)},'
-            f'"thread":{_thread_name()}'
-        )
-        if h.meta:
-            body += ',"meta":' + dumps(mon.redactor.redact_obj(h.meta))
-        if h.attempt is not None:
-            body += f',"attempt":{int(h.attempt)}'
-        h._cpu0 = _cpu_ns()
-        h._t0 = t0 = _perf_ns()
-        h._last_activity = h._prog_t = t0 / 1e9  # progress lines start after PROGRESS_EVERY_S
-        if p is not None:
-            p._last_activity = h._last_activity  # a sub-phase is progress (stall rule)
-        if ctx and mon._sampler is not None:
-            # Deferred: written with the end line in one system call, or by the sampler at
-            # its next tick if the phase is still running then (so a running phase shows
-            # live and in a crashed log within one sample interval).
-            h._pending = ("phase_start", _wall(), body)
-        else:
-            h._pending = None
-            self.writer.emit("phase_start", _wall(), body)
-
-    def _finish(self, h: Phase, exc: BaseException | None, ctx: bool) -> None:
-        t1 = _perf_ns()
-        cpu1 = _cpu_ns()
-        if h._pid != _pid:
-            # A forked child leaving a phase its parent opened: not ours to end.
-            if ctx and h._token is not None:
-                _reset(h)
-            return
-        hot = h._agg
-        if hot is not None:
-            self._finish_hot(h, hot, exc, t1, cpu1)
-            return
-        if h.status is not None or h.span is None:
-            return
-        reason = None
-        if exc is None:
-            status = "completed"
-            if h._outcome is not None:
-                status, reason = h._outcome
-        elif _is_cancel(exc):
-            status = "cancelled"
-        else:
-            status = "failed"
-        h.status = status
-        self.active.pop(h.span, None)
-        if h._hot:
-            for hot in h._hot.values():
-                self._flush_hot(hot)
-            h._hot = None
-        if ctx:
-            tok = h._token
-            h._token = None
-            try:
-                _current.reset(tok)
-            except (ValueError, RuntimeError, TypeError):
-                _current.set(h._prev)  # exited in another context than it entered
-        elif _current.get() is h:
-            _current.set(h._prev)
-        mon = self.monitor
-        parent = h.parent
-        body = (
-            f',"span":"{h.span}","phase":{h._qkey},"name":{h._qname},'
-            f'"parent":{"null" if parent is None else quote(parent)},"status":"{status}",'
-            f'"duration_ms":{(t1 - h._t0) / 1e6:.3f},"cpu_ms":{(cpu1 - h._cpu0) / 1e6:.3f}'
-        )
-        c = mon._ccpu_s
-        ccpu = (c if c is not None else mon._children_cpu()) - h._ccpu0
-        if ccpu > 0:
-            body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
-        rss = mon._rss
-        if rss is not None:
-            peak = h.peak_rss
-            if peak is None or rss > peak:
-                peak = rss
-            r0 = h._rss0
-            body += (
-                f',"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{r0}'
-                if r0 is not None
-                else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
-            )
-        if h.items:
-            body += f',"items":{h.items}'
-        if h.total is not None:
-            body += f',"total":{h.total}'
-        if h.warnings:
-            body += f',"warnings":{h.warnings}'
-        if h.errors:
-            body += f',"errors":{h.errors}'
-        if exc is not None and status != "completed":
-            body += ',"error":' + dumps(_format_error(exc, mon.redactor))
-        if h.attempt is not None:
-            body += f',"attempt":{int(h.attempt)}'
-        if reason is not None:
-            body += ',"reason":' + quote(clip(str(reason), E.MESSAGE_LIMIT))
-        self.writer.emit_after_deferred(h, "phase_end", _wall(), body)
-        ev = self.evaluator
-        # Outcome rules run here, so a failed phase's alert is written before the host's
-        # exception propagates; a completed, clean phase costs only this test.
-        if ev is not None and (
-            status != "completed"
-            or ev.gate_always
-            or (h.errors and ev.gate_errors)
-            or (h.warnings and ev.gate_warnings)
-        ):
-            self._alerts(
-                ev.phase_end(
-                    _wall(),
-                    h.span,
-                    h.key,
-                    status,
-                    (t1 - h._t0) / 1e6,
-                    h.errors,
-                    h.warnings,
-                    h.items,
-                )
-            )
-
     def _finish_hot(
         self, h: Phase, hot: _Hot, exc: BaseException | None, t1: int, cpu1: int
     ) -> None:

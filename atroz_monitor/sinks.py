@@ -38,7 +38,6 @@ class LogWriter:
         "_lock",
         "_seq",
         "_rp",
-        "written",
         "write_errors",
         "lost",
         "last_error",
@@ -66,7 +65,6 @@ class LogWriter:
         self.rotations = 0
         self._partial = False  # part of a line is in the file (a write failed mid-line)
         self._lock = threading.Lock()
-        self.written = 0
         self.write_errors = 0
         self.lost = 0
         self.last_error: str | None = None
@@ -89,6 +87,11 @@ class LogWriter:
                 pass
         self._reset_identity()
         _writers.add(self)
+
+    @property
+    def written(self) -> int:
+        """Events written whole: every event takes a seq and is either written or lost."""
+        return self._seq - self.lost
 
     def _reset_identity(self) -> None:
         self.pid = os.getpid()
@@ -125,14 +128,14 @@ class LogWriter:
         a short phase costs one system call for its two lines."""
         with self._lock:
             pend = holder._pending
-            self._seq += 1
-            seq = self._seq
+            seq = self._seq + 1
             if pend is None:
+                self._seq = seq
                 line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq}{body}}}\n'
                 self._write(line.encode("ascii"), 1)
                 return
             holder._pending = None
-            self._seq += 1
+            self._seq = seq + 1
             ev0, ts0, body0 = pend
             rp = self._rp
             data = (
@@ -144,7 +147,6 @@ class LogWriter:
                 try:
                     n = os.write(self._fd, data)
                     if n == len(data):
-                        self.written += 2
                         return
                     if n > 0:
                         self._partial = True
@@ -182,7 +184,6 @@ class LogWriter:
         except Exception as exc:  # e.g. ValueError from a closed descriptor number
             self._failed(OSError(9, str(exc)), lines)
             return False
-        self.written += lines
         if self.max_bytes is not None:
             self._size += size
             if self._size >= self.max_bytes:
@@ -249,7 +250,7 @@ class LogWriter:
         # A lock held by another thread at fork time stays held forever in the child.
         self._lock = threading.Lock()
         self._reset_identity()
-        self.written = self.write_errors = self.lost = 0
+        self.write_errors = self.lost = 0
         self._warned = False
 
 

@@ -12,26 +12,33 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as quote  # type: ignore[attr-defined]
 
-from .common import Figure, per_op_us, rounds
+from .common import Figure, per_op_us
 
 
 class Floor:
-    """The floor: two hand-formatted lines of the same fields, two os.write calls."""
+    """The floor: two hand-formatted lines of the same fields, two os.write calls.
+
+    The same fields as phase()'s lines, including the RSS figures of the end line, taken
+    (as phase() takes them) from a value a sampler keeps current: here a constant.
+    """
 
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.seq = 0
         self.lock = threading.Lock()
         self.rp = f'"run":"bench","pid":{os.getpid()},"seq":'
+        with open("/proc/self/statm", "rb") as f:
+            self.rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def phase(self, key: str) -> _FloorPhase:
         return _FloorPhase(self, key)
 
 
 class _FloorPhase:
-    __slots__ = ("f", "key", "t0", "span")
+    __slots__ = ("f", "key", "t0", "span", "rss0")
 
     def __init__(self, f: Floor, key: str) -> None:
         self.f = f
@@ -39,6 +46,7 @@ class _FloorPhase:
 
     def __enter__(self) -> _FloorPhase:
         f = self.f
+        self.rss0 = f.rss
         self.t0 = time.perf_counter_ns()
         with f.lock:
             f.seq += 1
@@ -60,12 +68,15 @@ class _FloorPhase:
             line = (
                 f'{{"ev":"phase_end","ts":{time.time():.6f},{f.rp}{f.seq},"span":"{self.span}",'
                 f'"phase":{q},"name":{q},"parent":null,"status":"completed",'
-                f'"duration_ms":{d:.3f},"cpu_ms":{d:.3f}}}\n'
+                f'"duration_ms":{d:.3f},"cpu_ms":{d:.3f},"rss_bytes":{f.rss},'
+                f'"peak_rss_bytes":{f.rss},"rss_start_bytes":{self.rss0}}}\n'
             )
             os.write(f.fd, line.encode("ascii"))
 
 
 def run(quick: bool = False) -> list[Figure]:
+    import statistics
+
     from atroz_monitor import Monitor
 
     n = 5_000 if quick else 50_000
@@ -88,28 +99,8 @@ def run(quick: bool = False) -> list[Figure]:
         with mon.phase("P00"):
             pass
 
-    # Interleave the rounds so that machine noise hits both alike.
-    f_vals, m_vals = [], []
-    for _ in range(r):
-        f_vals.append(per_op_us(floor_op, n))
-        m_vals.append(per_op_us(mon_op, n))
-    mon.close()
-    import statistics
-
-    f_med, m_med = statistics.median(f_vals), statistics.median(m_vals)
-    spread = (max(m_vals) - min(m_vals)) / m_med * 100
-    figures.append(
-        Figure(
-            "phase() enter+exit, default settings",
-            m_med,
-            "us",
-            "hand-formatted floor",
-            f_med,
-            "<= 1.5x",
-            spread,
-        )
-    )
-
+    ops: dict[str, Callable[[], None]] = {"floor": floor_op, "mon": mon_op}
+    cleanup: dict[str, Callable[[], None]] = {}
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -124,41 +115,67 @@ def run(quick: bool = False) -> list[Figure]:
             with tracer.start_as_current_span("P00"):
                 pass
 
-        def otel_round() -> float:
-            v = per_op_us(otel_op, n)
-            exp.clear()
-            return v
-
-        o_med, _ = rounds(otel_round, r)
-        figures.append(
-            Figure(
-                "phase() vs OpenTelemetry SDK span", m_med, "us", "otel span", o_med, "<= 0.333x"
-            )
-        )
+        ops["otel"] = otel_op
+        cleanup["otel"] = exp.clear  # the exporter keeps every span: empty it each round
     except ImportError:
         print("  (opentelemetry-sdk not installed: pip install -e '.[bench]')")
-
     try:
         from prometheus_client import CollectorRegistry, Histogram
 
-        h = Histogram("bench_seconds", "x", registry=CollectorRegistry())
+        hist = Histogram("bench_seconds", "x", registry=CollectorRegistry())
 
         def prom_op() -> None:
-            with h.time():
+            with hist.time():
                 pass
 
-        p_med, _ = rounds(lambda: per_op_us(prom_op, n), r)
+        ops["prom"] = prom_op
+    except ImportError:
+        print("  (prometheus_client not installed)")
+
+    # Interleave the rounds of all of them, so that the machine's changes of pace (large
+    # here: the floor alone moves 6-13 us between minutes) hit each alike.
+    vals: dict[str, list[float]] = {k: [] for k in ops}
+    for _ in range(r):
+        for k, op in ops.items():
+            vals[k].append(per_op_us(op, n))
+            if k in cleanup:
+                cleanup[k]()
+    mon.close()
+    med = {k: statistics.median(v) for k, v in vals.items()}
+    m_vals = vals["mon"]
+    spread = (max(m_vals) - min(m_vals)) / med["mon"] * 100
+    figures.append(
+        Figure(
+            "phase() enter+exit, default settings",
+            med["mon"],
+            "us",
+            "hand-formatted floor",
+            med["floor"],
+            "<= 1.5x",
+            spread,
+        )
+    )
+    if "otel" in med:
+        figures.append(
+            Figure(
+                "phase() vs OpenTelemetry SDK span",
+                med["mon"],
+                "us",
+                "otel span",
+                med["otel"],
+                "<= 0.333x",
+            )
+        )
+    if "prom" in med:
         figures.append(
             Figure(
                 "phase() vs prometheus_client Histogram.time()",
-                m_med,
+                med["mon"],
                 "us",
                 "Histogram.time",
-                p_med,
+                med["prom"],
             )
         )
-    except ImportError:
-        print("  (prometheus_client not installed)")
     return figures
 
 
