@@ -75,7 +75,20 @@ class Rule:
         levels = sorted(((t, sv) for sv, t in self.thresholds.items()),
                         key=lambda x: -_RANK[x[1]])  # fmt: skip
         object.__setattr__(self, "_levels", tuple(levels))
-        object.__setattr__(self, "_below", TYPES[self.type].below)
+        below = TYPES[self.type].below
+        object.__setattr__(self, "_below", below)
+        # The value a reading must pass for any severity (the lowest threshold, or the
+        # highest for "below" rules): most samples fail it, and then nothing else runs.
+        thr = [t for t, _ in levels]
+        gate = (max(thr) if below else min(thr)) if thr else None
+        object.__setattr__(self, "_gate", gate)
+
+    def passes(self, value: float) -> bool:
+        """Whether ``value`` passes any threshold (a cheap test before ``severity``)."""
+        gate = self._gate  # type: ignore[attr-defined]
+        if gate is None:
+            return False
+        return value < gate if self._below else value > gate  # type: ignore[attr-defined]
 
     def severity(self, value: float) -> tuple[str, float] | None:
         """The highest severity whose threshold ``value`` passes, with that threshold."""
@@ -262,6 +275,8 @@ class Evaluator:
             for r in self.rules
             if not TYPES[r.type].phase_scoped or r.type in ("stall", "throughput")
         ]
+        # Only stall and throughput rules look at the running phases.
+        self.wants_active = any(r.type in ("stall", "throughput") for r in self._sample_rules)
         # RSS points in the growth window, each with 1 if it rose from the one before; the
         # running sum keeps a tick O(1) however many samples the window holds.
         self._rss: deque[tuple[float, int, int]] = deque()
@@ -428,6 +443,8 @@ class Evaluator:
     def sample(
         self, ts: float, s: Mapping[str, Any], active: Sequence[Active] = ()
     ) -> list[dict[str, Any]]:
+        # Runs on every sampler tick. A reading that passes no threshold while no alert of
+        # its rule is open costs one comparison: no message, no scope string, no call.
         out: list[dict[str, Any]] = []
         rss = s.get("rss_bytes")
         tree = (rss or 0) + (s.get("children_rss_bytes") or 0) if rss is not None else None
@@ -441,40 +458,47 @@ class Evaluator:
                 rose = 1 if pts and tree >= pts[-1][1] else 0
                 pts.append((ts, tree, rose))
                 self._rises += rose
+            opened = self.open
             for r in self._sample_rules:
                 t = r.type
-                if t == "rss" and tree is not None:
-                    self._level(
-                        out,
-                        r,
-                        "run",
-                        ts,
-                        tree / 2**20,
-                        lambda: f"process tree RSS {tree / 2**20:.0f} MB",
-                    )
-                elif t == "rss_pct" and tree is not None and mem_total:
+                if t == "rss_pct":
+                    if tree is None or not mem_total:
+                        continue
                     pct = tree / mem_total * 100
-                    self._level(
-                        out,
-                        r,
-                        "run",
-                        ts,
-                        pct,
-                        lambda pct=pct: (
-                            f"process tree RSS {tree / 2**20:.0f} MB is {pct:.0f}% of memory"
-                        ),
-                    )
+                    if r.passes(pct):
+                        self._level(
+                            out,
+                            r,
+                            "run",
+                            ts,
+                            pct,
+                            f"process tree RSS {tree / 2**20:.0f} MB is {pct:.0f}% of memory",
+                        )
+                    elif opened:
+                        self._settle(out, r, "run", pct)
+                elif t == "rss":
+                    if tree is None:
+                        continue
+                    mb = tree / 2**20
+                    if r.passes(mb):
+                        self._level(out, r, "run", ts, mb, f"process tree RSS {mb:.0f} MB")
+                    elif opened:
+                        self._settle(out, r, "run", mb)
                 elif t == "rss_growth":
                     self._growth(out, r, ts)
-                elif t == "cpu_saturation" and tree_cpu is not None:
+                elif t == "cpu_saturation":
+                    if tree_cpu is None:
+                        continue
                     pct = tree_cpu / self.ncpu
-                    over = r.severity(pct)
-                    if over is None:
+                    if not r.passes(pct):
                         self._cpu_since = None
-                    elif self._cpu_since is None:
+                        if opened:
+                            self._settle(out, r, "run", pct)
+                        continue
+                    if self._cpu_since is None:
                         self._cpu_since = ts
-                    lasted = ts - self._cpu_since if self._cpu_since is not None else 0.0
-                    if over is not None and lasted < r.params["for_s"]:
+                    lasted = ts - self._cpu_since
+                    if lasted < r.params["for_s"]:
                         continue
                     self._level(
                         out,
@@ -482,38 +506,33 @@ class Evaluator:
                         "run",
                         ts,
                         pct,
-                        lambda pct=pct, lasted=lasted: (
-                            f"process tree at {pct:.0f}% of the machine for {lasted:.0f} s"
-                        ),
+                        f"process tree at {pct:.0f}% of the machine for {lasted:.0f} s",
                     )
                 elif t == "stall":
+                    low = tree_cpu is not None and tree_cpu < r.params["cpu_floor_pct"]
                     for a in active:
-                        if not self._matches(r, a.key):
+                        if r.phase is not None and r.phase != a.key:
                             continue
                         idle = ts - max(a.last_activity, a.start)
-                        low = (
-                            cpu is not None
-                            and tree_cpu is not None
-                            and tree_cpu < r.params["cpu_floor_pct"]
-                        )
                         value = idle if low else 0.0
-                        self._level(
-                            out,
-                            r,
-                            f"span:{a.span}",
-                            ts,
-                            value,
-                            lambda a=a, idle=idle: (
-                                f"phase {a.key} made no progress for "
-                                f"{idle:.1f} s with CPU at {tree_cpu or 0:.0f}%"
-                            ),
-                            a.key,
-                            a.span,
-                        )
+                        if r.passes(value):
+                            self._level(
+                                out,
+                                r,
+                                f"span:{a.span}",
+                                ts,
+                                value,
+                                f"phase {a.key} made no progress for {idle:.1f} s "
+                                f"with CPU at {tree_cpu or 0:.0f}%",
+                                a.key,
+                                a.span,
+                            )
+                        elif opened:
+                            self._settle(out, r, f"span:{a.span}", value)
                     # A stalled phase that ended is no longer stalled.
-                    if self.open:
+                    if opened:
                         live = {f"span:{a.span}" for a in active}
-                        for rid, scope in list(self.open):
+                        for rid, scope in list(opened):
                             if rid == r.id and scope not in live:
                                 res = self._resolve(r, scope)
                                 if res is not None:
@@ -521,20 +540,31 @@ class Evaluator:
                 elif t == "throughput":
                     for a in active:
                         el = ts - a.start
-                        if not self._matches(r, a.key) or el < r.params["min_elapsed_s"]:
+                        if r.phase is not None and r.phase != a.key:
+                            continue
+                        if el < r.params["min_elapsed_s"]:
                             continue
                         rate = a.items / el if el > 0 else 0.0
-                        self._level(
-                            out,
-                            r,
-                            f"phase:{a.key}",
-                            ts,
-                            rate,
-                            lambda a=a, rate=rate: f"phase {a.key} processing {rate:.1f} items/s",
-                            a.key,
-                            a.span,
-                        )
+                        if r.passes(rate):
+                            self._level(
+                                out,
+                                r,
+                                f"phase:{a.key}",
+                                ts,
+                                rate,
+                                f"phase {a.key} processing {rate:.1f} items/s",
+                                a.key,
+                                a.span,
+                            )
+                        elif opened:
+                            self._settle(out, r, f"phase:{a.key}", rate)
         return out
+
+    def _settle(self, out: list[dict[str, Any]], r: Rule, scope: str, value: float) -> None:
+        """The reading passes no threshold: resolve the rule's open alert in ``scope``."""
+        a = self._resolve(r, scope, value)
+        if a is not None:
+            out.append(a)
 
     def _level(
         self,
@@ -567,14 +597,17 @@ class Evaluator:
         rising = rises / (len(pts) - 1) * 100 >= r.params["rising_pct"]
         grown = (pts[-1][1] - pts[0][1]) / 2**20
         value = grown if rising else 0.0
-        self._level(
-            out,
-            r,
-            "run",
-            ts,
-            value,
-            f"process tree RSS grew {grown:.0f} MB in {window:.0f} s and kept rising",
-        )
+        if r.passes(value):
+            self._level(
+                out,
+                r,
+                "run",
+                ts,
+                value,
+                f"process tree RSS grew {grown:.0f} MB in {window:.0f} s and kept rising",
+            )
+        elif self.open:
+            self._settle(out, r, "run", value)
 
 
 def _round(v: float) -> float:

@@ -1199,20 +1199,24 @@ class Run:
         if ev is None:
             return
         now = _wall()
-        perf = _perf_ns() / 1e9
-        Active = ev.Active  # the class, held by the evaluator: no import on every tick
-        act = [
-            Active(
-                h.span,
-                h.key,
-                now - (perf - h._t0 / 1e9),
-                h.items,
-                now - (perf - h._last_activity),
-            )
-            for h in active
-            if h.span is not None and h.status is None
-        ]
-        self._alerts(ev.sample(now, fields, act))
+        act: list[Any] = []
+        if ev.wants_active and active:
+            perf = _perf_ns() / 1e9
+            Active = ev.Active  # the class, held by the evaluator: no import on every tick
+            act = [
+                Active(
+                    h.span,
+                    h.key,
+                    now - (perf - h._t0 / 1e9),
+                    h.items,
+                    now - (perf - h._last_activity),
+                )
+                for h in active
+                if h.span is not None and h.status is None
+            ]
+        alerts = ev.sample(now, fields, act)
+        if alerts:
+            self._alerts(alerts)
 
 
 def _reset(h: Phase) -> None:
