@@ -146,6 +146,22 @@ def test_rss_rule_raises_once_per_episode_and_resolves(values):
     assert resolved == raised - (1 if values[-1] > 1000 else 0)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["rss", "rss_pct", "cpu_saturation", "stall", "throughput", "rss_growth"]),
+    st.dictionaries(
+        st.sampled_from(["info", "warning", "critical"]),
+        st.floats(0, 1e6, allow_nan=False),
+        min_size=1,
+    ),
+    st.floats(-1e7, 1e7, allow_nan=False),
+)
+def test_passes_is_the_cheap_form_of_severity(type_, thresholds, value):
+    """The per-sample gate never disagrees with the full severity test, above or below."""
+    r = rule(type_, **thresholds)
+    assert r.passes(value) == (r.severity(value) is not None)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from(["completed", "failed", "cancelled"]), min_size=1, max_size=40))
 def test_failed_rule_episodes_per_phase_key(statuses):
