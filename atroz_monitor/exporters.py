@@ -108,7 +108,7 @@ def _bucket_counts(agg: KeyAgg, observed: list[float] | None) -> list[int] | Non
         return out
     if observed is not None and len(observed) == agg.count:
         values = observed
-    elif agg.count <= len(agg.recent):
+    elif agg.recent is not None and agg.count <= len(agg.recent):
         values = list(agg.recent)
     else:
         return None

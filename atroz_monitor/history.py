@@ -72,7 +72,6 @@ def subset(state: State, keep: Callable[[RunState], bool]) -> State:
         max_artifacts=state.max_artifacts,
     )
     out.runs = {rid: r for rid, r in state.runs.items() if keep(r)}
-    out.events = sum(r.events for r in out.runs.values())
     return out
 
 

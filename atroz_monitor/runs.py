@@ -504,7 +504,6 @@ def _alone(state: State, r: RunState) -> State:
         max_artifacts=state.max_artifacts,
     )
     out.runs = {r.id: r}
-    out.events = r.events
     return out
 
 

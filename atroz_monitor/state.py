@@ -24,6 +24,7 @@ DURATION_BUCKETS_S: tuple[float, ...] = (
     60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 )  # fmt: skip
 _BUCKET_MS = tuple(b * 1000.0 for b in DURATION_BUCKETS_S)
+_NBUCKETS = len(_BUCKET_MS)
 
 
 class KeyAgg:
@@ -47,7 +48,9 @@ class KeyAgg:
         "bucket_counts",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, light: bool = False) -> None:
+        # light: a folded table under a parent, only ever shown through to_dict(), keeps
+        # no histogram and no recent durations (two operations less per folded repeat).
         self.count = 0
         self.completed = 0
         self.failed = 0
@@ -61,10 +64,10 @@ class KeyAgg:
         self.cpu_ms = 0.0
         self.items = 0
         self.peak_rss_bytes: int | None = None
-        self.recent: deque[float] = deque(maxlen=RECENT)
+        self.recent: deque[float] | None = None if light else deque(maxlen=RECENT)
         # Non-cumulative counts per DURATION_BUCKETS_S bound (beyond the last: +Inf only);
         # None once calls were summed by the writer (their distribution is unknown).
-        self.bucket_counts: list[int] | None = [0] * len(DURATION_BUCKETS_S)
+        self.bucket_counts: list[int] | None = None if light else [0] * _NBUCKETS
 
     def add(
         self, status: str, ms: float, cpu_ms: float, items: int, peak: int | None = None
@@ -87,16 +90,22 @@ class KeyAgg:
         b = self.bucket_counts
         if b is not None:
             i = bisect_left(_BUCKET_MS, ms)
-            if i < len(b):
+            if i < _NBUCKETS:
                 b[i] += 1
-        self.min_ms = ms if self.min_ms is None or ms < self.min_ms else self.min_ms
-        self.max_ms = ms if self.max_ms is None or ms > self.max_ms else self.max_ms
+        lo = self.min_ms
+        if lo is None or ms < lo:
+            self.min_ms = ms
+        hi = self.max_ms
+        if hi is None or ms > hi:
+            self.max_ms = ms
         self.last_ms = ms
         self.cpu_ms += cpu_ms
         self.items += items
         if peak is not None and (self.peak_rss_bytes is None or peak > self.peak_rss_bytes):
             self.peak_rss_bytes = peak
-        self.recent.append(ms)
+        recent = self.recent
+        if recent is not None:
+            recent.append(ms)
 
     def add_many(self, ev: dict[str, Any]) -> None:
         """Fold an ``aggregate`` event (many calls summed by the writer): counts, totals,
@@ -121,7 +130,8 @@ class KeyAgg:
         timed = n - (ev.get("skipped") or 0) - (ev.get("cached") or 0)
         if timed > 0:
             self.last_ms = total / timed
-            self.recent.append(total / timed)
+            if self.recent is not None:
+                self.recent.append(total / timed)
 
     @property
     def timed(self) -> int:
@@ -221,15 +231,20 @@ class RunState:
         self.alerts: dict[str, dict[str, Any]] = {}
         self.alert_events = 0
         self.seq_gaps = 0
+        # The last seq of each writer (pid), except the one being read now, whose next seq
+        # is expected in _next_seq: the common case, one writer in order, is one comparison.
         self.last_seq: dict[Any, int] = {}
+        self._seq_pid: Any = _NO_PID
+        self._next_seq = -1
         self.peak_rss_bytes: int | None = None
         self.peak_tree_rss_bytes: int | None = None
         self.compacted = False
         self.resumes: list[dict[str, Any]] = []  # a new owner continuing the run
         self.aggregated = 0  # calls recorded as aggregates (hot loops), not one by one
-        # Repeats started beyond max_phases, kept as a tuple until they end (then folded at
-        # once) or until something needs their record (a child, a log, a metric).
-        self.lite: dict[str, tuple[Any, ...]] = {}
+        # Repeats started beyond max_phases, kept as (key, parent, start event) until they
+        # end (then folded at once) or until something needs their record (a child, a
+        # log, a metric).
+        self.lite: dict[str, tuple[str, str | None, dict[str, Any]]] = {}
 
 
 class State:
@@ -247,8 +262,12 @@ class State:
         self.max_logs = max_logs
         self.max_artifacts = max_artifacts
         self.runs: dict[str, RunState] = {}
-        self.events = 0
         self.ignored = 0  # events of unknown kinds or without a run
+
+    @property
+    def events(self) -> int:
+        """Events applied to the runs held (each run counts its own: one increment a line)."""
+        return sum(r.events for r in self.runs.values())
 
     def compact(self, run_id: str) -> None:
         """Keep only what history needs of a run (its header, status and per-key
@@ -288,38 +307,56 @@ def _int(v: Any) -> int:
 
 def apply(state: State, ev: dict[str, Any]) -> State:
     """Fold one event into ``state`` (in place) and return it."""
-    handler = _HANDLERS.get(ev.get("ev"))  # type: ignore[arg-type]
-    run_id = ev.get("run")
+    # The hot loop of every replay: each line here costs every event of a report.
+    get = ev.get
+    handler = _HANDLERS.get(get("ev"))  # type: ignore[arg-type]
+    run_id = get("run")
     if handler is None or type(run_id) is not str:
         state.ignored += 1
         return state
-    state.events += 1
     r = state.runs.get(run_id)
     if r is None:
         r = state.run(run_id)
     r.events += 1
-    ts = ev.get("ts")
+    ts = get("ts")
     if type(ts) is float or type(ts) is int:
         last = r.last_ts
         if last is None or ts > last:
             r.last_ts = ts
-        first = r.first_ts
-        if first is None or ts < first:
-            r.first_ts = ts
+            if last is None:
+                r.first_ts = ts
+        elif ts < r.first_ts:  # type: ignore[operator]
+            r.first_ts = ts  # first_ts is set with the first last_ts
     else:
         ts = None
-    seq = ev.get("seq")
-    if type(seq) is int:
-        pid = ev.get("pid")
-        seqs = r.last_seq
-        prev = seqs.get(pid)
-        # Gaps within one writer mean lines lost (a write failure, a cut file). A seq back
-        # at 1 is a new writer with a reused pid (or a forked child): not a gap.
-        if prev is not None and seq > prev + 1:
-            r.seq_gaps += seq - prev - 1
-        seqs[pid] = seq
+    seq = get("seq")
+    pid = get("pid")
+    if seq == r._next_seq and pid == r._seq_pid:
+        r._next_seq = seq + 1
+    elif type(seq) is int:
+        _writer_switch(r, pid, seq)
     handler(state, r, ev, ts)
     return state
+
+
+_NO_PID = object()
+
+
+def _writer_switch(r: RunState, pid: Any, seq: int) -> None:
+    """A seq that does not follow the previous event's: another writer, or a gap."""
+    if type(pid) is not int:
+        pid = None  # a corrupt pid (a list, a dict) must not be used as a key
+    seqs = r.last_seq
+    if r._seq_pid is not _NO_PID:
+        seqs[r._seq_pid] = r._next_seq - 1
+    prev = seqs.get(pid)
+    # Gaps within one writer mean lines lost (a write failure, a cut file). A seq back at 1
+    # is a new writer with a reused pid (or a forked child): not a gap.
+    if prev is not None and seq > prev + 1:
+        r.seq_gaps += seq - prev - 1
+    seqs[pid] = seq
+    r._seq_pid = pid
+    r._next_seq = seq + 1
 
 
 def _run_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
@@ -397,14 +434,24 @@ def _phase_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None
     key = ev.get("phase")
     if type(key) is not str:
         key = "?"
-    name = ev.get("name")
     if parent is not None and parent in r.lite:
         _materialize(r, parent)
     if len(phases) >= state.max_phases and (parent, key) in r.first_of:
         # A repeat beyond the bound: it will be folded when it ends, so keep no record.
-        r.lite[span] = (key, name if type(name) is str else key, parent, ev.get("pid"),
-                        ev.get("thread"), ts, ev.get("meta"), ev.get("attempt"))  # fmt: skip
+        r.lite[span] = (key, parent, ev)
         return
+    _record(r, span, key, parent, ev, ts)
+    r.first_of.setdefault((parent, key), span)
+    pid = ev.get("pid")
+    if type(pid) is int and pid not in r.processes:
+        r.processes[pid] = {"pid": pid, "start": ts}
+
+
+def _record(
+    r: RunState, span: str, key: str, parent: str | None, ev: dict[str, Any], ts: float | None
+) -> PhaseRec:
+    """The open record of a phase from its start line, under its parent (or a root)."""
+    name = ev.get("name")
     rec = PhaseRec(span, key, name if type(name) is str else key, parent, ev.get("pid"))
     if ts is not None:
         rec.start = ts
@@ -417,17 +464,15 @@ def _phase_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None
     attempt = ev.get("attempt")
     if type(attempt) is int:
         rec.attempt = attempt
+    phases = r.phases
     phases[span] = rec
     r.open.add(span)
-    r.first_of.setdefault((parent, key), span)
     prec = phases.get(parent) if parent is not None else None
     if prec is not None:
         prec.children.append(span)
     else:
         r.roots.append(span)
-    pid = ev.get("pid")
-    if type(pid) is int and pid not in r.processes:
-        r.processes[pid] = {"pid": pid, "start": ts}
+    return rec
 
 
 def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
@@ -497,26 +542,19 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
 
 
 def _materialize(r: RunState, span: str) -> PhaseRec | None:
-    """Give a repeat kept as a tuple its full record (something now refers to it)."""
+    """Give a repeat kept light its full record (something now refers to it)."""
     t = r.lite.pop(span, None)
     if t is None:
         return r.phases.get(span)
-    key, name, parent, pid, thread, ts, meta, attempt = t
-    rec = PhaseRec(span, key, name, parent, pid)
-    rec.start, rec.thread, rec.meta = ts, thread, meta
-    if type(attempt) is int:
-        rec.attempt = attempt
-    r.phases[span] = rec
-    r.open.add(span)
-    prec = r.phases.get(parent) if parent is not None else None
-    (prec.children if prec is not None else r.roots).append(span)
-    return rec
+    key, parent, ev = t
+    ts = ev.get("ts")
+    return _record(r, span, key, parent, ev, ts if type(ts) is float or type(ts) is int else None)
 
 
 def _fold_lite(r: RunState, span: str, ev: dict[str, Any]) -> None:
-    """The end of a repeat kept as a tuple: straight into the aggregates, as _maybe_fold
+    """The end of a repeat kept light: straight into the aggregates, as _maybe_fold
     would have put it."""
-    key, _name, parent, *_ = r.lite.pop(span)
+    key, parent, _ = r.lite.pop(span)
     get = ev.get
     status = get("status")
     status = status if type(status) is str else "completed"
@@ -541,7 +579,7 @@ def _fold_lite(r: RunState, span: str, ev: dict[str, Any]) -> None:
         table = r.folded
     f = table.get(key)
     if f is None:
-        f = table[key] = KeyAgg()
+        f = table[key] = KeyAgg(light=True)
     f.add(status, d, c, items, peak)
     r.folded_count += 1
 
@@ -567,7 +605,7 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
         folded = r.folded
     agg = folded.get(rec.phase)
     if agg is None:
-        agg = folded[rec.phase] = KeyAgg()
+        agg = folded[rec.phase] = KeyAgg(light=True)
     agg.add(rec.status, rec.duration_ms or 0.0, rec.cpu_ms or 0.0, rec.items, rec.peak_rss_bytes)
     # Remove the record and any detail beneath it; the per-key aggregates keep the figures.
     if siblings and siblings[-1] == rec.span:
@@ -605,7 +643,7 @@ def _aggregate(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
         table = r.folded
     agg = table.get(key)
     if agg is None:
-        agg = table[key] = KeyAgg()
+        agg = table[key] = KeyAgg(light=True)
     agg.add_many(ev)
     k = r.keys.get(key)
     if k is None:
@@ -617,6 +655,8 @@ def _aggregate(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
 
 
 def _rec(r: RunState, span: Any) -> PhaseRec | None:
+    if type(span) is not str:
+        return None  # no span, or a corrupt one (a list is not even a key)
     rec = r.phases.get(span)
     if rec is None and span in r.lite:
         rec = _materialize(r, span)

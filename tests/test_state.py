@@ -219,6 +219,61 @@ def test_seq_gaps_are_counted_per_writer():
     assert _reduce(evs).runs["r"].seq_gaps == 3
 
 
+def _reference_gaps(pairs: list[tuple[int, int]]) -> int:
+    """Seq gaps the plain way: the last seq of every writer in a dict."""
+    last: dict[int, int] = {}
+    gaps = 0
+    for pid, seq in pairs:
+        prev = last.get(pid)
+        if prev is not None and seq > prev + 1:
+            gaps += seq - prev - 1
+        last[pid] = seq
+    return gaps
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(-2, 12)), max_size=60))
+def test_seq_gaps_match_a_per_writer_reference(pairs):
+    """The one-comparison fast path for the current writer counts exactly the gaps a
+    per-writer dict would, through writer switches, restarts and reordering."""
+    evs = [
+        {"ev": "metric", "run": "r", "pid": pid, "seq": seq, "name": "m", "value": 1}
+        for pid, seq in pairs
+    ]
+    got = _reduce(evs).runs["r"].seq_gaps if evs else 0
+    assert got == _reference_gaps(pairs)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+_FIELDS = ["ts", "pid", "seq", "span", "parent", "phase", "name", "status", "duration_ms",
+           "cpu_ms", "items", "total", "rss_bytes", "peak_rss_bytes", "spans", "level", "value",
+           "count", "alert", "state", "attempt", "meta", "thread"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(S._HANDLERS)),
+            st.dictionaries(st.sampled_from(_FIELDS), _json, max_size=8),
+        ),
+        max_size=25,
+    )
+)
+def test_apply_never_raises_on_any_field_values(events):
+    """Any JSON value in any field of any known kind: folded or ignored, never an error,
+    and the state still renders (a corrupt log must not stop a report)."""
+    s = S.State(max_phases=3)
+    for kind, fields in events:
+        S.apply(s, {**fields, "ev": kind, "run": "r"})
+    for rid in s.runs:
+        json.dumps(views.snapshot(s, rid, now=2e9))
+
+
 def test_a_million_repeats_fold_into_bounded_state():
     """Beyond max_phases, repeats fold into their parent's aggregate: bounded records,
     exact counts and totals."""
