@@ -263,6 +263,7 @@ class Phase:
         "_parent_arg",
         "_qkey",
         "_qname",
+        "_head",
         "span",
         "parent",
         "status",
@@ -318,11 +319,9 @@ class Phase:
             else:
                 self.name = name
                 self._qname = quote(name)
+        # Read before entering (a second entry, repr); the rest is set on entry.
         self.span: str | None = None
         self.status: str | None = None
-        self._pid = 0
-        self._t0 = 0
-        self._pending: tuple[str, float, str] | None = None
 
     # -- context manager, sync and async ------------------------------------------------
     # The recording itself lives here rather than in a Run method the `with` statement
@@ -409,11 +408,16 @@ class Phase:
             else:
                 self._token = None
                 _current.set(self)
-            body = (
+            try:
+                tq = _tls.q  # this thread's name, JSON-quoted (see _thread_name)
+            except AttributeError:
+                tq = _thread_name()
+            # The members the start and end lines share, formatted once.
+            self._head = head = (
                 f',"span":"{span}","phase":{self._qkey},"name":{self._qname},'
-                f'"parent":{"null" if parent is None else quote(parent)},'
-                f'"thread":{_thread_name()}'
+                f'"parent":{"null" if parent is None else quote(parent)}'
             )
+            body = f'{head},"thread":{tq}'
             if self.meta:
                 body += ',"meta":' + dumps(mon.redactor.redact_obj(self.meta))
             if self.attempt is not None:
@@ -477,11 +481,8 @@ class Phase:
             elif _current.get() is self:
                 _current.set(self._prev)
             mon = run.monitor
-            parent = self.parent
             body = (
-                f',"span":"{self.span}","phase":{self._qkey},"name":{self._qname},'
-                f'"parent":{"null" if parent is None else quote(parent)},"status":"{status}",'
-                f'"duration_ms":{(t1 - self._t0) / 1e6:.3f},'
+                f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f},'
                 f'"cpu_ms":{(cpu1 - self._cpu0) / 1e6:.3f}'
             )
             c = mon._ccpu_s
@@ -622,7 +623,8 @@ class Phase:
     @property
     def elapsed_s(self) -> float:
         """Seconds since the phase started (0 before it starts)."""
-        return (_perf_ns() - self._t0) / 1e9 if self._t0 else 0.0
+        t0 = getattr(self, "_t0", 0)  # unset until the phase is entered
+        return (_perf_ns() - t0) / 1e9 if t0 else 0.0
 
     def __repr__(self) -> str:
         return f"<Phase {self.key!r} span={self.span} status={self.status or 'open'}>"
