@@ -23,11 +23,9 @@ def load_state(
     """Read every log under ``paths`` (files or directories) into one state."""
     st = st if st is not None else State(**state_kw)
     total = reader.ReadStats(path="")
-    apply = state.apply
     for path in reader.discover(paths):
         stats = reader.ReadStats(path=path)
-        for ev in reader.iter_events(path, stats):
-            apply(st, ev)
+        state.apply_all(st, reader.iter_events(path, stats))
         total = total.merge(stats)
     return st, total
 

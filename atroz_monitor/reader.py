@@ -205,19 +205,26 @@ def _open_binary(path: str) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
-def iter_events(path: str | os.PathLike[str], stats: ReadStats | None = None) -> Iterator[Event]:
+def iter_events(
+    path: str | os.PathLike[str],
+    stats: ReadStats | None = None,
+    opened: Callable[[Any], None] | None = None,
+) -> Iterator[Event]:
     """Yield every event of a finished (or growing) log file, `.gz` included.
 
     Blank lines are ignored; corrupt lines and a torn final chunk are counted in `stats` (pass a
     fresh `ReadStats` to see them, final once iteration ends or the iterator is closed;
     `ReadStats.merge` sums several files) and skipped. Unknown kinds and keys pass through
-    untouched. Raises OSError only if the file cannot be opened or read.
+    untouched. Raises OSError only if the file cannot be opened or read. ``opened`` is called
+    with the open binary file once, e.g. to watch its position for a progress line.
     """
     name = os.fsdecode(path)
     if stats is None:
         stats = ReadStats(name)
     where = [0]
     with _open_binary(name) as f:
+        if opened is not None:
+            opened(f)
         try:
             torn = yield from _parse(f, stats, 0, where)
             if torn:

@@ -981,26 +981,38 @@ def _round(v: Any) -> Any:
 
 
 def _progress_reader(paths: list[str], st: State, total_bytes: int, show: bool) -> Any:
+    from itertools import islice
+
     from . import reader
-    from .state import apply
+    from .state import apply_all
 
     stats = reader.ReadStats(path="")
     done = 0
-    last = 0.0
     for path in paths:
         s = reader.ReadStats(path=path)
-        for ev in reader.iter_events(path, s):
-            apply(st, ev)
-            if show and (s.events & 0xFFFF) == 0:
-                now = time.monotonic()
-                if now - last > 0.5:
-                    last = now
-                    pct = (done + s.bytes) / total_bytes * 100 if total_bytes else 0
-                    sys.stderr.write(
-                        f"\rreading {os.path.basename(path)}: {pct:5.1f}% "
-                        f"({stats.events + s.events:,} events)"
-                    )
-                    sys.stderr.flush()
+        files: list[Any] = []
+        events = reader.iter_events(path, s, files.append)
+        if not show:
+            apply_all(st, events)
+        else:
+            # In slices, with a progress line between them; the bytes read so far come from
+            # the file's position (the stats settle only when the reader ends).
+            n = 0
+            while True:
+                got = apply_all(st, islice(events, 0x10000))
+                n += got
+                if got < 0x10000:
+                    break
+                raw = getattr(files[0], "fileobj", files[0])  # a .gz: its compressed bytes
+                try:
+                    pos = raw.tell()
+                except (OSError, ValueError):
+                    pos = 0
+                pct = min((done + pos) / total_bytes * 100, 100.0)
+                sys.stderr.write(
+                    f"\rreading {os.path.basename(path)}: {pct:5.1f}% ({stats.events + n:,} events)"
+                )
+                sys.stderr.flush()
         done += s.bytes
         stats = stats.merge(s)
     if show:

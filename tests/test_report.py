@@ -472,3 +472,29 @@ def test_a_loop_of_sub_phases_is_summed_into_one_row(tmp_path):
     assert agg["items"] == 94 and agg["status"] == "failed"
     code, text, _ = _report("report", log, "--color", "never")
     assert "x47 more (5 failed)" in text
+
+
+def test_progress_line_on_a_large_input_shows_position_and_clears(tmp_path, capsys):
+    """With ``show`` (stderr a TTY and a large input) a line with the percentage read and
+    the events so far is rewritten in place, then erased; every event is still applied."""
+    from atroz_monitor import report
+    from atroz_monitor.state import State
+
+    path = tmp_path / "big.jsonl"
+    n = 150_000  # more than two slices of 65,536 events
+    with open(path, "w") as f:
+        f.write('{"ev":"run_start","ts":1.0,"run":"r","pid":1,"seq":1,"v":1}\n')
+        for i in range(2, n + 1):
+            f.write(f'{{"ev":"metric","ts":{i}.0,"run":"r","pid":1,"seq":{i},"name":"m",'
+                    f'"value":{i}}}\n')  # fmt: skip
+    st = State()
+    stats = report._progress_reader([str(path)], st, os.path.getsize(path), True)
+    err = capsys.readouterr().err
+    lines = [x for x in err.split("\r") if x.startswith("reading")]
+    assert len(lines) == 2
+    pcts = [float(re.search(r"(\d+\.\d)%", x).group(1)) for x in lines]
+    assert 0 < pcts[0] < pcts[1] <= 100.0
+    assert "(65,536 events)" in lines[0] and "(131,072 events)" in lines[1]
+    assert err.endswith("\r" + " " * 70 + "\r")
+    assert stats.events == n and st.runs["r"].events == n
+    assert st.runs["r"].metrics["m"]["count"] == n - 1
