@@ -667,3 +667,54 @@ def test_discover_files_directories_and_missing(tmp_path: pathlib.Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such log file or directory") as info:
         discover([logs, missing])
     assert str(missing) in str(info.value)
+
+
+_LINE = st.one_of(
+    st.builds(
+        lambda i, k: json.dumps({"ev": k, "run": "r", "seq": i, "msg": "a\nb é"}) + "\n",
+        st.integers(0, 9),
+        st.sampled_from(["sample", "run_start", "phase_end"]),
+    ),
+    st.sampled_from(
+        [
+            "\n",
+            "  \n",
+            '{"ev":"x"} \n',
+            '{"ev":"x"},{"ev":"y"}\n',
+            "[1]\n",
+            '{"no":"ev"}\n',
+            '\ufeff{"ev":"bom"}\n',
+            '{"ev":"a"}\r\n',
+            "\r\n",
+            '{"ev":"cut"\n',
+            "5\n",
+            '{"ev":"run_start","v":99}\n',
+        ]  # fmt: skip
+    ),
+    st.binary(max_size=12).map(lambda b: b.decode("latin-1") + "\n"),
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(_LINE, max_size=30), st.sampled_from(["", '{"ev":"torn"', "  "]),
+       st.sampled_from([1, 7, 64, 1 << 20]))  # fmt: skip
+def test_block_reading_agrees_with_line_by_line(tmp_path, monkeypatch, lines, tail, block):
+    """Reading a file a block at a time (one JSON array a block, line by line where a
+    block is odd) gives exactly the events and counts of judging every line on its own,
+    whatever the block size and wherever lines cross block boundaries."""
+    from atroz_monitor import reader as R
+
+    data = ("".join(lines) + tail).encode("utf-8", "surrogateescape")
+    path = tmp_path / f"b{block}.jsonl"
+    path.write_bytes(data)
+    ref_stats = ReadStats(str(path))
+    with open(path, "rb") as f:
+        ref = list(R._parse(f, ref_stats, 0))
+    monkeypatch.setattr(R, "_BLOCK", block)
+    got_stats = ReadStats(str(path))
+    got = list(iter_events(path, got_stats))
+    assert got == ref
+    for k in ("events", "corrupt", "corrupt_lines", "torn", "lines", "newer_schema"):
+        assert getattr(got_stats, k) == getattr(ref_stats, k), k
