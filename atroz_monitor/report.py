@@ -9,6 +9,7 @@ bounded however large the input.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -1038,10 +1039,18 @@ def load(paths: Sequence[str], max_phases: int = 10_000) -> tuple[State, Any, li
             pass
     st = State(max_phases=max_phases)
     show = total > 50 * 2**20 and sys.stderr.isatty()
+    # The reader and the reducer make no reference cycles, so the cyclic collector has
+    # nothing to find during a load, yet it ran 1,500 times over a 1M-event log (6% of the
+    # time, and the caches it walked through): off while loading, in this command only.
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
         stats = _progress_reader(files, st, total, show)
     except OSError as exc:
         raise ReportError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    finally:
+        if was_enabled:
+            gc.enable()
     if not st.runs:
         parts = []
         if stats.corrupt:

@@ -26,6 +26,8 @@ MODULES = [
     "bench_report",
     "bench_server",
 ]
+# Run only when named: slow, and needing a tool the default run does not (valgrind).
+OPTIONAL = ["bench_instructions"]
 DOC = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "PERFORMANCE.md"
 )
@@ -70,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--quick", action="store_true", help="short runs (CI)")
     ap.add_argument("--write", action="store_true", help="rewrite docs/PERFORMANCE.md tables")
-    ap.add_argument("names", nargs="*", help=f"a subset of {', '.join(MODULES)}")
+    ap.add_argument(
+        "names", nargs="*", help=f"a subset of {', '.join(MODULES)}, or {', '.join(OPTIONAL)}"
+    )
     args = ap.parse_args(argv)
     names = args.names or MODULES
-    unknown = [n for n in names if n not in MODULES]
+    unknown = [n for n in names if n not in MODULES and n not in OPTIONAL]
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(unknown)}")
     results: dict[str, list[Figure]] = {}
