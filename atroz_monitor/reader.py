@@ -199,65 +199,6 @@ def _parse(
             where[0] = lineno
 
 
-_BLOCK = 1 << 20
-
-
-def _parse_file(f: Any, stats: ReadStats, where: list[int]) -> Generator[Event, None, int]:
-    """`_parse` for a whole file, a block of lines at a time: the complete lines of each
-    1 MiB read are parsed as ONE JSON array (one C call instead of one a line, about 7%
-    less reading), and any block that does not come out as exactly one event object per
-    line (a blank, torn, corrupt or odd line anywhere in it) goes through `_parse` line by
-    line, which judges each line as always. Returns the length of a torn final chunk."""
-    scan = _scan_once
-    rest = b""
-    lineno = 0
-    events = 0
-    try:
-        while True:
-            chunk = f.read(_BLOCK)
-            if not chunk:
-                break
-            data = rest + chunk if rest else chunk
-            cut = data.rfind(b"\n") + 1
-            if not cut:
-                rest = data  # no line ends in it yet: a very long line, keep reading
-                continue
-            block, rest = data[:cut], data[cut:]
-            n = block.count(b"\n")
-            objs: Any = None
-            try:
-                text = block.decode()
-                # "\n" between objects becomes "," (a newline inside a JSON string is
-                # always escaped, so every "\n" here ends a line).
-                objs, end = scan("[" + text[:-1].replace("\n", ",") + "]", 0)
-                if len(objs) != n:  # "{..},{..}" on one line would pass as two events
-                    objs = None
-            except _PARSE_ERRORS:
-                objs = None
-            if objs is None:
-                where[0] = lineno
-                yield from _parse(io.BytesIO(block), stats, lineno, where)  # "\n" only
-                lineno += n
-                continue
-            for obj in objs:
-                lineno += 1
-                if type(obj) is dict and type(ev := obj.get("ev")) is str:
-                    if ev == "run_start":
-                        _note_run_start(obj, stats)
-                    events += 1
-                    yield obj
-                else:
-                    _count_corrupt(stats, lineno)  # JSON, but not an event
-        if rest:
-            where[0] = lineno
-            return (yield from _parse((rest,), stats, lineno, where))
-        return 0
-    finally:
-        stats.events += events
-        stats.lines = stats.events + stats.corrupt + stats.torn
-        where[0] = max(where[0], lineno)
-
-
 def _open_binary(path: str) -> io.BufferedIOBase:
     if path.endswith(".gz"):
         return gzip.open(path, "rb")
@@ -285,7 +226,7 @@ def iter_events(
         if opened is not None:
             opened(f)
         try:
-            torn = yield from _parse_file(f, stats, where)
+            torn = yield from _parse(f, stats, 0, where)
             if torn:
                 stats.torn_offset = f.tell() - torn
         except EOFError:
