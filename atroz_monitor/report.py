@@ -1087,6 +1087,18 @@ def parse_tags(texts: Sequence[str] | None, option: str = "--baseline-tag") -> d
 
 def main(args: Any) -> int:
     """The ``report`` command (arguments parsed by cli.py)."""
+    # A short-lived command that makes no reference cycles worth collecting: the cyclic
+    # collector stays off throughout (see load), building the model included.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _main(args)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _main(args: Any) -> int:
     from .loader import liveness
 
     tags = parse_tags(getattr(args, "baseline_tag", None))
