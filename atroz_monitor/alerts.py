@@ -511,7 +511,7 @@ class Evaluator:
                 elif t == "stall":
                     low = tree_cpu is not None and tree_cpu < r.params["cpu_floor_pct"]
                     for a in active:
-                        if r.phase is not None and r.phase != a.key:
+                        if not self._matches(r, a.key):
                             continue
                         idle = ts - max(a.last_activity, a.start)
                         value = idle if low else 0.0
@@ -540,7 +540,7 @@ class Evaluator:
                 elif t == "throughput":
                     for a in active:
                         el = ts - a.start
-                        if r.phase is not None and r.phase != a.key:
+                        if not self._matches(r, a.key):
                             continue
                         if el < r.params["min_elapsed_s"]:
                             continue

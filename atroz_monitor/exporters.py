@@ -15,7 +15,6 @@ only part that touches files.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
@@ -23,6 +22,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from .otlp import attributes, nanos, span_id, trace_id
 from .state import DURATION_BUCKETS_S, KeyAgg, RunState, State
 
 __all__ = [
@@ -830,59 +830,8 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
 # -- OpenTelemetry (OTLP/JSON) -----------------------------------------------------------------
 
 
-def _digest(*parts: str, size: int) -> str:
-    h = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()[:size]
-    if not any(h):
-        h = h[:-1] + b"\x01"  # all-zero ids are invalid in OTLP
-    return h.hex()
-
-
-def trace_id(run_id: str) -> str:
-    """The run's OTLP trace id: 32 hex characters, derived from the run id (deterministic, so
-    a file export and a live push of the same run land in the same trace)."""
-    return _digest("atroz-trace", run_id, size=16)
-
-
-def span_id(run_id: str, span: str) -> str:
-    """A phase's OTLP span id: 16 hex characters, derived from the run id and its span."""
-    return _digest("atroz-span", run_id, span, size=8)
-
-
-def _ns(t: float) -> str:
-    # Microsecond-resolution seconds to integer nanoseconds, as the decimal string that the
-    # proto3 JSON mapping requires for 64-bit integers.
-    return str(round(t * 1e6) * 1000)
-
-
-def _any_value(v: Any) -> dict[str, Any] | None:
-    """An OTLP ``AnyValue``; None for what has no faithful encoding (None, NaN, inf)."""
-    if isinstance(v, bool):
-        return {"boolValue": v}
-    if isinstance(v, int):
-        if -(2**63) <= v < 2**63:
-            return {"intValue": str(v)}
-        return {"stringValue": str(v)}
-    if isinstance(v, float):
-        return {"doubleValue": v} if math.isfinite(v) else None
-    if isinstance(v, str):
-        return {"stringValue": v}
-    if isinstance(v, (list, tuple)):
-        vals = [x for x in (_any_value(i) for i in v) if x is not None]
-        return {"arrayValue": {"values": vals}}
-    if v is None:
-        return None
-    from .events import dumps
-
-    return {"stringValue": dumps(v)}
-
-
 def _attrs(pairs: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for k, v in pairs:
-        av = _any_value(v)
-        if av is not None:
-            out.append({"key": k, "value": av})
-    return out
+    return attributes(dict(pairs))
 
 
 def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
@@ -966,7 +915,7 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
             ]
             events.append(
                 {
-                    "timeUnixNano": _ns(t),
+                    "timeUnixNano": nanos(t),
                     "name": str(item.get("level")),
                     "attributes": _attrs(ev_attrs),
                 }
@@ -984,7 +933,9 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
                 ("atroz.alert.threshold", a.get("threshold")),
                 ("message", a.get("msg")),
             ]
-            events.append({"timeUnixNano": _ns(t), "name": "alert", "attributes": _attrs(al_attrs)})
+            events.append(
+                {"timeUnixNano": nanos(t), "name": "alert", "attributes": _attrs(al_attrs)}
+            )
         err = p.get("error")
         st: dict[str, Any]
         if status == "completed":
@@ -1000,7 +951,7 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
             # The semantic-conventions exception event, at the moment the phase ended.
             events.append(
                 {
-                    "timeUnixNano": _ns(end),
+                    "timeUnixNano": nanos(end),
                     "name": "exception",
                     "attributes": _attrs(
                         [
@@ -1017,8 +968,8 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
             "spanId": span_id(rid, span),
             "name": str(p.get("phase")),
             "kind": 1,  # SPAN_KIND_INTERNAL
-            "startTimeUnixNano": _ns(start),
-            "endTimeUnixNano": _ns(end),
+            "startTimeUnixNano": nanos(start),
+            "endTimeUnixNano": nanos(end),
             "attributes": _attrs(attrs),
             "status": st,
         }

@@ -300,7 +300,7 @@ class Phase:
         attempt: int | None = None,
         detail: str | None = None,
     ) -> None:
-        # Only what is read before _begin; _begin sets the rest (kept short: hot path).
+        # Only what is read before __enter__, which sets the rest (kept short: hot path).
         self.attempt = attempt
         self._detail = detail
         self._hot: dict[str, _Hot] | None = None
@@ -319,9 +319,10 @@ class Phase:
             else:
                 self.name = name
                 self._qname = quote(name)
-        # Read before entering (a second entry, repr); the rest is set on entry.
+        # Read before entering (a second entry, repr, an exit after a failed entry).
         self.span: str | None = None
         self.status: str | None = None
+        self._pid = 0
 
     # -- context manager, sync and async ------------------------------------------------
     # The recording itself lives here rather than in a Run method the `with` statement

@@ -75,7 +75,7 @@ def _digest(*parts: str, size: int) -> str:
 
 def trace_id(run_id: str) -> str:
     """The OTLP ``traceId`` of a run: 32 hex characters, the same on every host and tool
-    (the derivation of ``exporters.trace_id``, so a file export and a live push agree)."""
+    (``exporters.otlp_json`` uses it too, so a file export and a live push agree)."""
     return _digest("atroz-trace", run_id, size=16)
 
 
