@@ -27,7 +27,20 @@ from atroz_monitor.loader import load_state
 
 # -- parsing ------------------------------------------------------------------------------
 
+# tomllib is standard from 3.11; on 3.10 a TOML rules file is a clear error (tested below).
+needs_tomllib = pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is Python 3.11+")
 
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="Python 3.10 only: no tomllib")
+def test_toml_rules_on_python_3_10_name_the_json_alternative(tmp_path):
+    """Without tomllib, an alerts.toml fails with a message that points to alerts.json."""
+    f = tmp_path / "alerts.toml"
+    f.write_text('[[rules]]\ntype = "rss"\nwarning = 1\n')
+    with pytest.raises(ValueError, match="TOML needs Python 3.11\\+; use alerts.json"):
+        load_rules(f)
+
+
+@needs_tomllib
 def test_rules_file_toml_and_json_give_the_same_rules(tmp_path):
     """An alerts.toml and the equivalent alerts.json load to equal rules."""
     toml = tmp_path / "alerts.toml"
@@ -78,6 +91,7 @@ def test_rules_file_toml_and_json_give_the_same_rules(tmp_path):
         ("rulez = []\n", "unknown top-level key 'rulez'"),
     ],
 )
+@needs_tomllib
 def test_bad_rule_files_are_clear_errors(tmp_path, content, needle):
     """A bad rule file fails at load with the file, the rule (or line) and the key named."""
     f = tmp_path / "alerts.toml"
