@@ -724,6 +724,7 @@ def serve_main(
     out: Any = None,
     pruners: Sequence[Any] = (),
     prune_every: float | None = None,
+    follow_symlinks: bool = False,
 ) -> int:
     """The ``serve`` command. Bad input: one line on stderr, exit 2."""
     out = out if out is not None else sys.stdout
@@ -753,7 +754,9 @@ def serve_main(
                 f"refusing to serve on {host} without a token (--token-file FILE or {ENV_TOKEN})"
             )
         hook = _alert_hook(alerts) if alerts is not None else None
-        source: Source = FileSource(paths or ["atroz-runs"], alerts=hook)
+        source: Source = FileSource(
+            paths or ["atroz-runs"], alerts=hook, follow_symlinks=follow_symlinks
+        )
     except FileNotFoundError as exc:
         return fail(f"no such log file or directory: {exc.filename}")
     except (ValueError, OSError) as exc:
