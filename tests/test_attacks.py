@@ -13,10 +13,12 @@ import http.client
 import json
 import os
 import re
+import select
 import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -66,9 +68,10 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Served:
     """``python -m atroz_monitor serve DIR --port 0`` in its own process."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "atroz_monitor", "serve", str(directory), "--port", "0"],
+            [sys.executable, "-m", "atroz_monitor", "serve", str(directory), "--port", "0",
+             *extra],
             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -706,3 +709,135 @@ def test_xss_corpus_runs_nothing_in_the_html_report(
         assert r.returncode in (0, 1), r.stderr  # 1: the run has failed phases
         pages[kind] = _visit(xss_driver, out.as_uri(), len(XSS))
     _check_page(pages["evil"], pages["safe"], "html report")
+
+
+# ------------------------------------------------------------- slowloris (issue 14)
+
+SLOW_CONNS = 70
+SLOW_GAP_S = 0.3
+NORMAL_GETS = 60
+
+
+class Slowloris:
+    """``SLOW_CONNS`` attacker connections on 127.0.0.1, each sending a request head one
+    byte every ``SLOW_GAP_S`` seconds and reconnecting as soon as it is closed."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stop = threading.Event()
+        self.connects = 0
+        self.open = 0
+        self._lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._attacker, daemon=True) for _ in range(SLOW_CONNS)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _attacker(self) -> None:
+        head = b"GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Slow: " % self.port
+        head += b"a" * 100_000
+        while not self.stop.is_set():
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+            except OSError:
+                self.stop.wait(0.05)
+                continue
+            with self._lock:
+                self.connects += 1
+                self.open += 1
+            try:
+                for i in range(len(head)):
+                    sock.send(head[i : i + 1])
+                    if self.stop.wait(SLOW_GAP_S):
+                        break
+                    readable, _, _ = select.select([sock], [], [], 0)
+                    if readable:  # closed, or answered (503, 408): either way, again
+                        break
+            except OSError:
+                pass
+            finally:
+                sock.close()
+                with self._lock:
+                    self.open -= 1
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+
+
+def _normal_gets(port: int, headers: dict[str, str]) -> list[tuple[int, float]]:
+    """``NORMAL_GETS`` GETs, each on a new connection, paced over about 6 s: status and
+    seconds to the whole response (status 0: no answer within 5 s)."""
+    out = []
+    pace = threading.Event()
+    for _ in range(NORMAL_GETS):
+        t0 = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            c.request("GET", "/api/v1/runs/latest", headers=headers)
+            r = c.getresponse()
+            r.read()
+            status = r.status
+        except OSError:
+            status = 0
+        finally:
+            c.close()
+        out.append((status, time.monotonic() - t0))
+        pace.wait(0.1)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bind", ["loopback", "token"])
+def test_slowloris_of_70_connections_starves_no_normal_get(
+    demo_dir: Path, tmp_path: Path, bind: str
+) -> None:
+    """Under 70 slowloris connections (a byte every 0.3 s, reconnecting when closed), at
+    least 95% of 60 normal GETs (with the token on a token bind) are answered 200 within
+    1 s: a full server evicts the oldest unfinished head, and a normal head is never that."""
+    extra: list[str] = []
+    headers: dict[str, str] = {}
+    if bind == "token":
+        token = "Zk3-vQ9_x7-slowloris"
+        (tmp_path / "token").write_text(token)
+        extra = ["--token-file", str(tmp_path / "token")]
+        headers = {"Authorization": f"Bearer {token}"}
+    served = Served(demo_dir, *extra)
+    attack = None
+    try:
+        attack = Slowloris(served.port)
+        # The attack is on: every attacker connected, the server at its cap and evicting.
+        poll(lambda: attack.connects >= SLOW_CONNS, 30, "70 attacker connections")
+
+        def health() -> dict[str, Any]:
+            c = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+            try:
+                c.request("GET", "/healthz", headers=headers)
+                return json.loads(c.getresponse().read())
+            finally:
+                c.close()
+
+        # Every slot is taken before the first normal GET (the attackers outnumber them).
+        poll(lambda: attack.open >= SLOW_CONNS - 5, 30, "the attackers holding connections")
+        results = _normal_gets(served.port, headers)
+        attack.stop.set()
+        info = health()
+        fast = sum(1 for status, s in results if status == 200 and s < 1.0)
+        slowest = max(s for _, s in results)
+        statuses = sorted({status for status, _ in results})
+        print(
+            f"\nslowloris ({bind}): {fast}/{NORMAL_GETS} GETs 200 within 1 s, slowest "
+            f"{slowest * 1000:.0f} ms, statuses {statuses}; attacker connects "
+            f"{attack.connects}, evicted {info['connections_evicted']}, refused "
+            f"{info['connections_refused']}"
+        )
+        assert fast >= 0.95 * NORMAL_GETS, results
+        assert attack.connects > SLOW_CONNS  # the attackers were evicted and came back
+        assert info["server_errors"] == 0
+    finally:
+        if attack is not None:
+            attack.close()
+        err = served.close()
+    assert "Traceback" not in err, err
