@@ -49,6 +49,13 @@ def _trusted_owner(uid: int) -> bool:
     return uid == os.geteuid() or uid == 0
 
 
+def _is_link(path: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def open_log(path: str, mode: int = FILE_MODE, *, new: bool = False, trust: bool = False) -> int:
     """Open ``path`` for whole-line appends without following a symlink; ``new``: it must
     not exist yet (``O_EXCL``). Raises OSError (ELOOP for a symlink, EEXIST for ``new``) or
@@ -56,8 +63,9 @@ def open_log(path: str, mode: int = FILE_MODE, *, new: bool = False, trust: bool
     (``trust`` accepts those)."""
     try:
         fd = os.open(path, _FLAGS | (os.O_EXCL if new else 0), mode)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and not new:
+    except OSError:
+        # ELOOP on Linux; some kernels (gVisor) say EACCES for O_CREAT on a link: ask lstat.
+        if not new and _is_link(path):
             raise UnsafeLogError(
                 errno.ELOOP,
                 f"refusing to open {path}: it is a symbolic link (another user may have "

@@ -12,12 +12,16 @@ import gzip
 import http.client
 import json
 import os
+import pwd
 import re
 import select
+import shutil
 import socket
+import stat
 import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -27,12 +31,12 @@ from typing import Any
 
 import pytest
 from conftest import require_tool
-from helpers import child_env, poll
+from helpers import child_env, poll, read_log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atroz_monitor import Monitor, api
-from atroz_monitor.reader import Follower, ReadStats, iter_events
+from atroz_monitor.reader import Follower, ReadStats, discover, iter_events
 from atroz_monitor.server import HEAD_TIMEOUT_S, start_server
 from atroz_monitor.source import FileSource
 
@@ -841,3 +845,228 @@ def test_slowloris_of_70_connections_starves_no_normal_get(
             attack.close()
         err = served.close()
     assert "Traceback" not in err, err
+
+
+# ------------------------------------------------- other users on the machine (issue 14)
+
+
+def _require_root() -> None:
+    """Acting as another user (``nobody``) needs root; skip otherwise (fail in CI)."""
+    if os.geteuid() != 0:
+        msg = "acting as another user (nobody) needs root"
+        if os.environ.get("ATROZ_REQUIRE_TOOLS") == "1":
+            pytest.fail(msg + " (ATROZ_REQUIRE_TOOLS=1)")
+        pytest.skip(msg)
+
+
+def as_nobody(*cmd: str) -> subprocess.CompletedProcess[str]:
+    """Run a command as the user ``nobody`` (setuid in the child before exec)."""
+    pw = pwd.getpwnam("nobody")
+
+    def demote() -> None:
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    return subprocess.run(
+        list(cmd), preexec_fn=demote, capture_output=True, text=True, timeout=30, cwd="/"
+    )
+
+
+@pytest.fixture
+def sticky(tmp_path: Path) -> Iterator[Path]:
+    """A world-writable sticky directory (a /tmp of its own), owned by root, that nobody can
+    reach; and ``tmp_path`` holds a root-only secret file."""
+    _require_root()
+    d = Path(tempfile.mkdtemp(prefix="atroz-sticky-", dir="/tmp"))
+    d.chmod(0o1777)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A root-only file (0600 in a 0700 directory): what a planted link points at."""
+    f = tmp_path / "secret"
+    f.write_text("root only\n")
+    f.chmod(0o600)
+    tmp_path.chmod(0o700)
+    return f
+
+
+def test_planted_symlink_at_the_log_path_is_refused_target_untouched(
+    sticky: Path, secret: Path
+) -> None:
+    """nobody plants ``shared/pipeline.jsonl -> a root-only file``; root's Monitor refuses
+    it at construction with a clear message (trust_dir too) and the target is unchanged."""
+    log = sticky / "pipeline.jsonl"
+    assert as_nobody("ln", "-s", str(secret), str(log)).returncode == 0
+    for trust in (False, True):
+        with pytest.raises(OSError, match="symbolic link"):
+            with Monitor(str(log), sample_interval=None, trust_dir=trust) as mon:
+                with mon.phase("P00"):
+                    pass
+    assert secret.read_text() == "root only\n"
+
+
+def test_a_log_file_another_user_planted_is_refused(sticky: Path) -> None:
+    """A log file nobody pre-created (0666) is refused: they could read every line root
+    appends. trust_dir=True accepts it."""
+    log = sticky / "pipeline.jsonl"
+    assert as_nobody("sh", "-c", f"touch {log} && chmod 666 {log}").returncode == 0
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        Monitor(str(log), sample_interval=None)
+    assert log.read_bytes() == b""
+    with Monitor(str(log), sample_interval=None, trust_dir=True) as mon:
+        with mon.phase("P00"):
+            pass
+    assert [e["ev"] for e in read_log(log)][-1] == "run_end"
+
+
+def test_a_run_directory_another_user_owns_or_anyone_may_write_is_refused(
+    sticky: Path,
+) -> None:
+    """A run directory nobody made (mode 777), or root's own at 0777 without the sticky bit,
+    is refused at construction with the reason; root's at 1777 and trust_dir=True are
+    accepted."""
+    theirs = sticky / "atroz-runs"
+    assert as_nobody("mkdir", "-m", "777", str(theirs)).returncode == 0
+    with pytest.raises(PermissionError, match=r"belongs to another user \(uid 65534\)"):
+        Monitor(str(theirs), sample_interval=None)
+    assert list(theirs.iterdir()) == []
+    open_dir = sticky / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(PermissionError, match="anyone may write to it .mode 0777, no sticky"):
+        Monitor(str(open_dir), sample_interval=None)
+    with pytest.raises(PermissionError, match="anyone may write to it"):
+        Monitor(str(open_dir / "one.jsonl"), sample_interval=None)
+    open_dir.chmod(0o1777)
+    with Monitor(str(open_dir), sample_interval=None, run_id="ok-1"):
+        pass
+    with Monitor(str(theirs), sample_interval=None, run_id="ok-2", trust_dir=True):
+        pass
+    assert (open_dir / "ok-1.jsonl").exists() and (theirs / "ok-2.jsonl").exists()
+
+
+def test_cli_run_into_a_directory_another_user_owns_exits_2(sticky: Path) -> None:
+    """``run --out`` a directory nobody owns: one line naming the reason, exit 2, the
+    command not run."""
+    theirs = sticky / "atroz-runs"
+    assert as_nobody("mkdir", "-m", "777", str(theirs)).returncode == 0
+    marker = sticky / "ran"
+    r = subprocess.run(
+        [sys.executable, "-m", "atroz_monitor", "run", "--out", str(theirs), "--",
+         "touch", str(marker)],
+        env=child_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "belongs to another user" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()
+
+
+def test_planted_rotation_parts_are_skipped_nothing_lost(sticky: Path, secret: Path) -> None:
+    """nobody plants ``pipe.part2..5.jsonl -> a root-only file``; root's rotating Monitor
+    never writes through them (O_EXCL), goes on in part6, loses no event, never raises, and
+    every event reads back."""
+    log = sticky / "pipe.jsonl"
+    for n in range(2, 6):
+        part = sticky / f"pipe.part{n}.jsonl"
+        assert as_nobody("ln", "-s", str(secret), str(part)).returncode == 0
+    with Monitor(str(log), sample_interval=None, max_bytes=4096, run_id="rot-1") as mon:
+        for i in range(100):
+            with mon.phase(f"P{i:02d}"):
+                pass
+        health = mon.main.health()
+    assert secret.read_text() == "root only\n"
+    assert health["events_lost"] == 0 and health["write_errors"] == 0
+    assert (sticky / "pipe.part6.jsonl").is_file() and not (
+        sticky / "pipe.part6.jsonl"
+    ).is_symlink()
+    files = discover([log])
+    assert all(not os.path.islink(f) for f in files) and len(files) >= 3
+    events = [e for f in files for e in iter_events(f)]
+    assert len(events) == health["events_written"] + 1  # + run_end, written after health()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_logs_are_0600_and_directories_0700_nobody_reads_them(sticky: Path) -> None:
+    """Under umask 022 a run directory is 0700 and its log 0600, a single log 0600; nobody
+    cannot read either (cat: Permission denied)."""
+    old = os.umask(0o022)
+    try:
+        with Monitor(str(sticky / "runs"), sample_interval=None, run_id="r-1") as m1:
+            pass
+        with Monitor(str(sticky / "one.jsonl"), sample_interval=None) as m2:
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((sticky / "runs").stat().st_mode) == 0o700
+    assert stat.S_IMODE((sticky / "runs" / "r-1.jsonl").stat().st_mode) == 0o600
+    assert stat.S_IMODE((sticky / "one.jsonl").stat().st_mode) == 0o600
+    for f in (m1.main.path, m2.main.path):
+        r = as_nobody("cat", f)
+        assert r.returncode == 1 and "Permission denied" in r.stderr and r.stdout == ""
+
+
+@pytest.fixture
+def served_dir(sticky: Path, secret: Path) -> tuple[Path, Path]:
+    """A directory root serves (sticky, world-writable) holding one run log, and a root-only
+    run log (``secret-run``) that nobody links into it."""
+    d = sticky / "served"
+    d.mkdir()
+    d.chmod(0o1777)
+    with Monitor(str(d), sample_interval=None, run_id="visible-run"):
+        pass
+    hidden = secret.parent / "hidden.jsonl"
+    with Monitor(str(hidden), sample_interval=None, run_id="secret-run"):
+        pass
+    hidden.chmod(0o600)
+    assert as_nobody("ln", "-s", str(hidden), str(d / "planted.jsonl")).returncode == 0
+    assert as_nobody("cat", str(d / "planted.jsonl")).returncode == 1  # nobody cannot read it
+    return d, hidden
+
+
+def test_report_and_export_do_not_follow_symlinks_in_a_directory(
+    served_dir: tuple[Path, Path],
+) -> None:
+    """``report DIR`` and ``export DIR`` leave out a symlink nobody planted in DIR (the
+    root-only run is not in the output); with --follow-symlinks they read it."""
+    d, _ = served_dir
+
+    def cli(*args: str) -> str:
+        r = subprocess.run(
+            [sys.executable, "-m", "atroz_monitor", *args], env=child_env(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    plain = cli("report", str(d), "--format", "json")
+    assert '"visible-run"' in plain and "secret-run" not in plain
+    assert "secret-run" not in cli("export", str(d), "--format", "prometheus")
+    followed = cli("report", str(d), "--format", "json", "--follow-symlinks")
+    assert json.loads(followed)["run"]["id"] in ("secret-run", "visible-run")
+    assert '"secret-run"' in followed and '"visible-run"' in followed
+    assert "secret-run" in cli("export", str(d), "--format", "prometheus", "--follow-symlinks")
+
+
+def test_serve_does_not_follow_symlinks_in_a_directory(served_dir: tuple[Path, Path]) -> None:
+    """``serve DIR`` lists only the real log, and the planted run is 404; with
+    --follow-symlinks it is served."""
+    d, _ = served_dir
+    for extra, expect in (
+        ((), ["visible-run"]),
+        (("--follow-symlinks",), ["secret-run", "visible-run"]),
+    ):
+        s = Served(d, *extra)
+        try:
+            status, body = s.get("/api/v1/runs")
+            assert status == 200
+            assert sorted(r["id"] for r in json.loads(body)["runs"]) == expect
+            assert s.get("/api/v1/runs/secret-run")[0] == (404 if not extra else 200)
+        finally:
+            s.close()
