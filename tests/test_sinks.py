@@ -175,7 +175,7 @@ def test_rotation_skips_names_already_taken(tmp_path):
     (tmp_path / "run.part2.jsonl").write_bytes(b"not mine\n")
     w = LogWriter(base, "r", max_bytes=4096)
     for i in range(60):
-        assert w.emit("metric", 1.0, ',"name":"m","value":%d,"pad":"%s"' % (i, "x" * 80)) > 0
+        assert w.emit("metric", 1.0, f',"name":"m","value":{i},"pad":"{PAD}"') > 0
     w.close()
     assert (tmp_path / "run.part2.jsonl").read_bytes() == b"not mine\n"
     assert w.part >= 3 and w.lost == 0 and w.write_errors == 0
@@ -192,7 +192,7 @@ def test_rotation_gives_up_after_max_part_skips_and_counts_it(tmp_path):
         (tmp_path / f"run.part{n}.jsonl").write_bytes(b"")
     w = LogWriter(base, "r", max_bytes=4096)
     for i in range(60):
-        w.emit("metric", 1.0, ',"name":"m","value":%d,"pad":"%s"' % (i, "x" * 80))
+        w.emit("metric", 1.0, f',"name":"m","value":{i},"pad":"{PAD}"')
     w.close()
     assert w.part == 1 and w.write_errors == 1 and w.lost == 0
     assert "File exists" in (w.last_error or "")
