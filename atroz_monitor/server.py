@@ -153,7 +153,7 @@ class _HTTPServer(ThreadingHTTPServer):
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.source = source
-        self.token = token is not None
+        self.needs_token = token is not None
         # Compared as digests: constant time whatever the length of what a client sends.
         self._token_digest = _digest(token) if token is not None else b""
         # The login cookie is an HMAC of the token under a key that never leaves this
@@ -446,7 +446,7 @@ class _Handler(socketserver.BaseRequestHandler):
             resp = api.error(403, "this Host is not allowed (see --allow-host)")
         else:
             ok, extra = self._authorize(headers, query)
-            conn.authed = ok and srv.token
+            conn.authed = ok and srv.needs_token
             if not ok:
                 resp = api.error(401, "a valid token is required", [("WWW-Authenticate", "Bearer")])
             elif extra and path == "/" and method in ("GET", "HEAD"):
@@ -476,7 +476,7 @@ class _Handler(socketserver.BaseRequestHandler):
         self, headers: Mapping[str, str], query: str
     ) -> tuple[bool, list[tuple[str, str]]]:
         srv = self.server
-        if not srv.token:
+        if not srv.needs_token:
             return True, []
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer " and srv.token_ok(auth[7:].strip()):
