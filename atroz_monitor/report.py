@@ -1166,8 +1166,10 @@ def _main(args: Any) -> int:
         enc = (sys.stdout.encoding or "").lower() if args.output is None else "utf-8"
         text = render_text(model, color=color, unicode="utf" in enc, errors_max=args.errors) + "\n"
     if args.output:
+        from .sinks import nofollow_opener
+
         try:
-            with open(args.output, "w", encoding="utf-8") as f:
+            with open(args.output, "w", encoding="utf-8", opener=nofollow_opener) as f:
                 f.write(text)
         except OSError as exc:
             raise ReportError(f"--output: cannot write {args.output}: {exc.strerror}") from None

@@ -49,6 +49,12 @@ def _trusted_owner(uid: int) -> bool:
     return uid == os.geteuid() or uid == 0
 
 
+def nofollow_opener(path: str, flags: int) -> int:
+    """``open(..., opener=nofollow_opener)``: an output file never written through a link
+    planted at its name (with ``"w"``, the link's target would be truncated)."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+
+
 def _is_link(path: str) -> bool:
     try:
         return stat.S_ISLNK(os.lstat(path).st_mode)

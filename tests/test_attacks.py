@@ -1070,3 +1070,21 @@ def test_serve_does_not_follow_symlinks_in_a_directory(served_dir: tuple[Path, P
             assert s.get("/api/v1/runs/secret-run")[0] == (404 if not extra else 200)
         finally:
             s.close()
+
+
+def test_report_output_through_a_planted_link_is_refused(
+    served_dir: tuple[Path, Path], secret: Path
+) -> None:
+    """nobody plants ``report.html -> a root-only file`` where root writes a report: exit
+    2, one line, the target not truncated (O_NOFOLLOW)."""
+    d, _ = served_dir
+    out = d.parent / "report.html"
+    assert as_nobody("ln", "-s", str(secret), str(out)).returncode == 0
+    r = subprocess.run(
+        [sys.executable, "-m", "atroz_monitor", "report", str(d), "--format", "html",
+         "--output", str(out)],
+        env=child_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "--output: cannot write" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert secret.read_text() == "root only\n"
