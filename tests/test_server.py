@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_api import append, build_runs
 from test_source import wait_for
 
@@ -737,3 +740,29 @@ def test_head_deadline_counts_from_the_connection_not_each_byte(
     elapsed = time.monotonic() - t0
     assert 0.4 < elapsed < 2.0, elapsed
     assert sent < 40
+
+
+_tokens = st.from_regex(server._TOKEN_RE, fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(token=_tokens, safe=st.sampled_from(["", "+", "+/=!$'*"]), before=st.booleans())
+def test_query_token_round_trips_any_valid_token(token: str, safe: str, before: bool) -> None:
+    """Any token check_token accepts, percent-encoded (``+`` raw or not), among other
+    parameters, decodes back to itself exactly; the redirect keeps the others as sent."""
+    assert server.check_token(token) == token
+    param = "token=" + urllib.parse.quote(token, safe=safe)
+    query = f"{param}&a=%2B1" if before else f"a=%2B1&b&{param}"
+    assert server._query_token(query) == token
+    assert server._without_token(query) == ("a=%2B1" if before else "a=%2B1&b")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=60))
+def test_access_log_text_is_printable_and_reversible(text: str) -> None:
+    """Any request target (latin-1 text) becomes printable ASCII without quotes, and
+    decoding the \\xNN escapes gives it back: nothing lost, nothing ambiguous."""
+    out = server._log_text(text)
+    assert all(" " <= ch <= "~" for ch in out) and '"' not in out
+    back = re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), out)
+    assert back == text
