@@ -1353,7 +1353,10 @@ class Monitor:
         for what, m, need in (("file_mode", file_mode, 0o600), ("dir_mode", dir_mode, 0o700)):
             if type(m) is not int or m & ~0o777 or m & need != need:
                 raise ValueError(f"{what} must be permission bits including {need:#o}: {m!r}")
-        self.file_mode, self.dir_mode, self.trust_dir = file_mode, dir_mode, bool(trust_dir)
+        self.file_mode, self.dir_mode = file_mode, dir_mode
+        # A process joining a run appends to the log its owner already accepted (perhaps
+        # with trust_dir=True); links are refused all the same (O_NOFOLLOW).
+        self.trust_dir = bool(trust_dir) or _join
         if self.is_dir:
             try:
                 os.makedirs(p, mode=dir_mode, exist_ok=True)  # the umask still applies

@@ -1088,3 +1088,20 @@ def test_report_output_through_a_planted_link_is_refused(
     assert r.returncode == 2, r.stderr
     assert "--output: cannot write" in r.stderr and len(r.stderr.splitlines()) == 1
     assert secret.read_text() == "root only\n"
+
+
+def test_a_process_joining_a_run_in_a_trusted_directory_can_write(sticky: Path) -> None:
+    """A run root accepted with trust_dir=True in a directory nobody owns: a Python child
+    joining it through the environment appends its phase (it trusts its owner's choice)."""
+    theirs = sticky / "atroz-runs"
+    assert as_nobody("mkdir", "-m", "777", str(theirs)).returncode == 0
+    with Monitor(str(theirs), sample_interval=None, run_id="j-1", trust_dir=True) as mon:
+        env = child_env()
+        env.update({k: v for k, v in os.environ.items() if k.startswith("ATROZ_MONITOR_")})
+        code = "import atroz_monitor as m\nwith m.phase('child'):\n    pass\n"
+        r = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    ends = [e for e in read_log(mon.main.path) if e["ev"] == "phase_end"]
+    assert [(e["phase"], e["status"]) for e in ends] == [("child", "completed")]
