@@ -125,7 +125,6 @@ class LogWriter:
         "rotations",
         "_partial",
         "mode",
-        "trust",
         "__weakref__",
     )
 
@@ -150,8 +149,7 @@ class LogWriter:
         self.last_error: str | None = None
         self._warned = False
         self._size = 0
-        self.mode = mode
-        self.trust = trust
+        self.mode = mode  # for the rotation parts
         try:
             self._fd: int = open_log(self.path, mode, trust=trust)
         except OSError as exc:
