@@ -601,7 +601,10 @@ class Stream:
         self.run_id: str | None = None
         self.version: int | None = None
         last = headers.get("last-event-id", "").strip()
-        self._resume = int(last) if last.isdigit() and len(last) < 20 else None
+        # ASCII digits only: "²" is isdigit() yet int() refuses it (a 500 once). Anything
+        # else is treated as absent.
+        ok = 0 < len(last) < 20 and last.isascii() and last.isdigit()
+        self._resume = int(last) if ok else None
         self._runs_sig: tuple[tuple[Any, ...], ...] | None = None
         self.messages = 0
 

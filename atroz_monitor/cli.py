@@ -81,6 +81,15 @@ def _pruners(args: argparse.Namespace) -> list[object]:
         raise UsageError(str(exc)) from None
 
 
+def _follow_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="read symlinks inside the directories given (off: whoever can write a directory "
+        "could point one at a file only you may read)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="atroz-monitor", description="Per-phase observability for pipelines.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -185,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="errors and warnings listed (default 10)",
     )
+    _follow_flag(r)
     s = sub.add_parser("serve", help="serve the live dashboard and JSON API over run logs")
     s.add_argument(
         "paths",
@@ -214,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--access-log", action="store_true", help="log each request to stderr")
     s.add_argument("--alerts", metavar="FILE", help="alert rules evaluated over the runs")
+    _follow_flag(s)
     s.add_argument(
         "--prune-every",
         type=_positive,
@@ -240,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", required=True, choices=("chrome-trace", "prometheus", "otlp-json"))
     x.add_argument("--run", metavar="ID", help="the run to export (default: the latest)")
     x.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    _follow_flag(x)
     u = sub.add_parser(
         "run",
         help="run any command as a monitored run (its whole process tree sampled)",
@@ -342,12 +354,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 alerts=args.alerts,
                 pruners=pruners,
                 prune_every=args.prune_every,
+                follow_symlinks=args.follow_symlinks,
             )
         if args.command == "export":
             from . import exporters
 
             try:
-                return exporters.main(args.paths, args.format, args.run, args.output)
+                return exporters.main(
+                    args.paths,
+                    args.format,
+                    args.run,
+                    args.output,
+                    follow_symlinks=args.follow_symlinks,
+                )
             except exporters.ExportError as exc:
                 raise UsageError(f"export: {exc}") from None
         if args.command == "run":

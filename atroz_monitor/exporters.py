@@ -1029,7 +1029,9 @@ class ExportError(Exception):
     """Input that yields no export: one line on stderr, exit 2."""
 
 
-def render(paths: Sequence[str], fmt: str, run: str | None = None) -> bytes:
+def render(
+    paths: Sequence[str], fmt: str, run: str | None = None, *, follow_symlinks: bool = False
+) -> bytes:
     """Read run logs and render them in ``fmt`` (one of ``FORMATS``); ExportError on bad
     input. Prometheus covers every run read; the trace formats the ``run`` (default: the
     latest)."""
@@ -1038,7 +1040,7 @@ def render(paths: Sequence[str], fmt: str, run: str | None = None) -> bytes:
     if fmt not in FORMATS:
         raise ExportError(f"--format: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     try:
-        st, stats, _ = report.load(list(paths))
+        st, stats, _ = report.load(list(paths), follow_symlinks=follow_symlinks)
     except report.ReportError as exc:
         raise ExportError(str(exc)) from None
     now = time.time()
@@ -1054,9 +1056,16 @@ def render(paths: Sequence[str], fmt: str, run: str | None = None) -> bytes:
     return encode_json(doc) + b"\n"
 
 
-def main(paths: Sequence[str], fmt: str, run: str | None = None, output: str | None = None) -> int:
+def main(
+    paths: Sequence[str],
+    fmt: str,
+    run: str | None = None,
+    output: str | None = None,
+    *,
+    follow_symlinks: bool = False,
+) -> int:
     """The ``export`` command: stdout unless ``output``; ExportError on bad input."""
-    body = render(paths, fmt, run)
+    body = render(paths, fmt, run, follow_symlinks=follow_symlinks)
     if output is None:
         sys.stdout.flush()
         sys.stdout.buffer.write(body)
@@ -1065,7 +1074,7 @@ def main(paths: Sequence[str], fmt: str, run: str | None = None, output: str | N
     tmp = f"{output}.tmp{os.getpid()}"
     try:
         # Whole or nothing: a reader (a scraper's textfile collector) never sees half a file.
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:  # O_EXCL: never written through a link planted at tmp
             f.write(body)
         os.replace(tmp, output)
     except OSError as exc:

@@ -17,6 +17,7 @@ import functools
 import itertools
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from . import events as E
 from .events import clip, dumps, quote
-from .sinks import LogWriter
+from .sinks import FILE_MODE, LogWriter, UnsafeLogError
 
 ENV_LOG = "ATROZ_MONITOR_LOG"
 ENV_RUN = "ATROZ_MONITOR_RUN"
@@ -724,7 +725,14 @@ class Run:
         self.meta = dict(meta) if meta else {}
         self.plan = plan or []
         self.owner = owner
-        self.writer = LogWriter(path, run_id, monitor.max_bytes, lenient=lenient)
+        self.writer = LogWriter(
+            path,
+            run_id,
+            monitor.max_bytes,
+            lenient=lenient,
+            mode=monitor.file_mode,
+            trust=monitor.trust_dir,
+        )
         self.active: dict[str, Phase] = {}
         self._explicit: dict[str, list[Phase]] = {}
         self._explicit_done: set[str] = set()
@@ -1233,6 +1241,35 @@ def _reset(h: Phase) -> None:
         _current.set(h._prev)
 
 
+DIR_MODE = 0o700
+"""Run directories are private by default, as the logs in them are."""
+
+
+def _check_log_dir(d: str) -> None:
+    """Refuse a log directory another user controls: one they own (or a link to one they
+    planted), or one anyone may write without the sticky bit. Either lets them replace,
+    redirect or delete the logs (a symlink at the next rotation part, a swapped file)."""
+    try:
+        link, st = os.lstat(d), os.stat(d)
+    except OSError:
+        return  # a missing parent: opening the log reports it
+    trusted = (os.geteuid(), 0)  # root could read it anyway (ssh's StrictModes rule)
+    problem = None
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in trusted:
+        problem = f"it is a symbolic link another user (uid {link.st_uid}) owns"
+    elif st.st_uid not in trusted:
+        problem = f"it belongs to another user (uid {st.st_uid})"
+    elif st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+        problem = f"anyone may write to it (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit)"
+    if problem is not None:
+        raise UnsafeLogError(
+            13,
+            f"refusing the log directory {d!r}: {problem}, so another user could read, "
+            "replace or redirect its logs; use a directory of your own, or pass "
+            "trust_dir=True to accept it",
+        )
+
+
 _monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
 _active: list[Monitor] = []  # monitors inside their ``with`` block, innermost last
 
@@ -1269,6 +1306,9 @@ class Monitor:
         otlp_endpoint: str | None = None,
         redact: Iterable[Any] = (),
         redact_disable: Iterable[str] = (),
+        file_mode: int = FILE_MODE,
+        dir_mode: int = DIR_MODE,
+        trust_dir: bool = False,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -1310,15 +1350,24 @@ class Monitor:
         self.is_dir = not (
             p.endswith(".jsonl") or _join or (os.path.exists(p) and not os.path.isdir(p))
         )
+        for what, m, need in (("file_mode", file_mode, 0o600), ("dir_mode", dir_mode, 0o700)):
+            if type(m) is not int or m & ~0o777 or m & need != need:
+                raise ValueError(f"{what} must be permission bits including {need:#o}: {m!r}")
+        self.file_mode, self.dir_mode = file_mode, dir_mode
+        # A process joining a run appends to the log its owner already accepted (perhaps
+        # with trust_dir=True); links are refused all the same (O_NOFOLLOW).
+        self.trust_dir = bool(trust_dir) or _join
         if self.is_dir:
             try:
-                os.makedirs(p, exist_ok=True)
+                os.makedirs(p, mode=dir_mode, exist_ok=True)  # the umask still applies
             except OSError as exc:
                 raise OSError(
                     exc.errno, f"cannot create the run directory {p!r}: {exc.strerror}"
                 ) from None
             if not os.access(p, os.W_OK | os.X_OK):
                 raise PermissionError(f"the run directory {p!r} is not writable")
+        if not self.trust_dir:
+            _check_log_dir(p if self.is_dir else os.path.dirname(os.path.abspath(p)) or ".")
         self.path = os.path.abspath(p)
         self.history_paths = [os.fspath(h) for h in history or ()]
         from .alerts import Rule, _build, default_rules

@@ -513,31 +513,38 @@ def part_path(path: str, n: int) -> str:
     return f"{stem}.part{n}.jsonl"
 
 
-def parts_of(path: str) -> list[str]:
-    """The rotated parts of a log that exist beside it (plain or compressed), in order."""
+def parts_of(path: str, follow_symlinks: bool = False) -> list[str]:
+    """The rotated parts of a log that exist beside it (plain or compressed), in order. A
+    part that is a symlink is skipped unless ``follow_symlinks`` (it may be planted)."""
     if not path.endswith(".jsonl"):
         return []
     out = []
     n = 2
     while True:
         p = part_path(path, n)
-        if os.path.exists(p):
-            out.append(p)
-        elif os.path.exists(p + ".gz"):
-            out.append(p + ".gz")
+        for name in (p, p + ".gz"):
+            if os.path.lexists(name):
+                if follow_symlinks or not os.path.islink(name):
+                    out.append(name)
+                break
         else:
             return out
         n += 1
 
 
-def discover(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+def discover(
+    paths: Iterable[str | os.PathLike[str]], *, follow_symlinks: bool = False
+) -> list[str]:
     """Expand log files and directories into a list of log files.
 
     A directory contributes its `*.jsonl` and `*.jsonl.gz` files (not recursively), sorted by
     name; a file is taken as given, whatever its name, with its rotated parts
-    (`run.part2.jsonl`, ...) after it. Order follows the arguments, duplicates
-    are dropped. A directory with no logs contributes nothing (the caller decides what to say).
-    Raises FileNotFoundError naming the first path that does not exist.
+    (`run.part2.jsonl`, ...) after it. Symlinks inside a directory (and symlinked parts) are
+    skipped unless ``follow_symlinks``: whoever can write the directory could point them at
+    a file only the reader may read; a path given explicitly is followed. Order follows the
+    arguments, duplicates are dropped. A directory with no logs contributes nothing (the
+    caller decides what to say). Raises FileNotFoundError naming the first path that does
+    not exist.
     """
     found: list[str] = []
     seen: set[str] = set()
@@ -545,10 +552,14 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         name = os.fsdecode(entry)
         if os.path.isdir(name):
             with os.scandir(name) as it:
-                names = sorted(e.name for e in it if e.name.endswith(LOG_SUFFIXES) and e.is_file())
+                names = sorted(
+                    e.name
+                    for e in it
+                    if e.name.endswith(LOG_SUFFIXES) and e.is_file(follow_symlinks=follow_symlinks)
+                )
             candidates = [os.path.join(name, n) for n in names]
         elif os.path.exists(name):
-            candidates = [name] + parts_of(name)
+            candidates = [name] + parts_of(name, follow_symlinks)
         else:
             raise FileNotFoundError(errno.ENOENT, "no such log file or directory", name)
         for candidate in candidates:

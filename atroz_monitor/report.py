@@ -1021,12 +1021,15 @@ def _progress_reader(paths: list[str], st: State, total_bytes: int, show: bool) 
     return stats
 
 
-def load(paths: Sequence[str], max_phases: int = 10_000) -> tuple[State, Any, list[str]]:
-    """Read ``paths`` into state; ReportError when nothing usable is there."""
+def load(
+    paths: Sequence[str], max_phases: int = 10_000, *, follow_symlinks: bool = False
+) -> tuple[State, Any, list[str]]:
+    """Read ``paths`` into state; ReportError when nothing usable is there. Symlinks inside
+    a directory are skipped unless ``follow_symlinks`` (``reader.discover``)."""
     from . import reader
 
     try:
-        files = reader.discover(paths)
+        files = reader.discover(paths, follow_symlinks=follow_symlinks)
     except FileNotFoundError as exc:
         raise ReportError(f"no such file or directory: {exc.filename}") from None
     if not files:
@@ -1096,7 +1099,8 @@ def _main(args: Any) -> int:
     from .loader import liveness
 
     tags = parse_tags(getattr(args, "baseline_tag", None))
-    st, stats, _ = load(args.paths)
+    follow = bool(getattr(args, "follow_symlinks", False))
+    st, stats, _ = load(args.paths, follow_symlinks=follow)
     if args.run:
         if args.run not in st.runs:
             known = ", ".join(sorted(st.runs)[:8])
@@ -1106,7 +1110,7 @@ def _main(args: Any) -> int:
         run_id = views.latest_run(st) or next(iter(st.runs))
     baseline = None
     if args.baseline:
-        baseline, _, _ = load(args.baseline)
+        baseline, _, _ = load(args.baseline, follow_symlinks=follow)
         baseline.runs.pop(run_id, None)
     if tags:
         # Before anything reads it: the html page's runs list and history follow too.
@@ -1162,8 +1166,10 @@ def _main(args: Any) -> int:
         enc = (sys.stdout.encoding or "").lower() if args.output is None else "utf-8"
         text = render_text(model, color=color, unicode="utf" in enc, errors_max=args.errors) + "\n"
     if args.output:
+        from .sinks import nofollow_opener
+
         try:
-            with open(args.output, "w", encoding="utf-8") as f:
+            with open(args.output, "w", encoding="utf-8", opener=nofollow_opener) as f:
                 f.write(text)
         except OSError as exc:
             raise ReportError(f"--output: cannot write {args.output}: {exc.strerror}") from None

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -261,6 +262,7 @@ def _gzip_file(path: str) -> str:
     tmp = os.path.join(directory, f".{base}.gz.{os.getpid()}.tmp")
     try:
         with open(path, "rb") as src, open(tmp, "xb") as raw:
+            os.fchmod(raw.fileno(), stat.S_IMODE(st.st_mode))  # as private as the original
             with gzip.GzipFile(
                 filename=base, mode="wb", fileobj=raw, compresslevel=6, mtime=int(st.st_mtime)
             ) as gz:

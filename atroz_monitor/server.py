@@ -4,6 +4,13 @@ Everything a response says comes from ``api``; this module only decides whether 
 connection gets an answer at all (Host check against DNS rebinding, the token for
 non-loopback binds, request size and time limits, a connection cap) and moves bytes.
 
+No client can starve the others: a full server makes room by closing the connection that
+has waited longest on an unfinished request head (never one being answered, and on a token
+bind an unauthenticated one first, with slots kept for authenticated connections), and one
+client address holds at most ``max_per_client`` connections (at its cap it evicts its own).
+A normal request sends its head at once, so it is never the oldest unfinished one: a
+slowloris only ever competes with itself.
+
 It reads requests itself rather than through ``BaseHTTPRequestHandler``: a request head
 must be complete within a deadline (a socket timeout alone restarts on every byte, so a
 client sending one byte a second would hold a thread forever), and the request line and
@@ -13,10 +20,12 @@ header limits (414/431) are tighter than ``http.client``'s.
 from __future__ import annotations
 
 import errno
+import hashlib
 import hmac
 import ipaddress
 import os
 import re
+import secrets
 import select
 import socket
 import socketserver
@@ -49,13 +58,17 @@ ENV_TOKEN = "ATROZ_MONITOR_TOKEN"
 COOKIE = "atroz_monitor_token"
 
 HEAD_TIMEOUT_S = 2.0
-"""A request head must be complete this long after the connection (or its first byte)."""
+"""A request head must be complete this long after the connection was accepted (a later
+request on a kept-alive connection: after its first byte), however it trickles in."""
 IDLE_TIMEOUT_S = 10.0
 """A kept-alive connection with no new request for this long is closed."""
 MAX_REQUEST_LINE = 8 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 100
 MAX_CONNECTIONS = 64
+RESERVED_FOR_AUTH = 16
+"""On a token bind, unauthenticated connections hold at most ``max_connections`` minus
+this many slots; beyond that a new connection evicts the oldest unauthenticated one."""
 MAX_STREAMS = 32
 SEND_TIMEOUT_S = 10.0
 """A client that does not read for this long is dropped (a stream writer never blocks
@@ -70,6 +83,8 @@ CHECK_S = 2.0
 """How often an otherwise idle stream checks that its client is still there."""
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=!#$%&'*^`|-]+$")
+_LOG_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\xff"\\]')
+"""Escaped in the access log: control bytes (ESC, CR, C1's CSI) never reach a terminal."""
 _NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -82,13 +97,25 @@ class _Reject(Exception):
 
 
 class _Conn:
-    __slots__ = ("sock", "idle", "since", "stream")
+    __slots__ = ("sock", "addr", "reading", "since", "authed")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, addr: str) -> None:
         self.sock = sock
-        self.idle = True  # waiting for a request, nothing of it received yet
-        self.since = time.monotonic()
-        self.stream = False
+        self.addr = addr
+        self.reading = True  # waiting for a request head (or part of one): may be evicted
+        self.since = time.monotonic()  # when it started waiting: the oldest goes first
+        self.authed = False  # a request on it carried the token (token binds only)
+
+
+def _oldest_waiting(conns: Iterable[_Conn]) -> _Conn | None:
+    """The connection to evict: waiting on a head, unauthenticated first, oldest first."""
+    waiting = [c for c in conns if c.reading]
+    return min(waiting, key=lambda c: (c.authed, c.since)) if waiting else None
+
+
+def _log_text(text: str) -> str:
+    """``text`` (latin-1 decoded request bytes) safe for a terminal and one log line."""
+    return _LOG_UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _is_loopback(host: str) -> bool:
@@ -122,13 +149,26 @@ class _HTTPServer(ThreadingHTTPServer):
         access_log: bool,
         max_streams: int,
         max_connections: int,
+        max_per_client: int,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.source = source
-        self.token = token.encode("utf-8") if token is not None else None
+        self.needs_token = token is not None
+        # Compared as digests: constant time whatever the length of what a client sends.
+        self._token_digest = _digest(token) if token is not None else b""
+        # The login cookie is an HMAC of the token under a key that never leaves this
+        # process: a browser that sends it to another service on the host (cookies ignore
+        # ports) hands over nothing usable as a bearer token, here or anywhere.
+        self._cookie = (
+            hmac.new(secrets.token_bytes(32), token.encode(), hashlib.sha256).hexdigest()
+            if token is not None
+            else ""
+        )
         self.access_log = access_log
         self.max_streams = max_streams
         self.max_connections = max_connections
+        self.max_per_client = max_per_client
+        self.reserved = min(RESERVED_FOR_AUTH, max_connections // 4) if token else 0
         self.closing = threading.Event()
         self._conns: dict[int, _Conn] = {}
         self._lock = threading.Lock()
@@ -157,7 +197,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
     # -- the connection cap -------------------------------------------------------------
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._admit(request):
+        addr = str(client_address[0]) if client_address else ""
+        if not self._admit(request, addr):
             self.refused += 1
             try:
                 request.settimeout(0.2)
@@ -173,31 +214,54 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
-    def _admit(self, sock: socket.socket) -> bool:
-        """Register a connection; at the cap, close the connection idle for longest to make
-        room (so idle connections can never lock a real request out), else refuse."""
+    def _admit(self, sock: socket.socket, addr: str) -> bool:
+        """Register a connection, making room when needed by evicting the connection that
+        has waited longest on a request head (``_oldest_waiting``): among the client's own
+        at its per-client cap, among unauthenticated ones when they fill their share of a
+        token bind, else among all at the global cap. Refuse only if none is waiting."""
         with self._lock:
-            if len(self._conns) >= self.max_connections:
-                idle = [c for c in self._conns.values() if c.idle]
-                if not idle:
-                    return False
-                victim = min(idle, key=lambda c: c.since)
-                del self._conns[id(victim.sock)]
-                self.evicted += 1
-                try:
-                    victim.sock.shutdown(socket.SHUT_RDWR)  # its thread's recv returns b""
-                except OSError:
-                    pass
-            self._conns[id(sock)] = _Conn(sock)
+            conns = self._conns
+            pool: Iterable[_Conn] | None = None
+            mine = [c for c in conns.values() if c.addr == addr]
+            if len(mine) >= self.max_per_client:
+                pool = mine
+            elif len(conns) >= self.max_connections:
+                pool = conns.values()
+            elif self.reserved:
+                unauth = [c for c in conns.values() if not c.authed]
+                if len(unauth) >= self.max_connections - self.reserved:
+                    pool = unauth
+            if pool is not None:
+                victim = _oldest_waiting(pool)
+                if victim is None:
+                    if len(mine) >= self.max_per_client or len(conns) >= self.max_connections:
+                        return False
+                else:
+                    del conns[id(victim.sock)]
+                    self.evicted += 1
+                    try:
+                        victim.sock.shutdown(socket.SHUT_RDWR)  # its thread's recv returns b""
+                    except OSError:
+                        pass
+            conns[id(sock)] = _Conn(sock, addr)
             return True
 
     def conn(self, sock: socket.socket) -> _Conn:
         with self._lock:
             c = self._conns.get(id(sock))
             if c is None:  # evicted before its thread started
-                c = _Conn(sock)
-                c.idle = False
+                c = _Conn(sock, "")
+                c.reading = False
             return c
+
+    def cookie_ok(self, value: str) -> bool:
+        return hmac.compare_digest(value.encode("utf-8", "surrogateescape"), self._cookie.encode())
+
+    def token_ok(self, given: str) -> bool:
+        return hmac.compare_digest(_digest(given), self._token_digest)
+
+    def login_cookie(self) -> str:
+        return f"{COOKIE}={self._cookie}; HttpOnly; SameSite=Strict; Path=/"
 
     def forget(self, sock: socket.socket) -> None:
         with self._lock:
@@ -282,16 +346,19 @@ class _Handler(socketserver.BaseRequestHandler):
     def _read_head(
         self, sock: socket.socket, conn: _Conn, buf: bytearray, first: bool
     ) -> bytes | None:
-        start = time.monotonic()
+        if first:
+            # From the accept, not from this thread's start nor from any byte: however the
+            # head trickles in, the connection has HEAD_TIMEOUT_S for all of it.
+            start = conn.since
+        else:
+            start = conn.since = time.monotonic()
         deadline: float | None = start + HEAD_TIMEOUT_S if first else None
         idle_deadline = start + IDLE_TIMEOUT_S
-        conn.idle = True
-        conn.since = start
+        conn.reading = True
         while True:
             while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # RFC 9112: ignore leading CRLFs
                 del buf[: 2 if buf[:1] == b"\r" else 1]
             if buf:
-                conn.idle = False
                 end = buf.find(b"\r\n\r\n")
                 sep = 4
                 if end < 0:
@@ -301,6 +368,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 if (nl < 0 and len(buf) > MAX_REQUEST_LINE) or nl > MAX_REQUEST_LINE + 1:
                     raise _Reject(414, "request line too long")
                 if end >= 0:
+                    conn.reading = False  # being answered: never evicted
                     head = bytes(buf[:end])
                     del buf[: end + sep]
                     return head
@@ -378,13 +446,12 @@ class _Handler(socketserver.BaseRequestHandler):
             resp = api.error(403, "this Host is not allowed (see --allow-host)")
         else:
             ok, extra = self._authorize(headers, query)
+            conn.authed = ok and srv.needs_token
             if not ok:
                 resp = api.error(401, "a valid token is required", [("WWW-Authenticate", "Bearer")])
             elif extra and path == "/" and method in ("GET", "HEAD"):
                 # The token came in the URL: set the cookie and drop it from the address bar.
-                clean = urllib.parse.urlencode(
-                    [(k, v) for k, v in urllib.parse.parse_qsl(query) if k != "token"]
-                )
+                clean = _without_token(query)
                 loc = "/" + ("?" + clean if clean else "")
                 resp = api.Response(303, [("Location", loc), *api.SECURITY_HEADERS], b"")
             elif path == "/api/v1/stream" and method in ("GET", "HEAD"):
@@ -397,7 +464,7 @@ class _Handler(socketserver.BaseRequestHandler):
                 except Exception as exc:
                     srv.errors += 1
                     sys.stderr.write(
-                        f"atroz-monitor: internal error on {method} {path[:200]}: "
+                        f"atroz-monitor: internal error on {method} {_log_text(path[:200])}: "
                         f"{type(exc).__name__}: {exc}\n"
                     )
                     resp = api.error(500, "internal error (counted in /healthz)")
@@ -408,21 +475,19 @@ class _Handler(socketserver.BaseRequestHandler):
     def _authorize(
         self, headers: Mapping[str, str], query: str
     ) -> tuple[bool, list[tuple[str, str]]]:
-        token = self.server.token
-        if token is None:
+        srv = self.server
+        if not srv.needs_token:
             return True, []
         auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer " and _same(auth[7:].strip(), token):
+        if auth[:7].lower() == "bearer " and srv.token_ok(auth[7:].strip()):
             return True, []
         for part in headers.get("cookie", "").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == COOKIE and _same(value, token):
+            if name == COOKIE and srv.cookie_ok(value):
                 return True, []
-        if "token=" in query:
-            for k, v in urllib.parse.parse_qsl(query):
-                if k == "token" and _same(v, token):
-                    cookie = f"{COOKIE}={token.decode()}; HttpOnly; SameSite=Strict; Path=/"
-                    return True, [("Set-Cookie", cookie)]
+        given = _query_token(query)
+        if given is not None and srv.token_ok(given):
+            return True, [("Set-Cookie", srv.login_cookie())]
         return False, []
 
     def _send(
@@ -458,7 +523,8 @@ class _Handler(socketserver.BaseRequestHandler):
         if self.server.access_log:
             ms = (time.perf_counter() - t0) * 1000.0
             addr = self.client_address[0] if self.client_address else "-"
-            sys.stderr.write(f'{addr} "{method} {path[:200]!s}" {status} {size} {ms:.1f}ms\n')
+            line = f'{addr} "{method} {_log_text(path[:200])}" {status} {size} {ms:.1f}ms\n'
+            sys.stderr.write(line)
 
     # -- Server-Sent Events -------------------------------------------------------------
     def _stream(
@@ -492,8 +558,6 @@ class _Handler(socketserver.BaseRequestHandler):
                 False,
             )
             return
-        conn.idle = False
-        conn.stream = True
         src.subscribe()
         try:
             hdrs = [
@@ -580,8 +644,25 @@ def _gone(sock: socket.socket) -> bool:
             pass
 
 
-def _same(given: str, token: bytes) -> bool:
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token)
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def _query_token(query: str) -> str | None:
+    """The ``token`` parameter percent-decoded as a URL path is: ``+`` stays ``+`` (a token
+    is not form data; ``parse_qsl`` would make it a space), ``%2B`` ``%25`` ``%26`` ``%23``
+    are ``+ % & #``."""
+    for part in query.split("&"):
+        name, eq, value = part.partition("=")
+        if eq and urllib.parse.unquote(name) == "token":
+            return urllib.parse.unquote(value)
+    return None
+
+
+def _without_token(query: str) -> str:
+    """``query`` minus its ``token`` parameter, every other byte of it as it came."""
+    keep = [p for p in query.split("&") if urllib.parse.unquote(p.partition("=")[0]) != "token"]
+    return "&".join(p for p in keep if p)
 
 
 class Server:
@@ -649,13 +730,15 @@ def start_server(
     access_log: bool = False,
     max_streams: int = MAX_STREAMS,
     max_connections: int = MAX_CONNECTIONS,
+    max_per_client: int | None = None,
     _own_source: bool = False,
 ) -> Server:
     """Serve ``source`` on ``host:port`` (0: any free port) in daemon threads.
 
     A token (``token=`` or ``ATROZ_MONITOR_TOKEN``) is required to bind anything but a
-    loopback address, and once configured every request needs it. Raises ValueError for
-    bad arguments and OSError if the address cannot be bound.
+    loopback address, and once configured every request needs it. One client address holds
+    at most ``max_per_client`` connections (default: half of ``max_connections``). Raises
+    ValueError for bad arguments and OSError if the address cannot be bound.
     """
     if token is None:
         token = os.environ.get(ENV_TOKEN) or None
@@ -666,8 +749,13 @@ def start_server(
             f"refusing to serve on {host} without a token (use --token-file FILE or "
             f"{ENV_TOKEN}); the dashboard shows what the pipeline processes"
         )
-    if max_streams < 0 or max_connections < 1:
-        raise ValueError("max_streams must be >= 0 and max_connections >= 1")
+    if max_per_client is None:
+        max_per_client = max(1, max_connections // 2)
+    if max_streams < 0 or max_connections < 1 or not 1 <= max_per_client <= max_connections:
+        raise ValueError(
+            "max_streams must be >= 0, max_connections >= 1, and max_per_client between 1 "
+            "and max_connections"
+        )
     hosts = [h.strip().lower() for h in allow_hosts if h.strip()]
     httpd = _HTTPServer(
         (host.strip("[]"), port),
@@ -677,6 +765,7 @@ def start_server(
         access_log=access_log,
         max_streams=max_streams,
         max_connections=max_connections,
+        max_per_client=max_per_client,
     )
     return Server(httpd, _own_source)
 
@@ -724,6 +813,7 @@ def serve_main(
     out: Any = None,
     pruners: Sequence[Any] = (),
     prune_every: float | None = None,
+    follow_symlinks: bool = False,
 ) -> int:
     """The ``serve`` command. Bad input: one line on stderr, exit 2."""
     out = out if out is not None else sys.stdout
@@ -753,7 +843,9 @@ def serve_main(
                 f"refusing to serve on {host} without a token (--token-file FILE or {ENV_TOKEN})"
             )
         hook = _alert_hook(alerts) if alerts is not None else None
-        source: Source = FileSource(paths or ["atroz-runs"], alerts=hook)
+        source: Source = FileSource(
+            paths or ["atroz-runs"], alerts=hook, follow_symlinks=follow_symlinks
+        )
     except FileNotFoundError as exc:
         return fail(f"no such log file or directory: {exc.filename}")
     except (ValueError, OSError) as exc:

@@ -5,11 +5,17 @@ the kernel appends each write atomically at the end of a regular file, so thread
 separate processes sharing one log never interleave or tear lines. Write failures
 (ENOSPC, EACCES, EBADF, EIO, ...) never raise: they are counted, reported once on
 stderr, and visible in the monitor's health counters and in ``run_end``.
+
+Logs hold commands, paths, errors and metadata: they are created private (0600 unless the
+user asks otherwise; a stricter umask still wins) and never opened through a link another
+user could have planted (``O_NOFOLLOW``; rotation parts are new files, ``O_EXCL``).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import threading
 import weakref
@@ -20,7 +26,77 @@ from .events import quote
 if TYPE_CHECKING:
     from typing import Any
 
-_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_FLAGS = (
+    os.O_WRONLY
+    | os.O_APPEND
+    | os.O_CREAT
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOFOLLOW", 0)  # a planted symlink fails with ELOOP instead of redirecting
+)
+FILE_MODE = 0o600
+"""Logs are private by default: they hold commands, paths, errors and metadata."""
+MAX_PART_SKIPS = 16
+"""Rotation names taken by something else (a planted link) skipped before giving up."""
+
+
+class UnsafeLogError(PermissionError):
+    """A log path that another user could have planted or may read (``trust=True`` accepts
+    it)."""
+
+
+def _trusted_owner(uid: int) -> bool:
+    # Root-owned paths are trusted as ssh's StrictModes does: root could read them anyway.
+    return uid == os.geteuid() or uid == 0
+
+
+def nofollow_opener(path: str, flags: int) -> int:
+    """``open(..., opener=nofollow_opener)``: an output file never written through a link
+    planted at its name (with ``"w"``, the link's target would be truncated)."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+
+
+def _is_link(path: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def open_log(path: str, mode: int = FILE_MODE, *, new: bool = False, trust: bool = False) -> int:
+    """Open ``path`` for whole-line appends without following a symlink; ``new``: it must
+    not exist yet (``O_EXCL``). Raises OSError (ELOOP for a symlink, EEXIST for ``new``) or
+    UnsafeLogError for an existing file another user owns or that has other hard links
+    (``trust`` accepts those)."""
+    try:
+        fd = os.open(path, _FLAGS | (os.O_EXCL if new else 0), mode)
+    except OSError:
+        # ELOOP on Linux; some kernels (gVisor) say EACCES for O_CREAT on a link: ask lstat.
+        if not new and _is_link(path):
+            raise UnsafeLogError(
+                errno.ELOOP,
+                f"refusing to open {path}: it is a symbolic link (another user may have "
+                "planted it); remove it or give the path it points to",
+            ) from None
+        raise
+    if trust or new:
+        return fd
+    try:
+        st = os.fstat(fd)  # the file opened, not the name: no race with a rename
+        problem = None
+        if not _trusted_owner(st.st_uid):
+            problem = f"it belongs to another user (uid {st.st_uid})"
+        elif stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            problem = f"it has {st.st_nlink} hard links (one may point at another file)"
+        if problem is not None:
+            raise UnsafeLogError(
+                13,
+                f"refusing to append to {path}: {problem}; remove it, or pass "
+                "trust_dir=True to accept it",
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class LogWriter:
@@ -48,6 +124,7 @@ class LogWriter:
         "_size",
         "rotations",
         "_partial",
+        "mode",
         "__weakref__",
     )
 
@@ -57,6 +134,8 @@ class LogWriter:
         run: str,
         max_bytes: int | None = None,
         lenient: bool = False,
+        mode: int = FILE_MODE,
+        trust: bool = False,
     ) -> None:
         self.path = self._base = os.path.abspath(os.fspath(path))
         self.run = run
@@ -70,8 +149,9 @@ class LogWriter:
         self.last_error: str | None = None
         self._warned = False
         self._size = 0
+        self.mode = mode  # for the rotation parts
         try:
-            self._fd: int = os.open(self.path, _FLAGS, 0o644)
+            self._fd: int = open_log(self.path, mode, trust=trust)
         except OSError as exc:
             # Strict (a Monitor's construction): the caller's error to see. Lenient (a run
             # started later, e.g. after the directory became read-only): every event is
@@ -195,19 +275,30 @@ class LogWriter:
         back as one log. Called with the lock held, after a whole line: no line is split."""
         from .reader import part_path
 
-        nxt = part_path(self._base, self.part + 1)
-        try:
-            fd = os.open(nxt, _FLAGS, 0o644)
-        except OSError as exc:
-            self._failed(exc, 0)  # keep writing where we are; counted
-            self.max_bytes = None
-            return
+        n = self.part + 1
+        while True:
+            nxt = part_path(self._base, n)
+            try:
+                fd = open_log(nxt, self.mode, new=True)
+                break
+            except FileExistsError as exc:
+                # Not ours to append to (a planted link, another writer's file): the next
+                # free name. Readers read every part that exists, in order.
+                if n - self.part >= MAX_PART_SKIPS:
+                    self._failed(exc, 0)
+                    self.max_bytes = None
+                    return
+                n += 1
+            except OSError as exc:
+                self._failed(exc, 0)  # keep writing where we are; counted
+                self.max_bytes = None
+                return
         try:
             os.close(self._fd)
         except OSError:
             pass
         self._fd = fd
-        self.part += 1
+        self.part = n
         self.path = nxt
         self._size = 0
         self.rotations += 1

@@ -125,6 +125,10 @@ class Source:
     run beyond its log (``_alive_override``, ``_monitor_info``).
     """
 
+    follow_symlinks = False
+    """Whether symlinks inside a followed directory are read (``serve --follow-symlinks``):
+    whoever can write the directory could point one at a file only the server may read."""
+
     def __init__(self, *, max_phases: int = 10_000, alerts: AlertHook | None = None) -> None:
         self._lock = threading.RLock()
         self.cond = threading.Condition(self._lock)
@@ -313,8 +317,11 @@ class Source:
             self._dirs[path] = st.st_mtime_ns
             try:
                 with os.scandir(path) as it:
+                    follow = self.follow_symlinks
                     names = sorted(
-                        e.name for e in it if e.name.endswith(LOG_SUFFIXES) and e.is_file()
+                        e.name
+                        for e in it
+                        if e.name.endswith(LOG_SUFFIXES) and e.is_file(follow_symlinks=follow)
                     )
             except OSError:
                 continue
@@ -716,8 +723,10 @@ class FileSource(Source):
         *,
         alerts: AlertHook | None = None,
         max_phases: int = 10_000,
+        follow_symlinks: bool = False,
     ) -> None:
         super().__init__(max_phases=max_phases, alerts=alerts)
+        self.follow_symlinks = follow_symlinks
         self.paths = [os.path.abspath(os.fspath(p)) for p in paths]
         for p in self.paths:
             if not os.path.exists(p):

@@ -12,11 +12,17 @@ import gzip
 import http.client
 import json
 import os
+import pwd
 import re
+import select
+import shutil
 import socket
+import stat
 import string
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -25,12 +31,12 @@ from typing import Any
 
 import pytest
 from conftest import require_tool
-from helpers import child_env, poll
+from helpers import child_env, poll, read_log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atroz_monitor import Monitor, api
-from atroz_monitor.reader import Follower, ReadStats, iter_events
+from atroz_monitor.reader import Follower, ReadStats, discover, iter_events
 from atroz_monitor.server import HEAD_TIMEOUT_S, start_server
 from atroz_monitor.source import FileSource
 
@@ -66,9 +72,10 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Served:
     """``python -m atroz_monitor serve DIR --port 0`` in its own process."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "atroz_monitor", "serve", str(directory), "--port", "0"],
+            [sys.executable, "-m", "atroz_monitor", "serve", str(directory), "--port", "0",
+             *extra],
             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -706,3 +713,395 @@ def test_xss_corpus_runs_nothing_in_the_html_report(
         assert r.returncode in (0, 1), r.stderr  # 1: the run has failed phases
         pages[kind] = _visit(xss_driver, out.as_uri(), len(XSS))
     _check_page(pages["evil"], pages["safe"], "html report")
+
+
+# ------------------------------------------------------------- slowloris (issue 14)
+
+SLOW_CONNS = 70
+SLOW_GAP_S = 0.3
+NORMAL_GETS = 60
+
+
+class Slowloris:
+    """``SLOW_CONNS`` attacker connections on 127.0.0.1, each sending a request head one
+    byte every ``SLOW_GAP_S`` seconds and reconnecting as soon as it is closed."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stop = threading.Event()
+        self.connects = 0
+        self.open = 0
+        self._lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._attacker, daemon=True) for _ in range(SLOW_CONNS)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _attacker(self) -> None:
+        head = b"GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Slow: " % self.port
+        head += b"a" * 100_000
+        while not self.stop.is_set():
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+            except OSError:
+                self.stop.wait(0.05)
+                continue
+            with self._lock:
+                self.connects += 1
+                self.open += 1
+            try:
+                for i in range(len(head)):
+                    sock.send(head[i : i + 1])
+                    if self.stop.wait(SLOW_GAP_S):
+                        break
+                    readable, _, _ = select.select([sock], [], [], 0)
+                    if readable:  # closed, or answered (503, 408): either way, again
+                        break
+            except OSError:
+                pass
+            finally:
+                sock.close()
+                with self._lock:
+                    self.open -= 1
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+
+
+def _normal_gets(port: int, headers: dict[str, str]) -> list[tuple[int, float]]:
+    """``NORMAL_GETS`` GETs, each on a new connection, paced over about 6 s: status and
+    seconds to the whole response (status 0: no answer within 5 s)."""
+    out = []
+    pace = threading.Event()
+    for _ in range(NORMAL_GETS):
+        t0 = time.monotonic()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            c.request("GET", "/api/v1/runs/latest", headers=headers)
+            r = c.getresponse()
+            r.read()
+            status = r.status
+        except OSError:
+            status = 0
+        finally:
+            c.close()
+        out.append((status, time.monotonic() - t0))
+        pace.wait(0.1)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bind", ["loopback", "token"])
+def test_slowloris_of_70_connections_starves_no_normal_get(
+    demo_dir: Path, tmp_path: Path, bind: str
+) -> None:
+    """Under 70 slowloris connections (a byte every 0.3 s, reconnecting when closed), at
+    least 95% of 60 normal GETs (with the token on a token bind) are answered 200 within
+    1 s: a full server evicts the oldest unfinished head, and a normal head is never that."""
+    extra: list[str] = []
+    headers: dict[str, str] = {}
+    if bind == "token":
+        token = "Zk3-vQ9_x7-slowloris"
+        (tmp_path / "token").write_text(token)
+        extra = ["--token-file", str(tmp_path / "token")]
+        headers = {"Authorization": f"Bearer {token}"}
+    served = Served(demo_dir, *extra)
+    attack = None
+    try:
+        attack = Slowloris(served.port)
+        # The attack is on: every attacker connected, the server at its cap and evicting.
+        poll(lambda: attack.connects >= SLOW_CONNS, 30, "70 attacker connections")
+
+        def health() -> dict[str, Any]:
+            c = http.client.HTTPConnection("127.0.0.1", served.port, timeout=5)
+            try:
+                c.request("GET", "/healthz", headers=headers)
+                return json.loads(c.getresponse().read())
+            finally:
+                c.close()
+
+        # Every slot is taken before the first normal GET (the attackers outnumber them).
+        poll(lambda: attack.open >= SLOW_CONNS - 5, 30, "the attackers holding connections")
+        results = _normal_gets(served.port, headers)
+        attack.stop.set()
+        info = health()
+        fast = sum(1 for status, s in results if status == 200 and s < 1.0)
+        slowest = max(s for _, s in results)
+        statuses = sorted({status for status, _ in results})
+        print(
+            f"\nslowloris ({bind}): {fast}/{NORMAL_GETS} GETs 200 within 1 s, slowest "
+            f"{slowest * 1000:.0f} ms, statuses {statuses}; attacker connects "
+            f"{attack.connects}, evicted {info['connections_evicted']}, refused "
+            f"{info['connections_refused']}"
+        )
+        assert fast >= 0.95 * NORMAL_GETS, results
+        assert attack.connects > SLOW_CONNS  # the attackers were evicted and came back
+        assert info["server_errors"] == 0
+    finally:
+        if attack is not None:
+            attack.close()
+        err = served.close()
+    assert "Traceback" not in err, err
+
+
+# ------------------------------------------------- other users on the machine (issue 14)
+
+
+def _require_root() -> None:
+    """Acting as another user (``nobody``) needs root; skip otherwise (fail in CI)."""
+    if os.geteuid() != 0:
+        msg = "acting as another user (nobody) needs root"
+        if os.environ.get("ATROZ_REQUIRE_TOOLS") == "1":
+            pytest.fail(msg + " (ATROZ_REQUIRE_TOOLS=1)")
+        pytest.skip(msg)
+
+
+def as_nobody(*cmd: str) -> subprocess.CompletedProcess[str]:
+    """Run a command as the user ``nobody`` (setuid in the child before exec)."""
+    pw = pwd.getpwnam("nobody")
+
+    def demote() -> None:
+        os.setgroups([])
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    return subprocess.run(
+        list(cmd), preexec_fn=demote, capture_output=True, text=True, timeout=30, cwd="/"
+    )
+
+
+@pytest.fixture
+def sticky(tmp_path: Path) -> Iterator[Path]:
+    """A world-writable sticky directory (a /tmp of its own), owned by root, that nobody can
+    reach; and ``tmp_path`` holds a root-only secret file."""
+    _require_root()
+    d = Path(tempfile.mkdtemp(prefix="atroz-sticky-", dir="/tmp"))
+    d.chmod(0o1777)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A root-only file (0600 in a 0700 directory): what a planted link points at."""
+    f = tmp_path / "secret"
+    f.write_text("root only\n")
+    f.chmod(0o600)
+    tmp_path.chmod(0o700)
+    return f
+
+
+def test_planted_symlink_at_the_log_path_is_refused_target_untouched(
+    sticky: Path, secret: Path
+) -> None:
+    """nobody plants ``shared/pipeline.jsonl -> a root-only file``; root's Monitor refuses
+    it at construction with a clear message (trust_dir too) and the target is unchanged."""
+    log = sticky / "pipeline.jsonl"
+    assert as_nobody("ln", "-s", str(secret), str(log)).returncode == 0
+    for trust in (False, True):
+        with pytest.raises(OSError, match="symbolic link"):
+            with Monitor(str(log), sample_interval=None, trust_dir=trust) as mon:
+                with mon.phase("P00"):
+                    pass
+    assert secret.read_text() == "root only\n"
+
+
+def test_a_log_file_another_user_planted_is_refused(sticky: Path) -> None:
+    """A log file nobody pre-created (0666) is refused: they could read every line root
+    appends. trust_dir=True accepts it."""
+    log = sticky / "pipeline.jsonl"
+    assert as_nobody("sh", "-c", f"touch {log} && chmod 666 {log}").returncode == 0
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        Monitor(str(log), sample_interval=None)
+    assert log.read_bytes() == b""
+    with Monitor(str(log), sample_interval=None, trust_dir=True) as mon:
+        with mon.phase("P00"):
+            pass
+    assert [e["ev"] for e in read_log(log)][-1] == "run_end"
+
+
+def test_a_run_directory_another_user_owns_or_anyone_may_write_is_refused(
+    sticky: Path,
+) -> None:
+    """A run directory nobody made (mode 777), or root's own at 0777 without the sticky bit,
+    is refused at construction with the reason; root's at 1777 and trust_dir=True are
+    accepted."""
+    theirs = sticky / "atroz-runs"
+    assert as_nobody("mkdir", "-m", "777", str(theirs)).returncode == 0
+    with pytest.raises(PermissionError, match=r"belongs to another user \(uid 65534\)"):
+        Monitor(str(theirs), sample_interval=None)
+    assert list(theirs.iterdir()) == []
+    open_dir = sticky / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(PermissionError, match="anyone may write to it .mode 0777, no sticky"):
+        Monitor(str(open_dir), sample_interval=None)
+    with pytest.raises(PermissionError, match="anyone may write to it"):
+        Monitor(str(open_dir / "one.jsonl"), sample_interval=None)
+    open_dir.chmod(0o1777)
+    with Monitor(str(open_dir), sample_interval=None, run_id="ok-1"):
+        pass
+    with Monitor(str(theirs), sample_interval=None, run_id="ok-2", trust_dir=True):
+        pass
+    assert (open_dir / "ok-1.jsonl").exists() and (theirs / "ok-2.jsonl").exists()
+
+
+def test_cli_run_into_a_directory_another_user_owns_exits_2(sticky: Path) -> None:
+    """``run --out`` a directory nobody owns: one line naming the reason, exit 2, the
+    command not run."""
+    theirs = sticky / "atroz-runs"
+    assert as_nobody("mkdir", "-m", "777", str(theirs)).returncode == 0
+    marker = sticky / "ran"
+    r = subprocess.run(
+        [sys.executable, "-m", "atroz_monitor", "run", "--out", str(theirs), "--",
+         "touch", str(marker)],
+        env=child_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "belongs to another user" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()
+
+
+def test_planted_rotation_parts_are_skipped_nothing_lost(sticky: Path, secret: Path) -> None:
+    """nobody plants ``pipe.part2..5.jsonl -> a root-only file``; root's rotating Monitor
+    never writes through them (O_EXCL), goes on in part6, loses no event, never raises, and
+    every event reads back."""
+    log = sticky / "pipe.jsonl"
+    for n in range(2, 6):
+        part = sticky / f"pipe.part{n}.jsonl"
+        assert as_nobody("ln", "-s", str(secret), str(part)).returncode == 0
+    with Monitor(str(log), sample_interval=None, max_bytes=4096, run_id="rot-1") as mon:
+        for i in range(100):
+            with mon.phase(f"P{i:02d}"):
+                pass
+        health = mon.main.health()
+    assert secret.read_text() == "root only\n"
+    assert health["events_lost"] == 0 and health["write_errors"] == 0
+    assert (sticky / "pipe.part6.jsonl").is_file() and not (
+        sticky / "pipe.part6.jsonl"
+    ).is_symlink()
+    files = discover([log])
+    assert all(not os.path.islink(f) for f in files) and len(files) >= 3
+    events = [e for f in files for e in iter_events(f)]
+    assert len(events) == health["events_written"] + 1  # + run_end, written after health()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_logs_are_0600_and_directories_0700_nobody_reads_them(sticky: Path) -> None:
+    """Under umask 022 a run directory is 0700 and its log 0600, a single log 0600; nobody
+    cannot read either (cat: Permission denied)."""
+    old = os.umask(0o022)
+    try:
+        with Monitor(str(sticky / "runs"), sample_interval=None, run_id="r-1") as m1:
+            pass
+        with Monitor(str(sticky / "one.jsonl"), sample_interval=None) as m2:
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((sticky / "runs").stat().st_mode) == 0o700
+    assert stat.S_IMODE((sticky / "runs" / "r-1.jsonl").stat().st_mode) == 0o600
+    assert stat.S_IMODE((sticky / "one.jsonl").stat().st_mode) == 0o600
+    for f in (m1.main.path, m2.main.path):
+        r = as_nobody("cat", f)
+        assert r.returncode == 1 and "Permission denied" in r.stderr and r.stdout == ""
+
+
+@pytest.fixture
+def served_dir(sticky: Path, secret: Path) -> tuple[Path, Path]:
+    """A directory root serves (sticky, world-writable) holding one run log, and a root-only
+    run log (``secret-run``) that nobody links into it."""
+    d = sticky / "served"
+    d.mkdir()
+    d.chmod(0o1777)
+    with Monitor(str(d), sample_interval=None, run_id="visible-run"):
+        pass
+    hidden = secret.parent / "hidden.jsonl"
+    with Monitor(str(hidden), sample_interval=None, run_id="secret-run"):
+        pass
+    hidden.chmod(0o600)
+    assert as_nobody("ln", "-s", str(hidden), str(d / "planted.jsonl")).returncode == 0
+    assert as_nobody("cat", str(d / "planted.jsonl")).returncode == 1  # nobody cannot read it
+    return d, hidden
+
+
+def test_report_and_export_do_not_follow_symlinks_in_a_directory(
+    served_dir: tuple[Path, Path],
+) -> None:
+    """``report DIR`` and ``export DIR`` leave out a symlink nobody planted in DIR (the
+    root-only run is not in the output); with --follow-symlinks they read it."""
+    d, _ = served_dir
+
+    def cli(*args: str) -> str:
+        r = subprocess.run(
+            [sys.executable, "-m", "atroz_monitor", *args], env=child_env(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    plain = cli("report", str(d), "--format", "json")
+    assert '"visible-run"' in plain and "secret-run" not in plain
+    assert "secret-run" not in cli("export", str(d), "--format", "prometheus")
+    followed = cli("report", str(d), "--format", "json", "--follow-symlinks")
+    assert json.loads(followed)["run"]["id"] in ("secret-run", "visible-run")
+    assert '"secret-run"' in followed and '"visible-run"' in followed
+    assert "secret-run" in cli("export", str(d), "--format", "prometheus", "--follow-symlinks")
+
+
+def test_serve_does_not_follow_symlinks_in_a_directory(served_dir: tuple[Path, Path]) -> None:
+    """``serve DIR`` lists only the real log, and the planted run is 404; with
+    --follow-symlinks it is served."""
+    d, _ = served_dir
+    for extra, expect in (
+        ((), ["visible-run"]),
+        (("--follow-symlinks",), ["secret-run", "visible-run"]),
+    ):
+        s = Served(d, *extra)
+        try:
+            status, body = s.get("/api/v1/runs")
+            assert status == 200
+            assert sorted(r["id"] for r in json.loads(body)["runs"]) == expect
+            assert s.get("/api/v1/runs/secret-run")[0] == (404 if not extra else 200)
+        finally:
+            s.close()
+
+
+def test_report_output_through_a_planted_link_is_refused(
+    served_dir: tuple[Path, Path], secret: Path
+) -> None:
+    """nobody plants ``report.html -> a root-only file`` where root writes a report: exit
+    2, one line, the target not truncated (O_NOFOLLOW)."""
+    d, _ = served_dir
+    out = d.parent / "report.html"
+    assert as_nobody("ln", "-s", str(secret), str(out)).returncode == 0
+    r = subprocess.run(
+        [sys.executable, "-m", "atroz_monitor", "report", str(d), "--format", "html",
+         "--output", str(out)],
+        env=child_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "--output: cannot write" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert secret.read_text() == "root only\n"
+
+
+def test_a_process_joining_a_run_in_a_trusted_directory_can_write(sticky: Path) -> None:
+    """A run root accepted with trust_dir=True in a directory nobody owns: a Python child
+    joining it through the environment appends its phase (it trusts its owner's choice)."""
+    theirs = sticky / "atroz-runs"
+    assert as_nobody("mkdir", "-m", "777", str(theirs)).returncode == 0
+    with Monitor(str(theirs), sample_interval=None, run_id="j-1", trust_dir=True) as mon:
+        env = child_env()
+        env.update({k: v for k, v in os.environ.items() if k.startswith("ATROZ_MONITOR_")})
+        code = "import atroz_monitor as m\nwith m.phase('child'):\n    pass\n"
+        r = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    ends = [e for e in read_log(mon.main.path) if e["ev"] == "phase_end"]
+    assert [(e["phase"], e["status"]) for e in ends] == [("child", "completed")]

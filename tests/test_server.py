@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -12,11 +14,14 @@ import sys
 import threading
 import time
 import types
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_api import append, build_runs
 from test_source import wait_for
 
@@ -210,8 +215,8 @@ def test_foreign_host_is_403_stream_included(runs_dir: Path) -> None:
 
 
 def test_token_is_required_once_configured(runs_dir: Path) -> None:
-    """With a token: none is 401; Bearer, ?token= (sets an HttpOnly cookie) and the cookie
-    are accepted; the page redirects the token out of the URL."""
+    """With a token: none is 401; Bearer, ?token= (sets an HttpOnly cookie) and that cookie
+    are accepted; the page redirects the token out of the URL, keeping the other params."""
     s = start_server(FileSource([runs_dir]), token="s3cret-token", _own_source=True)
     try:
         status, h, _ = request(s, "/api/v1/runs")
@@ -221,15 +226,146 @@ def test_token_is_required_once_configured(runs_dir: Path) -> None:
         assert ok[0] == 200
         status, h, _ = request(s, "/api/v1/runs?token=s3cret-token")
         assert status == 200
+        value = h["set-cookie"].split(";")[0].partition("=")[2]
         assert h["set-cookie"] == (
-            "atroz_monitor_token=s3cret-token; HttpOnly; SameSite=Strict; Path=/"
+            f"atroz_monitor_token={value}; HttpOnly; SameSite=Strict; Path=/"
         )
-        cookie = {"Cookie": "a=b; atroz_monitor_token=s3cret-token"}
+        cookie = {"Cookie": f"a=b; atroz_monitor_token={value}"}
         assert request(s, "/api/v1/stream?run=r1", "HEAD", cookie)[0] == 200
         status, h, _ = request(s, "/?token=s3cret-token")
         assert status == 303 and h["location"] == "/" and "HttpOnly" in h["set-cookie"]
+        status, h, _ = request(s, "/?a=%2B1&token=s3cret-token&b=x+y")
+        assert status == 303 and h["location"] == "/?a=%2B1&b=x+y"
     finally:
         s.close()
+
+
+def _login(s: server.Server, token: str) -> str:
+    """The cookie value the server sets for ``?token=``."""
+    status, h, _ = request(s, "/api/v1/runs?token=" + token)
+    assert status == 200, status
+    return h["set-cookie"].split(";")[0].partition("=")[2]
+
+
+def test_login_cookie_is_an_hmac_useless_as_a_bearer_token(runs_dir: Path) -> None:
+    """The cookie is a 64-hex HMAC, not the token: as a Bearer token it is 401, the raw
+    token as a cookie is 401, and another server with the same token sets another cookie
+    (a per-server key) that this one refuses."""
+    token = "s3cret-token"
+    a = start_server(FileSource([runs_dir]), token=token, _own_source=True)
+    b = start_server(FileSource([runs_dir]), token=token, _own_source=True)
+    try:
+        ca, cb = _login(a, token), _login(b, token)
+        assert len(ca) == 64 and int(ca, 16) >= 0 and token not in ca
+        assert ca != cb
+        assert request(a, "/api/v1/runs", headers={"Cookie": f"atroz_monitor_token={ca}"})[0] == 200
+        for srv_, hdrs in (
+            (a, {"Authorization": f"Bearer {ca}"}),
+            (a, {"Cookie": f"atroz_monitor_token={token}"}),
+            (b, {"Cookie": f"atroz_monitor_token={ca}"}),
+            (a, {"Cookie": f"atroz_monitor_token={ca[:-1]}"}),
+        ):
+            assert request(srv_, "/api/v1/runs", headers=hdrs)[0] == 401, hdrs
+    finally:
+        a.close()
+        b.close()
+
+
+def test_host_check_is_an_exact_match_not_a_prefix(runs_dir: Path) -> None:
+    """Hosts that only start like an allowed one (localhost.evil.example, a wrong or longer
+    port, a suffix) are 403; the exact name and port, in any case, is 200."""
+    s = start_server(FileSource([runs_dir]), _own_source=True)
+    p = s.port
+    try:
+        for host in (
+            "localhost.evil.example",
+            f"localhost.evil.example:{p}",
+            f"127.0.0.1:{p + 1}",
+            f"127.0.0.1:{p}0",
+            f"127.0.0.1:{p}.evil.example",
+            f"localhost:{p}@evil.example",
+            "127.0.0.1",  # no port: only right on port 80
+            "127.0.0.1.evil.example",
+            "",
+        ):
+            assert request(s, "/api/v1/runs", headers={"Host": host})[0] == 403, host
+        for host in (f"127.0.0.1:{p}", f"LOCALHOST:{p}", f"[::1]:{p}"):
+            assert request(s, "/api/v1/runs", headers={"Host": host})[0] == 200, host
+    finally:
+        s.close()
+
+
+def test_token_compare_is_exact_not_a_prefix(runs_dir: Path) -> None:
+    """An empty, partial, one-character or extended token is 401 in every place a token is
+    taken (Bearer, ?token=); only the exact token is 200."""
+    token = "Zk3-vQ9_x7"
+    s = start_server(FileSource([runs_dir]), token=token, _own_source=True)
+    try:
+        for wrong in ("", " ", token[:1], token[:-1], token + "x", token.upper()):
+            bearer = {"Authorization": f"Bearer {wrong}"}
+            assert request(s, "/api/v1/runs", headers=bearer)[0] == 401, repr(wrong)
+            query = urllib.parse.quote(wrong, safe="")
+            assert request(s, f"/api/v1/runs?token={query}")[0] == 401, repr(wrong)
+        assert request(s, "/api/v1/runs?token")[0] == 401
+        assert request(s, "/api/v1/runs", headers={"Authorization": f"Bearer {token}"})[0] == 200
+        assert request(s, f"/api/v1/runs?token={token}")[0] == 200
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("token", ["ab+cd/ef==", "p%q&r#s+t", "+%2B"])
+def test_query_token_is_percent_decoded_with_plus_kept(runs_dir: Path, token: str) -> None:
+    """``?token=`` is percent-decoded with ``+`` kept as ``+``: a token with ``+ % & #``
+    works percent-encoded (and ``+`` also raw); the same token with a space is 401."""
+    s = start_server(FileSource([runs_dir]), token=token, _own_source=True)
+    try:
+        assert request(s, "/api/v1/runs?token=" + urllib.parse.quote(token, safe=""))[0] == 200
+        assert request(s, "/api/v1/runs?x=1&token=" + urllib.parse.quote(token, safe="+"))[0] == 200
+        spaced = urllib.parse.quote(token.replace("+", " "), safe="")
+        assert request(s, "/api/v1/runs?token=" + spaced)[0] == 401
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"\xc2\xb2", b"\xb9\xb3", b"12a", b"-1"])
+def test_last_event_id_that_is_not_ascii_digits_is_absent(srv: server.Server, value: bytes) -> None:
+    """A Last-Event-ID that is not ASCII digits (``²`` is isdigit() yet not int()) is
+    treated as absent: a full snapshot, no 500, no server error counted."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /api/v1/stream?run=r1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+            b"Last-Event-ID: %s\r\n\r\n" % (srv.port, value)
+        )
+        data = b""
+        while b"event: snapshot" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert srv.info()["server_errors"] == 0
+
+
+def test_access_log_escapes_control_bytes(runs_dir: Path, capsys: Any) -> None:
+    """ESC, CR, C1 controls, quotes and backslashes in a request target reach the access
+    log escaped (\\xNN): every log line is printable ASCII."""
+    s = start_server(FileSource([runs_dir]), access_log=True, _own_source=True)
+    try:
+        for target in (b"/\x1b[31mRED\x1b[0m", b"/api/v1/\rruns", b'/\x9b2J\x07"q\\'):
+            out = raw(
+                s.port,
+                b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
+                % (target, s.port),
+            )
+            assert out.startswith(b"HTTP/1.1 404 "), out[:40]
+    finally:
+        s.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3, lines
+    for line in lines:
+        assert all(" " <= ch <= "~" for ch in line), repr(line)
+    assert '"GET /\\x1b[31mRED\\x1b[0m" 404' in lines[0]
+    assert '"GET /api/v1/\\x0druns" 404' in lines[1]
+    assert '"GET /\\x9b2J\\x07\\x22q\\x5c" 404' in lines[2]
 
 
 def test_non_loopback_bind_needs_a_token(runs_dir: Path, monkeypatch: Any) -> None:
@@ -485,3 +621,148 @@ def test_serve_command_prints_url_and_exits_0_on_ctrl_c(runs_dir: Path) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def _partial_head(port: int, source: str = "127.0.0.1") -> socket.socket:
+    """A connection that has sent part of a request head and then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    sock.sendall(b"GET /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    """True once the server has closed ``sock`` (bounded wait)."""
+    sock.settimeout(3)
+    try:
+        return sock.recv(100) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.settimeout(0)
+    try:
+        return sock.recv(100) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def test_full_server_evicts_the_oldest_unfinished_head(runs_dir: Path) -> None:
+    """At the cap, a new connection closes the one waiting longest on an unfinished head
+    (one eviction), the others stay open, and the new request is answered."""
+    s = start_server(FileSource([runs_dir]), max_connections=4, max_per_client=4, _own_source=True)
+    socks = []
+    try:
+        for _ in range(4):
+            socks.append(_partial_head(s.port))
+            assert wait_for(lambda: s.info()["connections"] == len(socks))
+        assert request(s, "/api/v1/runs")[0] == 200
+        assert _closed(socks[0])
+        assert [_still_open(x) for x in socks[1:]] == [True, True, True]
+        assert s.info()["connections_evicted"] == 1
+        assert s.info()["connections_refused"] == 0
+    finally:
+        for x in socks:
+            x.close()
+        s.close()
+
+
+def test_one_client_at_its_cap_evicts_its_own_connections(runs_dir: Path) -> None:
+    """A client address at ``max_per_client`` evicts its own oldest head, not another
+    client's older one (127.0.0.2 is another address on the loopback interface)."""
+    s = start_server(FileSource([runs_dir]), max_connections=6, max_per_client=3, _own_source=True)
+    other, mine = [], []
+    try:
+        for _ in range(3):
+            other.append(_partial_head(s.port, "127.0.0.1"))
+        for _ in range(3):
+            mine.append(_partial_head(s.port, "127.0.0.2"))
+        assert wait_for(lambda: s.info()["connections"] == 6)
+        mine.append(_partial_head(s.port, "127.0.0.2"))
+        assert _closed(mine[0])
+        assert [_still_open(x) for x in other + mine[1:]] == [True] * 6
+        assert s.info()["connections_evicted"] == 1
+    finally:
+        for x in other + mine:
+            x.close()
+        s.close()
+
+
+def test_token_bind_keeps_slots_for_authenticated_connections(runs_dir: Path) -> None:
+    """On a token bind (8 slots, 2 kept), 10 unauthenticated heads hold at most 6 slots;
+    an authenticated kept-alive connection opened first is never evicted and serves again."""
+    s = start_server(
+        FileSource([runs_dir]), token="tok", max_connections=8, max_per_client=8, _own_source=True
+    )
+    socks = []
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+    try:
+        bearer = {"Authorization": "Bearer tok"}
+        c.request("GET", "/api/v1/runs", headers=bearer)
+        first = c.getresponse()
+        assert first.status == 200 and first.read()
+        for _ in range(10):
+            socks.append(_partial_head(s.port))
+        assert wait_for(lambda: s.info()["connections_evicted"] == 4)
+        assert s.info()["connections"] == 7  # 6 unauthenticated + the authenticated one
+        assert [_closed(x) for x in socks[:4]] == [True] * 4
+        c.request("GET", "/api/v1/runs", headers=bearer)
+        assert c.getresponse().status == 200
+    finally:
+        c.close()
+        for x in socks:
+            x.close()
+        s.close()
+
+
+def test_head_deadline_counts_from_the_connection_not_each_byte(
+    srv: server.Server, monkeypatch: Any
+) -> None:
+    """A head trickled one byte every 0.1 s is cut at the head deadline (0.5 s here) after
+    the connection, though no single wait exceeded it."""
+    monkeypatch.setattr(server, "HEAD_TIMEOUT_S", 0.5)
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sent = 0
+        try:
+            for b in b"GET /api/v1/runs HTTP/1.1\r\nX-Slow: " + b"a" * 100:
+                sock.sendall(bytes([b]))
+                sent += 1
+                readable, _, _ = select.select([sock], [], [], 0.1)
+                if readable:
+                    break
+        except OSError:
+            pass
+    elapsed = time.monotonic() - t0
+    assert 0.4 < elapsed < 2.0, elapsed
+    assert sent < 40
+
+
+_tokens = st.from_regex(server._TOKEN_RE, fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(token=_tokens, safe=st.sampled_from(["", "+", "+/=!$'*"]), before=st.booleans())
+def test_query_token_round_trips_any_valid_token(token: str, safe: str, before: bool) -> None:
+    """Any token check_token accepts, percent-encoded (``+`` raw or not), among other
+    parameters, decodes back to itself exactly; the redirect keeps the others as sent."""
+    assert server.check_token(token) == token
+    param = "token=" + urllib.parse.quote(token, safe=safe)
+    query = f"{param}&a=%2B1" if before else f"a=%2B1&b&{param}"
+    assert server._query_token(query) == token
+    assert server._without_token(query) == ("a=%2B1" if before else "a=%2B1&b")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=60))
+def test_access_log_text_is_printable_and_reversible(text: str) -> None:
+    """Any request target (latin-1 text) becomes printable ASCII without quotes, and
+    decoding the \\xNN escapes gives it back: nothing lost, nothing ambiguous."""
+    out = server._log_text(text)
+    assert all(" " <= ch <= "~" for ch in out) and '"' not in out
+    back = re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), out)
+    assert back == text

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
 
+import pytest
 from helpers import read_log
 
-from atroz_monitor import Monitor
+from atroz_monitor import Monitor, sinks
 from atroz_monitor.sinks import LogWriter
 
 
@@ -100,3 +102,109 @@ def test_unserialisable_metadata_falls_back_to_repr(tmp_path):
     assert start["meta"]["s"] == [1]
     assert start["meta"]["nan"] is None
     assert isinstance(start["meta"]["cyc"], (str, list))
+
+
+PAD = "x" * 80
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_file_mode_and_dir_mode_options_are_applied(tmp_path):
+    """file_mode=0o640 and dir_mode=0o750 give exactly those modes under umask 022; the
+    defaults are 0600 and 0700."""
+    old = os.umask(0o022)
+    try:
+        with Monitor(tmp_path / "a", sample_interval=None, run_id="r") as m1:
+            pass
+        with Monitor(
+            tmp_path / "b", sample_interval=None, run_id="r", file_mode=0o640, dir_mode=0o750
+        ) as m2:
+            pass
+    finally:
+        os.umask(old)
+    assert (_mode(tmp_path / "a"), _mode(m1.main.path)) == (0o700, 0o600)
+    assert (_mode(tmp_path / "b"), _mode(m2.main.path)) == (0o750, 0o640)
+
+
+def test_a_stricter_umask_wins_over_the_modes_asked(tmp_path):
+    """Under umask 077, file_mode=0o644 and dir_mode=0o755 still give 0600 and 0700."""
+    code = textwrap.dedent(
+        f"""
+        import os
+        os.umask(0o077)
+        from atroz_monitor import Monitor
+        with Monitor({str(tmp_path / "d")!r}, sample_interval=None, run_id="r",
+                     file_mode=0o644, dir_mode=0o755) as mon:
+            pass
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (_mode(tmp_path / "d"), _mode(tmp_path / "d" / "r.jsonl")) == (0o700, 0o600)
+
+
+@pytest.mark.parametrize("kw", [{"file_mode": 0o400}, {"dir_mode": 0o600}, {"file_mode": 0o1600},
+                                {"file_mode": "600"}, {"dir_mode": True}])  # fmt: skip
+def test_bad_modes_fail_at_construction(tmp_path, kw):
+    """A mode the monitor could not write through, or not permission bits, is a
+    ValueError at construction."""
+    with pytest.raises(ValueError, match="must be permission bits"):
+        Monitor(tmp_path / "x.jsonl", sample_interval=None, **kw)
+
+
+def test_a_hard_linked_log_is_refused(tmp_path):
+    """A log path with a second hard link (which may be another file's name) is refused
+    with the reason; trust_dir=True accepts it."""
+    other = tmp_path / "other"
+    other.write_bytes(b"")
+    os.link(other, tmp_path / "run.jsonl")
+    with pytest.raises(PermissionError, match="2 hard links"):
+        Monitor(tmp_path / "run.jsonl", sample_interval=None)
+    assert other.read_bytes() == b""
+    with Monitor(tmp_path / "run.jsonl", sample_interval=None, trust_dir=True):
+        pass
+    assert read_log(other)[-1]["ev"] == "run_end"
+
+
+def test_rotation_skips_names_already_taken(tmp_path):
+    """Rotation parts are new files (O_EXCL): a name already taken is skipped, left as it
+    was, and writing goes on in the next free part, nothing lost."""
+    base = tmp_path / "run.jsonl"
+    (tmp_path / "run.part2.jsonl").write_bytes(b"not mine\n")
+    w = LogWriter(base, "r", max_bytes=4096)
+    for i in range(60):
+        assert w.emit("metric", 1.0, f',"name":"m","value":{i},"pad":"{PAD}"') > 0
+    w.close()
+    assert (tmp_path / "run.part2.jsonl").read_bytes() == b"not mine\n"
+    assert w.part >= 3 and w.lost == 0 and w.write_errors == 0
+    got = read_log(base) + [e for n in range(3, w.part + 1)
+                            for e in read_log(tmp_path / f"run.part{n}.jsonl")]  # fmt: skip
+    assert [e["value"] for e in got] == list(range(60))
+
+
+def test_rotation_gives_up_after_max_part_skips_and_counts_it(tmp_path):
+    """With the next MAX_PART_SKIPS names all taken, rotation stops (counted once) and the
+    writer goes on in the current part: no event lost, nothing raised."""
+    base = tmp_path / "run.jsonl"
+    for n in range(2, 2 + sinks.MAX_PART_SKIPS + 1):
+        (tmp_path / f"run.part{n}.jsonl").write_bytes(b"")
+    w = LogWriter(base, "r", max_bytes=4096)
+    for i in range(60):
+        w.emit("metric", 1.0, f',"name":"m","value":{i},"pad":"{PAD}"')
+    w.close()
+    assert w.part == 1 and w.write_errors == 1 and w.lost == 0
+    assert "File exists" in (w.last_error or "")
+    assert [e["value"] for e in read_log(base)] == list(range(60))
+
+
+def test_a_later_run_through_a_planted_link_is_counted_not_raised(tmp_path):
+    """A run started after construction (``lenient``) whose log name is a symlink writes
+    nothing through it and counts every event as lost, never raising."""
+    target = tmp_path / "target"
+    os.symlink(target, tmp_path / "later.jsonl")
+    w = LogWriter(tmp_path / "later.jsonl", "later", lenient=True)
+    assert w.emit("metric", 1.0, ',"name":"m","value":1') == 0
+    assert w.lost == 1 and "symbolic link" in (w.last_error or "")
+    assert not target.exists()
