@@ -411,7 +411,7 @@ def _logs(snap: dict[str, Any], what: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "run": snap["run"]["id"],
         what: [e for e in logs["items"] if e.get("level") == level],
-        "count": logs["errors" if level == "error" else "warnings"],
+        "count": snap["errors"]["count"] if level == "error" else logs["warnings"],
         "dropped": logs["dropped"],
     }
     if level == "error":

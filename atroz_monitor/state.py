@@ -188,6 +188,14 @@ class PhaseRec:
     folded: dict[str, KeyAgg] | None = None
     attempt: int | None = None
     reason: str | None = None
+    # Started after its run had ended (a daemon left behind): filed at the top level, never
+    # under the (finished) phase it names as parent.
+    late = False
+    # Failed with an exception of its own, not one a failed child raised through it: this
+    # phase's failure is one error in the run's count (error_count()).
+    origin = False
+    items_ts: float | None = None  # when ``items`` was last reported (the ETA's elapsed time)
+    seen: float | None = None  # the last sample that listed it open (an interrupted end)
 
     def __init__(self, span: str, phase: str, name: str, parent: str | None, pid: Any) -> None:
         self.span = span
@@ -219,6 +227,9 @@ class RunState:
         self.processes: dict[int, dict[str, Any]] = {}
         self.phases: dict[str, PhaseRec] = {}
         self.roots: list[str] = []
+        # Phases whose parent span is not known yet (its start line comes later: another
+        # process's deferred write): filed as roots until the parent appears, then moved.
+        self.waiting: dict[str, list[str]] = {}
         self.open: set[str] = set()
         self.keys: dict[str, KeyAgg] = {}
         self.folded: dict[str, KeyAgg] = {}  # folded top-level repeats
@@ -227,6 +238,8 @@ class RunState:
         self.samples: Ring[dict[str, Any]] = Ring(samples)
         self.logs: Ring[dict[str, Any]] = Ring(logs)
         self.log_counts = {"warning": 0, "error": 0}
+        self.failures = 0  # exceptions that failed phases, each counted once
+        self.run_failure = 0  # 1 when the run failed with an exception no phase failed with
         self.artifacts: Ring[dict[str, Any]] = Ring(artifacts)
         self.metrics: dict[str, dict[str, Any]] = {}  # name -> {value, count, min, max, span}
         self.alerts: dict[str, dict[str, Any]] = {}
@@ -278,6 +291,7 @@ class State:
             return
         r.phases.clear()
         r.roots.clear()
+        r.waiting.clear()
         r.open.clear()
         r.first_of.clear()
         r.lite.clear()
@@ -393,6 +407,22 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
     status = ev.get("status")
     r.status = status if isinstance(status, str) else "completed"
     r.end_info = {k: v for k, v in ev.items() if k not in _ENVELOPE}
+    err = ev.get("error")
+    r.run_failure = 0
+    if r.status == "failed" and isinstance(err, dict):
+        sig = (err.get("type"), err.get("msg"))
+        phases = r.phases
+        caught = any(
+            (p := phases.get(s)) is not None and p.status == "failed" and _sig(p) == sig
+            for s in r.roots
+        )
+        r.run_failure = 0 if caught else 1
+    if ts is not None:
+        # Phases already read that started after this end (another writer's lines came
+        # first): late, as they would be had they come after it.
+        for rec in list(r.phases.values()):
+            if not rec.late and rec.start is not None and rec.start > ts:
+                _make_late(r, rec)
     # Phases the run left open ended with it (repeats kept as tuples are dropped: counted).
     r.folded_count += len(r.lite)
     r.lite.clear()
@@ -486,12 +516,89 @@ def _record(
     phases = r.phases
     phases[span] = rec
     r.open.add(span)
-    prec = phases.get(parent) if parent is not None else None
-    if prec is not None:
-        prec.children.append(span)
-    else:
+    end = r.end
+    if end is not None and ts is not None and ts > end:
+        rec.late = True
         r.roots.append(span)
+    else:
+        prec = phases.get(parent) if parent is not None else None
+        if prec is not None:
+            prec.children.append(span)
+        else:
+            r.roots.append(span)
+            if parent is not None:
+                r.waiting.setdefault(parent, []).append(span)
+    if r.waiting and span in r.waiting:
+        _adopt(r, rec, r.waiting.pop(span))
     return rec
+
+
+def _adopt(r: RunState, rec: PhaseRec, spans: list[str]) -> None:
+    """File the phases that named ``rec`` as parent before it was known beneath it, so the
+    tree is the same whatever order the writers' lines arrived in."""
+    ancestors = {rec.span}
+    a = rec
+    while a.parent is not None and a.parent not in ancestors and not a.late:
+        ancestors.add(a.parent)
+        nxt = r.phases.get(a.parent)
+        if nxt is None:
+            break
+        a = nxt
+    moved = set()
+    for span in spans:
+        kid = r.phases.get(span)
+        # Gone (folded), late, or an ancestor (a damaged log naming a cycle): stays a root.
+        if kid is None or kid.late or kid.parent != rec.span or span in ancestors:
+            continue
+        moved.add(span)
+        rec.children.append(span)
+    if moved:
+        r.roots = [s for s in r.roots if s not in moved]
+
+
+def _make_late(r: RunState, rec: PhaseRec) -> None:
+    """A phase found to have started after the run's end: out from under its parent."""
+    rec.late = True
+    prec = r.phases.get(rec.parent) if rec.parent is not None else None
+    if prec is not None and rec.span in prec.children:
+        prec.children.remove(rec.span)
+        r.roots.append(rec.span)
+    elif rec.parent is not None:
+        waiting = r.waiting.get(rec.parent)
+        if waiting is not None and rec.span in waiting:
+            waiting.remove(rec.span)
+
+
+def _sig(rec: PhaseRec) -> tuple[Any, Any]:
+    e = rec.error
+    return (e.get("type"), e.get("msg")) if isinstance(e, dict) else (None, None)
+
+
+def _count_failure(r: RunState, rec: PhaseRec) -> None:
+    """Count a failed phase's exception once in the run: not when a failed child raised the
+    same exception through it (the child holds it), and no longer for a parent counted
+    before the child's end line was read (lines from several writers come in any order)."""
+    if rec.origin:
+        return
+    sig = _sig(rec)
+    phases = r.phases
+    for c in rec.children:
+        kid = phases.get(c)
+        if kid is not None and kid.status == "failed" and _sig(kid) == sig:
+            return
+    rec.origin = True
+    r.failures += 1
+    prec = phases.get(rec.parent) if rec.parent is not None and not rec.late else None
+    if prec is not None and prec.origin and prec.status == "failed" and _sig(prec) == sig:
+        prec.origin = False
+        r.failures -= 1
+
+
+def error_count(r: RunState) -> int:
+    """The run's errors, the one count every surface shows: error log events, plus each
+    exception that failed phases (once, however many nested phases it ended), plus the
+    run's own exception when no phase failed with it."""
+    return r.log_counts.get("error", 0) + r.failures + r.run_failure
 
 
 def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
@@ -511,6 +618,8 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
         d = _num(ev.get("duration_ms"))
         if ts is not None and d is not None:
             rec.start = ts - d / 1000.0
+            if r.end is not None and rec.start > r.end and not rec.late:
+                _make_late(r, rec)
     get = ev.get
     status = get("status")
     rec.status = status if type(status) is str else "completed"
@@ -552,6 +661,8 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     if type(v) is int:
         rec.attempt = v
     r.open.discard(span)
+    if rec.status == "failed":
+        _count_failure(r, rec)
     agg = r.keys.get(rec.phase)
     if agg is None:
         agg = r.keys[rec.phase] = KeyAgg()
@@ -613,7 +724,7 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
         return
     if rec.children and any(c in r.open for c in rec.children):
         return
-    prec = r.phases.get(rec.parent) if rec.parent is not None else None
+    prec = r.phases.get(rec.parent) if rec.parent is not None and not rec.late else None
     if prec is not None:
         siblings = prec.children
         folded = prec.folded
@@ -622,6 +733,12 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
     else:
         siblings = r.roots
         folded = r.folded
+        waiting = r.waiting.get(rec.parent) if rec.parent is not None else None
+        if waiting:  # an orphan folded before its parent appeared: nothing left to adopt
+            if waiting[-1] == rec.span:
+                waiting.pop()
+            elif rec.span in waiting:
+                waiting.remove(rec.span)
     agg = folded.get(rec.phase)
     if agg is None:
         agg = folded[rec.phase] = KeyAgg(light=True)
@@ -633,7 +750,8 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
         try:
             siblings.remove(rec.span)
         except ValueError:
-            pass
+            if rec.span in r.roots:  # an orphan its parent could not adopt (a cycle)
+                r.roots.remove(rec.span)
     r.open.discard(rec.span)
     del r.phases[rec.span]
     r.folded_count += 1
@@ -689,6 +807,7 @@ def _progress(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -
     items = ev.get("items")
     if type(items) is int:
         rec.items = items
+        rec.items_ts = ts
     total = ev.get("total")
     if type(total) is int:
         rec.total = total
@@ -720,6 +839,7 @@ def _sample(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> 
             rec = r.phases.get(span) if isinstance(span, str) else None
             if rec is None:
                 continue
+            rec.seen = ts
             if cpu is not None and (rec.cpu_peak_pct is None or cpu > rec.cpu_peak_pct):
                 rec.cpu_peak_pct = cpu
             if type(rss) is int and (rec.peak_rss_bytes is None or rss > rec.peak_rss_bytes):

@@ -208,10 +208,11 @@ def test_resources_since_and_step(src: Any) -> None:
 
 
 def test_errors_and_warnings(src: Any) -> None:
-    """/errors has the error log and the failed phase's exception; /warnings the warnings."""
+    """/errors has the error log and the failed phase's exception, both in its count (the
+    snapshot's one count); /warnings the warnings."""
     e = body(get(src, "/api/v1/runs/r2/errors"))
     assert [x["msg"] for x in e["errors"]] == ["bad thing"]
-    assert e["count"] == 1
+    assert e["count"] == 2
     assert [(f["phase"], f["error"]["type"]) for f in e["failed_phases"]] == [("P01", "ValueError")]
     w = body(get(src, "/api/v1/runs/r1/warnings"))
     assert [x["msg"] for x in w["warnings"]] == ["careful"] and w["count"] == 1
@@ -226,11 +227,12 @@ def test_control_characters_are_escaped(src: Any) -> None:
 
 
 def test_artifacts_grouped_by_phase(src: Any) -> None:
-    """/artifacts groups the run's artifacts under the phase that produced them."""
+    """/artifacts groups the run's artifacts under the phase that produced them (named by
+    the plan, the phase having no name of its own)."""
     a = body(get(src, "/api/v1/runs/r1/artifacts"))
     assert a["total"] == 1
     (g,) = a["phases"]
-    assert (g["phase"], g["name"], g["bytes"]) == ("P00", "P00", 100)
+    assert (g["phase"], g["name"], g["bytes"]) == ("P00", "Load", 100)
     assert g["artifacts"][0]["path"].endswith("out.bin")
 
 

@@ -134,7 +134,9 @@ def test_failed_demo_report_shows_the_failure(demo_logs):
     assert "status FAIL" in out
     assert re.search(r"^P07 .* FAIL ", out, re.M)
     assert re.search(r"^P08 .* - *$", out, re.M) and re.search(r"^P09 .* - *$", out, re.M)
-    assert "failed P07: DemoFailure: P07: validation rule R-17" in out
+    # The exception once, at the sub-phase that raised it (P07 failed because of it).
+    assert "failed P07.rules: DemoFailure: P07: validation rule R-17" in out
+    assert "errors and warnings (1 errors," in out
     assert "critical" in out and "phase P07 failed" in out
 
 
