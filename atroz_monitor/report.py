@@ -242,7 +242,7 @@ def build(
         [
             {"span": p["span"], "parent": p["parent"], "start": p["start"], "end": p["end"]}
             for p in snap["phases"]
-            if p.get("start") is not None
+            if p.get("start") is not None and not p.get("late")  # after the run: not its path
         ]
     )
     by_span = {p["span"]: p for p in snap["phases"]}
@@ -303,7 +303,10 @@ def build(
                 "phase": p["phase"],
                 "name": p["name"],
                 "duration_ms": p["duration_ms"],
-                "share_pct": round(p["duration_ms"] / dur * 100, 1) if dur else None,
+                # A late phase ran after the run: no share of it.
+                "share_pct": round(p["duration_ms"] / dur * 100, 1)
+                if dur and not p.get("late")
+                else None,
             }
             for p in slowest
         ],
@@ -559,7 +562,10 @@ def render_text(
         extent = p.get("extent_ms", p.get("duration_ms"))
         share = (
             f"{p['duration_ms'] / run_ms * 100:.0f}%"
-            if run_ms and p.get("duration_ms") is not None and p.get("depth", 0) == 0
+            if run_ms
+            and p.get("duration_ms") is not None
+            and p.get("depth", 0) == 0
+            and not p.get("late")
             else ""
         )
         out.append(
@@ -716,6 +722,8 @@ def _label(p: dict[str, Any]) -> str:
         name += f" #{p['attempt']}"
     if p.get("reason"):
         name += f" ({p['reason']})"
+    if p.get("late"):
+        name += " (late)"  # started after the run ended
     return name
 
 
@@ -814,11 +822,14 @@ def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
         indent = "  " * p.get("depth", 0)
         share = (
             f"{p['duration_ms'] / dur * 100:.0f}%"
-            if dur and p.get("duration_ms") is not None and p.get("depth", 0) == 0
+            if dur
+            and p.get("duration_ms") is not None
+            and p.get("depth", 0) == 0
+            and not p.get("late")
             else ""
         )
         lines.append(
-            f"{clean(indent + p['phase'], 12):<12} {clean(p.get('name'), 24):<24} "
+            f"{clean(indent + p['phase'], 12):<12} {clean(_label(p), 24):<24} "
             f"{STATUS_MARK.get(p['status'], p['status']):<7} {fmt_ms(p.get('duration_ms')):>9} "
             f"{share:>6} {_num(p.get('cpu_pct')):>6} {fmt_bytes(p.get('peak_rss_bytes')):>9} "
             f"{p.get('items') or '':>7} {_num(p.get('items_per_s'), '{:.1f}'):>9} "
@@ -879,7 +890,10 @@ def render_markdown(model: dict[str, Any]) -> str:
         ind = "&nbsp;&nbsp;" * p.get("depth", 0)
         share = (
             f"{p['duration_ms'] / run_ms * 100:.0f}%"
-            if run_ms and p.get("duration_ms") is not None and not p.get("depth")
+            if run_ms
+            and p.get("duration_ms") is not None
+            and not p.get("depth")
+            and not p.get("late")
             else ""
         )
         out.append(

@@ -412,10 +412,7 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
     if r.status == "failed" and isinstance(err, dict):
         sig = (err.get("type"), err.get("msg"))
         phases = r.phases
-        caught = any(
-            (p := phases.get(s)) is not None and p.status == "failed" and _sig(p) == sig
-            for s in r.roots
-        )
+        caught = any(p.status == "failed" and _sig(p) == sig for p in phases.values())
         r.run_failure = 0 if caught else 1
     if ts is not None:
         # Phases already read that started after this end (another writer's lines came
@@ -586,6 +583,10 @@ def _count_failure(r: RunState, rec: PhaseRec) -> None:
         kid = phases.get(c)
         if kid is not None and kid.status == "failed" and _sig(kid) == sig:
             return
+    if r.run_failure:
+        err = r.end_info.get("error")
+        if isinstance(err, dict) and (err.get("type"), err.get("msg")) == sig:
+            r.run_failure = 0  # the run's exception is this phase's, read after the run's end
     rec.origin = True
     r.failures += 1
     prec = phases.get(rec.parent) if rec.parent is not None and not rec.late else None
