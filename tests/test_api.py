@@ -396,7 +396,52 @@ def test_stream_snapshot_then_update_with_only_what_changed(tmp_path: Path) -> N
             "folded",
             "quality",
             "monitor",
+            "keys",
+            "processes",
+            "resources",
+            "log_counts",
+            "errors",
+            "artifacts",
+            "metrics",
+            "anomalies",
         }
+        assert (upd[2]["resources"]["total"], upd[2]["log_counts"]["warnings"]) == (2, 1)
+        assert "samples" not in upd[2]["resources"] and "items" not in upd[2]["log_counts"]
+    finally:
+        src.close()
+
+
+def test_stream_sends_an_update_for_any_event_of_the_run(tmp_path: Path) -> None:
+    """An alert, a worker's process_end and a failed phase's end, with no sample or log
+    beside them, each reach the client at once: the update carries the alert, the process's
+    end and the error count a reload would show."""
+    log = tmp_path / "live.jsonl"
+    t = time.time()
+    append(
+        log,
+        {"ev": "run_start", "ts": t, "run": "L", "pid": 1},
+        {"ev": "process_start", "ts": t, "run": "L", "pid": 7, "ppid": 1},
+        {"ev": "phase_start", "ts": t, "run": "L", "pid": 1, "span": "1.1", "phase": "A"},
+    )
+    src = FileSource([log])
+    try:
+        s = api.Stream(src, "run=L", {})
+        _messages(s.poll())
+        append(log, {"ev": "alert", "ts": t + 1, "run": "L", "pid": 1, "alert": "x:run:1",
+                     "rule": "x", "severity": "warning", "state": "raised"})  # fmt: skip
+        assert src.refresh()
+        (upd,) = _messages(s.poll())
+        assert [a["alert"] for a in upd[2]["alerts"]] == ["x:run:1"]
+        append(log, {"ev": "process_end", "ts": t + 2, "run": "L", "pid": 7, "status": "ok"})
+        assert src.refresh()
+        (upd,) = _messages(s.poll())
+        assert [(p["pid"], p.get("end")) for p in upd[2]["processes"]] == [(1, None), (7, t + 2)]
+        append(log, {"ev": "phase_end", "ts": t + 3, "run": "L", "pid": 1, "span": "1.1",
+                     "phase": "A", "status": "failed", "error": {"type": "E", "msg": "m"}})  # fmt: skip
+        assert src.refresh()
+        (upd,) = _messages(s.poll())
+        assert upd[2]["errors"]["count"] == 1
+        assert [x["span"] for x in upd[2]["errors"]["exceptions"]] == ["1.1"]
     finally:
         src.close()
 

@@ -1223,3 +1223,84 @@ def test_live_same_tags_only_adds_the_tag_filter_to_the_history_requests(
     finally:
         srv.close()
         src.close()
+
+
+# ---------------------------------------------------------------------------- live = reload
+PANELS = """
+const text = (sel) => [...document.querySelectorAll(sel)].map((n) => n.textContent.trim());
+return {
+  cards: text('.card'),
+  flow: text('#flow li'),
+  table: text('#phase-body tr'),
+  alerts: text('#alerts li'), alerts_count: text('#alerts-count'),
+  logs: text('#logs li'), logs_count: text('#logs-count'),
+  info: text('#info > div'),
+};
+"""
+
+
+def test_live_panels_show_what_a_fresh_load_shows(driver: Any, tmp_path: Path) -> None:
+    """A page opened when a run starts and left open while it runs (samples, a warning, a
+    worker process, a nested failure and its alert, the run's end) shows in every panel
+    (cards, flow, table, alerts, errors, Run) what a fresh load shows at the end; the Run
+    panel's samples and processes and the errors panel grew live without a reload."""
+    server = pytest.importorskip("atroz_monitor.server")
+    source_mod = pytest.importorskip("atroz_monitor.source")
+    runs = tmp_path / "runs"
+    mon = Monitor(runs, plan=[("P00", "Load"), ("P01", "Validate")], sample_interval=0.05)
+    mon.start()
+    src = srv = None
+    try:
+        src = source_mod.FileSource([runs])
+        srv = server.start_server(src, "127.0.0.1", 0)
+        open_page(driver, srv.url)
+        driver.execute_script("window.__same_page = 7")
+        at_load = driver.execute_script(PANELS)
+        with mon.phase("P00") as p:
+            p.warning("2 documents had no text layer")
+            env = dict(os.environ, PYTHONPATH=str(REPO))
+            code = "import atroz_monitor as m\nwith m.phase('W'):\n    pass\n"
+            subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+            target = mon.snapshot()["resources"]["total"] + 3
+            wait_until(lambda: mon.snapshot()["resources"]["total"] >= target, 10, "samples")
+        with pytest.raises(ValueError), mon.phase("P01"), mon.phase("P01.rules"):
+            raise ValueError("rule R-17")
+        mon.close()
+        wait_for(driver, "return document.getElementById('run-status').textContent"
+                 ".includes('completed')")  # fmt: skip
+        driver.switch_to.new_window("tab")
+        try:
+            open_page(driver, srv.url)
+            wait_for(driver, "return document.getElementById('run-status').textContent"
+                     ".includes('completed')")  # fmt: skip
+            fresh = driver.execute_script(PANELS)
+        finally:
+            driver.close()
+            driver.switch_to.window(driver.window_handles[0])
+        assert driver.execute_script("return window.__same_page") == 7
+        live: dict[str, Any] = {}
+
+        def same() -> bool:
+            live.update(driver.execute_script(PANELS))
+            return live == fresh
+
+        try:
+            wait_until(same, 10, "the live page to match a fresh load")
+        except AssertionError:
+            assert live == fresh  # shows which panel differs
+        # What a reload shows, with the figures the run recorded.
+        snap = mon.snapshot()
+        info = dict(row.split("\n", 1) if "\n" in row else (row, "") for row in fresh["info"])
+        assert fresh["logs_count"] == ["2"]  # 1 error (counted once) + 1 warning
+        assert sum("ValueError: rule R-17" in x for x in fresh["logs"]) == 1
+        assert any("Processes" in row and row.endswith("2") for row in fresh["info"]), info
+        total = snap["resources"]["total"]
+        assert any(row.startswith("Samples") and f"{total:,}" in row for row in fresh["info"])
+        assert live["info"] != at_load["info"] and live["logs"] != at_load["logs"]
+        assert console_errors(driver) == []
+    finally:
+        mon.close()
+        if srv is not None:
+            srv.close()
+        if src is not None:
+            src.close()
