@@ -1297,6 +1297,25 @@ def test_live_panels_show_what_a_fresh_load_shows(driver: Any, tmp_path: Path) -
         total = snap["resources"]["total"]
         assert any(row.startswith("Samples") and f"{total:,}" in row for row in fresh["info"])
         assert live["info"] != at_load["info"] and live["logs"] != at_load["logs"]
+        # Plan names name phases entered without one; a failed phase's exception is one of
+        # its errors in the table and the detail panel, never "None recorded".
+        spans = {p["phase"]: p["span"] for p in snap["phases"]}
+        cells = driver.execute_script(
+            """const out = {};
+            for (const [k, span] of Object.entries(arguments[0])) {
+              const tr = document.querySelector(`#phase-body tr[data-span="${span}"]`);
+              out[k] = tr ? [...tr.children].map((td) => td.textContent.trim()) : null;
+            }
+            return out;""",
+            spans,
+        )
+        assert (cells["P00"][1], cells["P01"][1]) == ("Load", "Validate")
+        assert (cells["P00"][14], cells["P00"][15]) == ("1", "0")
+        assert (cells["P01"][15], cells["P01.rules"][15]) == ("1", "1")
+        detail = open_detail(driver, "P01")
+        assert "Warnings / errors0 / 1" in detail
+        assert "None recorded in this phase" not in detail
+        assert "ValueError: rule R-17" in detail
         assert console_errors(driver) == []
     finally:
         mon.close()
