@@ -417,9 +417,9 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
     if ts is not None:
         # Phases already read that started after this end (another writer's lines came
         # first): late, as they would be had they come after it.
-        for rec in list(r.phases.values()):
-            if not rec.late and rec.start is not None and rec.start > ts:
-                _make_late(r, rec)
+        for p in list(r.phases.values()):
+            if not p.late and p.start is not None and p.start > ts:
+                _make_late(r, p)
     # Phases the run left open ended with it (repeats kept as tuples are dropped: counted).
     r.folded_count += len(r.lite)
     r.lite.clear()

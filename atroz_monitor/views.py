@@ -142,7 +142,8 @@ def _ordered_phases(r: RunState) -> list[tuple[PhaseRec, int]]:
         seen.add(span)
         out.append((rec, depth))
         stack.extend((c, depth + 1) for c in reversed(order(rec.children)))
-    # Orphans (a parent span never seen, e.g. from another process's lane): top level.
+    # Phases no root reaches (a damaged log naming a cycle of parents): top level. (A phase
+    # whose parent was never seen is a root in the reducer already.)
     for span, rec in r.phases.items():
         if span not in seen:
             out.append((rec, 0))
