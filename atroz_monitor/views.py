@@ -11,22 +11,14 @@ here, so the view stays a pure function.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import history
-from .events import DONE_STATUSES
+from .events import DONE_STATUSES, cpu_avg_pct, phase_errors
 from .state import PhaseRec, RunState, State, error_count
 
 SNAPSHOT_VERSION = 1
-# A phase's CPU average needs a phase longer than the coarsest clock its CPU time may come
-# from (one tick of USER_HZ: /proc and rusage count in those): a few microseconds of CPU
-# measured over a few microseconds of wall time is noise ("133%"), so it is not shown.
-try:
-    CPU_AVG_MIN_MS = 1000.0 / max(1, os.sysconf("SC_CLK_TCK"))
-except (AttributeError, ValueError, OSError):
-    CPU_AVG_MIN_MS = 10.0
 STALE_FLOOR_S = 10.0
 DONE = DONE_STATUSES  # a run with no event for max(3 x interval, this) is presumed dead
 
@@ -91,9 +83,7 @@ def phase_view(
         else None,
         "duration_ms": _r(dur),
         "cpu_ms": rec.cpu_ms,
-        "cpu_pct": _r(rec.cpu_ms / dur * 100.0, 1)
-        if rec.cpu_ms is not None and dur and dur >= CPU_AVG_MIN_MS
-        else None,
+        "cpu_pct": cpu_avg_pct(rec.cpu_ms, dur),
         "cpu_peak_pct": rec.cpu_peak_pct,
         "children_cpu_ms": rec.children_cpu_ms,
         "rss_bytes": rec.rss_bytes,
@@ -107,8 +97,7 @@ def phase_view(
         "items_per_s": _r(rec.items / (dur / 1000.0), 2) if rec.items and dur else None,
         "items_ts": rec.items_ts,
         "warnings": rec.warnings,
-        # Its exception is one of its errors (once in the run's count: see errors.count).
-        "errors": rec.errors + (1 if status == "failed" else 0),
+        "errors": phase_errors(rec.errors, status),
         "late": rec.late,
         "artifacts": list(rec.artifacts) if rec.artifacts else [],
         "metrics": dict(rec.metrics) if rec.metrics else {},
