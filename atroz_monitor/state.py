@@ -194,6 +194,9 @@ class PhaseRec:
     # Failed with an exception of its own, not one a failed child raised through it: this
     # phase's failure is one error in the run's count (error_count()).
     origin = False
+    # (type, msg) of the exceptions that failed phases beneath it: its own failure with one
+    # of them is that exception passing through, not another error.
+    failed_below: set[tuple[Any, Any]] | None = None
     items_ts: float | None = None  # when ``items`` was last reported (the ETA's elapsed time)
     seen: float | None = None  # the last sample that listed it open (an interrupted end)
 
@@ -549,6 +552,8 @@ def _adopt(r: RunState, rec: PhaseRec, spans: list[str]) -> None:
             continue
         moved.add(span)
         rec.children.append(span)
+        if kid.status == "failed":
+            _below(r, rec, _sig(kid))
     if moved:
         r.roots = [s for s in r.roots if s not in moved]
 
@@ -571,28 +576,47 @@ def _sig(rec: PhaseRec) -> tuple[Any, Any]:
     return (e.get("type"), e.get("msg")) if isinstance(e, dict) else (None, None)
 
 
-def _count_failure(r: RunState, rec: PhaseRec) -> None:
-    """Count a failed phase's exception once in the run: not when a failed child raised the
-    same exception through it (the child holds it), and no longer for a parent counted
-    before the child's end line was read (lines from several writers come in any order)."""
-    if rec.origin:
-        return
-    sig = _sig(rec)
-    phases = r.phases
-    for c in rec.children:
-        kid = phases.get(c)
-        if kid is not None and kid.status == "failed" and _sig(kid) == sig:
-            return
+MAX_FAILED_BELOW = 64  # distinct exceptions remembered under one phase
+
+
+def _below(r: RunState, prec: PhaseRec, sig: tuple[Any, Any]) -> None:
+    """Note that an exception failed a phase beneath ``prec``; if ``prec`` was counted for
+    that same exception (its end line was read first), it no longer is."""
+    below = prec.failed_below
+    if below is None:
+        below = prec.failed_below = set()
+    if len(below) < MAX_FAILED_BELOW:
+        below.add(sig)
+    if prec.origin and prec.status == "failed" and _sig(prec) == sig:
+        prec.origin = False
+        r.failures -= 1
+
+
+def _count(r: RunState, sig: tuple[Any, Any]) -> None:
+    """One more exception in the run's count (the run's own, if it is this one, no more)."""
+    r.failures += 1
     if r.run_failure:
         err = r.end_info.get("error")
         if isinstance(err, dict) and (err.get("type"), err.get("msg")) == sig:
             r.run_failure = 0  # the run's exception is this phase's, read after the run's end
+
+
+def _count_failure(r: RunState, rec: PhaseRec) -> None:
+    """Count a failed phase's exception once in the run: not when it failed a phase beneath
+    (the exception passing through), and no longer for a parent counted before this line
+    was read (lines from several writers come in any order). Works on the parent's note,
+    not its children, so a child folded away still counts."""
+    if rec.origin:
+        return
+    sig = _sig(rec)
+    prec = r.phases.get(rec.parent) if rec.parent is not None and not rec.late else None
+    if prec is not None:
+        _below(r, prec, sig)
+    below = rec.failed_below
+    if below is not None and sig in below:
+        return
     rec.origin = True
-    r.failures += 1
-    prec = phases.get(rec.parent) if rec.parent is not None and not rec.late else None
-    if prec is not None and prec.origin and prec.status == "failed" and _sig(prec) == sig:
-        prec.origin = False
-        r.failures -= 1
+    _count(r, sig)
 
 
 def error_count(r: RunState) -> int:
@@ -689,6 +713,13 @@ def _fold_lite(r: RunState, span: str, ev: dict[str, Any]) -> None:
     get = ev.get
     status = get("status")
     status = status if type(status) is str else "completed"
+    if status == "failed":  # a repeat kept light has no sub-phase: its exception is its own
+        err = get("error")
+        sig = (err.get("type"), err.get("msg")) if isinstance(err, dict) else (None, None)
+        _count(r, sig)
+        prec = r.phases.get(parent) if parent is not None else None
+        if prec is not None:
+            _below(r, prec, sig)
     d = get("duration_ms")
     d = d if type(d) is float or type(d) is int else 0.0
     c = get("cpu_ms")

@@ -593,3 +593,33 @@ def test_cpu_average_needs_a_phase_of_one_clock_tick():
     S.apply_all(st, evs)
     snap = views.snapshot(st, "r", now=3.0)
     assert [p["cpu_pct"] for p in snap["phases"]] == [None, 50.0]
+
+
+def test_a_failure_in_a_folded_repeat_is_counted_once():
+    """Beyond max_phases, a loop's repeat that fails (folded away at once, or kept light)
+    counts 1 error; its parent failing with the same exception adds none; a repeat whose
+    failure the parent caught still counts 1."""
+    err = {"type": "IOError", "msg": "disk"}
+
+    def run(parent_fails: bool) -> int:
+        evs = [{"ev": "phase_start", "ts": 1.0, "span": "1.1", "phase": "P", "parent": None}]
+        for i in range(2, 12):
+            last = i == 11
+            evs += [
+                {"ev": "phase_start", "ts": 1.0 + i / 100, "span": f"1.{i}", "phase": "L",
+                 "parent": "1.1"},
+                {"ev": "phase_end", "ts": 1.005 + i / 100, "span": f"1.{i}", "phase": "L",
+                 "parent": "1.1", "status": "failed" if last else "completed",
+                 **({"error": err} if last else {})},
+            ]  # fmt: skip
+        evs.append({"ev": "phase_end", "ts": 2.0, "span": "1.1", "phase": "P", "parent": None,
+                    "status": "failed" if parent_fails else "completed",
+                    **({"error": err} if parent_fails else {})})  # fmt: skip
+        for i, e in enumerate(evs, 1):
+            e.update(run="r", pid=1, seq=i)
+        st = S.State(max_phases=4)
+        S.apply_all(st, evs)
+        assert st.runs["r"].folded_count > 0
+        return S.error_count(st.runs["r"])
+
+    assert (run(True), run(False)) == (1, 1)
