@@ -198,7 +198,6 @@ class PhaseRec:
     # of them is that exception passing through, not another error.
     failed_below: set[tuple[Any, Any]] | None = None
     items_ts: float | None = None  # when ``items`` was last reported (the ETA's elapsed time)
-    seen: float | None = None  # the last sample that listed it open (an interrupted end)
 
     def __init__(self, span: str, phase: str, name: str, parent: str | None, pid: Any) -> None:
         self.span = span
@@ -871,7 +870,6 @@ def _sample(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> 
             rec = r.phases.get(span) if isinstance(span, str) else None
             if rec is None:
                 continue
-            rec.seen = ts
             if cpu is not None and (rec.cpu_peak_pct is None or cpu > rec.cpu_peak_pct):
                 rec.cpu_peak_pct = cpu
             if type(rss) is int and (rec.peak_rss_bytes is None or rss > rec.peak_rss_bytes):

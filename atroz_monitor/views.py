@@ -139,13 +139,34 @@ def _ordered_phases(r: RunState) -> list[tuple[PhaseRec, int]]:
     return out
 
 
-def _span_children(phases: list[dict[str, Any]], seen: Mapping[str, float]) -> None:
+def _last_seen(samples: list[dict[str, Any]], spans: set[str]) -> dict[str, float]:
+    """When the newest sample listing each of ``spans`` open was taken (the ring keeps the
+    newest; read only for phases without an end, so a sample costs the reducer nothing)."""
+    out: dict[str, float] = {}
+    for s in reversed(samples):
+        listed = s.get("spans")
+        ts = s.get("ts")
+        if not isinstance(listed, list) or not isinstance(ts, (int, float)):
+            continue
+        for span in listed:
+            if isinstance(span, str) and span in spans and span not in out:
+                out[span] = ts
+        if len(out) == len(spans):
+            break
+    return out
+
+
+def _span_children(phases: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
     """An interrupted phase (no end line: killed, or the run ended with it open) lasted at
     least until the last sample that saw it open and until its sub-phases ended: its
     duration is that lower bound (``duration_lower_bound``), never shorter than a child's.
 
     ``phases`` is depth-first, so walking it backwards meets every child before its parent.
     """
+    open_ = {v["span"] for v in phases if v["status"] == "interrupted" and v["end"] is None}
+    if not open_:
+        return
+    seen = _last_seen(samples, open_)
     reach: dict[str, float] = {}
     for v in reversed(phases):
         start = v["start"]
@@ -200,7 +221,8 @@ def snapshot(
         v = phase_view(rec, start, now, status, names)
         v["depth"] = depth
         phases.append(v)
-    _span_children(phases, {rec.span: rec.seen for rec, _ in ordered if rec.seen is not None})
+    samples = r.samples.snapshot()
+    _span_children(phases, samples)
     plan_ids = [p.get("id") for p in plan if isinstance(p, dict)]
     # A planned phase's state is that of its latest top-level record (a retry or repeat).
     by_key: dict[str, dict[str, Any]] = {}
@@ -233,7 +255,6 @@ def snapshot(
             entry["after"] = [a for a in p["after"] if isinstance(a, str)]
         flow.append(entry)
     done = sum(1 for f in flow if f["status"] in DONE)
-    samples = r.samples.snapshot()
     q: dict[str, Any] = {
         "events": r.events,
         "seq_gaps": r.seq_gaps,
