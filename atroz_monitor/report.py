@@ -571,7 +571,7 @@ def render_text(
         out.append(
             f"{clean(ind + p['phase'], 12):<12} {clean(_label(p), 20):<20} "
             f"{st.status(p['status'], 6)} {fmt_ms(p.get('offset_ms')):>8} "
-            f"{fmt_ms(p.get('duration_ms')):>9} {share:>5}  "
+            f"{_dur(p):>9} {share:>5}  "
             f"{_bar(p.get('offset_ms'), extent, run_ms, bw, unicode)}"
         )
     for f in pending:
@@ -715,6 +715,12 @@ def _tag_list(tags: Mapping[str, Any]) -> str:
     return clean(", ".join(f"{k}={v}" for k, v in sorted(tags.items())), 90)
 
 
+def _dur(p: dict[str, Any]) -> str:
+    """A phase's duration; ">" before the least an interrupted phase is known to have
+    lasted (it has no end line)."""
+    return (">" if p.get("duration_lower_bound") else "") + fmt_ms(p.get("duration_ms"))
+
+
 def _label(p: dict[str, Any]) -> str:
     """A phase's name, with its attempt number and the reason it was skipped or cached."""
     name = str(p.get("name") or p["phase"])
@@ -830,7 +836,7 @@ def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
         )
         lines.append(
             f"{clean(indent + p['phase'], 12):<12} {clean(_label(p), 24):<24} "
-            f"{STATUS_MARK.get(p['status'], p['status']):<7} {fmt_ms(p.get('duration_ms')):>9} "
+            f"{STATUS_MARK.get(p['status'], p['status']):<7} {_dur(p):>9} "
             f"{share:>6} {_num(p.get('cpu_pct')):>6} {fmt_bytes(p.get('peak_rss_bytes')):>9} "
             f"{p.get('items') or '':>7} {_num(p.get('items_per_s'), '{:.1f}'):>9} "
             f"{p.get('warnings', 0)}/{p.get('errors', 0):<3}"
@@ -899,7 +905,7 @@ def render_markdown(model: dict[str, Any]) -> str:
         out.append(
             f"| {ind}{_md(p['phase'])} | {_md(_label(p))} "
             f"| {STATUS_MARK.get(p['status'], p['status'])} "
-            f"| {fmt_ms(p.get('offset_ms'))} | {fmt_ms(p.get('duration_ms'))} | {share} "
+            f"| {fmt_ms(p.get('offset_ms'))} | {_dur(p)} | {share} "
             f"| {_num(p.get('cpu_pct'), '{:.0f}%')} | {fmt_bytes(p.get('peak_rss_bytes'))} "
             f"| {fmt_bytes(p.get('rss_delta_bytes'), signed=True)} | {p.get('items') or ''} "
             f"| {_num(p.get('items_per_s'), '{:.1f}')} | {p.get('warnings') or ''} "

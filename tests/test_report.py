@@ -572,3 +572,21 @@ def test_a_failed_phase_is_an_error_in_the_demo_summary_and_markdown(tmp_path):
     code, md, _ = _report("report", path, "--format", "markdown")
     assert code == 0 and "### Errors and warnings (1 errors, 0 warnings)" in md
     assert md.count("| failed | P07.rules | ValueError: bad |") == 1
+
+
+def test_an_interrupted_phase_reads_at_least_its_childs_time(tmp_path):
+    """kill -9 during P03 (no end lines, no run_end): P03's duration reads ">3.69s", the
+    least it lasted (until its child P03.pool's end), not "-"."""
+    path = tmp_path / "killed.jsonl"
+    _events_file(path, [
+        {"ev": "run_start", "ts": 10.0, "v": 1},
+        {"ev": "phase_start", "ts": 10.5, "span": "1.1", "phase": "P03", "parent": None},
+        {"ev": "phase_start", "ts": 10.6, "span": "1.2", "phase": "P03.pool",
+         "parent": "1.1"},
+        {"ev": "phase_end", "ts": 14.19, "span": "1.2", "phase": "P03.pool", "parent": "1.1",
+         "status": "completed", "duration_ms": 3590.0},
+    ])  # fmt: skip
+    code, out, _ = _report("report", path, "--color", "never")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("P03 "))
+    assert ">3.69s" in row

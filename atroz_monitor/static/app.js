@@ -1596,6 +1596,7 @@
         el("span", { class: "muted", text: `span ${p.span} · pid ${p.pid ?? "?"} · ${p.thread || ""}` }),
       ),
       p.reason ? el("p", { class: `reason-line ${statusClass(p.status)}`, text: `${STATUS[p.status] || ""} ${statusText(p.status)}: ${p.reason}` }) : null,
+      p.late ? el("p", { class: "reason-line", text: "Late: started after the run ended (not counted in the run's time)." }) : null,
       detailFigures(p),
       detailError(p),
       a ? [el("h3", { text: "Attempts" }), detailAttempts(p, a)] : null,
@@ -1619,7 +1620,8 @@
     const dur = liveDuration(p);
     return figs([
       ["Start", num(p.offset_ms) ? `+${fmtMs(p.offset_ms)} (${fmtClock(p.start).slice(11)})` : "–"],
-      ["Duration", fmtMs(dur)],
+      // No end line: the least it is known to have lasted (its sub-phases, its last sample).
+      ["Duration", `${p.duration_lower_bound ? "≥ " : ""}${fmtMs(dur)}`],
       ["Share of run", num(shareOf(p)) ? `${Math.round(shareOf(p) * 100)}%` : "–"],
       ["CPU avg / peak", `${fmtPct(p.cpu_pct)} / ${fmtPct(p.cpu_peak_pct)}`],
       ["CPU time", fmtMs(p.cpu_ms)],
