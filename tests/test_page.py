@@ -1323,3 +1323,53 @@ def test_live_panels_show_what_a_fresh_load_shows(driver: Any, tmp_path: Path) -
             srv.close()
         if src is not None:
             src.close()
+
+
+def test_interrupted_phase_bar_spans_its_child_and_a_late_phase_stays_on_top(
+    driver: Any, tmp_path: Path
+) -> None:
+    """A run killed during P03 whose child P03.pool ran 3.59 s: P03's bar is at least as wide
+    as its child's and its detail reads "≥ 3.69 s"; a daemon's phase written after the run
+    ended naming P00 as parent is a top-level row marked "(late)" with no share."""
+    log = tmp_path / "killed.jsonl"
+    evs = [
+        {"ev": "run_start", "ts": 10.0, "plan": [{"id": "P00", "name": "Load"},
+                                                 {"id": "P03", "name": "Pool"}]},
+        {"ev": "phase_start", "ts": 10.1, "span": "1.1", "phase": "P00", "parent": None},
+        {"ev": "phase_end", "ts": 10.4, "span": "1.1", "phase": "P00", "parent": None,
+         "status": "completed", "duration_ms": 300.0},
+        {"ev": "phase_start", "ts": 10.5, "span": "1.2", "phase": "P03", "parent": None},
+        {"ev": "phase_start", "ts": 10.6, "span": "1.3", "phase": "P03.pool", "parent": "1.2"},
+        {"ev": "phase_end", "ts": 14.19, "span": "1.3", "phase": "P03.pool", "parent": "1.2",
+         "status": "completed", "duration_ms": 3590.0},
+        {"ev": "run_end", "ts": 14.3, "status": "failed", "error": {"type": "Killed",
+                                                                    "msg": "SIGKILL"}},
+        {"ev": "phase_start", "ts": 15.0, "span": "9.1", "phase": "daemon", "parent": "1.1",
+         "pid": 9},
+    ]  # fmt: skip
+    with open(log, "w") as f:
+        for i, e in enumerate(evs, 1):
+            f.write(json.dumps({"run": "k", "pid": 1, "seq": i, **e}) + "\n")
+    data = static_data([log], "k")
+    path = tmp_path / "k.html"
+    path.write_text(page.render_static(data), encoding="utf-8")
+    open_page(driver, path.as_uri())
+    widths = driver.execute_script(
+        """const w = (s) => +document.querySelector(`#gantt g[data-span="${s}"] rect`)
+             .getAttribute('width');
+           return [w('1.2'), w('1.3')];"""
+    )
+    assert widths[0] >= widths[1] > 10
+    rows = table_rows(driver)
+    assert rows["9.1"]["name"] == "daemon (late)"
+    share = driver.execute_script(
+        "return [...document.querySelector('#phase-body tr[data-span=\"9.1\"]').children]"
+        "[5].textContent.trim()"
+    )
+    assert share == "–"
+    order = driver.execute_script(
+        "return [...document.querySelectorAll('#phase-body tr')].map((tr) => tr.dataset.span)"
+    )
+    assert order.index("9.1") > order.index("1.2")  # a root row, not P00's child
+    assert "Duration≥ 3.69 s" in open_detail(driver, "P03")
+    assert console_errors(driver) == []
