@@ -412,7 +412,7 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
     err = ev.get("error")
     r.run_failure = 0
     if r.status == "failed" and isinstance(err, dict):
-        sig = (err.get("type"), err.get("msg"))
+        sig = _err_sig(err)
         phases = r.phases
         caught = any(p.status == "failed" and _sig(p) == sig for p in phases.values())
         r.run_failure = 0 if caught else 1
@@ -570,9 +570,17 @@ def _make_late(r: RunState, rec: PhaseRec) -> None:
             waiting.remove(rec.span)
 
 
-def _sig(rec: PhaseRec) -> tuple[Any, Any]:
-    e = rec.error
-    return (e.get("type"), e.get("msg")) if isinstance(e, dict) else (None, None)
+def _err_sig(e: Any) -> tuple[str | None, str | None]:
+    """What tells one exception from another in the log: its type and message (strings
+    only: a damaged line's list must not reach a set)."""
+    if not isinstance(e, dict):
+        return (None, None)
+    t, m = e.get("type"), e.get("msg")
+    return (t if isinstance(t, str) else None, m if isinstance(m, str) else None)
+
+
+def _sig(rec: PhaseRec) -> tuple[str | None, str | None]:
+    return _err_sig(rec.error)
 
 
 MAX_FAILED_BELOW = 64  # distinct exceptions remembered under one phase
@@ -596,7 +604,7 @@ def _count(r: RunState, sig: tuple[Any, Any]) -> None:
     r.failures += 1
     if r.run_failure:
         err = r.end_info.get("error")
-        if isinstance(err, dict) and (err.get("type"), err.get("msg")) == sig:
+        if isinstance(err, dict) and _err_sig(err) == sig:
             r.run_failure = 0  # the run's exception is this phase's, read after the run's end
 
 
@@ -714,7 +722,7 @@ def _fold_lite(r: RunState, span: str, ev: dict[str, Any]) -> None:
     status = status if type(status) is str else "completed"
     if status == "failed":  # a repeat kept light has no sub-phase: its exception is its own
         err = get("error")
-        sig = (err.get("type"), err.get("msg")) if isinstance(err, dict) else (None, None)
+        sig = _err_sig(err)
         _count(r, sig)
         prec = r.phases.get(parent) if parent is not None else None
         if prec is not None:

@@ -623,3 +623,25 @@ def test_a_failure_in_a_folded_repeat_is_counted_once():
         return S.error_count(st.runs["r"])
 
     assert (run(True), run(False)) == (1, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.permutations(
+        [
+            {"ev": "phase_start", "ts": 1.0, "span": "1.1", "phase": "P", "parent": None},
+            {"ev": "phase_start", "ts": 1.1, "span": "1.2", "phase": "C", "parent": "1.1"},
+            {"ev": "phase_end", "ts": 1.2, "span": "1.2", "phase": "C", "parent": "1.1",
+             "status": "failed", "error": {"type": ["x"], "msg": {"m": 1}}},
+            {"ev": "phase_end", "ts": 1.3, "span": "1.1", "phase": "P", "parent": None,
+             "status": "failed", "error": {"type": ["x"], "msg": {"m": 1}}},
+            {"ev": "run_end", "ts": 1.4, "status": "failed", "error": {"type": [1]}},
+        ]
+    )
+)  # fmt: skip
+def test_damaged_error_fields_never_raise_and_count_once(evs):
+    """An exception whose type and message are a list and a dict (a damaged line) is
+    still one error in any order of the lines, and the reducer does not raise."""
+    st = S.State()
+    S.apply_all(st, [{**e, "run": "r", "pid": 1} for e in evs])
+    assert S.error_count(st.runs["r"]) == 1
