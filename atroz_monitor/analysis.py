@@ -359,11 +359,14 @@ def eta(
     """Remaining seconds of a running run, from history and item rates.
 
     Planned keys neither done nor running add their historical median. Each running key (with
-    ``elapsed`` seconds, optional ``items`` and ``total``) adds elapsed * (total - items) / items
-    when 0 < items < total, else max(median - elapsed, 0); one already past its median adds 0 and
-    is listed in ``overdue``. If any unfinished key has neither history nor an item rate,
-    eta_s is None and ``missing_history`` lists it: no guessing. basis is "history", "items" or
-    "mixed" by what the estimate used. Nothing left gives 0.0. Key lists are sorted.
+    ``elapsed`` seconds, optional ``items``, ``total`` and ``items_elapsed``, the seconds elapsed
+    when ``items`` was counted, default ``elapsed``) adds, when 0 < items < total, the time the
+    rest takes at the rate items / items_elapsed, less what passed since the count:
+    max(items_elapsed * (total - items) / items - (elapsed - items_elapsed), 0); else
+    max(median - elapsed, 0); one already past its median adds 0 and is listed in ``overdue``.
+    If any unfinished key has neither history nor an item rate, eta_s is None and
+    ``missing_history`` lists it: no guessing. basis is "history", "items" or "mixed" by what
+    the estimate used. Nothing left gives 0.0. Key lists are sorted.
     """
     total_s = 0.0
     used: set[str] = set()
@@ -383,7 +386,8 @@ def eta(
         items = float(info.get("items", 0.0))
         total = float(info.get("total", 0.0))
         if items > 0 and total > items:
-            total_s += elapsed * (total - items) / items
+            at = min(max(float(info.get("items_elapsed", elapsed)), 0.0), elapsed)
+            total_s += max(at * (total - items) / items - (elapsed - at), 0.0)
             used.add("items")
         elif key in medians:
             if elapsed > medians[key]:

@@ -411,7 +411,7 @@ def _logs(snap: dict[str, Any], what: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "run": snap["run"]["id"],
         what: [e for e in logs["items"] if e.get("level") == level],
-        "count": logs["errors" if level == "error" else "warnings"],
+        "count": snap["errors"]["count"] if level == "error" else logs["warnings"],
         "dropped": logs["dropped"],
     }
     if level == "error":
@@ -606,6 +606,7 @@ class Stream:
         ok = 0 < len(last) < 20 and last.isascii() and last.isdigit()
         self._resume = int(last) if ok else None
         self._runs_sig: tuple[tuple[Any, ...], ...] | None = None
+        self._events: Any = None  # the run's event count at the last message sent
         self.messages = 0
 
     def open(self) -> Response | None:
@@ -629,6 +630,7 @@ class Stream:
                 if v is not None:
                     out.append(sse_message("snapshot", v.version, v.body()))
                     self.version, self.run_id = v.version, rid
+                    self._events = v.snap["quality"].get("events")
             else:
                 delta, v = src.delta(rid, self.version)
                 # A resumed latest-follower may have been watching a run that is no longer
@@ -638,9 +640,13 @@ class Stream:
                 ):
                     out.append(sse_message("snapshot", v.version, v.body()))
                     self.version = v.version
+                    self._events = v.snap["quality"].get("events")
                 elif v is not None and delta is not None and v.version != self.version:
-                    if _has_news(delta, v):
+                    # Any event of the run is news (an alert, a process's end, a metric).
+                    events = v.snap["quality"].get("events")
+                    if _has_news(delta, v) or events != self._events:
                         out.append(sse_message("update", v.version, _update(v, delta)))
+                        self._events = events
                     self.version = v.version
         else:
             self.version = src.version
@@ -674,18 +680,21 @@ def _update(v: View, delta: Any) -> bytes:
     items = snap["logs"]["items"]
     lfirst = v.logs_total - len(items)
     logs = items[max(0, delta.logs_from - lfirst) :]
-    return dumps(
-        {
-            "run": snap["run"]["id"],
-            "run_info": snap["run"],
-            "progress": snap["progress"],
-            "flow": snap["flow"],
-            "phases": phases,
-            "samples": samples,
-            "logs": logs,
-            "alerts": snap["alerts"],
-            "folded": snap.get("folded", {}),
-            "quality": snap["quality"],
-            "monitor": snap["monitor"],
-        }
-    ).encode("ascii")
+    # Everything else of the snapshot comes whole (small, bounded parts), so every panel of
+    # the page shows live what a reload shows; only the long lists come as increments.
+    body = {k: x for k, x in snap.items() if k not in _INCREMENTAL}
+    body.update(
+        run=snap["run"]["id"],
+        run_info=snap["run"],
+        phases=phases,
+        samples=samples,
+        logs=logs,
+        resources={k: x for k, x in snap["resources"].items() if k != "samples"},
+        log_counts={k: x for k, x in snap["logs"].items() if k != "items"},
+        artifacts={"total": snap["artifacts"]["total"]},
+    )
+    return dumps(body).encode("ascii")
+
+
+# Snapshot parts an update sends as increments (or, for the artifacts, as their total).
+_INCREMENTAL = frozenset(("schema", "run", "phases", "resources", "logs", "artifacts"))

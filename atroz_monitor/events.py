@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from typing import Any
@@ -65,6 +65,28 @@ PHASE_STATUSES = (COMPLETED, FAILED, CANCELLED, SKIPPED, CACHED)
 DONE_STATUSES = PHASE_STATUSES  # a phase in one of these is over
 RESUMED = "resumed"
 AGGREGATE = "aggregate"
+
+# A phase's CPU average needs a phase longer than the coarsest clock its CPU time may come
+# from (one tick of USER_HZ: /proc and rusage count in those): a few microseconds of CPU
+# over a few microseconds of wall time is noise ("133%"), so readers show none.
+try:
+    CPU_AVG_MIN_MS = 1000.0 / max(1, os.sysconf("SC_CLK_TCK"))
+except (AttributeError, ValueError, OSError):
+    CPU_AVG_MIN_MS = 10.0
+
+
+def cpu_avg_pct(cpu_ms: float | None, duration_ms: float | None) -> float | None:
+    """A phase's CPU average (100 = one core), None when unknown or shorter than a tick."""
+    if cpu_ms is None or not duration_ms or duration_ms < CPU_AVG_MIN_MS:
+        return None
+    return round(cpu_ms / duration_ms * 100.0, 1)
+
+
+def phase_errors(logged: int, status: Any) -> int:
+    """A phase's errors: the error log events attributed to it, plus its exception when it
+    failed (raised there or in a sub-phase; the run's count has each exception once)."""
+    return logged + (1 if status == FAILED else 0)
+
 
 # ``quote`` (above) gives ensure_ascii output: the whole line is ASCII, so lone surrogates,
 # newlines, quotes and any control character are escaped and a line can never be split.

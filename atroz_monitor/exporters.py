@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .otlp import attributes, nanos, span_id, trace_id
-from .state import DURATION_BUCKETS_S, KeyAgg, RunState, State
+from .state import DURATION_BUCKETS_S, KeyAgg, RunState, State, error_count
 
 __all__ = [
     "DURATION_BUCKETS_S",
@@ -241,6 +241,14 @@ def collect(
                 run + (("level", level),),
                 r.log_counts.get(level, 0),
             )
+        add(
+            "atroz_errors",
+            "counter",
+            "Errors of the run, the count every surface shows: error log events plus each "
+            "exception that failed phases (once) or the run.",
+            run,
+            error_count(r),
+        )
         _collect_health(r, run, monitor, add)
     for status in sorted(by_status):
         add(

@@ -228,6 +228,12 @@ def evaluate(state: State, run_id: str, snap: dict[str, Any], now: float) -> Non
                 continue
             elapsed = max(0.0, now - p["start"]) if p.get("start") is not None else 0.0
             running[f["id"]] = {"elapsed": elapsed, "items": p.get("items") or 0}
+            if p.get("start") is not None and p.get("items_ts") is not None:
+                # The item count is as of its progress line, not now: the rate divides it by
+                # the time elapsed at that line (dividing by now's would swing and overshoot).
+                running[f["id"]]["items_elapsed"] = min(
+                    elapsed, max(0.0, p["items_ts"] - p["start"])
+                )
             if p.get("total"):
                 running[f["id"]]["total"] = p["total"]
         e = analysis.eta(plan, done, running, medians)

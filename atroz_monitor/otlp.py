@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .events import cpu_avg_pct, phase_errors
 from .reader import Follower
 
 __all__ = [
@@ -236,7 +237,16 @@ class SpanBuilder:
         elif kind in ("log", "alert", "artifact", "metric"):
             self._attach(run, kind, ev)
         elif kind == "run_start":
-            self._run_info[run] = {"name": ev.get("name"), "host": ev.get("host"), "pid": pid}
+            plan = ev.get("plan")
+            names = {
+                p["id"]: p["name"]
+                for p in (plan if isinstance(plan, list) else [])
+                if isinstance(p, dict) and isinstance(p.get("id"), str)
+                and isinstance(p.get("name"), str)
+            }  # fmt: skip
+            self._run_info[run] = {
+                "name": ev.get("name"), "host": ev.get("host"), "pid": pid, "names": names
+            }  # fmt: skip
             self._resource(run, pid, ev)
         elif kind == "process_start":
             self._resource(run, pid, ev)
@@ -354,9 +364,12 @@ class SpanBuilder:
         # An ended phase lasts its monotonic duration (the wall clock may have stepped).
         end = start + dur / 1000 if dur is not None else max(start, ts)
         status = ev.get("status")
+        name = ev.get("name")
+        if name == ev.get("phase"):  # no name of its own: the plan's, as the snapshot says
+            name = self._run_info.get(run, {}).get("names", {}).get(name, name)
         attrs: dict[str, Any] = {
             "atroz.phase.key": ev.get("phase"),
-            "atroz.phase.name": ev.get("name"),
+            "atroz.phase.name": name,
             "atroz.phase.status": status,
             "atroz.phase.ended": True,
             "atroz.span": span,
@@ -366,7 +379,7 @@ class SpanBuilder:
         }
         cpu = _ts(ev.get("cpu_ms"))
         attrs["atroz.cpu_ms"] = cpu
-        attrs["atroz.cpu_pct"] = round(cpu / dur * 100.0, 1) if cpu is not None and dur else None
+        attrs["atroz.cpu_pct"] = cpu_avg_pct(cpu, dur)
         attrs["atroz.children_cpu_ms"] = _ts(ev.get("children_cpu_ms"))
         for f in ("rss_bytes", "rss_start_bytes", "peak_rss_bytes"):
             v = ev.get(f)
@@ -375,6 +388,7 @@ class SpanBuilder:
         for f in ("warnings", "errors"):  # the log omits zero counts; the snapshot says 0
             v = ev.get(f, 0)
             attrs["atroz." + f] = v if type(v) is int else 0
+        attrs["atroz.errors"] = phase_errors(attrs["atroz.errors"], status)
         items, total = ev.get("items"), ev.get("total")
         if items or total is not None:
             attrs["atroz.items"] = items

@@ -47,21 +47,27 @@ class ReportError(Exception):
 # -- formatting ---------------------------------------------------------------------------
 
 
-def fmt_ms(ms: float | None) -> str:
+def fmt_ms(ms: float | None, signed: bool = False) -> str:
+    """A duration in the unit that fits its size, the sign kept ("-516.4ms", not
+    "-516394us"); ``signed`` writes "+" on positive values too (a change). The unit is
+    chosen on the rounded value, so 999.96 ms reads "1.00s", never "1000.0ms"."""
     if ms is None:
         return "-"
-    if ms < 1:
-        return f"{ms * 1000:.0f}us"
-    if ms < 1000:
-        return f"{ms:.1f}ms"
+    sign = "-" if ms < 0 else ("+" if signed and ms > 0 else "")
+    ms = abs(ms)
+    if ms < 0.9995:
+        return f"{sign}{ms * 1000:.0f}us"
+    if ms < 999.95:
+        return f"{sign}{ms:.1f}ms"
     s = ms / 1000
-    if s < 60:
-        return f"{s:.2f}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{int(m)}m{s:04.1f}s"
-    h, m = divmod(m, 60)
-    return f"{int(h)}h{int(m):02d}m"
+    if s < 59.995:
+        return f"{sign}{s:.2f}s"
+    tenths = round(s * 10)
+    if tenths < 36000:
+        m, t = divmod(tenths, 600)
+        return f"{sign}{m}m{t / 10:04.1f}s"
+    h, m = divmod(round(s / 60), 60)
+    return f"{sign}{h}h{m:02d}m"
 
 
 def fmt_bytes(n: float | None, signed: bool = False) -> str:
@@ -236,7 +242,7 @@ def build(
         [
             {"span": p["span"], "parent": p["parent"], "start": p["start"], "end": p["end"]}
             for p in snap["phases"]
-            if p.get("start") is not None
+            if p.get("start") is not None and not p.get("late")  # after the run: not its path
         ]
     )
     by_span = {p["span"]: p for p in snap["phases"]}
@@ -297,17 +303,22 @@ def build(
                 "phase": p["phase"],
                 "name": p["name"],
                 "duration_ms": p["duration_ms"],
-                "share_pct": round(p["duration_ms"] / dur * 100, 1) if dur else None,
+                # A late phase ran after the run: no share of it.
+                "share_pct": round(p["duration_ms"] / dur * 100, 1)
+                if dur and not p.get("late")
+                else None,
             }
             for p in slowest
         ],
         "errors": {
-            "count": snap["logs"]["errors"],
+            # The one count (views.errors_view): error log lines plus each exception once.
+            "count": snap["errors"]["count"],
+            "logged": snap["errors"]["logged"],
             "items": [g for g in logs if g.get("level") == "error"],
+            # Each exception once, at the phase that raised it (then the run's own).
             "failed_phases": [
-                {"span": p["span"], "phase": p["phase"], "error": p["error"]}
-                for p in snap["phases"]
-                if p["status"] == "failed"
+                {"span": x["span"], "phase": x["phase"] or "run", "error": x["error"]}
+                for x in snap["errors"]["exceptions"]
             ],
         },
         "warnings": {
@@ -551,13 +562,16 @@ def render_text(
         extent = p.get("extent_ms", p.get("duration_ms"))
         share = (
             f"{p['duration_ms'] / run_ms * 100:.0f}%"
-            if run_ms and p.get("duration_ms") is not None and p.get("depth", 0) == 0
+            if run_ms
+            and p.get("duration_ms") is not None
+            and p.get("depth", 0) == 0
+            and not p.get("late")
             else ""
         )
         out.append(
             f"{clean(ind + p['phase'], 12):<12} {clean(_label(p), 20):<20} "
             f"{st.status(p['status'], 6)} {fmt_ms(p.get('offset_ms')):>8} "
-            f"{fmt_ms(p.get('duration_ms')):>9} {share:>5}  "
+            f"{_dur(p):>9} {share:>5}  "
             f"{_bar(p.get('offset_ms'), extent, run_ms, bw, unicode)}"
         )
     for f in pending:
@@ -657,7 +671,7 @@ def render_text(
                 f"  {st(f'{lvl:<5}', '31' if lvl == 'error' else '33')} "
                 f"{clean(g.get('phase') or '-', 10):<10} {clean(g.get('msg'), 80)}"
             )
-        more = errs["count"] + warns["count"] - min(len(shown), errors_max)
+        more = errs["logged"] + warns["count"] - min(len(shown), errors_max)
         if more > 0:
             out.append(f"  ... and {more} more")
     if model["alerts"]:
@@ -701,6 +715,12 @@ def _tag_list(tags: Mapping[str, Any]) -> str:
     return clean(", ".join(f"{k}={v}" for k, v in sorted(tags.items())), 90)
 
 
+def _dur(p: dict[str, Any]) -> str:
+    """A phase's duration; ">" before the least an interrupted phase is known to have
+    lasted (it has no end line)."""
+    return (">" if p.get("duration_lower_bound") else "") + fmt_ms(p.get("duration_ms"))
+
+
 def _label(p: dict[str, Any]) -> str:
     """A phase's name, with its attempt number and the reason it was skipped or cached."""
     name = str(p.get("name") or p["phase"])
@@ -708,6 +728,8 @@ def _label(p: dict[str, Any]) -> str:
         name += f" #{p['attempt']}"
     if p.get("reason"):
         name += f" ({p['reason']})"
+    if p.get("late"):
+        name += " (late)"  # started after the run ended
     return name
 
 
@@ -746,11 +768,14 @@ def quality_line(q: dict[str, Any], mon: dict[str, Any]) -> str:
 
 def _comparison_text(c: dict[str, Any], st: _Style) -> list[str]:
     unit_ms = c["field"] in ("duration_ms", "cpu_ms")
-    fmt = (
-        fmt_ms
-        if unit_ms
-        else (fmt_bytes if c["field"] == "peak_rss_bytes" else (lambda v: _num(v, "{:.1f}")))
-    )
+
+    def fmt(v: float | None, signed: bool = False) -> str:
+        if unit_ms:
+            return fmt_ms(v, signed)
+        if c["field"] == "peak_rss_bytes":
+            return fmt_bytes(v, signed)
+        return _num(v, "{:+.1f}" if signed else "{:.1f}")
+
     out = [
         "",
         st("comparison", "1") + f" with {c['baseline_runs']} baseline run(s), metric "
@@ -765,7 +790,7 @@ def _comparison_text(c: dict[str, Any], st: _Style) -> list[str]:
         if r["rule"] == "no-baseline":
             verdict = "new"
         delta = r.get("delta")
-        change = "-" if delta is None else ("+" if delta > 0 else "") + fmt(delta)
+        change = fmt(delta, signed=True)
         out.append(
             f"  {clean(k, 12):<12} {fmt(r.get('reference')):>10} {r['rule']:<7} "
             f"{fmt(r.get('current')):>10} {change:>10} "
@@ -803,12 +828,15 @@ def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
         indent = "  " * p.get("depth", 0)
         share = (
             f"{p['duration_ms'] / dur * 100:.0f}%"
-            if dur and p.get("duration_ms") is not None and p.get("depth", 0) == 0
+            if dur
+            and p.get("duration_ms") is not None
+            and p.get("depth", 0) == 0
+            and not p.get("late")
             else ""
         )
         lines.append(
-            f"{clean(indent + p['phase'], 12):<12} {clean(p.get('name'), 24):<24} "
-            f"{STATUS_MARK.get(p['status'], p['status']):<7} {fmt_ms(p.get('duration_ms')):>9} "
+            f"{clean(indent + p['phase'], 12):<12} {clean(_label(p), 24):<24} "
+            f"{STATUS_MARK.get(p['status'], p['status']):<7} {_dur(p):>9} "
             f"{share:>6} {_num(p.get('cpu_pct')):>6} {fmt_bytes(p.get('peak_rss_bytes')):>9} "
             f"{p.get('items') or '':>7} {_num(p.get('items_per_s'), '{:.1f}'):>9} "
             f"{p.get('warnings', 0)}/{p.get('errors', 0):<3}"
@@ -820,7 +848,7 @@ def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
     lines.append(
         f"peak rss {fmt_bytes(res.get('peak_rss_bytes'))} (tree "
         f"{fmt_bytes(res.get('peak_tree_rss_bytes'))}), {res.get('total', 0)} samples, "
-        f"{logs.get('warnings', 0)} warnings, {logs.get('errors', 0)} errors"
+        f"{logs.get('warnings', 0)} warnings, {snap['errors']['count']} errors"
     )
     lines.append("data quality: " + quality_line(snap["quality"], snap["monitor"]))
     err = run.get("error")
@@ -868,13 +896,16 @@ def render_markdown(model: dict[str, Any]) -> str:
         ind = "&nbsp;&nbsp;" * p.get("depth", 0)
         share = (
             f"{p['duration_ms'] / run_ms * 100:.0f}%"
-            if run_ms and p.get("duration_ms") is not None and not p.get("depth")
+            if run_ms
+            and p.get("duration_ms") is not None
+            and not p.get("depth")
+            and not p.get("late")
             else ""
         )
         out.append(
             f"| {ind}{_md(p['phase'])} | {_md(_label(p))} "
             f"| {STATUS_MARK.get(p['status'], p['status'])} "
-            f"| {fmt_ms(p.get('offset_ms'))} | {fmt_ms(p.get('duration_ms'))} | {share} "
+            f"| {fmt_ms(p.get('offset_ms'))} | {_dur(p)} | {share} "
             f"| {_num(p.get('cpu_pct'), '{:.0f}%')} | {fmt_bytes(p.get('peak_rss_bytes'))} "
             f"| {fmt_bytes(p.get('rss_delta_bytes'), signed=True)} | {p.get('items') or ''} "
             f"| {_num(p.get('items_per_s'), '{:.1f}')} | {p.get('warnings') or ''} "

@@ -299,7 +299,7 @@ class RunView:
             phases_done=prog.get("done"),
             phases=len(snap["phases"]),
             warnings=snap["logs"]["warnings"],
-            errors=snap["logs"]["errors"],
+            errors=snap["errors"]["count"],
             peak_rss_bytes=snap["resources"]["peak_rss_bytes"],
         )
         return rec

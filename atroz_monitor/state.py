@@ -188,6 +188,16 @@ class PhaseRec:
     folded: dict[str, KeyAgg] | None = None
     attempt: int | None = None
     reason: str | None = None
+    # Started after its run had ended (a daemon left behind): filed at the top level, never
+    # under the (finished) phase it names as parent.
+    late = False
+    # Failed with an exception of its own, not one a failed child raised through it: this
+    # phase's failure is one error in the run's count (error_count()).
+    origin = False
+    # (type, msg) of the exceptions that failed phases beneath it: its own failure with one
+    # of them is that exception passing through, not another error.
+    failed_below: set[tuple[Any, Any]] | None = None
+    items_ts: float | None = None  # when ``items`` was last reported (the ETA's elapsed time)
 
     def __init__(self, span: str, phase: str, name: str, parent: str | None, pid: Any) -> None:
         self.span = span
@@ -219,6 +229,9 @@ class RunState:
         self.processes: dict[int, dict[str, Any]] = {}
         self.phases: dict[str, PhaseRec] = {}
         self.roots: list[str] = []
+        # Phases whose parent span is not known yet (its start line comes later: another
+        # process's deferred write): filed as roots until the parent appears, then moved.
+        self.waiting: dict[str, list[str]] = {}
         self.open: set[str] = set()
         self.keys: dict[str, KeyAgg] = {}
         self.folded: dict[str, KeyAgg] = {}  # folded top-level repeats
@@ -227,6 +240,8 @@ class RunState:
         self.samples: Ring[dict[str, Any]] = Ring(samples)
         self.logs: Ring[dict[str, Any]] = Ring(logs)
         self.log_counts = {"warning": 0, "error": 0}
+        self.failures = 0  # exceptions that failed phases, each counted once
+        self.run_failure = 0  # 1 when the run failed with an exception no phase failed with
         self.artifacts: Ring[dict[str, Any]] = Ring(artifacts)
         self.metrics: dict[str, dict[str, Any]] = {}  # name -> {value, count, min, max, span}
         self.alerts: dict[str, dict[str, Any]] = {}
@@ -278,6 +293,7 @@ class State:
             return
         r.phases.clear()
         r.roots.clear()
+        r.waiting.clear()
         r.open.clear()
         r.first_of.clear()
         r.lite.clear()
@@ -393,6 +409,19 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
     status = ev.get("status")
     r.status = status if isinstance(status, str) else "completed"
     r.end_info = {k: v for k, v in ev.items() if k not in _ENVELOPE}
+    err = ev.get("error")
+    r.run_failure = 0
+    if r.status == "failed" and isinstance(err, dict):
+        sig = _err_sig(err)
+        phases = r.phases
+        caught = any(p.status == "failed" and _sig(p) == sig for p in phases.values())
+        r.run_failure = 0 if caught else 1
+    if ts is not None:
+        # Phases already read that started after this end (another writer's lines came
+        # first): late, as they would be had they come after it.
+        for p in list(r.phases.values()):
+            if not p.late and p.start is not None and p.start > ts:
+                _make_late(r, p)
     # Phases the run left open ended with it (repeats kept as tuples are dropped: counted).
     r.folded_count += len(r.lite)
     r.lite.clear()
@@ -486,12 +515,122 @@ def _record(
     phases = r.phases
     phases[span] = rec
     r.open.add(span)
-    prec = phases.get(parent) if parent is not None else None
-    if prec is not None:
-        prec.children.append(span)
-    else:
+    end = r.end
+    if end is not None and ts is not None and ts > end:
+        rec.late = True
         r.roots.append(span)
+    else:
+        prec = phases.get(parent) if parent is not None else None
+        if prec is not None:
+            prec.children.append(span)
+        else:
+            r.roots.append(span)
+            if parent is not None:
+                r.waiting.setdefault(parent, []).append(span)
+    if r.waiting and span in r.waiting:
+        _adopt(r, rec, r.waiting.pop(span))
     return rec
+
+
+def _adopt(r: RunState, rec: PhaseRec, spans: list[str]) -> None:
+    """File the phases that named ``rec`` as parent before it was known beneath it, so the
+    tree is the same whatever order the writers' lines arrived in."""
+    ancestors = {rec.span}
+    a = rec
+    while a.parent is not None and a.parent not in ancestors and not a.late:
+        ancestors.add(a.parent)
+        nxt = r.phases.get(a.parent)
+        if nxt is None:
+            break
+        a = nxt
+    moved = set()
+    for span in spans:
+        kid = r.phases.get(span)
+        # Gone (folded), late, or an ancestor (a damaged log naming a cycle): stays a root.
+        if kid is None or kid.late or kid.parent != rec.span or span in ancestors:
+            continue
+        moved.add(span)
+        rec.children.append(span)
+        if kid.status == "failed":
+            _below(r, rec, _sig(kid))
+    if moved:
+        r.roots = [s for s in r.roots if s not in moved]
+
+
+def _make_late(r: RunState, rec: PhaseRec) -> None:
+    """A phase found to have started after the run's end: out from under its parent."""
+    rec.late = True
+    prec = r.phases.get(rec.parent) if rec.parent is not None else None
+    if prec is not None and rec.span in prec.children:
+        prec.children.remove(rec.span)
+        r.roots.append(rec.span)
+    elif rec.parent is not None:
+        waiting = r.waiting.get(rec.parent)
+        if waiting is not None and rec.span in waiting:
+            waiting.remove(rec.span)
+
+
+def _err_sig(e: Any) -> tuple[str | None, str | None]:
+    """What tells one exception from another in the log: its type and message (strings
+    only: a damaged line's list must not reach a set)."""
+    if not isinstance(e, dict):
+        return (None, None)
+    t, m = e.get("type"), e.get("msg")
+    return (t if isinstance(t, str) else None, m if isinstance(m, str) else None)
+
+
+def _sig(rec: PhaseRec) -> tuple[str | None, str | None]:
+    return _err_sig(rec.error)
+
+
+MAX_FAILED_BELOW = 64  # distinct exceptions remembered under one phase
+
+
+def _below(r: RunState, prec: PhaseRec, sig: tuple[Any, Any]) -> None:
+    """Note that an exception failed a phase beneath ``prec``; if ``prec`` was counted for
+    that same exception (its end line was read first), it no longer is."""
+    below = prec.failed_below
+    if below is None:
+        below = prec.failed_below = set()
+    if len(below) < MAX_FAILED_BELOW:
+        below.add(sig)
+    if prec.origin and prec.status == "failed" and _sig(prec) == sig:
+        prec.origin = False
+        r.failures -= 1
+
+
+def _count(r: RunState, sig: tuple[Any, Any]) -> None:
+    """One more exception in the run's count (the run's own, if it is this one, no more)."""
+    r.failures += 1
+    if r.run_failure:
+        err = r.end_info.get("error")
+        if isinstance(err, dict) and _err_sig(err) == sig:
+            r.run_failure = 0  # the run's exception is this phase's, read after the run's end
+
+
+def _count_failure(r: RunState, rec: PhaseRec) -> None:
+    """Count a failed phase's exception once in the run: not when it failed a phase beneath
+    (the exception passing through), and no longer for a parent counted before this line
+    was read (lines from several writers come in any order). Works on the parent's note,
+    not its children, so a child folded away still counts."""
+    if rec.origin:
+        return
+    sig = _sig(rec)
+    prec = r.phases.get(rec.parent) if rec.parent is not None and not rec.late else None
+    if prec is not None:
+        _below(r, prec, sig)
+    below = rec.failed_below
+    if below is not None and sig in below:
+        return
+    rec.origin = True
+    _count(r, sig)
+
+
+def error_count(r: RunState) -> int:
+    """The run's errors, the one count every surface shows: error log events, plus each
+    exception that failed phases (once, however many nested phases it ended), plus the
+    run's own exception when no phase failed with it."""
+    return r.log_counts.get("error", 0) + r.failures + r.run_failure
 
 
 def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
@@ -511,6 +650,8 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
         d = _num(ev.get("duration_ms"))
         if ts is not None and d is not None:
             rec.start = ts - d / 1000.0
+            if r.end is not None and rec.start > r.end and not rec.late:
+                _make_late(r, rec)
     get = ev.get
     status = get("status")
     rec.status = status if type(status) is str else "completed"
@@ -552,6 +693,8 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     if type(v) is int:
         rec.attempt = v
     r.open.discard(span)
+    if rec.status == "failed":
+        _count_failure(r, rec)
     agg = r.keys.get(rec.phase)
     if agg is None:
         agg = r.keys[rec.phase] = KeyAgg()
@@ -577,6 +720,13 @@ def _fold_lite(r: RunState, span: str, ev: dict[str, Any]) -> None:
     get = ev.get
     status = get("status")
     status = status if type(status) is str else "completed"
+    if status == "failed":  # a repeat kept light has no sub-phase: its exception is its own
+        err = get("error")
+        sig = _err_sig(err)
+        _count(r, sig)
+        prec = r.phases.get(parent) if parent is not None else None
+        if prec is not None:
+            _below(r, prec, sig)
     d = get("duration_ms")
     d = d if type(d) is float or type(d) is int else 0.0
     c = get("cpu_ms")
@@ -613,7 +763,7 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
         return
     if rec.children and any(c in r.open for c in rec.children):
         return
-    prec = r.phases.get(rec.parent) if rec.parent is not None else None
+    prec = r.phases.get(rec.parent) if rec.parent is not None and not rec.late else None
     if prec is not None:
         siblings = prec.children
         folded = prec.folded
@@ -622,6 +772,12 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
     else:
         siblings = r.roots
         folded = r.folded
+        waiting = r.waiting.get(rec.parent) if rec.parent is not None else None
+        if waiting:  # an orphan folded before its parent appeared: nothing left to adopt
+            if waiting[-1] == rec.span:
+                waiting.pop()
+            elif rec.span in waiting:
+                waiting.remove(rec.span)
     agg = folded.get(rec.phase)
     if agg is None:
         agg = folded[rec.phase] = KeyAgg(light=True)
@@ -633,7 +789,8 @@ def _maybe_fold(r: RunState, rec: PhaseRec) -> None:
         try:
             siblings.remove(rec.span)
         except ValueError:
-            pass
+            if rec.span in r.roots:  # an orphan its parent could not adopt (a cycle)
+                r.roots.remove(rec.span)
     r.open.discard(rec.span)
     del r.phases[rec.span]
     r.folded_count += 1
@@ -689,6 +846,7 @@ def _progress(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -
     items = ev.get("items")
     if type(items) is int:
         rec.items = items
+        rec.items_ts = ts
     total = ev.get("total")
     if type(total) is int:
         rec.total = total

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import history
-from .events import DONE_STATUSES
-from .state import PhaseRec, RunState, State
+from .events import DONE_STATUSES, cpu_avg_pct, phase_errors
+from .state import PhaseRec, RunState, State, error_count
 
 SNAPSHOT_VERSION = 1
 STALE_FLOOR_S = 10.0
@@ -49,8 +49,14 @@ def _r(x: float | None, nd: int = 3) -> float | None:
 
 
 def phase_view(
-    rec: PhaseRec, run_start: float | None, now: float, run_status: str
+    rec: PhaseRec,
+    run_start: float | None,
+    now: float,
+    run_status: str,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """One phase record as JSON. ``names`` (plan id -> name) names a phase whose writer gave
+    no name of its own (its name is its key)."""
     status = rec.status
     if status == "running" and run_status not in ("running",):
         status = "interrupted"
@@ -59,10 +65,13 @@ def phase_view(
         end = now if status == "running" else None
         if end is not None:
             dur = max(0.0, (end - rec.start) * 1000.0)
+    name = rec.name
+    if names and name == rec.phase:
+        name = names.get(name, name)
     d: dict[str, Any] = {
         "span": rec.span,
         "phase": rec.phase,
-        "name": rec.name,
+        "name": name,
         "parent": rec.parent,
         "pid": rec.pid,
         "thread": rec.thread,
@@ -74,7 +83,7 @@ def phase_view(
         else None,
         "duration_ms": _r(dur),
         "cpu_ms": rec.cpu_ms,
-        "cpu_pct": _r(rec.cpu_ms / dur * 100.0, 1) if rec.cpu_ms is not None and dur else None,
+        "cpu_pct": cpu_avg_pct(rec.cpu_ms, dur),
         "cpu_peak_pct": rec.cpu_peak_pct,
         "children_cpu_ms": rec.children_cpu_ms,
         "rss_bytes": rec.rss_bytes,
@@ -86,8 +95,10 @@ def phase_view(
         "items": rec.items,
         "total": rec.total,
         "items_per_s": _r(rec.items / (dur / 1000.0), 2) if rec.items and dur else None,
+        "items_ts": rec.items_ts,
         "warnings": rec.warnings,
-        "errors": rec.errors,
+        "errors": phase_errors(rec.errors, status),
+        "late": rec.late,
         "artifacts": list(rec.artifacts) if rec.artifacts else [],
         "metrics": dict(rec.metrics) if rec.metrics else {},
         "error": rec.error,
@@ -120,11 +131,60 @@ def _ordered_phases(r: RunState) -> list[tuple[PhaseRec, int]]:
         seen.add(span)
         out.append((rec, depth))
         stack.extend((c, depth + 1) for c in reversed(order(rec.children)))
-    # Orphans (a parent span never seen, e.g. from another process's lane): top level.
+    # Phases no root reaches (a damaged log naming a cycle of parents): top level. (A phase
+    # whose parent was never seen is a root in the reducer already.)
     for span, rec in r.phases.items():
         if span not in seen:
             out.append((rec, 0))
     return out
+
+
+def _last_seen(samples: list[dict[str, Any]], spans: set[str]) -> dict[str, float]:
+    """When the newest sample listing each of ``spans`` open was taken (the ring keeps the
+    newest; read only for phases without an end, so a sample costs the reducer nothing)."""
+    out: dict[str, float] = {}
+    for s in reversed(samples):
+        listed = s.get("spans")
+        ts = s.get("ts")
+        if not isinstance(listed, list) or not isinstance(ts, (int, float)):
+            continue
+        for span in listed:
+            if isinstance(span, str) and span in spans and span not in out:
+                out[span] = ts
+        if len(out) == len(spans):
+            break
+    return out
+
+
+def _span_children(phases: list[dict[str, Any]], samples: list[dict[str, Any]]) -> None:
+    """An interrupted phase (no end line: killed, or the run ended with it open) lasted at
+    least until the last sample that saw it open and until its sub-phases ended: its
+    duration is that lower bound (``duration_lower_bound``), never shorter than a child's.
+
+    ``phases`` is depth-first, so walking it backwards meets every child before its parent.
+    """
+    open_ = {v["span"] for v in phases if v["status"] == "interrupted" and v["end"] is None}
+    if not open_:
+        return
+    seen = _last_seen(samples, open_)
+    reach: dict[str, float] = {}
+    for v in reversed(phases):
+        start = v["start"]
+        if start is None:
+            continue
+        dur = v["duration_ms"]
+        own = v["end"] if v["end"] is not None else start + (dur or 0.0) / 1000.0
+        if v["end"] is None and v["span"] in seen:
+            own = max(own, seen[v["span"]])
+        for c in v["children"]:
+            t = reach.get(c)
+            if t is not None and t > own:
+                own = t
+        if v["status"] == "interrupted" and v["end"] is None:
+            v["duration_ms"] = _r(max(0.0, own - start) * 1000.0)
+            v["duration_lower_bound"] = True
+        if not v["late"]:
+            reach[v["span"]] = own
 
 
 def snapshot(
@@ -147,11 +207,6 @@ def snapshot(
         if stop is not None:
             duration = max(0.0, (stop - start) * 1000.0)
     info = r.info
-    phases = []
-    for rec, depth in _ordered_phases(r):
-        v = phase_view(rec, start, now, status)
-        v["depth"] = depth
-        phases.append(v)
     raw_plan = info.get("plan") if isinstance(info.get("plan"), list) else []
     # The log is input: keep only well-formed plan entries (a damaged line may say anything).
     plan = [
@@ -159,6 +214,15 @@ def snapshot(
         for p in raw_plan
         if isinstance(p, dict) and isinstance(p.get("id"), str)
     ]
+    names = {p["id"]: p["name"] for p in plan}
+    phases = []
+    ordered = _ordered_phases(r)
+    for rec, depth in ordered:
+        v = phase_view(rec, start, now, status, names)
+        v["depth"] = depth
+        phases.append(v)
+    samples = r.samples.snapshot()
+    _span_children(phases, samples)
     plan_ids = [p.get("id") for p in plan if isinstance(p, dict)]
     # A planned phase's state is that of its latest top-level record (a retry or repeat).
     by_key: dict[str, dict[str, Any]] = {}
@@ -191,7 +255,6 @@ def snapshot(
             entry["after"] = [a for a in p["after"] if isinstance(a, str)]
         flow.append(entry)
     done = sum(1 for f in flow if f["status"] in DONE)
-    samples = r.samples.snapshot()
     q: dict[str, Any] = {
         "events": r.events,
         "seq_gaps": r.seq_gaps,
@@ -260,6 +323,7 @@ def snapshot(
             "errors": r.log_counts.get("error", 0),
             "dropped": r.logs.dropped,
         },
+        "errors": errors_view(r, phases),
         "artifacts": {"items": r.artifacts.snapshot(), "total": r.artifacts.total},
         "metrics": {k: dict(v) for k, v in r.metrics.items()},
         "alerts": sorted(r.alerts.values(), key=lambda a: a.get("raised_ts") or 0),
@@ -268,6 +332,34 @@ def snapshot(
     }
     history.evaluate(state, run_id, snap, now)
     return snap
+
+
+def errors_view(r: RunState, phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's errors, counted once (``state.error_count``): ``count``, ``logged`` (error
+    log events), ``exceptions`` (each exception that failed phases, at the phase that
+    raised it, then the run's own when no phase failed with it)."""
+    recs = r.phases
+    exceptions = [
+        {
+            "ts": v["end"],
+            "span": v["span"],
+            "phase": v["phase"],
+            "name": v["name"],
+            "pid": v["pid"],
+            "error": v["error"],
+        }
+        for v in phases
+        if (rec := recs.get(v["span"])) is not None and rec.origin
+    ]
+    err = r.end_info.get("error")
+    if r.run_failure and isinstance(err, dict):
+        exceptions.append({"ts": r.end, "span": None, "phase": None, "name": None,
+                           "pid": None, "error": err})  # fmt: skip
+    return {
+        "count": error_count(r),
+        "logged": r.log_counts.get("error", 0),
+        "exceptions": exceptions,
+    }
 
 
 def latest_run(state: State) -> str | None:

@@ -208,10 +208,11 @@ def test_resources_since_and_step(src: Any) -> None:
 
 
 def test_errors_and_warnings(src: Any) -> None:
-    """/errors has the error log and the failed phase's exception; /warnings the warnings."""
+    """/errors has the error log and the failed phase's exception, both in its count (the
+    snapshot's one count); /warnings the warnings."""
     e = body(get(src, "/api/v1/runs/r2/errors"))
     assert [x["msg"] for x in e["errors"]] == ["bad thing"]
-    assert e["count"] == 1
+    assert e["count"] == 2
     assert [(f["phase"], f["error"]["type"]) for f in e["failed_phases"]] == [("P01", "ValueError")]
     w = body(get(src, "/api/v1/runs/r1/warnings"))
     assert [x["msg"] for x in w["warnings"]] == ["careful"] and w["count"] == 1
@@ -226,11 +227,12 @@ def test_control_characters_are_escaped(src: Any) -> None:
 
 
 def test_artifacts_grouped_by_phase(src: Any) -> None:
-    """/artifacts groups the run's artifacts under the phase that produced them."""
+    """/artifacts groups the run's artifacts under the phase that produced them (named by
+    the plan, the phase having no name of its own)."""
     a = body(get(src, "/api/v1/runs/r1/artifacts"))
     assert a["total"] == 1
     (g,) = a["phases"]
-    assert (g["phase"], g["name"], g["bytes"]) == ("P00", "P00", 100)
+    assert (g["phase"], g["name"], g["bytes"]) == ("P00", "Load", 100)
     assert g["artifacts"][0]["path"].endswith("out.bin")
 
 
@@ -394,7 +396,52 @@ def test_stream_snapshot_then_update_with_only_what_changed(tmp_path: Path) -> N
             "folded",
             "quality",
             "monitor",
+            "keys",
+            "processes",
+            "resources",
+            "log_counts",
+            "errors",
+            "artifacts",
+            "metrics",
+            "anomalies",
         }
+        assert (upd[2]["resources"]["total"], upd[2]["log_counts"]["warnings"]) == (2, 1)
+        assert "samples" not in upd[2]["resources"] and "items" not in upd[2]["log_counts"]
+    finally:
+        src.close()
+
+
+def test_stream_sends_an_update_for_any_event_of_the_run(tmp_path: Path) -> None:
+    """An alert, a worker's process_end and a failed phase's end, with no sample or log
+    beside them, each reach the client at once: the update carries the alert, the process's
+    end and the error count a reload would show."""
+    log = tmp_path / "live.jsonl"
+    t = time.time()
+    append(
+        log,
+        {"ev": "run_start", "ts": t, "run": "L", "pid": 1},
+        {"ev": "process_start", "ts": t, "run": "L", "pid": 7, "ppid": 1},
+        {"ev": "phase_start", "ts": t, "run": "L", "pid": 1, "span": "1.1", "phase": "A"},
+    )
+    src = FileSource([log])
+    try:
+        s = api.Stream(src, "run=L", {})
+        _messages(s.poll())
+        append(log, {"ev": "alert", "ts": t + 1, "run": "L", "pid": 1, "alert": "x:run:1",
+                     "rule": "x", "severity": "warning", "state": "raised"})  # fmt: skip
+        assert src.refresh()
+        (upd,) = _messages(s.poll())
+        assert [a["alert"] for a in upd[2]["alerts"]] == ["x:run:1"]
+        append(log, {"ev": "process_end", "ts": t + 2, "run": "L", "pid": 7, "status": "ok"})
+        assert src.refresh()
+        (upd,) = _messages(s.poll())
+        assert [(p["pid"], p.get("end")) for p in upd[2]["processes"]] == [(1, None), (7, t + 2)]
+        append(log, {"ev": "phase_end", "ts": t + 3, "run": "L", "pid": 1, "span": "1.1",
+                     "phase": "A", "status": "failed", "error": {"type": "E", "msg": "m"}})  # fmt: skip
+        assert src.refresh()
+        (upd,) = _messages(s.poll())
+        assert upd[2]["errors"]["count"] == 1
+        assert [x["span"] for x in upd[2]["errors"]["exceptions"]] == ["1.1"]
     finally:
         src.close()
 

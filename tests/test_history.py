@@ -60,7 +60,7 @@ def _run(st, rid, t0, durations, plan=("A", "B", "C"), end=True, running=None):
         )
         t += d
     if running is not None:
-        k, items, total = running
+        k, items, total, *at = running  # at: seconds into the phase of the progress line
         apply(
             st,
             {
@@ -82,7 +82,7 @@ def _run(st, rid, t0, durations, plan=("A", "B", "C"), end=True, running=None):
                 "run": rid,
                 "pid": 1,
                 "seq": next(seq),
-                "ts": t,
+                "ts": t + (at[0] if at else 0.0),
                 "span": f"{rid}.{k}",
                 "phase": k,
                 "items": items,
@@ -156,10 +156,57 @@ def test_eta_from_items_rate_and_without_history():
     assert snap["progress"]["missing_history"] == ["C"]
     st2 = S.State()
     _run(st2, "r0", 0.0, {"A": 2.0, "B": 4.0, "C": 6.0})
-    t = _run(st2, "now", 1000.0, {"A": 2.0}, end=False, running=("B", 25, 100))
+    t = _run(st2, "now", 1000.0, {"A": 2.0}, end=False, running=("B", 25, 100, 5.0))
     snap = views.snapshot(st2, "now", now=t + 5.0, alive=True)
     assert snap["progress"]["eta_s"] == 15.0 + 6.0  # 5 s for 25 of 100 items, then C
     assert snap["progress"]["eta_basis"] == "mixed"
+
+
+def _steady_phase(total_s: float, total: int, every_s: float) -> list[dict]:
+    """A run whose one planned phase processes ``total`` items at a steady rate over
+    ``total_s`` seconds, reported by progress lines at most every ``every_s`` seconds
+    (as add_items writes them); the times are given, nothing sleeps."""
+    t0 = 1000.0
+    rate = total / total_s
+    evs = [
+        {"ev": "run_start", "ts": t0, "plan": [{"id": "B", "name": "B"}]},
+        {"ev": "phase_start", "ts": t0, "span": "1.1", "phase": "B", "parent": None},
+        {"ev": "progress", "ts": t0, "span": "1.1", "phase": "B", "items": 0, "total": total},
+    ]
+    t = every_s
+    while t < total_s:
+        evs.append({"ev": "progress", "ts": t0 + t, "span": "1.1", "phase": "B",
+                    "items": round(rate * t), "total": total})  # fmt: skip
+        t += every_s
+    for i, e in enumerate(evs, 1):
+        e.update(run="now", pid=1, seq=i)
+    return evs
+
+
+def test_items_eta_is_within_10_percent_and_does_not_swing():
+    """A 2 s phase with 100 items/s reported every 0.5 s, read every 50 ms from the first
+    count past 20%: the median relative error of the ETA is at most 10% (here 0, the rate
+    being steady) and the ETA never rises between two reads (the old one divided the last
+    count by the time elapsed now: up to 81% high, swinging at each progress line)."""
+    evs = _steady_phase(2.0, 200, 0.5)
+    t0 = evs[0]["ts"]
+    st = S.State()
+    errs, etas = [], []
+    now, read = 0.5, 0
+    while now < 1.96:
+        # What a live reader has read by then: the lines written up to now.
+        while read < len(evs) and evs[read]["ts"] - t0 <= now + 1e-9:
+            S.apply(st, evs[read])
+            read += 1
+        eta = views.snapshot(st, "now", now=t0 + now, alive=True)["progress"]["eta_s"]
+        truth = 2.0 - now
+        errs.append(abs(eta - truth) / truth)
+        etas.append(eta)
+        now += 0.05
+    assert len(errs) == 30
+    assert statistics.median(errs) <= 0.10
+    assert max(errs) < 1e-6
+    assert all(b <= a + 1e-9 for a, b in zip(etas, etas[1:], strict=False))
 
 
 def test_anomaly_flags_an_outlier_duration():

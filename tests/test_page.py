@@ -1223,3 +1223,153 @@ def test_live_same_tags_only_adds_the_tag_filter_to_the_history_requests(
     finally:
         srv.close()
         src.close()
+
+
+# ---------------------------------------------------------------------------- live = reload
+PANELS = """
+const text = (sel) => [...document.querySelectorAll(sel)].map((n) => n.textContent.trim());
+return {
+  cards: text('.card'),
+  flow: text('#flow li'),
+  table: text('#phase-body tr'),
+  alerts: text('#alerts li'), alerts_count: text('#alerts-count'),
+  logs: text('#logs li'), logs_count: text('#logs-count'),
+  info: text('#info > div'),
+};
+"""
+
+
+def test_live_panels_show_what_a_fresh_load_shows(driver: Any, tmp_path: Path) -> None:
+    """A page opened when a run starts and left open while it runs (samples, a warning, a
+    worker process, a nested failure and its alert, the run's end) shows in every panel
+    (cards, flow, table, alerts, errors, Run) what a fresh load shows at the end; the Run
+    panel's samples and processes and the errors panel grew live without a reload."""
+    server = pytest.importorskip("atroz_monitor.server")
+    source_mod = pytest.importorskip("atroz_monitor.source")
+    runs = tmp_path / "runs"
+    mon = Monitor(runs, plan=[("P00", "Load"), ("P01", "Validate")], sample_interval=0.05)
+    mon.start()
+    src = srv = None
+    try:
+        src = source_mod.FileSource([runs])
+        srv = server.start_server(src, "127.0.0.1", 0)
+        open_page(driver, srv.url)
+        driver.execute_script("window.__same_page = 7")
+        at_load = driver.execute_script(PANELS)
+        with mon.phase("P00") as p:
+            p.warning("2 documents had no text layer")
+            env = dict(os.environ, PYTHONPATH=str(REPO))
+            code = "import atroz_monitor as m\nwith m.phase('W'):\n    pass\n"
+            subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+            target = mon.snapshot()["resources"]["total"] + 3
+            wait_until(lambda: mon.snapshot()["resources"]["total"] >= target, 10, "samples")
+        with pytest.raises(ValueError), mon.phase("P01"), mon.phase("P01.rules"):
+            raise ValueError("rule R-17")
+        mon.close()
+        wait_for(driver, "return document.getElementById('run-status').textContent"
+                 ".includes('completed')")  # fmt: skip
+        driver.switch_to.new_window("tab")
+        try:
+            open_page(driver, srv.url)
+            wait_for(driver, "return document.getElementById('run-status').textContent"
+                     ".includes('completed')")  # fmt: skip
+            fresh = driver.execute_script(PANELS)
+        finally:
+            driver.close()
+            driver.switch_to.window(driver.window_handles[0])
+        assert driver.execute_script("return window.__same_page") == 7
+        live: dict[str, Any] = {}
+
+        def same() -> bool:
+            live.update(driver.execute_script(PANELS))
+            return live == fresh
+
+        try:
+            wait_until(same, 10, "the live page to match a fresh load")
+        except AssertionError:
+            assert live == fresh  # shows which panel differs
+        # What a reload shows, with the figures the run recorded.
+        snap = mon.snapshot()
+        info = dict(row.split("\n", 1) if "\n" in row else (row, "") for row in fresh["info"])
+        assert fresh["logs_count"] == ["2"]  # 1 error (counted once) + 1 warning
+        assert sum("ValueError: rule R-17" in x for x in fresh["logs"]) == 1
+        assert any("Processes" in row and row.endswith("2") for row in fresh["info"]), info
+        total = snap["resources"]["total"]
+        assert any(row.startswith("Samples") and f"{total:,}" in row for row in fresh["info"])
+        assert live["info"] != at_load["info"] and live["logs"] != at_load["logs"]
+        # Plan names name phases entered without one; a failed phase's exception is one of
+        # its errors in the table and the detail panel, never "None recorded".
+        spans = {p["phase"]: p["span"] for p in snap["phases"]}
+        cells = driver.execute_script(
+            """const out = {};
+            for (const [k, span] of Object.entries(arguments[0])) {
+              const tr = document.querySelector(`#phase-body tr[data-span="${span}"]`);
+              out[k] = tr ? [...tr.children].map((td) => td.textContent.trim()) : null;
+            }
+            return out;""",
+            spans,
+        )
+        assert (cells["P00"][1], cells["P01"][1]) == ("Load", "Validate")
+        assert (cells["P00"][14], cells["P00"][15]) == ("1", "0")
+        assert (cells["P01"][15], cells["P01.rules"][15]) == ("1", "1")
+        detail = open_detail(driver, "P01")
+        assert "Warnings / errors0 / 1" in detail
+        assert "None recorded in this phase" not in detail
+        assert "ValueError: rule R-17" in detail
+        assert console_errors(driver) == []
+    finally:
+        mon.close()
+        if srv is not None:
+            srv.close()
+        if src is not None:
+            src.close()
+
+
+def test_interrupted_phase_bar_spans_its_child_and_a_late_phase_stays_on_top(
+    driver: Any, tmp_path: Path
+) -> None:
+    """A run killed during P03 whose child P03.pool ran 3.59 s: P03's bar is at least as wide
+    as its child's and its detail reads "≥ 3.69 s"; a daemon's phase written after the run
+    ended naming P00 as parent is a top-level row marked "(late)" with no share."""
+    log = tmp_path / "killed.jsonl"
+    evs = [
+        {"ev": "run_start", "ts": 10.0, "plan": [{"id": "P00", "name": "Load"},
+                                                 {"id": "P03", "name": "Pool"}]},
+        {"ev": "phase_start", "ts": 10.1, "span": "1.1", "phase": "P00", "parent": None},
+        {"ev": "phase_end", "ts": 10.4, "span": "1.1", "phase": "P00", "parent": None,
+         "status": "completed", "duration_ms": 300.0},
+        {"ev": "phase_start", "ts": 10.5, "span": "1.2", "phase": "P03", "parent": None},
+        {"ev": "phase_start", "ts": 10.6, "span": "1.3", "phase": "P03.pool", "parent": "1.2"},
+        {"ev": "phase_end", "ts": 14.19, "span": "1.3", "phase": "P03.pool", "parent": "1.2",
+         "status": "completed", "duration_ms": 3590.0},
+        {"ev": "run_end", "ts": 14.3, "status": "failed", "error": {"type": "Killed",
+                                                                    "msg": "SIGKILL"}},
+        {"ev": "phase_start", "ts": 15.0, "span": "9.1", "phase": "daemon", "parent": "1.1",
+         "pid": 9},
+    ]  # fmt: skip
+    with open(log, "w") as f:
+        for i, e in enumerate(evs, 1):
+            f.write(json.dumps({"run": "k", "pid": 1, "seq": i, **e}) + "\n")
+    data = static_data([log], "k")
+    path = tmp_path / "k.html"
+    path.write_text(page.render_static(data), encoding="utf-8")
+    open_page(driver, path.as_uri())
+    widths = driver.execute_script(
+        """const w = (s) => +document.querySelector(`#gantt g[data-span="${s}"] rect`)
+             .getAttribute('width');
+           return [w('1.2'), w('1.3')];"""
+    )
+    assert widths[0] >= widths[1] > 10
+    rows = table_rows(driver)
+    assert rows["9.1"]["name"] == "daemon (late)"
+    share = driver.execute_script(
+        "return [...document.querySelector('#phase-body tr[data-span=\"9.1\"]').children]"
+        "[5].textContent.trim()"
+    )
+    assert share == "–"
+    order = driver.execute_script(
+        "return [...document.querySelectorAll('#phase-body tr')].map((tr) => tr.dataset.span)"
+    )
+    assert order.index("9.1") > order.index("1.2")  # a root row, not P00's child
+    assert "Duration≥ 3.69 s" in open_detail(driver, "P03")
+    assert console_errors(driver) == []

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import require_tool
 
-from atroz_monitor import api, exporters, report, server, source
+from atroz_monitor import api, exporters, report, server, source, views
 from atroz_monitor.state import State, apply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,6 +128,17 @@ def test_families_cover_runs_phases_resources_alerts_and_health(logs: Any) -> No
         assert s[f'atroz_alerts_open{{run="{ok}",severity="{sev}"}}'] == 0
     assert s['atroz_runs{status="failed"}'] == 1
     assert text.count("# HELP ") == text.count("# TYPE ")
+
+
+def test_errors_total_is_the_count_every_surface_shows(logs: Any) -> None:
+    """atroz_errors_total: the demo run failing in P07.rules (which fails P07 and the run)
+    has 1 error, the snapshot's errors.count; the completed run has 0."""
+    st, _, _ = report.load([str(logs)])
+    s = _samples(exporters.prometheus(st, now=time.time()))
+    counts = {rid: views.snapshot(st, rid, now=time.time())["errors"]["count"] for rid in st.runs}
+    assert sorted(counts.values()) == [0, 1]
+    for rid, n in counts.items():
+        assert s[f'atroz_errors_total{{run="{rid}"}}'] == n
 
 
 def _synthetic(key: str, durations_ms: list[float], max_phases: int = 10_000) -> State:

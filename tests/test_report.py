@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import Monitor, cli
+from atroz_monitor import Monitor, cli, report, views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT)
@@ -134,7 +134,9 @@ def test_failed_demo_report_shows_the_failure(demo_logs):
     assert "status FAIL" in out
     assert re.search(r"^P07 .* FAIL ", out, re.M)
     assert re.search(r"^P08 .* - *$", out, re.M) and re.search(r"^P09 .* - *$", out, re.M)
-    assert "failed P07: DemoFailure: P07: validation rule R-17" in out
+    # The exception once, at the sub-phase that raised it (P07 failed because of it).
+    assert "failed P07.rules: DemoFailure: P07: validation rule R-17" in out
+    assert "errors and warnings (1 errors," in out
     assert "critical" in out and "phase P07 failed" in out
 
 
@@ -498,3 +500,93 @@ def test_progress_line_on_a_large_input_shows_position_and_clears(tmp_path, caps
     assert err.endswith("\r" + " " * 70 + "\r")
     assert stats.events == n and st.runs["r"].events == n
     assert st.runs["r"].metrics["m"]["count"] == n - 1
+
+
+def test_durations_keep_their_sign_and_fit_their_unit():
+    """fmt_ms: "-516.4ms" (not "-516394us"), "+2.50s" when signed, and the unit chosen on
+    the rounded value (999.96 ms is "1.00s", 59.999 s is "1m00.0s")."""
+    assert report.fmt_ms(-516.394) == "-516.4ms"
+    assert report.fmt_ms(-0.25) == "-250us"
+    assert report.fmt_ms(2500.0, signed=True) == "+2.50s"
+    assert report.fmt_ms(0.0, signed=True) == "0us"
+    assert report.fmt_ms(999.96) == "1.00s"
+    assert report.fmt_ms(0.9996) == "1.0ms"
+    assert report.fmt_ms(59_999.0) == "1m00.0s"
+    assert report.fmt_ms(-3_599_990.0) == "-1h00m"
+    assert report.fmt_ms(-90_000.0) == "-1m30.0s"
+
+
+def _events_file(path, events):
+    with open(path, "w") as f:
+        for i, e in enumerate(events, 1):
+            f.write(json.dumps({"run": "r", "pid": 1, "seq": i, **e}) + "\n")
+
+
+def test_a_late_phase_is_marked_and_takes_no_share_of_the_run(tmp_path):
+    """A daemon's phase written 1.1 s after a 22.7 ms run's end reads "(late)" at the top
+    level with no share (not "441%"), and the run's duration stays 22.7 ms."""
+    path = tmp_path / "late.jsonl"
+    _events_file(path, [
+        {"ev": "run_start", "ts": 100.0, "v": 1},
+        {"ev": "phase_start", "ts": 100.001, "span": "1.1", "phase": "command",
+         "parent": None},
+        {"ev": "phase_end", "ts": 100.0225, "span": "1.1", "phase": "command", "parent": None,
+         "status": "completed", "duration_ms": 21.5},
+        {"ev": "run_end", "ts": 100.0227, "status": "completed", "duration_ms": 22.7},
+        {"ev": "phase_start", "ts": 101.1, "span": "9.1", "phase": "daemon",
+         "parent": "1.1", "pid": 9},
+        {"ev": "phase_end", "ts": 101.2, "span": "9.1", "phase": "daemon", "parent": "1.1",
+         "status": "completed", "duration_ms": 100.0, "pid": 9},
+    ])  # fmt: skip
+    code, out, _ = _report("report", path, "--color", "never")
+    assert code == 0
+    assert "duration 22.7ms" in out
+    row = next(line for line in out.splitlines() if line.startswith("daemon "))
+    assert "(late)" in row and "%" not in row
+    assert "critical path (21.5ms, 95% of the run)" in out
+    assert not any(line.startswith("  daemon") for line in out.splitlines())
+
+
+def test_a_failed_phase_is_an_error_in_the_demo_summary_and_markdown(tmp_path):
+    """A phase failing with an exception (nested: it fails its parent too): the summary's
+    total says 1 errors, the failed rows count it, and the markdown header says 1 errors."""
+    path = tmp_path / "fail.jsonl"
+    err = {"type": "ValueError", "msg": "bad", "tb": "Traceback"}
+    _events_file(path, [
+        {"ev": "run_start", "ts": 100.0, "v": 1, "plan": [{"id": "P07", "name": "Validation"}]},
+        {"ev": "phase_start", "ts": 100.1, "span": "1.1", "phase": "P07", "parent": None},
+        {"ev": "phase_start", "ts": 100.2, "span": "1.2", "phase": "P07.rules",
+         "parent": "1.1"},
+        {"ev": "phase_end", "ts": 100.3, "span": "1.2", "phase": "P07.rules", "parent": "1.1",
+         "status": "failed", "duration_ms": 100.0, "error": err},
+        {"ev": "phase_end", "ts": 100.4, "span": "1.1", "phase": "P07", "parent": None,
+         "status": "failed", "duration_ms": 300.0, "error": err},
+        {"ev": "run_end", "ts": 100.5, "status": "failed", "error": err},
+    ])  # fmt: skip
+    st, _, _ = report.load([str(path)])
+    snap = views.snapshot(st, "r", now=200.0)
+    table = report.phase_table(snap, depth=1)
+    assert "0 warnings, 1 errors" in table
+    assert [line.split()[-1] for line in table.splitlines() if line.startswith(("P07", "  P07"))
+            ] == ["0/1", "0/1"]  # fmt: skip
+    code, md, _ = _report("report", path, "--format", "markdown")
+    assert code == 0 and "### Errors and warnings (1 errors, 0 warnings)" in md
+    assert md.count("| failed | P07.rules | ValueError: bad |") == 1
+
+
+def test_an_interrupted_phase_reads_at_least_its_childs_time(tmp_path):
+    """kill -9 during P03 (no end lines, no run_end): P03's duration reads ">3.69s", the
+    least it lasted (until its child P03.pool's end), not "-"."""
+    path = tmp_path / "killed.jsonl"
+    _events_file(path, [
+        {"ev": "run_start", "ts": 10.0, "v": 1},
+        {"ev": "phase_start", "ts": 10.5, "span": "1.1", "phase": "P03", "parent": None},
+        {"ev": "phase_start", "ts": 10.6, "span": "1.2", "phase": "P03.pool",
+         "parent": "1.1"},
+        {"ev": "phase_end", "ts": 14.19, "span": "1.2", "phase": "P03.pool", "parent": "1.1",
+         "status": "completed", "duration_ms": 3590.0},
+    ])  # fmt: skip
+    code, out, _ = _report("report", path, "--color", "never")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("P03 "))
+    assert ">3.69s" in row

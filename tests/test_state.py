@@ -380,3 +380,268 @@ def test_alert_states_merge():
     a = s.runs["r"].alerts["a1"]
     assert a["state"] == "resolved" and a["acknowledged"] is True
     assert a["value"] == 9 and a["threshold"] == 5 and a["resolved_ts"] == 3.0
+
+
+# -- structure whatever the timing (issue 12) ---------------------------------------------
+
+_ERR = {"type": "ValueError", "msg": "bad row 7", "tb": "Traceback ..."}
+
+
+def _family() -> list[dict]:
+    """A run whose owner (pid 1) opens P (span 1.1); three pool workers (pids 2-4) each
+    write a phase under it and a sub-phase under that; worker 2's phase fails with the
+    exception P and the run then fail with; a daemon (pid 9) writes a phase under P after
+    the run ended."""
+    evs: list[dict] = []
+    seqs: dict[int, int] = {}
+
+    def ev(kind: str, pid: int, ts: float, **kw: object) -> None:
+        seqs[pid] = seqs.get(pid, 0) + 1
+        evs.append({"ev": kind, "ts": ts, "run": "r", "pid": pid, "seq": seqs[pid], **kw})
+
+    def phase(pid: int, span: str, key: str, parent: str | None, t0: float, t1: float,
+              status: str = "completed", error: dict | None = None) -> None:  # fmt: skip
+        ev("phase_start", pid, t0, span=span, phase=key, name=key, parent=parent)
+        end = {"error": error} if error else {}
+        ev("phase_end", pid, t1, span=span, phase=key, name=key, parent=parent, status=status,
+           duration_ms=round((t1 - t0) * 1000, 3), cpu_ms=1.0, **end)  # fmt: skip
+
+    ev("run_start", 1, 100.0, v=1, plan=[{"id": "P", "name": "Pool work"}])
+    for w in (2, 3, 4):
+        fail = w == 2
+        phase(w, f"{w}.2", "P.sub", f"{w}.1", 100.2 + w / 100, 100.3 + w / 100)
+        phase(w, f"{w}.1", "P.work", "1.1", 100.1 + w / 100, 100.5 + w / 100,
+              "failed" if fail else "completed", _ERR if fail else None)  # fmt: skip
+    phase(1, "1.1", "P", None, 100.05, 100.9, "failed", _ERR)
+    ev("run_end", 1, 101.0, status="failed", error=_ERR)
+    phase(9, "9.1", "P.daemon", "1.1", 102.0, 102.5)
+    return evs
+
+
+def _tree(evs: list[dict]) -> tuple[list[tuple], int, str]:
+    st = S.State()
+    S.apply_all(st, evs)
+    snap = views.snapshot(st, "r", now=200.0)
+    rows = [(p["span"], p["depth"], p["status"], p["late"], p["name"]) for p in snap["phases"]]
+    return rows, snap["errors"]["count"], snap["run"]["status"]
+
+
+_FAMILY_TREE = [
+    ("1.1", 0, "failed", False, "Pool work"),
+    ("2.1", 1, "failed", False, "P.work"),
+    ("2.2", 2, "completed", False, "P.sub"),
+    ("3.1", 1, "completed", False, "P.work"),
+    ("3.2", 2, "completed", False, "P.sub"),
+    ("4.1", 1, "completed", False, "P.work"),
+    ("4.2", 2, "completed", False, "P.sub"),
+    ("9.1", 0, "completed", True, "P.daemon"),
+]
+
+
+def test_pool_phases_read_in_write_order_nest_under_their_parent():
+    """The family read as written (children's lines before their parent's): the workers'
+    phases under P, the daemon's late phase at the top, one error (raised in 2.1)."""
+    assert _tree(_family()) == (_FAMILY_TREE, 1, "failed")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.permutations(_family()))
+def test_any_order_of_a_parents_and_childrens_lines_gives_the_same_tree(evs):
+    """Whatever order the lines arrive in (a parent's start after its children's, a run's
+    end before a late phase or after it, an end before its start), the tree, the late
+    mark and the one error count are those of the lines read in time order."""
+    assert _tree(evs) == (_FAMILY_TREE, 1, "failed")
+
+
+def test_an_orphan_whose_parent_never_appears_stays_a_root():
+    """A phase naming a parent span no line ever describes is a root (depth 0)."""
+    evs = [
+        {"ev": "phase_start", "ts": 1.0, "run": "r", "pid": 5, "seq": 1, "span": "5.1",
+         "phase": "W", "parent": "1.99"},
+    ]  # fmt: skip
+    st = S.State()
+    S.apply_all(st, evs)
+    assert st.runs["r"].roots == ["5.1"]
+    assert [(p["span"], p["depth"]) for p in views.snapshot(st, "r", now=2.0)["phases"]] == [
+        ("5.1", 0)
+    ]
+
+
+def test_a_late_phase_does_not_stretch_the_run_or_count_in_its_parent():
+    """A phase written 1.1 s after run_end by a daemon is late, at the top level, and its
+    parent's children do not list it."""
+    evs = [e for e in _family() if e["pid"] in (1, 9)]
+    st = S.State()
+    S.apply_all(st, evs)
+    snap = views.snapshot(st, "r", now=200.0)
+    by = {p["span"]: p for p in snap["phases"]}
+    assert by["9.1"]["late"] is True and by["9.1"]["depth"] == 0
+    assert by["1.1"]["children"] == []
+    assert snap["run"]["duration_ms"] == 1000.0
+
+
+def test_an_interrupted_phase_spans_its_children():
+    """kill -9 during P03: P03 has no end line, its child P03.pool ran 3.59 s; P03's
+    duration is at least until the child's end, and marked a lower bound."""
+    evs = [
+        {"ev": "run_start", "ts": 10.0, "run": "r", "pid": 1, "seq": 1},
+        {"ev": "phase_start", "ts": 10.5, "run": "r", "pid": 1, "seq": 2, "span": "1.1",
+         "phase": "P03", "parent": None},
+        {"ev": "phase_start", "ts": 10.6, "run": "r", "pid": 1, "seq": 3, "span": "1.2",
+         "phase": "P03.pool", "parent": "1.1"},
+        {"ev": "phase_end", "ts": 14.19, "run": "r", "pid": 1, "seq": 4, "span": "1.2",
+         "phase": "P03.pool", "parent": "1.1", "status": "completed", "duration_ms": 3590.0},
+    ]  # fmt: skip
+    st = S.State()
+    S.apply_all(st, evs)
+    snap = views.snapshot(st, "r", now=100.0, alive=False)
+    p03 = snap["phases"][0]
+    assert (p03["status"], p03["duration_ms"], p03["duration_lower_bound"]) == (
+        "interrupted",
+        3690.0,
+        True,
+    )
+
+
+def test_an_interrupted_phase_lasts_until_the_last_sample_that_saw_it_open():
+    """A run ended with P open and no child: P lasted at least until the last sample that
+    listed it (2.5 s), not zero."""
+    evs = [
+        {"ev": "run_start", "ts": 10.0, "run": "r", "pid": 1, "seq": 1},
+        {"ev": "phase_start", "ts": 10.5, "run": "r", "pid": 1, "seq": 2, "span": "1.1",
+         "phase": "P", "parent": None},
+        {"ev": "sample", "ts": 13.0, "run": "r", "pid": 1, "seq": 3, "spans": ["1.1"]},
+        {"ev": "run_end", "ts": 13.2, "run": "r", "pid": 1, "seq": 4, "status": "failed"},
+    ]  # fmt: skip
+    st = S.State()
+    S.apply_all(st, evs)
+    p = views.snapshot(st, "r", now=100.0)["phases"][0]
+    assert (p["status"], p["duration_ms"]) == ("interrupted", 2500.0)
+
+
+def test_a_nested_failure_is_one_error_and_each_failed_phase_shows_it():
+    """An exception raised in P07.rules fails P07.rules, P07 and the run: the run counts
+    1 error (plus 1 logged), each failed phase's own count includes its exception, and
+    the exceptions list names the phase that raised it."""
+    err = {"type": "DemoFailure", "msg": "rule R-17", "tb": "..."}
+    evs = [
+        {"ev": "run_start", "ts": 1.0, "run": "r", "pid": 1, "seq": 1},
+        {"ev": "phase_start", "ts": 1.1, "run": "r", "pid": 1, "seq": 2, "span": "1.1",
+         "phase": "P07", "parent": None},
+        {"ev": "phase_start", "ts": 1.2, "run": "r", "pid": 1, "seq": 3, "span": "1.2",
+         "phase": "P07.rules", "parent": "1.1"},
+        {"ev": "log", "ts": 1.25, "run": "r", "pid": 1, "seq": 4, "level": "error",
+         "msg": "row 7", "span": "1.2"},
+        {"ev": "phase_end", "ts": 1.3, "run": "r", "pid": 1, "seq": 5, "span": "1.2",
+         "phase": "P07.rules", "parent": "1.1", "status": "failed", "error": err},
+        {"ev": "phase_end", "ts": 1.4, "run": "r", "pid": 1, "seq": 6, "span": "1.1",
+         "phase": "P07", "parent": None, "status": "failed", "error": err},
+        {"ev": "run_end", "ts": 1.5, "run": "r", "pid": 1, "seq": 7, "status": "failed",
+         "error": err},
+    ]  # fmt: skip
+    st = S.State()
+    S.apply_all(st, evs)
+    assert S.error_count(st.runs["r"]) == 2
+    snap = views.snapshot(st, "r", now=2.0)
+    assert (snap["errors"]["count"], snap["errors"]["logged"]) == (2, 1)
+    assert [x["span"] for x in snap["errors"]["exceptions"]] == ["1.2"]
+    assert [(p["span"], p["errors"]) for p in snap["phases"]] == [("1.1", 1), ("1.2", 2)]
+
+
+def test_an_exception_outside_every_phase_is_the_runs_error():
+    """A run failing with an exception no phase failed with counts it: 1 error."""
+    err = {"type": "KeyError", "msg": "'x'"}
+    evs = [
+        {"ev": "run_start", "ts": 1.0, "run": "r", "pid": 1, "seq": 1},
+        {"ev": "run_end", "ts": 1.5, "run": "r", "pid": 1, "seq": 2, "status": "failed",
+         "error": err},
+    ]  # fmt: skip
+    st = S.State()
+    S.apply_all(st, evs)
+    snap = views.snapshot(st, "r", now=2.0)
+    assert snap["errors"]["count"] == 1
+    assert snap["errors"]["exceptions"][0]["error"]["type"] == "KeyError"
+
+
+def test_plan_names_name_phases_that_have_none_of_their_own():
+    """phase("P01") under a plan naming P01 "Text Extraction" is shown by that name; a
+    phase given its own name keeps it."""
+    evs = [
+        {"ev": "run_start", "ts": 1.0, "run": "r", "pid": 1, "seq": 1,
+         "plan": [{"id": "P01", "name": "Text Extraction"}, {"id": "P02", "name": "Norm"}]},
+        {"ev": "phase_start", "ts": 1.1, "run": "r", "pid": 1, "seq": 2, "span": "1.1",
+         "phase": "P01", "name": "P01", "parent": None},
+        {"ev": "phase_start", "ts": 1.2, "run": "r", "pid": 1, "seq": 3, "span": "1.2",
+         "phase": "P02", "name": "Normalise v2", "parent": None},
+    ]  # fmt: skip
+    st = S.State()
+    S.apply_all(st, evs)
+    snap = views.snapshot(st, "r", now=2.0)
+    assert [p["name"] for p in snap["phases"]] == ["Text Extraction", "Normalise v2"]
+
+
+def test_cpu_average_needs_a_phase_of_one_clock_tick():
+    """A 5 us phase with 6.65 us of CPU has no CPU average (not "133%"); a 100 ms phase
+    with 50 ms has 50%."""
+    evs = [
+        {"ev": "phase_end", "ts": 1.0, "run": "r", "pid": 1, "seq": 1, "span": "1.1",
+         "phase": "A", "status": "completed", "duration_ms": 0.005, "cpu_ms": 0.00665},
+        {"ev": "phase_end", "ts": 2.0, "run": "r", "pid": 1, "seq": 2, "span": "1.2",
+         "phase": "B", "status": "completed", "duration_ms": 100.0, "cpu_ms": 50.0},
+    ]  # fmt: skip
+    st = S.State()
+    S.apply_all(st, evs)
+    snap = views.snapshot(st, "r", now=3.0)
+    assert [p["cpu_pct"] for p in snap["phases"]] == [None, 50.0]
+
+
+def test_a_failure_in_a_folded_repeat_is_counted_once():
+    """Beyond max_phases, a loop's repeat that fails (folded away at once, or kept light)
+    counts 1 error; its parent failing with the same exception adds none; a repeat whose
+    failure the parent caught still counts 1."""
+    err = {"type": "IOError", "msg": "disk"}
+
+    def run(parent_fails: bool) -> int:
+        evs = [{"ev": "phase_start", "ts": 1.0, "span": "1.1", "phase": "P", "parent": None}]
+        for i in range(2, 12):
+            last = i == 11
+            evs += [
+                {"ev": "phase_start", "ts": 1.0 + i / 100, "span": f"1.{i}", "phase": "L",
+                 "parent": "1.1"},
+                {"ev": "phase_end", "ts": 1.005 + i / 100, "span": f"1.{i}", "phase": "L",
+                 "parent": "1.1", "status": "failed" if last else "completed",
+                 **({"error": err} if last else {})},
+            ]  # fmt: skip
+        evs.append({"ev": "phase_end", "ts": 2.0, "span": "1.1", "phase": "P", "parent": None,
+                    "status": "failed" if parent_fails else "completed",
+                    **({"error": err} if parent_fails else {})})  # fmt: skip
+        for i, e in enumerate(evs, 1):
+            e.update(run="r", pid=1, seq=i)
+        st = S.State(max_phases=4)
+        S.apply_all(st, evs)
+        assert st.runs["r"].folded_count > 0
+        return S.error_count(st.runs["r"])
+
+    assert (run(True), run(False)) == (1, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.permutations(
+        [
+            {"ev": "phase_start", "ts": 1.0, "span": "1.1", "phase": "P", "parent": None},
+            {"ev": "phase_start", "ts": 1.1, "span": "1.2", "phase": "C", "parent": "1.1"},
+            {"ev": "phase_end", "ts": 1.2, "span": "1.2", "phase": "C", "parent": "1.1",
+             "status": "failed", "error": {"type": ["x"], "msg": {"m": 1}}},
+            {"ev": "phase_end", "ts": 1.3, "span": "1.1", "phase": "P", "parent": None,
+             "status": "failed", "error": {"type": ["x"], "msg": {"m": 1}}},
+            {"ev": "run_end", "ts": 1.4, "status": "failed", "error": {"type": [1]}},
+        ]
+    )
+)  # fmt: skip
+def test_damaged_error_fields_never_raise_and_count_once(evs):
+    """An exception whose type and message are a list and a dict (a damaged line) is
+    still one error in any order of the lines, and the reducer does not raise."""
+    st = S.State()
+    S.apply_all(st, [{**e, "run": "r", "pid": 1} for e in evs])
+    assert S.error_count(st.runs["r"]) == 1

@@ -249,7 +249,8 @@
     const kids = new Map();
     const roots = [];
     for (const p of S.spans.values()) {
-      if (p.parent && S.spans.has(p.parent) && p.parent !== p.span) {
+      // A late phase (started after the run ended) is not nested under its finished parent.
+      if (p.parent && S.spans.has(p.parent) && p.parent !== p.span && !p.late) {
         if (!kids.has(p.parent)) kids.set(p.parent, []);
         kids.get(p.parent).push(p);
       } else {
@@ -503,8 +504,15 @@
       snap.folded = u.folded;
       parts.add("table");
     }
-    if (u.quality) snap.quality = u.quality;
-    if (u.monitor) snap.monitor = u.monitor;
+    // The rest of the snapshot comes whole in every update, so each panel shows live what
+    // a reload would show (Run panel, errors, alerts, cards).
+    for (const k of ["quality", "monitor", "processes", "errors", "anomalies", "keys", "metrics"]) {
+      if (u[k] !== undefined) snap[k] = u[k];
+    }
+    if (u.resources) snap.resources = { ...u.resources, samples: [] };
+    if (u.log_counts) snap.logs = { ...u.log_counts, items: [] };
+    if (u.artifacts) snap.artifacts = u.artifacts;
+    ["alerts", "logs", "info"].forEach((x) => parts.add(x));
     updateTicker();
     mark(...parts);
   }
@@ -869,6 +877,8 @@
     if (p.items) lines.push(`${fmtInt(p.items)} items · ${fmtRate(p.items_per_s)} items/s`);
     if (p.errors || p.warnings) lines.push(`${p.errors || 0} errors · ${p.warnings || 0} warnings`);
     if (p.reason) lines.push(`${statusText(p.status)}: ${p.reason}`);
+    if (p.late) lines.push("late: started after the run ended");
+    if (p.duration_lower_bound) lines.push("no end recorded: lasted at least this long");
     const a = attemptOf(p);
     if (a) lines.push(`${attemptText(a)} (${a.failed} failed)`);
     const calls = aggregatedCalls(p.span);
@@ -1269,7 +1279,7 @@
   // ---------------------------------------------------------------- phase table
   const COLS = [
     { id: "phase", label: "Phase", cls: "c-key", val: (p) => p.phase, fmt: (v) => v },
-    { id: "name", label: "Name", cls: "c-name", val: (p) => p.name, fmt: (v) => v || "" },
+    { id: "name", label: "Name", cls: "c-name", val: (p) => (p.late ? `${p.name || p.phase} (late)` : p.name), fmt: (v) => v || "" },
     { id: "status", label: "Status", cls: "c-status", val: (p) => p.status, badge: true },
     { id: "offset_ms", label: "Start", val: (p) => p.offset_ms, fmt: (v) => (num(v) ? `+${fmtMs(v)}` : "–") },
     { id: "duration_ms", label: "Duration", val: (p) => liveDuration(p), fmt: fmtMs },
@@ -1289,6 +1299,7 @@
   ];
 
   function shareOf(p) {
+    if (p.late) return null; // it ran after the run: no share of it
     const total = runDurationMs();
     const d = liveDuration(p);
     return num(d) && total > 0 ? d / total : null;
@@ -1585,6 +1596,7 @@
         el("span", { class: "muted", text: `span ${p.span} · pid ${p.pid ?? "?"} · ${p.thread || ""}` }),
       ),
       p.reason ? el("p", { class: `reason-line ${statusClass(p.status)}`, text: `${STATUS[p.status] || ""} ${statusText(p.status)}: ${p.reason}` }) : null,
+      p.late ? el("p", { class: "reason-line", text: "Late: started after the run ended (not counted in the run's time)." }) : null,
       detailFigures(p),
       detailError(p),
       a ? [el("h3", { text: "Attempts" }), detailAttempts(p, a)] : null,
@@ -1608,7 +1620,8 @@
     const dur = liveDuration(p);
     return figs([
       ["Start", num(p.offset_ms) ? `+${fmtMs(p.offset_ms)} (${fmtClock(p.start).slice(11)})` : "–"],
-      ["Duration", fmtMs(dur)],
+      // No end line: the least it is known to have lasted (its sub-phases, its last sample).
+      ["Duration", `${p.duration_lower_bound ? "≥ " : ""}${fmtMs(dur)}`],
       ["Share of run", num(shareOf(p)) ? `${Math.round(shareOf(p) * 100)}%` : "–"],
       ["CPU avg / peak", `${fmtPct(p.cpu_pct)} / ${fmtPct(p.cpu_peak_pct)}`],
       ["CPU time", fmtMs(p.cpu_ms)],
@@ -1710,6 +1723,8 @@
 
   function detailLogs(p) {
     const mine = S.logs.filter((l) => l.span === p.span);
+    // A failed phase's exception is one of its errors (raised here or in a sub-phase).
+    if (p.error) mine.push(exceptionItem({ ...p, ts: p.end }, "phase failed"));
     if (!mine.length) return el("p", { class: "muted", text: "None recorded in this phase." });
     return el("ul", { class: "list" }, mine.slice(-50).map(logItem));
   }
@@ -1927,23 +1942,28 @@
     );
   }
 
-  /** Logged warnings and errors, plus the errors that ended phases and the run. */
+  /** An exception that failed a phase (or the run) as an item of the errors list. */
+  function exceptionItem(x, source) {
+    const e = x.error || {};
+    return { ts: x.ts, level: "error", msg: `${e.type || "Error"}: ${e.msg || ""}`, span: x.span, phase: x.phase, pid: x.pid, source };
+  }
+
+  /** Logged warnings and errors, plus each exception that failed phases or the run, once
+   * (the snapshot's ``errors.exceptions``: the same count as the report and /metrics). */
   function problems() {
     const out = S.logs.filter((l) => l.level !== "info" && l.level !== "debug");
-    const logged = new Set(out.map((l) => l.span));
-    for (const p of S.order) {
-      if (p.error && !logged.has(p.span) && p.depth === 0) {
-        const msg = `${p.error.type || "Error"}: ${p.error.msg || ""}`;
-        out.push({ ts: p.end, level: "error", msg, span: p.span, phase: p.phase, pid: p.pid, source: "phase failed" });
-      }
-    }
+    const errs = S.snap.errors || {};
+    for (const x of errs.exceptions || []) out.push(exceptionItem(x, x.span ? "phase failed" : "run failed"));
     return out.sort((a, b) => (a.ts || 0) - (b.ts || 0));
   }
 
   function renderLogs() {
     const items = problems();
     const list = clear($("logs"));
-    setText($("logs-count"), String(items.length));
+    // The run's counts (errors counted once), not the items held: a ring may have dropped some.
+    const errs = S.snap.errors || {};
+    const warns = (S.snap.logs && S.snap.logs.warnings) || 0;
+    setText($("logs-count"), String(num(errs.count) ? errs.count + warns : items.length));
     if (!items.length) {
       list.append(el("li", { class: "empty", text: "No errors or warnings." }));
       return;
@@ -2014,6 +2034,7 @@
           `peak RSS ${fmtBytes(res.peak_rss_bytes)}, tree ${fmtBytes(res.peak_tree_rss_bytes)}`,
       ],
       ["Processes", String((S.snap.processes || []).length)],
+      ["Errors / warnings", `${fmtInt((S.snap.errors || {}).count || 0)} / ${fmtInt((S.snap.logs || {}).warnings || 0)}`],
       ["Tags", tagEntries(r.tags).length ? el("span", { class: "tags" }, tagChips(r.tags)) : "–"],
       ["Metadata", meta.length ? meta.join(", ") : "–"],
       ["Resumed", resumedText(r.resumed)],
