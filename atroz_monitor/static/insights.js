@@ -444,5 +444,7 @@
     if (cur) onRun({ detail: cur });
   }
 
-  wire();
+  // Inlined in a static report, this runs in <head> before the panels exist.
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", wire);
+  else wire();
 })();
