@@ -390,13 +390,14 @@
         bars[side].get(bar.phase).push(bar);
       }
     }
-    const W = 720;
+    // Drawn at the panel's width (not scaled down: labels stay readable at 390 px).
+    const W = Math.max(300, Math.min(1400, ($("compare") || {}).clientWidth || 720));
     const LW = 64;
     const RH = 22;
     const H = keys.length * RH + 22;
     const T = c.axis_ms || 1;
     const X = (ms) => LW + (ms / T) * (W - LW - 8);
-    const g = sv("svg", { class: "cmp-gantt", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Both runs' timelines on one time axis: this run above, the other below" });
+    const g = sv("svg", { class: "cmp-gantt", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Both runs' timelines on one time axis: this run above, the other below" });
     const step = Math.max(1, Math.ceil(T / 1000 / 6));
     for (let s = 0; s * 1000 <= T; s += step) {
       g.append(sv("line", { class: "grid", x1: X(s * 1000), x2: X(s * 1000), y1: 0, y2: H - 16 }));
@@ -439,6 +440,12 @@
       });
     }
     document.addEventListener("atroz:run", onRun);
+    let width = window.innerWidth;
+    window.addEventListener("resize", () => {
+      if (window.innerWidth === width) return;
+      width = window.innerWidth;
+      if (I.compare) renderCompare();
+    });
     // app.js may have rendered already (a static report renders at once).
     const cur = UI.current();
     if (cur) onRun({ detail: cur });
