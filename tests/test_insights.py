@@ -171,6 +171,21 @@ def test_rows_from_state_match_the_reduced_runs() -> None:
     assert [p["key"] for p in view["phases"]] == ["P00"]
 
 
+def test_rows_from_state_keeps_the_newest_runs_up_to_the_subject() -> None:
+    """Runs 0-5 read in shuffled order, limit 3: up to run 3 gives runs 1, 2, 3; with no
+    subject the newest three, 3, 4, 5; limit 0 gives nothing."""
+    runs = {}
+    for i in range(6):
+        r = Run(f"q{i}", T0 + i * 100)
+        r.phase("P00", 0.0, 0.1)
+        runs[i] = r.end(0.2)
+    st = state_of(*(runs[i] for i in (4, 0, 5, 2, 1, 3)))
+    assert [r["run"] for r in charts.rows_from_state(st, "q3", limit=3)] == ["q1", "q2", "q3"]
+    assert [r["run"] for r in charts.rows_from_state(st, None, limit=3)] == ["q3", "q4", "q5"]
+    assert [r["run"] for r in charts.rows_from_state(st, "q1", limit=3)] == ["q0", "q1"]
+    assert charts.rows_from_state(st, "q3", limit=0) == []
+
+
 # ---------------------------------------------------------------------------- comparison
 
 
