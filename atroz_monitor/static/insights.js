@@ -205,8 +205,10 @@
     const g = sv("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, preserveAspectRatio: "none" });
     if (!pts.length) return g;
     const vals = pts.map(([, v]) => v);
-    const hi = Math.max(...vals);
-    const lo = Math.min(...vals);
+    // At least +-10% of the middle value in view: noise of a few percent draws nearly flat.
+    const mid = (Math.max(...vals) + Math.min(...vals)) / 2;
+    const hi = Math.max(...vals, mid * 1.1);
+    const lo = Math.min(...vals, mid * 0.9);
     const pad = (hi - lo) * 0.1 || hi * 0.1 || 1;
     const X = (i) => 3 + (i / Math.max(1, values.length - 1)) * (W - 6);
     const Y = (v) => H - 3 - ((v - (lo - pad)) / (hi - lo + 2 * pad)) * (H - 6);
@@ -275,9 +277,10 @@
       return;
     }
     const m = I.metric;
-    const CW = 16;
-    const RH = 18;
     const LW = 58;
+    // Cells as wide as the panel allows (16 to 36 px): at 390 px twenty runs still fit.
+    const CW = Math.max(14, Math.min(36, Math.floor(((box.clientWidth || 360) - LW - 8) / runs.length)));
+    const RH = CW > 20 ? 22 : 18;
     const top = 4;
     const W = LW + runs.length * CW + 4;
     const H = top + h.phases.length * RH + 16;
@@ -445,6 +448,7 @@
       if (window.innerWidth === width) return;
       width = window.innerWidth;
       if (I.compare) renderCompare();
+      if (I.insights) renderHeatmap();
     });
     // app.js may have rendered already (a static report renders at once).
     const cur = UI.current();
