@@ -234,6 +234,72 @@ def test_compare_runs_gives_per_phase_figures_and_deltas_against_b() -> None:
     assert [r["key"] for r in top["phases"]] == ["P00", "P01", "P02"]
 
 
+_PHASES = hs.lists(
+    hs.tuples(
+        hs.sampled_from(["P00", "P01", "P02", "P01.x"]),
+        hs.floats(0, 50),
+        hs.floats(0, 20),
+        hs.sampled_from(["completed", "failed", "skipped", "cancelled"]),
+        hs.one_of(hs.none(), hs.integers(0, 2**33)),
+        hs.one_of(hs.none(), hs.floats(0, 1e5)),
+    ),
+    max_size=12,
+)
+
+
+def _random_run(rid: str, t0: float, phases: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    r = Run(rid, t0)
+    last: dict[str, str] = {}
+    for key, start, dur, status, rss, cpu in phases:
+        parent = last.get("P01") if key == "P01.x" else None
+        span = r.phase(key, start, dur, parent=parent, status=status,
+                       **({"peak_rss_bytes": rss} if rss is not None else {}),
+                       **({"cpu_ms": cpu} if cpu is not None else {}))  # fmt: skip
+        r.ev("sample", start + dur / 2, cpu_pct=cpu or 0.0, sys_cpu_pct=30.0, spans=[span],
+             io_read_bytes=int(start * MIB))  # fmt: skip
+        last[key] = span
+    return r.end(80.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_PHASES, _PHASES)
+def test_compare_runs_of_any_two_runs_is_consistent(
+    pa: list[tuple[Any, ...]], pb: list[tuple[Any, ...]]
+) -> None:
+    """Any two runs: every key of either run has one row, deltas are a - b where both have
+    a figure, and a run against itself has no change at all."""
+    st = state_of(_random_run("A", T0, pa), _random_run("B", T0 - 500, pb))
+    sa, sb = snap_of(st, "A"), snap_of(st, "B")
+    c = compare_runs(sa, sb)
+    keys = {p["phase"] for p in sa["phases"]} | {p["phase"] for p in sb["phases"]}
+    assert sorted(r["key"] for r in c["phases"]) == sorted(keys | {"P00", "P01"})
+    for r in c["phases"]:
+        for f, d in r["delta"].items():
+            x, y = (r["a"] or {}).get(f), (r["b"] or {}).get(f)
+            if d is not None:
+                assert d == pytest.approx(x - y, abs=1e-3)
+    same = compare_runs(sa, sa)
+    assert all(not r["status_changed"] for r in same["phases"])
+    assert all(d in (None, 0.0) for r in same["phases"] for d in r["delta"].values())
+
+
+@settings(max_examples=60, deadline=None)
+@given(_PHASES, hs.integers(0, 4))
+def test_suggest_on_any_run_returns_well_formed_items(
+    phases: list[tuple[Any, ...]], earlier: int
+) -> None:
+    """Any run and history: each suggestion names a known rule, has text, and evidence of
+    plain numbers and strings (JSON-ready)."""
+    hist = [_random_run(f"h{i}", T0 - 1000 * (i + 1), phases) for i in range(earlier)]
+    st = state_of(*hist, _random_run("X", T0, phases))
+    got = suggestions.suggest(snap_of(st, "X"), charts.rows_from_state(st, "X"))
+    for s in got:
+        assert s["rule"] in suggestions.RULES
+        assert s["finding"] and s["advice"]
+        assert all(isinstance(v, (int, float, str)) for v in s["evidence"].values())
+    json.dumps(got, allow_nan=False)
+
+
 # ---------------------------------------------------------------------------- suggestions
 
 
