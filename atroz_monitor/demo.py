@@ -46,7 +46,9 @@ def _burn(seconds: float, chunk: bytes = b"atroz" * 200) -> int:
     n = 0
     h = hashlib.sha256()
     while time.perf_counter() < end:
-        for _ in range(20):  # short steps: a short phase is not stretched by its last step
+        # Short steps (20 KB): a short phase, or a loaded machine, does not stretch a phase
+        # by its last step, so the phases keep their proportions at any --duration.
+        for _ in range(20):
             h.update(chunk)
         n += 1
     return n
