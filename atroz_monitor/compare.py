@@ -130,7 +130,9 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], *, depth: int = 1) 
     and ``delta_pct`` (per figure, relative to ``b``), ``status_changed``, and ``only``
     ("a", "b" or None). Durations and CPU are sums over the key's occurrences. ``gantt``:
     each run's bars (``offset_ms``, ``duration_ms``, ``depth``, ``status``) on one shared
-    axis of ``axis_ms`` (the longer run). ``run`` and ``totals`` compare the runs whole.
+    axis of ``axis_ms`` (the longer run). ``a`` and ``b`` hold each run's header (id, name,
+    status, start, duration, host, tags, peak RSS of the process tree, errors) and ``totals``
+    compares them whole (duration and peak RSS changes, keys whose status changed).
     """
     fa, fb = _key_figures(a, depth), _key_figures(b, depth)
     ra, rb = _run(a), _run(b)
@@ -204,7 +206,6 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], *, depth: int = 1) 
             "duration_pct": dur_p,
             "peak_rss_bytes": rss_d,
             "peak_rss_pct": rss_p,
-            "slower": [r["key"] for r in rows if (r["delta_pct"]["duration_ms"] or 0) > 0],
             "status_changed": [r["key"] for r in rows if r["status_changed"]],
         },
         "phases": rows,
