@@ -303,3 +303,49 @@ def test_live_without_compare_hides_the_panel(
     )
     assert sorted(options) == ["", "run0", "run1", "run2", "run3", "run4"]
     assert len(heat_cells(driver)) == 3 * RUNS
+
+
+def test_live_suggestions_arrive_when_the_run_ends(driver: Any, tmp_path: Path) -> None:
+    """A run watched live after five runs of a slowing P00: while it runs the suggestions
+    panel says they come at the end; when it ends (an SSE update, no reload) the page fetches
+    the insights again and lists "getting_slower" for P00."""
+    import time
+
+    from atroz_monitor import Monitor, server
+    from atroz_monitor.source import FileSource
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    now = time.time()
+    for i, secs in enumerate((0.10, 0.12, 0.14, 0.16, 0.18)):
+        r = Run(f"old{i}", now - 1000 * (6 - i), plan=[{"id": "P00", "name": "Load"}])
+        r.phase("P00", 0.0, secs)
+        (runs / f"old{i}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in r.end(secs)))
+    mon = Monitor(runs, plan=[("P00", "Load")], sample_interval=0.2, alert_rules=[])
+    mon.start()
+    src = FileSource([str(runs)])
+    srv = server.start_server(src, "127.0.0.1", 0)
+    try:
+        mon.start_phase("P00", name="Load")
+        open_page(driver, f"{srv.url}?run={mon.run_id}")
+        driver.execute_script("window.__same_page = 7")
+        wait_for(driver, "return document.querySelector('#suggestions li')?.textContent")
+        assert (
+            driver.execute_script("return document.querySelector('#suggestions li').textContent")
+            == "Suggestions come when the run is over."
+        )
+        time.sleep(0.25)  # the phase's work: slower than every earlier run
+        mon.complete_phase("P00")
+        mon.close()
+        wait_for(
+            driver,
+            "return document.querySelector('#suggestions li.suggestion')?.dataset.rule"
+            " === 'getting_slower'",
+            20,
+        )
+        assert driver.execute_script("return window.__same_page") == 7
+        assert console_errors(driver) == []
+    finally:
+        mon.close()
+        srv.close()
+        src.close()
