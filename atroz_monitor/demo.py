@@ -285,6 +285,8 @@ def main(
 
     snap = snapshot(st, mon.run_id, now=time.time(), quality=stats.to_dict())
     print(phase_table(snap, depth=0), flush=True)
+    if runs_before:
+        _print_insights(out, path, mon.run_id, runs_before)
     if server is not None:
         print(f"the run is over; still serving {server.url} (Ctrl-C to stop)", flush=True)
         try:
@@ -294,6 +296,40 @@ def main(
         finally:
             server.close()
     return status
+
+
+def _recent_logs(out: str, own: str, n: int) -> list[str]:
+    """The ``n`` newest other run logs of the directory (run ids start with their start time,
+    so names sort by age; no log is read)."""
+    try:
+        with os.scandir(out) as it:
+            names = sorted(
+                e.name for e in it if e.name.endswith(".jsonl") and ".part" not in e.name
+            )
+    except OSError:
+        return []
+    paths = [os.path.join(out, name) for name in names]
+    return [p for p in paths if os.path.abspath(p) != os.path.abspath(own)][-n:]
+
+
+def _print_insights(out: str, path: str, run_id: str, runs_before: int) -> None:
+    """The suggestions for this run against the latest earlier runs, after the summary."""
+    from . import charts, suggestions
+    from .loader import load_state
+    from .report import suggestion_lines
+    from .views import snapshot
+
+    st, _ = load_state([*_recent_logs(out, path, suggestions.SLOW_WINDOW), path])
+    if run_id not in st.runs:
+        return
+    rows = charts.rows_from_state(st, run_id, limit=suggestions.SLOW_WINDOW)
+    items = suggestions.suggest(snapshot(st, run_id, now=time.time()), rows)
+    print(
+        f"history: {runs_before} earlier run(s) in {out}: trends, heatmap and suggestions on "
+        "the page and in `report --format html`",
+        flush=True,
+    )
+    print("\n".join(suggestion_lines(items)[1:]) if items else "suggestions: none", flush=True)
 
 
 def _earlier_runs(out: str) -> int:

@@ -1299,6 +1299,11 @@ def _suggestions_text(items: Sequence[Mapping[str, Any]], st: _Style) -> list[st
     return out
 
 
+def suggestion_lines(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The text report's suggestions section, without colour (the demo prints it)."""
+    return _suggestions_text(items, _Style(False))
+
+
 def _suggestions_markdown(items: Sequence[Mapping[str, Any]]) -> list[str]:
     if not items:
         return []
