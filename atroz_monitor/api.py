@@ -247,6 +247,10 @@ def _dispatch(
         return _phase_history(source, rest[1], rest[2], q)
     if head == "stream" and len(rest) == 1:
         raise NotFound("the event stream is served by the HTTP server only")
+    if head == "compare" and len(rest) == 1:
+        return _compare(source, q)
+    if head == "insights" and len(rest) == 1:
+        return _insights(source, q)
     raise NotFound("no such route")
 
 
@@ -517,6 +521,38 @@ def _export(source: Source, v: View) -> Response:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", rid)[:120] or "run"
     return json_response(
         doc, extra=[("Content-Disposition", f'attachment; filename="{safe}.json"')]
+    )
+
+
+def _compare(source: Source, q: Query) -> Response:
+    """Run ``a`` against run ``b``: ``compare.compare_runs`` of their snapshots."""
+    from .compare import compare_runs
+
+    a, b = q.get("a"), q.get("b")
+    if not a or not b:
+        raise BadRequest("a and b: two run ids are needed (a=RUN&b=RUN)")
+    depth = q.int("depth", 1, 0, 100)
+    va, vb = _view(source, a), _view(source, b)
+    return json_response(compare_runs(va.snap, vb.snap, depth=1 if depth is None else depth))
+
+
+def _insights(source: Source, q: Query) -> Response:
+    """Trends and heatmap over the runs up to ``run`` (``charts.history_view``) and the
+    run's suggestions (``suggestions.suggest``)."""
+    from . import charts, suggestions
+
+    v = _view(source, q.get("run") or "latest")
+    rid = v.snap["run"]["id"]
+    limit = q.int("runs", charts.RUNS_SHOWN, 1, 200) or charts.RUNS_SHOWN
+    # The suggestions over history read up to SLOW_WINDOW runs whatever the chart shows.
+    need = max(limit, suggestions.SLOW_WINDOW)
+    rows = source.read(lambda st: charts.rows_from_state(st, rid, limit=need))
+    return json_response(
+        {
+            "run": rid,
+            "history": charts.history_view(rows, limit=limit),
+            "suggestions": suggestions.suggest(v.snap, rows),
+        }
     )
 
 

@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="baseline run logs to compare the subject with",
     )
     r.add_argument(
+        "--compare",
+        metavar="RUN",
+        help="compare the run side by side with another: a run id of the input, or a log "
+        "file or directory (its latest run)",
+    )
+    r.add_argument(
         "--baseline-tag",
         action="append",
         metavar="KEY=VALUE",

@@ -46,7 +46,9 @@ def _burn(seconds: float, chunk: bytes = b"atroz" * 200) -> int:
     n = 0
     h = hashlib.sha256()
     while time.perf_counter() < end:
-        for _ in range(200):
+        # Short steps (20 KB): a short phase, or a loaded machine, does not stretch a phase
+        # by its last step, so the phases keep their proportions at any --duration.
+        for _ in range(20):
             h.update(chunk)
         n += 1
     return n
@@ -81,9 +83,24 @@ def _pool_context() -> Any:
     return mp.get_context("fork" if "fork" in methods else "spawn")
 
 
-def run_pipeline(mon: Monitor, duration: float, fail: str | None, out_dir: str) -> None:
-    """The pipeline itself: what a user's code looks like with atroz_monitor."""
+# The simulated reference index of P05 grows by a batch with every earlier run in the demo's
+# directory and is rebuilt every INDEX_CYCLE runs: after a few demos the trends, the heatmap
+# and the suggestions have a slowing phase and a creeping memory peak to show.
+INDEX_CYCLE = 8
+INDEX_GROWTH = 0.15  # of P05's time budget, per batch
+INDEX_BATCH_BYTES = 8 * 1024 * 1024
+
+
+def run_pipeline(
+    mon: Monitor, duration: float, fail: str | None, out_dir: str, runs_before: int = 0
+) -> None:
+    """The pipeline itself: what a user's code looks like with atroz_monitor.
+
+    ``runs_before``: earlier runs in the demo's directory; P05's index holds that many
+    batches (modulo ``INDEX_CYCLE``), each costing time and memory.
+    """
     budget = {pid: duration * share for pid, _, share in PLAN}
+    batches = runs_before % INDEX_CYCLE
     os.makedirs(out_dir, exist_ok=True)
     keep: list[bytearray] = []  # memory the pipeline holds on to between phases
 
@@ -141,11 +158,11 @@ def run_pipeline(mon: Monitor, duration: float, fail: str | None, out_dir: str) 
             with ctx.Pool(2) as pool:
                 results = pool.map(
                     _ner_chunk,
-                    [(i, per_chunk, t * 0.85 / 2, p.span) for i in range(chunks)],
+                    [(i, per_chunk, t * 0.4 / 2, p.span) for i in range(chunks)],
                 )
         entities = sum(r["entities"] for r in results)
         with mon.phase("P03.merge", "Merge entities") as s:
-            _burn(t * 0.1)
+            _burn(t * 0.5)
             s.add_items(entities)
         p.add_items(len(docs))
         p.metric("entities", entities)
@@ -167,9 +184,12 @@ def run_pipeline(mon: Monitor, duration: float, fail: str | None, out_dir: str) 
 
     with mon.phase("P05", "Cross-Referencing") as p:
         t = budget["P05"]
-        with mon.phase("P05.index", "Build index"):
+        with mon.phase("P05.index", "Build index") as s:
             index = {hashlib.sha1(d[:64]).hexdigest(): i for i, d in enumerate(docs)}
-            _burn(t * 0.4)
+            held = [bytearray(INDEX_BATCH_BYTES) for _ in range(batches)]
+            _burn(t * (0.4 + INDEX_GROWTH * batches))
+            s.metric("index_batches", batches)
+            del held
         with mon.phase("P05.link", "Link references") as s:
             _burn(t * 0.55)
             s.add_items(len(index))
@@ -215,10 +235,10 @@ def run_pipeline(mon: Monitor, duration: float, fail: str | None, out_dir: str) 
         t = budget["P09"]
         keep.clear()
         with mon.phase("P09.compress", "Compress") as s:
-            _burn(t * 0.7)
+            _burn(t * 0.6)
             s.add_items(len(docs))
         with mon.phase("P09.upload", "Upload"):
-            time.sleep(t * 0.2)  # waiting on I/O: wall time without CPU
+            time.sleep(t * 0.3)  # waiting on I/O: wall time without CPU
         p.add_items(len(docs))
         maybe_fail("P09")
 
@@ -234,6 +254,7 @@ def main(
     from .loader import load_state
     from .report import phase_table
 
+    runs_before = _earlier_runs(out)
     mon = Monitor(
         out,
         plan=[(pid, name) for pid, name, _ in PLAN],
@@ -249,7 +270,9 @@ def main(
     status = 0
     try:
         with mon:
-            run_pipeline(mon, duration, fail, os.path.join(out, mon.run_id + "-artifacts"))
+            run_pipeline(
+                mon, duration, fail, os.path.join(out, mon.run_id + "-artifacts"), runs_before
+            )
     except DemoFailure as exc:
         print(f"the pipeline failed as asked: {exc}", file=sys.stderr)
         status = 1
@@ -262,6 +285,8 @@ def main(
 
     snap = snapshot(st, mon.run_id, now=time.time(), quality=stats.to_dict())
     print(phase_table(snap, depth=0), flush=True)
+    if runs_before:
+        _print_insights(out, path, mon.run_id, runs_before)
     if server is not None:
         print(f"the run is over; still serving {server.url} (Ctrl-C to stop)", flush=True)
         try:
@@ -271,6 +296,50 @@ def main(
         finally:
             server.close()
     return status
+
+
+def _recent_logs(out: str, own: str, n: int) -> list[str]:
+    """The ``n`` newest other run logs of the directory (run ids start with their start time,
+    so names sort by age; no log is read)."""
+    try:
+        with os.scandir(out) as it:
+            names = sorted(
+                e.name for e in it if e.name.endswith(".jsonl") and ".part" not in e.name
+            )
+    except OSError:
+        return []
+    paths = [os.path.join(out, name) for name in names]
+    return [p for p in paths if os.path.abspath(p) != os.path.abspath(own)][-n:]
+
+
+def _print_insights(out: str, path: str, run_id: str, runs_before: int) -> None:
+    """The suggestions for this run against the latest earlier runs, after the summary."""
+    from . import charts, suggestions
+    from .loader import load_state
+    from .report import suggestion_lines
+    from .views import snapshot
+
+    st, _ = load_state([*_recent_logs(out, path, suggestions.SLOW_WINDOW), path])
+    if run_id not in st.runs:
+        return
+    rows = charts.rows_from_state(st, run_id, limit=suggestions.SLOW_WINDOW)
+    items = suggestions.suggest(snapshot(st, run_id, now=time.time()), rows)
+    print(
+        f"history: {runs_before} earlier run(s) in {out}: trends, heatmap and suggestions on "
+        "the page and in `report --format html`",
+        flush=True,
+    )
+    print("\n".join(suggestion_lines(items)[1:]) if items else "suggestions: none", flush=True)
+
+
+def _earlier_runs(out: str) -> int:
+    """Run logs already in the demo's directory (names only: no log is read)."""
+    try:
+        with os.scandir(out) as it:
+            return sum(1 for e in it if e.name.endswith((".jsonl", ".jsonl.gz")) and
+                       ".part" not in e.name)  # fmt: skip
+    except OSError:
+        return 0
 
 
 def _serve(mon: Monitor) -> Any:

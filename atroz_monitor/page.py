@@ -29,6 +29,7 @@ __all__ = ["ASSETS", "asset", "embed_json", "render_static"]
 ASSETS: dict[str, str] = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "insights.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
@@ -38,6 +39,7 @@ ASSETS: dict[str, str] = {
 _ICON_TAG = '<link rel="icon" type="image/svg+xml" href="favicon.svg">'
 _CSS_TAG = '<link rel="stylesheet" href="static/style.css">'
 _JS_TAG = '<script src="static/app.js" defer></script>'
+_INSIGHTS_TAG = '<script src="static/insights.js" defer></script>'
 
 
 @functools.cache
@@ -76,22 +78,26 @@ def render_static(data: Mapping[str, Any]) -> str:
 
     ``data`` is ``{"snapshot": views.snapshot(...), "runs": [runs list rows],
     "history": {key: history.phase_history(...)}, "trends": {key:
-    history.phase_trends(...)}, "generated": unix time}`` (``generated`` defaults to now).
+    history.phase_trends(...)}, "generated": unix time, "insights": {"history":
+    charts.history_view(...), "suggestions": [...]}, "compare": compare.compare_runs(...) or
+    None}`` (``generated`` defaults to now; ``insights`` and ``compare`` are optional).
     """
     doc = dict(data)
     doc.setdefault("generated", time.time())
     css = "\n" + asset("style.css").decode("utf-8")
     js = "\n" + asset("app.js").decode("utf-8")
+    js2 = "\n" + asset("insights.js").decode("utf-8")
     # The inlined code comes from the package, never from a run; still, make sure it
     # cannot end its own element early.
-    if "</style" in css.lower() or "</script" in js.lower() or "<!--" in js:
-        raise RuntimeError("a packaged asset contains a closing tag")
+    for code in (js, js2):
+        if "</style" in css.lower() or "</script" in code.lower() or "<!--" in code:
+            raise RuntimeError("a packaged asset contains a closing tag")
     icon = "data:image/svg+xml;base64," + base64.b64encode(asset("favicon.svg")).decode("ascii")
     # No server sends a CSP for a file, so the file carries its own: only this exact script
     # and stylesheet run (by hash), and nothing may be fetched.
     csp = (
         "default-src 'none'; "
-        f"script-src {_sha256(js)}; style-src {_sha256(css)}; "
+        f"script-src {_sha256(js)} {_sha256(js2)}; style-src {_sha256(css)}; "
         "img-src data: blob:; connect-src 'none'; base-uri 'none'; form-action 'none'"
     )
     html = asset("index.html").decode("utf-8")
@@ -103,5 +109,6 @@ def render_static(data: Mapping[str, Any]) -> str:
         f'<script type="application/json" id="atroz-data">{embed_json(doc)}</script>\n'
         f"<script>{js}</script>",
     )
+    html = _replace_once(html, _INSIGHTS_TAG, f"<script>{js2}</script>")
     meta = f'<meta http-equiv="Content-Security-Policy" content="{csp}">\n'
     return _replace_once(html, '<meta charset="utf-8">\n', '<meta charset="utf-8">\n' + meta)

@@ -707,6 +707,9 @@ def render_text(
         out += _comparison_text(model["comparison"], st)
     if model["runs_table"] is not None:
         out += _runs_table_text(model["runs_table"])
+    out += _suggestions_text(model.get("suggestions") or [], st)
+    if model.get("compare") is not None:
+        out += _compare_text(model["compare"], st, unicode)
     return "\n".join(out)
 
 
@@ -1002,6 +1005,9 @@ def render_markdown(model: dict[str, Any]) -> str:
         ]
         for k, vals in t["phases"].items():
             out.append(f"| {_md(k)} | " + " | ".join(fmt_ms(v) for v in vals) + " |")
+    out += _suggestions_markdown(model.get("suggestions") or [])
+    if model.get("compare") is not None:
+        out += _compare_markdown(model["compare"])
     return "\n".join(out) + "\n"
 
 
@@ -1139,6 +1145,7 @@ def _main(args: Any) -> int:
         run_id = args.run
     else:
         run_id = views.latest_run(st) or next(iter(st.runs))
+    compare_snap = _compare_target(getattr(args, "compare", None), st, run_id)
     baseline = None
     if args.baseline:
         baseline, _, _ = load(args.baseline, follow_symlinks=follow)
@@ -1170,6 +1177,7 @@ def _main(args: Any) -> int:
         depth=args.depth,
         tags=tags,
     )
+    add_insights(model, st, run_id, compare_snap, depth=args.depth)
     fmt = args.format
     if fmt == "json":
         text = json.dumps(model, indent=1, default=repr, allow_nan=False) + "\n"
@@ -1187,6 +1195,8 @@ def _main(args: Any) -> int:
             "history": {k: history.phase_history(st, k) for k in model["history"]},
             "trends": {k: history.phase_trends(st, k) for k in model["history"]},
             "generated": now,
+            "insights": {"history": model["charts"], "suggestions": model["suggestions"]},
+            "compare": model["compare"],
         }
         text = page.render_static(data)
     else:
@@ -1231,3 +1241,202 @@ def _run_row(st: State, rid: str, now: float) -> dict[str, Any]:
         "host": r.info.get("host"),
         "tags": r.info.get("tags") if isinstance(r.info.get("tags"), dict) else {},
     }
+
+
+# -- insights: trends and heatmap, suggestions, comparison with another run -----------------
+
+
+def _compare_target(target: str | None, st: State, run_id: str) -> dict[str, Any] | None:
+    """The snapshot ``--compare`` names: a run of the input, else the latest run of a log
+    file or directory; ReportError when it is neither (or is the subject itself)."""
+    from .loader import liveness
+
+    if not target:
+        return None
+    if target == run_id:
+        raise ReportError(f"--compare: {target!r} is the run being reported")
+    src = st
+    rid: str | None = target
+    if target not in st.runs:
+        if not os.path.exists(target):
+            known = ", ".join(sorted(st.runs)[:8])
+            raise ReportError(
+                f"--compare: no run {target!r} in the input and no such file (runs: {known})"
+            )
+        src, _, _ = load([target])
+        rid = views.latest_run(src)
+        if rid is None or rid == run_id:
+            raise ReportError(f"--compare: {target} holds no other run than the subject")
+    assert rid is not None
+    return views.snapshot(src, rid, now=time.time(), alive=liveness(src.runs[rid]))
+
+
+def add_insights(
+    model: dict[str, Any],
+    st: State,
+    run_id: str,
+    compare_snap: dict[str, Any] | None = None,
+    depth: int = 1,
+) -> None:
+    """Add ``charts`` (trends and heatmap over the runs up to this one), ``suggestions``
+    and ``compare`` (with ``compare_snap``: ``compare.compare_runs``) to a report model."""
+    from . import charts, suggestions
+    from .compare import compare_runs
+
+    rows = charts.rows_from_state(st, run_id, limit=max(charts.RUNS_SHOWN, suggestions.SLOW_WINDOW))
+    model["charts"] = charts.history_view(rows)
+    model["suggestions"] = suggestions.suggest(model["snapshot"], rows)
+    model["compare"] = (
+        compare_runs(model["snapshot"], compare_snap, depth=depth)
+        if compare_snap is not None
+        else None
+    )
+
+
+def _evidence_text(ev: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in ev.items():
+        if isinstance(v, float):
+            # first/last/current are in the unit of the rule's metric.
+            unit = str(ev.get("metric", "")) if k in ("first", "last", "current") else k
+            if unit.endswith("_ms"):
+                v = fmt_ms(v)
+            elif unit.endswith("_bytes") or unit.endswith("_per_s") and "bytes" in unit:
+                v = fmt_bytes(v)
+            elif k.endswith("_pct") or k == "pct_per_run":
+                v = f"{v:.1f}%"
+            else:
+                v = f"{v:g}"
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
+def _suggestions_text(items: Sequence[Mapping[str, Any]], st: _Style) -> list[str]:
+    import textwrap
+
+    if not items:
+        return []
+    out = ["", st("suggestions", "1") + f" ({len(items)})"]
+    for s in items:
+        out += textwrap.wrap(
+            clean(f"{s['rule']}: {s['finding']}"),
+            96,
+            initial_indent="  ",
+            subsequent_indent="    ",
+        )
+        out += textwrap.wrap(
+            clean(s["advice"]), 96, initial_indent="    ", subsequent_indent="    "
+        )
+        out += textwrap.wrap(
+            clean("evidence: " + _evidence_text(s["evidence"])),
+            96,
+            initial_indent="    ",
+            subsequent_indent="      ",
+        )
+    return out
+
+
+def suggestion_lines(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The text report's suggestions section, without colour (the demo prints it)."""
+    return _suggestions_text(items, _Style(False))
+
+
+def _suggestions_markdown(items: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not items:
+        return []
+    out = ["", f"### Suggestions ({len(items)})", ""]
+    out += ["| rule | phase | finding | advice | evidence |", "|---|---|---|---|---|"]
+    for s in items:
+        out.append(
+            f"| {_md(s['rule'])} | {_md(s.get('phase') or '-')} | {_md(s['finding'])} "
+            f"| {_md(s['advice'])} | {_md(_evidence_text(s['evidence']))} |"
+        )
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return _num(v, "{:+.0f}%")
+
+
+def _compare_text(c: Mapping[str, Any], st: _Style, unicode: bool) -> list[str]:
+    a, b = c["a"], c["b"]
+    t = c["totals"]
+    out = [
+        "",
+        st("compared with run", "1") + f" {clean(b['id'], 40)}  {clean(b.get('name'), 30)}",
+        f"  this run {STATUS_MARK.get(a['status'], a['status'])} {fmt_ms(a['duration_ms'])}, "
+        f"that run {STATUS_MARK.get(b['status'], b['status'])} {fmt_ms(b['duration_ms'])} "
+        f"({_pct(t['duration_pct'])}); peak rss {fmt_bytes(a['peak_rss_bytes'])} vs "
+        f"{fmt_bytes(b['peak_rss_bytes'])}",
+        f"  {'phase':<12} {'status':<12} {'this':>9} {'that':>9} {'dur':>6} {'cpu':>9} "
+        f"{'cpu':>6} {'peak rss':>9} {'rss chg':>9} {'items/s':>8}",
+    ]
+    for r in c["phases"]:
+        x, y = r["a"] or {}, r["b"] or {}
+        sa, sb = str(x.get("status") or "-"), str(y.get("status") or "-")
+        stat = (
+            f"{STATUS_MARK.get(sa, sa)}>{STATUS_MARK.get(sb, sb)}"
+            if r["status_changed"] or r["only"]
+            else STATUS_MARK.get(sa, sa)
+        )
+        d = r["delta"]
+        p = r["delta_pct"]
+        out.append(
+            f"  {clean('  ' * r['depth'] + r['key'], 12):<12} {clean(stat, 12):<12} "
+            f"{fmt_ms(x.get('duration_ms')):>9} {fmt_ms(y.get('duration_ms')):>9} "
+            f"{_pct(p['duration_ms']):>6} {fmt_ms(x.get('cpu_ms')):>9} {_pct(p['cpu_ms']):>6} "
+            f"{fmt_bytes(x.get('peak_rss_bytes')):>9} "
+            f"{fmt_bytes(d['peak_rss_bytes'], signed=True):>9} {_pct(p['items_per_s']):>8}"
+        )
+    axis = c["axis_ms"] or 0.0
+    w = 38
+    out.append("")
+    out.append(f"  timelines on one axis ({fmt_ms(axis)}): this run, then that run")
+    bars: dict[str, list[str]] = {}
+    for side in ("a", "b"):
+        for bar in c["gantt"][side]:
+            if bar["depth"] == 0:
+                cells = bars.setdefault(bar["phase"], [" " * w, " " * w])
+                i = 0 if side == "a" else 1
+                cells[i] = _merge_bars(
+                    cells[i], _bar(bar["offset_ms"], bar["duration_ms"], axis, w, unicode)
+                )
+    for key, (ba, bb) in bars.items():
+        out.append(f"  {clean(key, 12):<12} |{ba}| |{bb}|")
+    return out
+
+
+def _merge_bars(old: str, new: str) -> str:
+    """Two bars of one key (a retry, a repeat) in one row of the text timeline."""
+    return "".join(
+        n if n != " " else o for o, n in zip(old, new[: len(old)].ljust(len(old)), strict=True)
+    )
+
+
+def _compare_markdown(c: Mapping[str, Any]) -> list[str]:
+    a, b = c["a"], c["b"]
+    out = [
+        "",
+        f"### Compared with run `{clean(b['id']).replace('`', '')}`",
+        "",
+        f"This run {a['status']} in {fmt_ms(a['duration_ms'])}, that run {b['status']} in "
+        f"{fmt_ms(b['duration_ms'])} ({_pct(c['totals']['duration_pct'])}).",
+        "",
+        "| phase | status (this / that) | duration this | that | change | cpu this | that "
+        "| change | peak rss this | that | items/s this | that | change |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in c["phases"]:
+        x, y = r["a"] or {}, r["b"] or {}
+        p = r["delta_pct"]
+        ind = "&nbsp;&nbsp;" * r["depth"]
+        out.append(
+            f"| {ind}{_md(r['key'])} | {x.get('status') or '-'} / {y.get('status') or '-'}"
+            f"{' **changed**' if r['status_changed'] else ''} "
+            f"| {fmt_ms(x.get('duration_ms'))} | {fmt_ms(y.get('duration_ms'))} "
+            f"| {_pct(p['duration_ms'])} | {fmt_ms(x.get('cpu_ms'))} | {fmt_ms(y.get('cpu_ms'))} "
+            f"| {_pct(p['cpu_ms'])} | {fmt_bytes(x.get('peak_rss_bytes'))} "
+            f"| {fmt_bytes(y.get('peak_rss_bytes'))} | {_num(x.get('items_per_s'), '{:.1f}')} "
+            f"| {_num(y.get('items_per_s'), '{:.1f}')} | {_pct(p['items_per_s'])} |"
+        )
+    return out

@@ -403,7 +403,9 @@ def test_static_hostile_names_show_as_text_and_run_nothing(
     assert EVIL_PHASE + ".sub" in detail
     assert d.execute_script("return document.querySelectorAll('img[src=x]').length") == 0
     assert d.execute_script("return document.querySelectorAll('img').length") == 0
-    assert d.execute_script("return document.querySelectorAll('script').length") == 2
+    assert (
+        d.execute_script("return document.querySelectorAll('script').length") == 3
+    )  # the data, app.js, insights.js
     assert d.execute_script("return window.__alerts") == []
     assert console_errors(d) == []
 
@@ -622,12 +624,12 @@ def test_render_static_is_self_contained_and_escapes_its_data(
     p.feed(text)
     assert p.refs and all(r.startswith(("data:", "#")) for r in p.refs), p.refs
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text)
-    assert [s.get("type") for s in p.scripts] == ["application/json", None]
+    assert [s.get("type") for s in p.scripts] == ["application/json", None, None]
     assert not any(s.get("src") for s in p.scripts) and p.styles == 1
     assert p.inline_attrs == []
     assert "</" not in p.data and "<!--" not in p.data and "<" not in p.data
     assert json.loads(p.data) == json.loads(json.dumps(data))
-    assert text.count("</script>") == 2
+    assert text.count("</script>") == 3
     assert "Content-Security-Policy" in text and "connect-src 'none'" in text
 
 
@@ -636,8 +638,15 @@ def test_live_index_has_no_inline_script_or_style() -> None:
     style attribute or event handler (it runs under ``default-src 'self'``)."""
     p = _Refs()
     p.feed(page.asset("index.html").decode())
-    assert set(p.refs) == {"#phases-panel", "favicon.svg", "static/app.js", "static/style.css", "#"}
-    assert [s.get("src") for s in p.scripts] == ["static/app.js"]
+    assert set(p.refs) == {
+        "#phases-panel",
+        "favicon.svg",
+        "static/app.js",
+        "static/insights.js",
+        "static/style.css",
+        "#",
+    }
+    assert [s.get("src") for s in p.scripts] == ["static/app.js", "static/insights.js"]
     assert p.styles == 0 and p.inline_attrs == []
 
 
@@ -660,8 +669,8 @@ def test_app_js_never_parses_html() -> None:
 
 
 def test_asset_reads_only_packaged_names() -> None:
-    """``page.asset`` serves the four packaged files with their types and nothing else."""
-    assert set(page.ASSETS) == {"index.html", "app.js", "style.css", "favicon.svg"}
+    """``page.asset`` serves the five packaged files with their types and nothing else."""
+    assert set(page.ASSETS) == {"index.html", "app.js", "insights.js", "style.css", "favicon.svg"}
     assert page.asset("favicon.svg").startswith(b"<svg")
     assert page.ASSETS["app.js"] == "text/javascript; charset=utf-8"
     for name in ("../page.py", "static/app.js", "/etc/passwd", "APP.JS", ""):

@@ -534,6 +534,12 @@
     document.title = `${STATUS[r.status] || ""} ${name} · atroz monitor`.trim();
     renderPicker();
     renderDownload();
+    document.dispatchEvent(new CustomEvent("atroz:run", { detail: shownRun() }));
+  }
+
+  /** The run shown, for the insights panels (insights.js): announced on each header render. */
+  function shownRun() {
+    return S.snap ? { id: run().id, status: run().status, mode: S.mode, runs: S.runs, data: S.data } : null;
   }
 
   function tagEntries(tags) {
@@ -2173,6 +2179,9 @@
       mark("flow", "gantt", "charts");
     });
   }
+
+  // The helpers insights.js draws with (loaded after this file, sharing its look).
+  window.atrozUI = Object.freeze({ el, sv, clear, fmtMs, fmtBytes, badge, current: shownRun });
 
   function main() {
     wire();
