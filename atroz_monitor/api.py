@@ -453,6 +453,7 @@ def _artifacts(snap: dict[str, Any]) -> dict[str, Any]:
 def _alert_filter(alerts: list[dict[str, Any]], q: Query) -> list[dict[str, Any]]:
     sev = q.choice("severity", SEVERITIES)
     states = q.choice("state", ALERT_STATES)
+    wants_open = states is not None and "open" in states
     if states is not None and "open" in states:
         states = (states - {"open"}) | {"raised", "acknowledged"}
     return [
@@ -460,6 +461,7 @@ def _alert_filter(alerts: list[dict[str, Any]], q: Query) -> list[dict[str, Any]
         for a in alerts
         if (sev is None or a.get("severity") in sev)
         and (states is None or a.get("state") in states)
+        and not (wants_open and a.get("cleared"))  # cleared: off the active list
     ]
 
 

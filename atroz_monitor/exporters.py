@@ -389,6 +389,14 @@ def _collect_resources(r: RunState, run: Labels, add: Any) -> None:
             run + (("name", name),),
             r.metrics[name].get("value"),
         )
+    for name in sorted(r.counters)[:MAX_CUSTOM_METRICS]:
+        add(
+            "atroz_count",
+            "counter",
+            f"Sum of each p.count() counter over the run (first {MAX_CUSTOM_METRICS} names).",
+            run + (("name", name),),
+            r.counters[name],
+        )
 
 
 _HEALTH = (

@@ -645,7 +645,7 @@
   }
 
   function openAlerts() {
-    return (S.snap.alerts || []).filter((a) => a.state === "raised" || a.state === "acknowledged");
+    return (S.snap.alerts || []).filter((a) => (a.state === "raised" || a.state === "acknowledged") && !a.cleared);
   }
 
   function renderAlertCard() {
@@ -1880,9 +1880,55 @@
   }
 
   // ---------------------------------------------------------------- alerts, logs
+  /** A word of a shell command, quoted only when it must be (POSIX single quotes). */
+  function shellWord(text) {
+    const t = String(text);
+    return /^[A-Za-z0-9_./:@%+=,-]+$/.test(t) ? t : `'${t.replace(/'/g, "'\\''")}'`;
+  }
+
+  /** The command that acknowledges an alert from a shell (the log is the record). */
+  function ackCommand(a) {
+    const files = (S.snap.quality && S.snap.quality.files) || [];
+    const path = files.length ? files[0] : "atroz-runs";
+    const words = ["python", "-m", "atroz_monitor", "ack", shellWord(path), shellWord(a.alert)];
+    if (!files.length) words.push("--run", shellWord(S.snap.run.id));
+    return words.join(" ");
+  }
+
+  function ackLine(a) {
+    if (a.cleared) {
+      return el("span", { class: "meta ack", text: `cleared by ${a.cleared_by || "?"} ${fmtClock(a.cleared_ts)}` });
+    }
+    if (a.acknowledged && a.ack_by) {
+      const note = a.ack_note ? ` — “${a.ack_note}”` : "";
+      return el("span", { class: "meta ack", text: `acknowledged by ${a.ack_by} ${fmtClock(a.ack_ts)}${note}` });
+    }
+    if (a.state !== "raised" || !a.alert) return null;
+    const code = el("code", { class: "ack-cmd", text: ackCommand(a) });
+    const copy = el("button", { type: "button", class: "copy", text: "Copy", "aria-label": "Copy the acknowledge command" });
+    copy.addEventListener("click", () => {
+      const text = code.textContent;
+      const done = () => setText(copy, "Copied");
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(text).then(done, () => selectText(code));
+      } else {
+        selectText(code);
+      }
+    });
+    return el("span", { class: "meta ack" }, "acknowledge: ", code, " ", copy);
+  }
+
+  function selectText(node) {
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+  }
+
   function alertItem(a) {
     const sev = typeof a.severity === "string" ? a.severity : "info";
-    const state = a.state === "acknowledged" || a.acknowledged ? "acknowledged" : statusText(a.state);
+    const state = a.cleared ? "cleared" : a.state === "acknowledged" || a.acknowledged ? "acknowledged" : statusText(a.state);
     const vs = num(a.value) || num(a.threshold) ? `value ${fmtNum(a.value)} vs threshold ${fmtNum(a.threshold)}` : null;
     const meta = [
       a.rule ? `rule ${a.rule}` : null,
@@ -1897,6 +1943,7 @@
       el("span", {}, badge(sev, `sev-${["critical", "warning", "info"].includes(sev) ? sev : "info"}`)),
       el("span", { class: "msg", text: a.msg || a.rule || a.alert || "alert" }),
       el("span", { class: "meta", text: meta.filter(Boolean).join(" · ") }),
+      ackLine(a),
     );
   }
 
