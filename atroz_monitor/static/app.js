@@ -409,6 +409,7 @@
     ["detail", renderDetail],
     ["alerts", renderAlerts],
     ["logs", renderLogs],
+    ["groups", renderGroups],
     ["info", renderInfo],
     ["tick", renderTick],
   ];
@@ -498,6 +499,11 @@
       snap.alerts = u.alerts;
       parts.add("alerts");
     }
+    if (u.error_groups && typeof u.error_groups === "object") {
+      snap.error_groups = u.error_groups;
+      parts.add("groups");
+    }
+    if (u.counters && typeof u.counters === "object") snap.counters = u.counters;
     if (u.folded && typeof u.folded === "object") {
       // Top-level keys recorded as aggregates (hot loops at the top of the run).
       snap.folded = u.folded;
@@ -1593,6 +1599,7 @@
       detailChildren(p),
       el("h3", { text: "Metrics" }),
       kvList(Object.entries(p.metrics || {}).map(([k, v]) => [k, typeof v === "number" ? fmtNum(v) : String(v)]), "No metrics."),
+      Object.keys(p.counts || {}).length ? [el("h3", { text: "Counters" }), kvList(Object.entries(p.counts).map(([k, v]) => [k, fmtNum(v)]), "")] : null,
       el("h3", { text: "Artifacts" }),
       kvList((p.artifacts || []).map((a) => [String(a.path ?? ""), fmtBytes(a.bytes)]), "No artifacts."),
       el("h3", { text: "Errors and warnings" }),
@@ -2003,6 +2010,52 @@
     }
   }
 
+  /** Errors and warnings grouped by fingerprint (errgroups.py computes them). */
+  function groupItem(g) {
+    const level = g.level === "error" ? "error" : "warning";
+    const start = run().start;
+    const at = (ts) => (num(ts) && num(start) ? `+${fmtMs((ts - start) * 1000)}` : fmtClock(ts));
+    const across = g.new
+      ? "new in this run"
+      : `seen in ${g.seen_runs} of the last ${g.recent_runs} runs`;
+    const meta = [
+      `${fmtInt(g.count)}×`,
+      g.type || null,
+      g.frame ? `at ${g.frame}` : null,
+      (g.phases || []).length ? `phases ${g.phases.join(", ")}` : null,
+      g.count > 1 ? `first ${at(g.first_ts)}, last ${at(g.last_ts)}` : at(g.first_ts),
+      g.recent_runs ? across : null,
+    ];
+    const ex = g.example && g.example.msg !== g.template ? `e.g. ${g.example.msg}` : null;
+    return el(
+      "li",
+      { "data-fingerprint": g.fingerprint || "", "data-new": g.new ? "1" : "0" },
+      el("span", {}, badge(level, `sev-${level}`)),
+      el("span", { class: "msg", text: g.template || "" }),
+      el("span", { class: "meta", text: meta.filter(Boolean).join(" · ") }),
+      ex ? el("span", { class: "meta example", text: ex }) : null,
+    );
+  }
+
+  function renderGroups() {
+    const eg = S.snap.error_groups || { groups: [], gone: [] };
+    const groups = eg.groups || [];
+    const list = clear($("groups"));
+    setText($("groups-count"), String(groups.length));
+    if (!groups.length) list.append(el("li", { class: "empty", text: "No errors or warnings." }));
+    list.append(...groups.slice(0, MAX_LIST).map(groupItem));
+    if ((eg.gone || []).length) {
+      const names = eg.gone.slice(0, 5).map((g) => g.template).join("; ");
+      const text = `Gone since the previous run (${eg.gone.length}): ${names}`;
+      list.append(el("li", { class: "empty gone", text }));
+    }
+  }
+
+  function countersText(c) {
+    const entries = Object.entries(c || {});
+    return entries.length ? entries.map(([k, v]) => `${k} ${fmtNum(v)}`).join(" · ") : "–";
+  }
+
   // ---------------------------------------------------------------- run info
   function qualityText(q) {
     const n = (v) => v || 0;
@@ -2064,6 +2117,7 @@
       ["Tags", tagEntries(r.tags).length ? el("span", { class: "tags" }, tagChips(r.tags)) : "–"],
       ["Metadata", meta.length ? meta.join(", ") : "–"],
       ["Resumed", resumedText(r.resumed)],
+      ["Counters", countersText(S.snap.counters)],
       ...limitRows(r.limits),
       ["Data quality", qualityBad ? qualityText(q) : "ok", qualityBad],
       ["Monitor", monBad ? monitorText(m) : "ok", monBad],
