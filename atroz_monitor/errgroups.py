@@ -190,11 +190,17 @@ def error_groups(state: Any, run_id: str, recent: int = RECENT_RUNS) -> dict[str
                 seen[fp] = seen.get(fp, 0) + 1
     own: Groups | None = getattr(r, "errgroups", None)
     groups = []
-    for g in (own.groups.values() if own is not None else ()):
+    for g in own.groups.values() if own is not None else ():
         n = seen.get(g["fingerprint"], 0)
         groups.append(
-            {**g, "phases": list(g["phases"]), "example": dict(g["example"]), "new": n == 0,
-             "seen_runs": n, "recent_runs": len(earlier)}  # fmt: skip
+            {
+                **g,
+                "phases": list(g["phases"]),
+                "example": dict(g["example"]),
+                "new": n == 0,
+                "seen_runs": n,
+                "recent_runs": len(earlier),
+            }  # fmt: skip
         )
     groups.sort(key=lambda g: (-g["count"], g["first_ts"] or 0.0, g["fingerprint"]))
     gone = []

@@ -1363,6 +1363,9 @@ class Monitor:
         alert_rules: Iterable[Any] | None = None,
         on_alert: Callable[[dict[str, Any]], Any] | None = None,
         webhook: str | None = None,
+        webhook_format: str = "generic",
+        email: Mapping[str, Any] | None = None,
+        public_url: str | None = None,
         tags: Mapping[str, str] | None = None,
         resume: str | None = None,
         detail: str = "auto",
@@ -1437,10 +1440,25 @@ class Monitor:
                 for i, r in enumerate(alert_rules)
             ]
         self._notifier: Any = None
-        if webhook is not None or on_alert is not None:
+        mailer = None
+        if email is not None:
+            from .mailer import mailer_from
+
+            mailer = mailer_from(email)  # a bad setting or an unreadable password fails here
+        if public_url is not None and not (
+            isinstance(public_url, str) and public_url.startswith(("http://", "https://"))
+        ):
+            raise ValueError(f"public_url must be an http:// or https:// URL, not {public_url!r}")
+        if webhook is not None or on_alert is not None or mailer is not None:
             from .notify import Notifier
 
-            self._notifier = Notifier(webhook, on_alert)
+            self._notifier = Notifier(
+                webhook,
+                on_alert,
+                webhook_format=webhook_format,
+                public_url=public_url,
+                mailer=mailer,
+            )
         self._history_durations: dict[str, list[float]] | None = None
         self._otlp_endpoint = None
         if otlp_endpoint is not None:
@@ -1803,6 +1821,8 @@ class Monitor:
             h.update(s.health())
         if self._notifier is not None:
             h.update(self._notifier.health())
+            if self._notifier.mailer is not None:
+                h.update(self._notifier.mailer.health())
         if self._otlp is not None:
             h.update(self._otlp.health())
         return h

@@ -735,9 +735,7 @@ def _groups_text(eg: Mapping[str, Any] | None, st: _Style, limit: int) -> list[s
     if not eg or not (eg.get("groups") or eg.get("gone")):
         return []
     groups = eg.get("groups") or []
-    against = (
-        f"; against the last {eg['recent_runs']} run(s)" if eg.get("recent_runs") else ""
-    )
+    against = f"; against the last {eg['recent_runs']} run(s)" if eg.get("recent_runs") else ""
     out = [
         "",
         st("error groups", "1")
