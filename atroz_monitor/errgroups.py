@@ -30,7 +30,6 @@ RECENT_RUNS = 10  # earlier runs compared with ("seen in N of the last M runs")
 _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"'[^'\n]*'"), "'<q>'"),
     (re.compile(r'"[^"\n]*"'), '"<q>"'),
-    (re.compile(r"\S*[/\\]\S*"), "<path>"),  # any word with a slash: paths, URLs
     (
         re.compile(
             r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
@@ -39,9 +38,13 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
     (re.compile(r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}\b"), "<hex>"),
-    (re.compile(r"[-+]?\d+(?:[.,_]\d+)*(?:[eE][-+]?\d+)?"), "<n>"),
-    (re.compile(r"\s+"), " "),
+    (re.compile(r"(?<![\w.])[-+]?\d+(?:[.,_]\d+)*(?:[eE][-+]?\d+)?(?![\w.])"), "<n>"),
+    # Words mixing letters and digits are ids ("doc42", "u_17", "P01"): the same bug
+    # hitting another record.
+    (re.compile(r"\b(?=[A-Za-z_]*\d)(?=\w*[A-Za-z])\w+\b"), "<id>"),
+    (re.compile(r"\d+"), "<n>"),
 )
+_VARIES = re.compile(r"[0-9'\"/\\]")  # what any mask needs: a digit, a quote, a slash
 _FRAME = re.compile(r'File "([^"\n]+)", line (\d+), in ([^\n]+)')
 _NOT_OWN = re.compile(
     r"[/\\](?:site|dist)-packages[/\\]|[/\\]lib[/\\](?:python|pypy)[0-9.]*[/\\]"
@@ -58,9 +61,16 @@ def mask(msg: str) -> str:
     """The message with what varies from one occurrence to the next replaced by
     placeholders (``'<q>'``, ``<path>``, ``<id>``, ``<hex>``, ``<n>``)."""
     text = msg[:2000]
-    for pattern, repl in _MASKS:
+    if _VARIES.search(text) is None:
+        return " ".join(text.split())  # nothing to mask: the common warning costs one scan
+    for pattern, repl in _MASKS[:2]:
         text = pattern.sub(repl, text)
-    return text.strip()
+    # Any word with a slash is a path (or a URL), word by word: a regular expression for
+    # it backtracks quadratically over a long word without one.
+    text = " ".join("<path>" if "/" in w or "\\" in w else w for w in text.split())
+    for pattern, repl in _MASKS[2:]:
+        text = pattern.sub(repl, text)
+    return text
 
 
 def frame_of(tb: Any) -> str | None:
