@@ -34,8 +34,9 @@ def _ack(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _run_with_alert(path, run_id="r1", key="P00"):
     """A finished run with one phase_errors alert; its id."""
-    with Monitor(path, sample_interval=None, run_id=run_id,
-                 alert_rules=[rule("phase_errors", warning=0)]) as mon:  # fmt: skip
+    with Monitor(
+        path, sample_interval=None, run_id=run_id, alert_rules=[rule("phase_errors", warning=0)]
+    ) as mon:
         with mon.phase(key) as p:
             p.error("bad doc 7")
         (a,) = mon.active_alerts()
@@ -65,7 +66,11 @@ def test_report_and_api_show_the_acknowledgement(tmp_path):
     model = report.build(st, "r1", now=time.time())
     (a,) = model["alerts"]
     assert (a["state"], a["acknowledged"], a["ack_by"], a["ack_note"]) == (
-        "acknowledged", True, ME, "known issue")  # fmt: skip
+        "acknowledged",
+        True,
+        ME,
+        "known issue",
+    )
     assert f"acknowledged by {ME}" in report.render_text(model)
     src = FileSource([str(tmp_path)])
     try:
@@ -102,8 +107,9 @@ def test_clear_hides_acknowledged_alerts_from_the_active_list(tmp_path):
 def test_a_running_monitor_sees_an_ack_from_a_shell(tmp_path):
     """active_alerts() of the live Monitor reflects `ack` and `ack --clear` without restart."""
     log = tmp_path / "run.jsonl"
-    with Monitor(log, sample_interval=0.05, run_id="live",
-                 alert_rules=[rule("phase_errors", warning=0)]) as mon:  # fmt: skip
+    with Monitor(
+        log, sample_interval=0.05, run_id="live", alert_rules=[rule("phase_errors", warning=0)]
+    ) as mon:
         with mon.phase("P00") as p:
             p.error("bad doc 1")
         (a,) = mon.active_alerts()
@@ -120,8 +126,9 @@ def test_a_running_monitor_sees_an_ack_from_a_shell(tmp_path):
 def test_ack_watch_applies_appended_lines_only_once(tmp_path):
     """The watcher reads only appended bytes: a second poll with nothing new applies 0."""
     log = tmp_path / "run.jsonl"
-    with Monitor(log, sample_interval=None, run_id="w",
-                 alert_rules=[rule("phase_errors", warning=0)]) as mon:  # fmt: skip
+    with Monitor(
+        log, sample_interval=None, run_id="w", alert_rules=[rule("phase_errors", warning=0)]
+    ) as mon:
         with mon.phase("P00") as p:
             p.error("x")
         (a,) = mon.active_alerts()
@@ -199,12 +206,17 @@ def test_ack_refuses_a_compressed_log(tmp_path):
 def test_ack_appends_to_the_last_part_of_a_rotated_log(tmp_path):
     """A rotated log: the ack goes to the latest part, found from the first part's name."""
     log = tmp_path / "run.jsonl"
-    with Monitor(log, sample_interval=None, run_id="rot", max_bytes=4096,
-                 alert_rules=[rule("phase_errors", warning=0)]) as mon:  # fmt: skip
+    with Monitor(
+        log,
+        sample_interval=None,
+        run_id="rot",
+        max_bytes=4096,
+        alert_rules=[rule("phase_errors", warning=0)],
+    ) as mon:
         with mon.phase("P00") as p:
             p.error("first")
             for i in range(100):
-                p.warning("filler line %d " % i + "x" * 80)
+                p.warning(f"filler line {i} " + "x" * 80)
         (a,) = mon.active_alerts()
     parts = sorted(tmp_path.glob("run.part*.jsonl"))
     assert parts, "the log rotated"
@@ -212,8 +224,16 @@ def test_ack_appends_to_the_last_part_of_a_rotated_log(tmp_path):
     assert read_log(parts[-1])[-1]["ev"] == "alert_ack"
 
 
-ALERT = {"ev": "alert", "run": "r", "pid": 1, "alert": "a:run:1", "rule": "a",
-         "severity": "warning", "state": "raised", "msg": "m"}  # fmt: skip
+ALERT = {
+    "ev": "alert",
+    "run": "r",
+    "pid": 1,
+    "alert": "a:run:1",
+    "rule": "a",
+    "severity": "warning",
+    "state": "raised",
+    "msg": "m",
+}
 
 
 @settings(max_examples=100, deadline=None)
@@ -223,10 +243,23 @@ def test_reducer_ends_acknowledged_and_cleared_in_any_file_order(order):
     by the acker, and cleared when the clear came after the alert."""
     evs = {
         "alert": {**ALERT, "ts": 1.0},
-        "ack": {"ev": "alert_ack", "run": "r", "pid": 2, "alert": "a:run:1", "by": "ann",
-                "note": "n", "ts": 2.0},  # fmt: skip
-        "clear": {"ev": "alerts_cleared", "run": "r", "pid": 3, "alerts": ["a:run:1"],
-                  "by": "bob", "ts": 3.0},  # fmt: skip
+        "ack": {
+            "ev": "alert_ack",
+            "run": "r",
+            "pid": 2,
+            "alert": "a:run:1",
+            "by": "ann",
+            "note": "n",
+            "ts": 2.0,
+        },
+        "clear": {
+            "ev": "alerts_cleared",
+            "run": "r",
+            "pid": 3,
+            "alerts": ["a:run:1"],
+            "by": "bob",
+            "ts": 3.0,
+        },
     }
     st = state.State()
     state.apply_all(st, [evs[k] for k in order])
@@ -238,12 +271,15 @@ def test_reducer_ends_acknowledged_and_cleared_in_any_file_order(order):
 def test_an_escalation_brings_a_cleared_alert_back():
     """A re-raise (escalation) of a cleared alert puts it back on the active list."""
     st = state.State()
-    state.apply_all(st, [
-        {**ALERT, "ts": 1.0},
-        {"ev": "alert_ack", "run": "r", "pid": 2, "alert": "a:run:1", "by": "ann", "ts": 2.0},
-        {"ev": "alerts_cleared", "run": "r", "pid": 3, "alerts": ["a:run:1"], "ts": 3.0},
-        {**ALERT, "severity": "critical", "ts": 4.0},
-    ])  # fmt: skip
+    state.apply_all(
+        st,
+        [
+            {**ALERT, "ts": 1.0},
+            {"ev": "alert_ack", "run": "r", "pid": 2, "alert": "a:run:1", "by": "ann", "ts": 2.0},
+            {"ev": "alerts_cleared", "run": "r", "pid": 3, "alerts": ["a:run:1"], "ts": 3.0},
+            {**ALERT, "severity": "critical", "ts": 4.0},
+        ],
+    )
     snap = views.snapshot(st, "r", now=5.0)
     (a,) = snap["alerts"]
     assert (a["state"], a["severity"], a.get("cleared")) == ("raised", "critical", None)

@@ -111,8 +111,18 @@ def test_reducer_sums_increments_and_end_totals_once(incs, flushed):
     k = min(flushed, len(incs))
     if k:
         ev.append({"ev": "count", "name": "s", "inc": sum(incs[:k]), "span": "1.1", **env})
-    ev.append({"ev": "phase_end", "span": "1.1", "phase": "P", "status": "completed",
-               "duration_ms": 1.0, "counts": {"s": sum(incs)}, "ts": 2.0, **env})  # fmt: skip
+    ev.append(
+        {
+            "ev": "phase_end",
+            "span": "1.1",
+            "phase": "P",
+            "status": "completed",
+            "duration_ms": 1.0,
+            "counts": {"s": sum(incs)},
+            "ts": 2.0,
+            **env,
+        }
+    )
     state.apply_all(st, ev)
     total = sum(incs)
     r = st.runs["r"]
@@ -145,8 +155,9 @@ def test_counter_passes_promtool(tmp_path):
         mon.count("signals", 3)
     st, _, _ = report.load([str(log)])
     text = exporters.render_prometheus(exporters.collect(st))
-    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                       text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
     assert 'atroz_count_total{run="' in text
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -171,8 +182,7 @@ def test_monitor_creates_missing_directories_of_a_log_file(tmp_path):
     with Monitor(log, sample_interval=None) as mon:
         with mon.phase("P00"):
             pass
-    assert [e["ev"] for e in read_log(log)] == ["run_start", "phase_start", "phase_end",
-                                                "run_end"]  # fmt: skip
+    assert [e["ev"] for e in read_log(log)] == ["run_start", "phase_start", "phase_end", "run_end"]
     for d in (tmp_path / "new", tmp_path / "new" / "dir"):
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
 

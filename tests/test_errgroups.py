@@ -52,8 +52,12 @@ def test_mask_is_stable_under_different_numbers_ids_paths_and_quotes(template, a
 @settings(max_examples=200, deadline=None)
 @given(
     msg=hs.text(max_size=60),
-    types=hs.lists(hs.from_regex(r"[A-Z][A-Za-z]{0,12}Error", fullmatch=True), min_size=2,
-                   max_size=2, unique=True),  # fmt: skip
+    types=hs.lists(
+        hs.from_regex(r"[A-Z][A-Za-z]{0,12}Error", fullmatch=True),
+        min_size=2,
+        max_size=2,
+        unique=True,
+    ),
 )
 def test_different_exception_types_never_share_a_fingerprint(msg, types):
     """The same message under two exception types gives two fingerprints."""
@@ -120,8 +124,11 @@ def test_forty_similar_errors_are_one_group(tmp_path):
     assert g["example"]["msg"] == "failed to parse doc 0"
     assert g["first_ts"] <= g["last_ts"]
     ke = by["'<q>'"]
-    assert (ke["type"], ke["frame"], ke["phases"]) == ("KeyError", "test_errgroups.py:_runs",
-                                                      ["P1"])  # fmt: skip
+    assert (ke["type"], ke["frame"], ke["phases"]) == (
+        "KeyError",
+        "test_errgroups.py:_runs",
+        ["P1"],
+    )
     w = by["deprecated option <n>"]
     assert w["type"] == "UserWarning" and w["frame"].startswith("test_errgroups.py:")
     assert eg["total"] == 42 and len(eg["groups"]) == 3
@@ -168,9 +175,17 @@ def test_groups_survive_compaction_to_history(tmp_path):
 def test_group_table_is_bounded():
     """Beyond MAX_GROUPS distinct fingerprints, further occurrences are counted in other."""
     st = state.State()
-    evs = [{"ev": "log", "run": "r", "pid": 1, "ts": float(i), "level": "error",
-            "msg": f"distinct {chr(65 + i % 26)}{'x' * (i // 26)}"}
-           for i in range(errgroups.MAX_GROUPS + 50)]  # fmt: skip
+    evs = [
+        {
+            "ev": "log",
+            "run": "r",
+            "pid": 1,
+            "ts": float(i),
+            "level": "error",
+            "msg": f"distinct {chr(65 + i % 26)}{'x' * (i // 26)}",
+        }
+        for i in range(errgroups.MAX_GROUPS + 50)
+    ]
     state.apply_all(st, evs)
     eg = errgroups.error_groups(st, "r")
     assert len(eg["groups"]) == errgroups.MAX_GROUPS and eg["other"] == 50
