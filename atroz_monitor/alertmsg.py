@@ -150,7 +150,7 @@ def email(
     """A plain-text email about one alert."""
     a = item.get("alert") or {}
     msg = EmailMessage()
-    subject = f"[atroz] {str(a.get('severity') or '?').upper()} {summary(item)}"
+    subject = f"[atroz] {summary(item)}"
     # A header never holds a line break (a message or run name could carry one).
     msg["Subject"] = " ".join(subject.split())[:200]
     msg["From"] = sender
