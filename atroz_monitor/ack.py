@@ -8,10 +8,10 @@ applies them, so the page, ``report`` and the API show the same state; a running
 own log since it last looked, at most once a second on the sampler thread (and when
 ``active_alerts()`` is asked).
 
-Which log: a file is that log (with its rotated parts); a directory means its most
-recently written log (by modification time: no log is read to choose). The run is the
-one given by ``--run``, else the latest run of that log holding the alert (``--clear``:
-the latest run of the log).
+Which log: a file is that log (with its rotated parts); a directory means
+``<dir>/<run>.jsonl`` with ``--run``, else its most recently written log (by modification
+time: no log is read to choose). The run is the one given by ``--run``, else the latest
+run of that log holding the alert (``--clear``: the latest run of the log).
 """
 
 from __future__ import annotations
@@ -81,8 +81,12 @@ def append_event(path: str, run: str, ev: str, fields: dict[str, Any]) -> dict[s
         os.close(fd)
 
 
-def _log_of(path: str) -> str:
+def _log_of(path: str, run: str | None = None) -> str:
     """The log file PATH names (see the module docstring), as its first part."""
+    if os.path.isdir(path) and run is not None and "/" not in run:
+        own = os.path.join(path, run + ".jsonl")  # a Monitor directory: one log per run
+        if os.path.isfile(own):
+            return own
     if os.path.isdir(path):
         newest: tuple[float, str] | None = None
         with os.scandir(path) as it:
@@ -138,7 +142,7 @@ def acknowledge(
 ) -> dict[str, Any]:
     """Append an ``alert_ack`` for ``alert_id`` to the log PATH names; AckError if the
     alert is not in that run."""
-    log = _log_of(path)
+    log = _log_of(path, run)
     st, files = _load(log)
     rid = _pick_run(st, run, alert_id, log)
     alerts = st.runs[rid].alerts
@@ -154,7 +158,7 @@ def acknowledge(
 def clear(path: str, note: str | None = None, run: str | None = None) -> dict[str, Any]:
     """Append an ``alerts_cleared`` naming the acknowledged alerts of the run that are not
     cleared yet: they leave the active list."""
-    log = _log_of(path)
+    log = _log_of(path, run)
     st, files = _load(log)
     rid = _pick_run(st, run, None, log)
     ids = [

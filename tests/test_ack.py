@@ -283,3 +283,14 @@ def test_an_escalation_brings_a_cleared_alert_back():
     snap = views.snapshot(st, "r", now=5.0)
     (a,) = snap["alerts"]
     assert (a["state"], a["severity"], a.get("cleared")) == ("raised", "critical", None)
+
+
+def test_directory_with_run_picks_that_runs_log(tmp_path):
+    """`ack DIR ID --run R` writes to DIR/R.jsonl even when another log is newer."""
+    aid = _run_with_alert(tmp_path / "ra.jsonl", "ra")
+    _run_with_alert(tmp_path / "rb.jsonl", "rb")
+    os.utime(tmp_path / "ra.jsonl", (1_000_000, 1_000_000))
+    r = _ack(str(tmp_path), aid, "--run", "ra")
+    assert r.returncode == 0, r.stderr
+    assert [e["run"] for e in of_kind(read_log(tmp_path / "ra.jsonl"), "alert_ack")] == ["ra"]
+    assert of_kind(read_log(tmp_path / "rb.jsonl"), "alert_ack") == []
