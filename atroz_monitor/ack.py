@@ -232,6 +232,8 @@ class AckWatch:
             self.errors += 1
             return 0
         finally:
+            if self.run.ended:
+                self._close()  # a finished run keeps no descriptor (asked again: reopened)
             self._lock.release()
 
     def _poll(self) -> int:
@@ -286,6 +288,7 @@ class AckWatch:
             except OSError:
                 pass
             self._fd = -1
+        self._path = None
 
     def close(self) -> None:
         with self._lock:

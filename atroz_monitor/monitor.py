@@ -891,6 +891,8 @@ class Run:
                 self._flush_hot(hot)
             if self.evaluator is not None:
                 self._alerts(self.evaluator.finish())
+            if self._ackwatch is not None:
+                self._ackwatch.close()  # its descriptor on the log
             if self.owner:
                 open_spans = list(self.active)
                 if open_spans:

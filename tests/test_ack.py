@@ -294,3 +294,35 @@ def test_directory_with_run_picks_that_runs_log(tmp_path):
     assert r.returncode == 0, r.stderr
     assert [e["run"] for e in of_kind(read_log(tmp_path / "ra.jsonl"), "alert_ack")] == ["ra"]
     assert of_kind(read_log(tmp_path / "rb.jsonl"), "alert_ack") == []
+
+
+def _readers_on(path) -> int:
+    """Read-only descriptors of this process on ``path`` (the kernel's view: /proc/self/fd
+    and the access mode in fdinfo): the watch's; the writer's is write-only."""
+    target = os.path.realpath(path)
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != target:
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                flags = next(int(x.split()[1], 8) for x in f if x.startswith("flags:"))
+        except (OSError, StopIteration):
+            continue
+        n += flags & 3 == os.O_RDONLY
+    return n
+
+
+def test_the_watch_keeps_no_descriptor_after_the_run(tmp_path):
+    """A finished run's watch holds no descriptor on its log, even after active_alerts()
+    looked again."""
+    log = tmp_path / "run.jsonl"
+    mon = Monitor(log, sample_interval=0.02, alert_rules=[rule("phase_errors", warning=0)])
+    with mon:
+        with mon.phase("P00") as p:
+            p.error("x")
+        mon.active_alerts()
+        assert _readers_on(log) == 1
+    assert _readers_on(log) == 0
+    (a,) = mon.active_alerts()
+    assert a["state"] == "raised" and _readers_on(log) == 0
