@@ -326,3 +326,22 @@ def test_the_watch_keeps_no_descriptor_after_the_run(tmp_path):
     assert _readers_on(log) == 0
     (a,) = mon.active_alerts()
     assert a["state"] == "raised" and _readers_on(log) == 0
+
+
+def test_cleared_alerts_leave_the_open_alerts_gauge(tmp_path):
+    """/metrics' atroz_alerts_open counts an acknowledged alert, and not once cleared."""
+    from atroz_monitor import exporters
+
+    log = tmp_path / "run.jsonl"
+    aid = _run_with_alert(log)
+    line = 'atroz_alerts_open{run="r1",severity="warning"}'
+
+    def gauge() -> str:
+        st, _, _ = report.load([str(log)])
+        text = exporters.render_prometheus(exporters.collect(st))
+        return next(x for x in text.splitlines() if x.startswith(line))
+
+    assert _ack(str(log), aid).returncode == 0
+    assert gauge() == line + " 1"
+    assert _ack(str(log), "--clear").returncode == 0
+    assert gauge() == line + " 0"
