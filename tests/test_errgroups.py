@@ -243,3 +243,51 @@ def test_snapshot_carries_error_groups(tmp_path):
     (g,) = snap["error_groups"]["groups"]
     assert (g["template"], g["count"]) == ("retry <n> of <n>", 5)
     assert views.snapshot  # the one view every surface reads
+
+
+log_events = hs.lists(
+    hs.tuples(
+        hs.sampled_from(["error", "warning"]),
+        hs.sampled_from(["parse doc {}", "retry {} of 5", "user u{} missing", "plain text"]),
+        hs.integers(min_value=0, max_value=10**6),
+        hs.sampled_from(["P0", "P1", None]),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(evs=log_events, seed=hs.randoms(use_true_random=False))
+def test_groups_count_every_log_event_in_any_order(evs, seed):
+    """Whatever the order (several writers), every log event is counted in exactly one
+    group, and the groups are the same: one per (level, template)."""
+    lines = [
+        {
+            "ev": "log",
+            "run": "r",
+            "pid": 1,
+            "ts": float(i),
+            "level": lvl,
+            "msg": tpl.format(n),
+            "phase": ph,
+        }
+        for i, (lvl, tpl, n, ph) in enumerate(evs)
+    ]
+    shuffled = list(lines)
+    seed.shuffle(shuffled)
+    a, b = state.State(), state.State()
+    state.apply_all(a, lines)
+    state.apply_all(b, shuffled)
+    if not lines:
+        assert "r" not in a.runs
+        return
+    ga, gb = errgroups.error_groups(a, "r"), errgroups.error_groups(b, "r")
+    assert ga["total"] == gb["total"] == len(lines)
+
+    def key(eg: dict) -> list:
+        return sorted(
+            (g["fingerprint"], g["count"], g["first_ts"], g["last_ts"]) for g in eg["groups"]
+        )
+
+    assert key(ga) == key(gb)
+    assert len(ga["groups"]) == len({(lvl, tpl) for lvl, tpl, _, _ in evs})

@@ -329,3 +329,10 @@ def test_bad_email_settings_fail_at_construction(tmp_path, cfg, message):
     """A bad SMTP setting is a ValueError naming it when the Monitor is built."""
     with pytest.raises(ValueError, match=message):
         Monitor(tmp_path / "r.jsonl", email=cfg)
+
+
+def test_generic_body_adds_the_link_with_public_url():
+    """The generic body gains ``url`` (the run's page, run id quoted) with public_url."""
+    doc = json.loads(alertmsg.body("generic", {**PAYLOAD, "run": "a b/c"}, "http://d:1/"))
+    assert doc["url"] == "http://d:1/?run=a%20b%2Fc"
+    assert json.loads(alertmsg.body("generic", PAYLOAD)) == PAYLOAD
