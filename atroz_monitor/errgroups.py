@@ -25,25 +25,41 @@ MAX_GROUPS = 500  # per run; occurrences of further fingerprints are counted in 
 MAX_PHASES = 20  # phase keys listed per group
 RECENT_RUNS = 10  # earlier runs compared with ("seen in N of the last M runs")
 
-# Order matters: quoted values and paths first (they may hold numbers), then ids and hex
-# (they hold digits), then the remaining numbers.
-_MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"'[^'\n]*'"), "'<q>'"),
-    (re.compile(r'"[^"\n]*"'), '"<q>"'),
-    (
-        re.compile(
-            r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
-        ),
-        "<id>",
-    ),
-    (re.compile(r"\b0[xX][0-9a-fA-F]+\b"), "<hex>"),
-    (re.compile(r"\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}\b"), "<hex>"),
-    (re.compile(r"(?<![\w.])[-+]?\d+(?:[.,_]\d+)*(?:[eE][-+]?\d+)?(?![\w.])"), "<n>"),
+# One pass over the message: at each position the first alternative that matches wins, so
+# the order matters: quoted values and paths first (they may hold numbers), then ids and
+# hex (they hold digits), then numbers. Each alternative is anchored (a token start, a word
+# boundary), so no long word makes it backtrack quadratically.
+_MASK = re.compile(
+    r"(?P<sq>'[^'\n]*')"
+    r'|(?P<dq>"[^"\n]*")'
+    r"|(?P<path>(?<!\S)[^\s/\\'\"]*[/\\]\S*)"  # any word with a slash: paths, URLs
+    r"|(?P<hex>\b0[xX][0-9a-fA-F]+\b"
+    r"|\b(?=[0-9a-fA-F]*[0-9])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]+\b)"
+    r"|(?P<num>(?<![\w.])[-+]?\d+(?:[.,_]\d+)*(?:[eE][-+]?\d+)?(?![\w.]))"
     # Words mixing letters and digits are ids ("doc42", "u_17", "P01"): the same bug
     # hitting another record.
-    (re.compile(r"\b(?=[A-Za-z_]*\d)(?=\w*[A-Za-z])\w+\b"), "<id>"),
-    (re.compile(r"\d+"), "<n>"),
+    r"|(?P<id>\b(?=[A-Za-z_]*\d)(?=\w*[A-Za-z])\w+\b)"
+    r"|(?P<d>\d+)"
 )
+_PLACEHOLDER = {
+    "sq": "'<q>'", "dq": '"<q>"', "path": "<path>", "hex": "<hex>", "num": "<n>",
+    "id": "<id>", "d": "<n>",
+}  # fmt: skip
+_UUID = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+)
+_DIGITS = re.compile(r"[0-9]+")
+# Masks by the message's shape (its digit runs collapsed): a repeated error costs two
+# scans and a lookup, not the masking. The mask is a function of that shape alone, so the
+# memo never makes a result depend on which message came first. Bounded: cleared when full.
+_memo: dict[str, str] = {}
+MEMO_SIZE = 4096
+
+
+def _placeholder(m: re.Match[str]) -> str:
+    return _PLACEHOLDER[m.lastgroup or "d"]
+
+
 _VARIES = re.compile(r"[0-9'\"/\\]")  # what any mask needs: a digit, a quote, a slash
 _FRAME = re.compile(r'File "([^"\n]+)", line (\d+), in ([^\n]+)')
 _NOT_OWN = re.compile(
@@ -62,15 +78,17 @@ def mask(msg: str) -> str:
     placeholders (``'<q>'``, ``<path>``, ``<id>``, ``<hex>``, ``<n>``)."""
     text = msg[:2000]
     if _VARIES.search(text) is None:
-        return " ".join(text.split())  # nothing to mask: the common warning costs one scan
-    for pattern, repl in _MASKS[:2]:
-        text = pattern.sub(repl, text)
-    # Any word with a slash is a path (or a URL), word by word: a regular expression for
-    # it backtracks quadratically over a long word without one.
-    text = " ".join("<path>" if "/" in w or "\\" in w else w for w in text.split())
-    for pattern, repl in _MASKS[2:]:
-        text = pattern.sub(repl, text)
-    return text
+        return " ".join(text.split())  # nothing to mask: one scan
+    if "-" in text:
+        text = _UUID.sub("<id>", text)  # before the digits go: a UUID's shape varies
+    shape = _DIGITS.sub("0", text)
+    t = _memo.get(shape)
+    if t is None:
+        t = " ".join(_MASK.sub(_placeholder, shape).split())
+        if len(_memo) >= MEMO_SIZE:
+            _memo.clear()
+        _memo[shape] = t
+    return t
 
 
 def frame_of(tb: Any) -> str | None:
@@ -94,11 +112,13 @@ def fingerprint(level: str, etype: str | None, template: str, frame: str | None)
 class Groups:
     """The groups of one run, bounded (``MAX_GROUPS``; further ones counted in ``other``)."""
 
-    __slots__ = ("groups", "other")
+    __slots__ = ("groups", "other", "_keys")
 
     def __init__(self) -> None:
-        self.groups: dict[str, dict[str, Any]] = {}
+        self.groups: dict[str, dict[str, Any]] = {}  # fingerprint -> group
         self.other = 0
+        # (level, type, template, frame) -> group: the hash is taken once per group.
+        self._keys: dict[tuple[str, str | None, str, str | None], dict[str, Any]] = {}
 
     def add(
         self,
@@ -111,13 +131,14 @@ class Groups:
         span: Any = None,
     ) -> None:
         template = mask(msg)
-        fp = fingerprint(level, etype, template, frame)
-        g = self.groups.get(fp)
+        key = (level, etype, template, frame)
+        g = self._keys.get(key)
         if g is None:
             if len(self.groups) >= MAX_GROUPS:
                 self.other += 1
                 return
-            g = self.groups[fp] = {
+            fp = fingerprint(level, etype, template, frame)
+            g = self.groups[fp] = self._keys[key] = {
                 "fingerprint": fp,
                 "level": level,
                 "type": etype,
@@ -168,7 +189,7 @@ class Groups:
         msg = error.get("msg")
         msg = msg if type(msg) is str else ""
         frame = frame_of(error.get("tb"))
-        if once and fingerprint("error", etype, mask(msg), frame) in self.groups:
+        if once and ("error", etype, mask(msg), frame) in self._keys:
             return
         self.add("error", etype, msg, frame, phase, ts, span)
 

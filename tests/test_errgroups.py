@@ -291,3 +291,16 @@ def test_groups_count_every_log_event_in_any_order(evs, seed):
 
     assert key(ga) == key(gb)
     assert len(ga["groups"]) == len({(lvl, tpl) for lvl, tpl, _, _ in evs})
+
+
+def test_mask_memo_is_bounded_and_order_free():
+    """The memo of masks by shape stays within MEMO_SIZE entries, and a message masks the
+    same whether or not a message of the same shape was seen first."""
+    for i in range(errgroups.MEMO_SIZE + 500):
+        mask(f"shape {'x' * (i % 7000)} n=1")  # distinct shapes
+        assert len(errgroups._memo) <= errgroups.MEMO_SIZE
+    errgroups._memo.clear()
+    first = [mask("token ab12 at 7"), mask("token abcdef1234 at 7")]
+    errgroups._memo.clear()
+    second = [mask("token abcdef1234 at 7"), mask("token ab12 at 7")]
+    assert first == second[::-1] == ["token <hex> at <n>", "token <hex> at <n>"]
