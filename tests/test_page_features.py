@@ -151,10 +151,10 @@ def test_error_groups_panel_and_counters(driver, server):
             meta: li.querySelector('.meta').textContent}));"""
     )
     by = {g["msg"]: g["meta"] for g in groups}
-    assert set(by) == {"failed to parse doc <n>", "slow doc '<q>'", "'<q>'"}
+    assert set(by) == {"failed to parse doc <n>", "slow doc '<q>'", "KeyError: '<q>'"}
     assert by["failed to parse doc <n>"].startswith("40× · phases P00 · first +")
     assert by["slow doc '<q>'"].startswith("2× · phases P00")
-    assert by["'<q>'"].startswith("1× · KeyError · at test_page_features.py:_make_run · phases P01")
+    assert by["KeyError: '<q>'"].startswith("1× · at test_page_features.py:_make_run · phases P01")
     assert (
         driver.execute_script("return document.getElementById('groups-count').textContent") == "3"
     )

@@ -2020,7 +2020,6 @@
       : `seen in ${g.seen_runs} of the last ${g.recent_runs} runs`;
     const meta = [
       `${fmtInt(g.count)}×`,
-      g.type || null,
       g.frame ? `at ${g.frame}` : null,
       (g.phases || []).length ? `phases ${g.phases.join(", ")}` : null,
       g.count > 1 ? `first ${at(g.first_ts)}, last ${at(g.last_ts)}` : at(g.first_ts),
@@ -2031,7 +2030,7 @@
       "li",
       { "data-fingerprint": g.fingerprint || "", "data-new": g.new ? "1" : "0" },
       el("span", {}, badge(level, `sev-${level}`)),
-      el("span", { class: "msg", text: g.template || "" }),
+      el("span", { class: "msg", text: g.type ? `${g.type}: ${g.template || ""}` : g.template || "" }),
       el("span", { class: "meta", text: meta.filter(Boolean).join(" · ") }),
       ex ? el("span", { class: "meta example", text: ex }) : null,
     );
