@@ -328,6 +328,7 @@ class Evaluator:
             # Escalation within an episode: the same alert, re-raised at the higher severity.
             text = msg() if callable(msg) else msg
             cur.update(severity=sev, value=value, threshold=thr, msg=text, state="raised")
+            cur.pop("cleared", None)  # an escalation is active again
             return dict(cur)
         last = self.last_raise.get(k)
         if last is not None and ts - last < r.cooldown_s:
@@ -389,8 +390,31 @@ class Evaluator:
             return {**a, "state": "acknowledged"}
 
     def active(self) -> list[dict[str, Any]]:
+        """The open alerts, without those cleared (``ack --clear``)."""
         with self._lock:
-            return [dict(a) for a in self.open.values()]
+            return [dict(a) for a in self.open.values() if not a.get("cleared")]
+
+    def external_ack(self, alert_id: str, by: Any, ts: Any, note: Any) -> bool:
+        """An ``alert_ack`` another process appended to the run's log; False if unknown."""
+        with self._lock:
+            a = self.all.get(alert_id)
+            if a is None:
+                return False
+            a.update(acknowledged=True, ack_by=by, ack_ts=ts, ack_note=note)
+            if a.get("state") == "raised":
+                a["state"] = "acknowledged"
+            return True
+
+    def clear(self, alert_ids: Iterable[Any], by: Any, ts: Any) -> int:
+        """An ``alerts_cleared``: those alerts leave ``active()`` (until re-raised)."""
+        n = 0
+        with self._lock:
+            for aid in alert_ids:
+                a = self.all.get(aid) if isinstance(aid, str) else None
+                if a is not None:
+                    a.update(cleared=True, cleared_by=by, cleared_ts=ts)
+                    n += 1
+        return n
 
     # -- phase ends ---------------------------------------------------------------------
     def phase_end(

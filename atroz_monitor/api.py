@@ -277,6 +277,7 @@ _RUN_ROUTES = (
     "artifacts",
     "alerts",
     "export",
+    "error-groups",
 )
 
 
@@ -320,6 +321,8 @@ def _run_route(source: Source, run: str, rest: list[str], q: Query) -> Response:
         return json_response(_artifacts(snap))
     if what == "alerts":
         return json_response({"run": rid, "alerts": _alert_filter(snap["alerts"], q)})
+    if what == "error-groups":
+        return json_response(_error_groups(snap, q))
     assert what == "export"
     fmt = q.get("format")
     if fmt in (None, "", "json"):
@@ -454,9 +457,30 @@ def _artifacts(snap: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _error_groups(snap: dict[str, Any], q: Query) -> dict[str, Any]:
+    """The run's error groups (errgroups.py), a page at a time: ``limit`` (default 100,
+    at most 1,000) and the ``cursor`` the previous page returned as ``next_cursor``."""
+    eg = snap.get("error_groups") or {"groups": [], "gone": []}
+    levels = q.choice("level", ("error", "warning"))
+    limit = q.int("limit", 100, 1, 1000)
+    start = q.int("cursor", 0, 0)
+    assert limit is not None and start is not None
+    groups = [g for g in eg["groups"] if levels is None or g.get("level") in levels]
+    page = groups[start : start + limit]
+    end = start + len(page)
+    return {
+        **{k: v for k, v in eg.items() if k != "groups"},
+        "run": snap["run"]["id"],
+        "groups": page,
+        "total_groups": len(groups),
+        "next_cursor": str(end) if end < len(groups) else None,
+    }
+
+
 def _alert_filter(alerts: list[dict[str, Any]], q: Query) -> list[dict[str, Any]]:
     sev = q.choice("severity", SEVERITIES)
     states = q.choice("state", ALERT_STATES)
+    wants_open = states is not None and "open" in states
     if states is not None and "open" in states:
         states = (states - {"open"}) | {"raised", "acknowledged"}
     return [
@@ -464,6 +488,7 @@ def _alert_filter(alerts: list[dict[str, Any]], q: Query) -> list[dict[str, Any]
         for a in alerts
         if (sev is None or a.get("severity") in sev)
         and (states is None or a.get("state") in states)
+        and not (wants_open and a.get("cleared"))  # cleared: off the active list
     ]
 
 

@@ -322,6 +322,26 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--compress", action="store_true", help="gzip the finished plain logs that are kept"
     )
+    a = sub.add_parser(
+        "ack",
+        help="acknowledge an alert, or clear the acknowledged ones, from any shell",
+        usage="atroz-monitor ack PATH ALERT_ID [--note TEXT] [--run ID]\n"
+        "       atroz-monitor ack PATH --clear [--note TEXT] [--run ID]",
+        description="Append an alert_ack (or, with --clear, an alerts_cleared) event to a "
+        "run's log, stamped with your user name, the time and the note: the page, report, "
+        "the API and the running pipeline see it. PATH is a run log, or a directory (its "
+        "most recently written log). The run is --run, else the latest run of that log "
+        "holding the alert (--clear: the latest run).",
+    )
+    a.add_argument("path", metavar="PATH", help="a run log, or a directory of them")
+    a.add_argument("alert_id", nargs="?", metavar="ALERT_ID", help="the alert to acknowledge")
+    a.add_argument("--note", metavar="TEXT", help="why (kept in the log, up to 500 characters)")
+    a.add_argument("--run", metavar="ID", help="the run (default: see above)")
+    a.add_argument(
+        "--clear",
+        action="store_true",
+        help="hide the run's acknowledged alerts from the active list",
+    )
     return p
 
 
@@ -384,6 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not cmd:
                 raise UsageError(f"run: no command given; usage: {RUN_USAGE}")
             return runcmd.main(cmd, args.out, args.interval, args.name)
+        if args.command == "ack":
+            from . import ack
+
+            if args.clear == (args.alert_id is not None):
+                raise UsageError("ack: give an ALERT_ID or --clear (one of the two)")
+            try:
+                return ack.main(args.path, args.alert_id, args.note, args.run, args.clear)
+            except ack.AckError as exc:
+                raise UsageError(f"ack: {exc}") from None
         if args.command == "prune":
             from . import retention
 

@@ -147,6 +147,8 @@ def run_pipeline(
                 s.add_items(len(docs))
         p.add_items(len(docs))
         p.metric("tokens", 183_402)
+        for i in (7, 42, 88):  # similar warnings: one error group of three on the page
+            p.warning(f"doc {i}: replaced {i % 5 + 1} invalid UTF-8 sequences")
         maybe_fail("P02")
 
     with mon.phase("P03", "Entity Recognition") as p:
@@ -178,6 +180,8 @@ def run_pipeline(
         with mon.phase("P04.detect", "Detect signals") as s:
             _burn(t * 0.45)
             s.add_items(len(docs))
+            for d in docs:
+                s.count("signals", d[0] % 3)  # a counter: summed over the run, /metrics
         p.add_items(len(docs))
         p.metric("signals", 12)
         maybe_fail("P04")

@@ -35,6 +35,9 @@ LOG = "log"
 ARTIFACT = "artifact"
 METRIC = "metric"
 ALERT = "alert"
+COUNT = "count"  # an increment of a counter (p.count)
+ALERT_ACK = "alert_ack"  # an acknowledgement appended by any process (the ack command)
+ALERTS_CLEARED = "alerts_cleared"  # acknowledged alerts hidden from the active list
 
 KINDS = (
     RUN_START,
@@ -51,6 +54,9 @@ KINDS = (
     ALERT,
     "resumed",
     "aggregate",
+    COUNT,
+    ALERT_ACK,
+    ALERTS_CLEARED,
 )
 
 # Phase statuses. "running" and "interrupted" are derived by readers, never written.

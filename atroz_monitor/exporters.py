@@ -221,7 +221,7 @@ def collect(
         run_alerts = alerts.get(rid) if alerts is not None and rid in alerts else None
         open_by: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
         for a in run_alerts if run_alerts is not None else r.alerts.values():
-            if a.get("state") in OPEN_ALERT_STATES:
+            if a.get("state") in OPEN_ALERT_STATES and not a.get("cleared"):  # ack --clear
                 sev = a.get("severity")
                 sev = sev if sev in SEVERITIES else "other"
                 open_by[sev] = open_by.get(sev, 0) + 1
@@ -229,7 +229,7 @@ def collect(
             add(
                 "atroz_alerts_open",
                 "gauge",
-                "Alerts raised or acknowledged and not resolved, by severity.",
+                "Alerts raised or acknowledged and not resolved nor cleared, by severity.",
                 run + (("severity", sev),),
                 n,
             )
@@ -396,6 +396,14 @@ def _collect_resources(r: RunState, run: Labels, add: Any) -> None:
             f"Latest value of each custom metric (first {MAX_CUSTOM_METRICS} names per run).",
             run + (("name", name),),
             r.metrics[name].get("value"),
+        )
+    for name in sorted(r.counters)[:MAX_CUSTOM_METRICS]:
+        add(
+            "atroz_count",
+            "counter",
+            f"Sum of each p.count() counter over the run (first {MAX_CUSTOM_METRICS} names).",
+            run + (("name", name),),
+            r.counters[name],
         )
 
 

@@ -286,7 +286,7 @@ def summary(state: State, statuses: Mapping[str, str], now: float | None = None)
         st = statuses.get(r.id, r.status)
         counts[st] = counts.get(st, 0) + 1
         for a in r.alerts.values():
-            if a.get("state") in ("raised", "acknowledged"):
+            if a.get("state") in ("raised", "acknowledged") and not a.get("cleared"):
                 alerts["open"] += 1
                 sev = a.get("severity")
                 if isinstance(sev, str):

@@ -181,6 +181,36 @@ def _tags(tags: Mapping[str, str] | None, env: bool = True) -> dict[str, str]:
     return out
 
 
+def _make_parent(p: str, mode: int = 0o700) -> None:
+    """Create the missing directories of a log file path, as the directory form does
+    (0700: other users on the machine have no business in a run's logs)."""
+    parent = os.path.dirname(os.path.abspath(p))
+    missing: list[str] = []
+    while parent and not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    # One by one: os.makedirs gives the mode to the last directory only.
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)  # the umask still applies
+        except FileExistsError:
+            pass  # created meanwhile by another process: the file open says if it is usable
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot create the directory {d!r} of the run log: {exc.strerror}"
+            ) from None
+
+
+def _check_count(n: Any) -> None:
+    if (type(n) is not int and type(n) is not float) or not 0 <= n < float("inf"):
+        raise ValueError(f"a count must be a finite number >= 0, not {n!r}")
+
+
+def _counts_member(counts: dict[str, list[Any]]) -> str:
+    """The ``counts`` member of a phase_end line: each counter's total over the phase."""
+    return ',"counts":{' + ",".join(f"{e[2]}:{E.number(e[0])}" for e in counts.values()) + "}"
+
+
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError(f"a phase key must be a non-empty string, not {key!r}")
@@ -288,6 +318,7 @@ class Phase:
         "_detail",
         "_agg",
         "_hot",
+        "_counts",
     )
 
     def __init__(
@@ -305,6 +336,7 @@ class Phase:
         self.attempt = attempt
         self._detail = detail
         self._hot: dict[str, _Hot] | None = None
+        self._counts: dict[str, list[Any]] | None = None  # p.count(): name -> _CountEntry
         self._run = run
         self.key = key
         self.meta = meta
@@ -510,6 +542,9 @@ class Phase:
                 body += f',"warnings":{self.warnings}'
             if self.errors:
                 body += f',"errors":{self.errors}'
+            if self._counts:
+                body += _counts_member(self._counts)
+                self._counts = None
             if exc is not None and status != "completed":
                 body += ',"error":' + dumps(_format_error(exc, mon.redactor))
             if self.attempt is not None:
@@ -603,6 +638,36 @@ class Phase:
     def metric(self, name: str, value: float, **meta: Any) -> None:
         """Record a custom metric value, attributed to this phase."""
         self._run._metric(name, value, self, meta)
+
+    def count(self, name: str, n: float = 1) -> None:
+        """Add ``n`` (>= 0) to the counter ``name``: summed over the phase, the run and its
+        processes (``/metrics``: a Prometheus counter). Cheap enough for a loop: the
+        running totals are written at most every 0.5 s per name and with the phase's end
+        (``count`` events, ``counts`` in ``phase_end``)."""
+        try:
+            h: Phase | None = self
+            while h is not None and h.span is None and h._agg is not None:
+                h = h._agg.owner  # an aggregated hot-loop call: its parent counts
+            if h is None or h.span is None or h.status is not None or h._pid != _pid:
+                self._run._count(name, n, None)
+                return
+            c = h._counts
+            if c is None:
+                c = h._counts = {}
+            ent = c.get(name)
+            if ent is None:
+                _check_count(n)
+                ent = c[name] = [0, 0, self._run._count_name(name), time.perf_counter()]
+            elif (type(n) is not int and type(n) is not float) or not n >= 0:
+                _check_count(n)
+            ent[0] += n
+            ent[1] += n
+            t = time.perf_counter()
+            if t - ent[3] >= PROGRESS_EVERY_S:
+                ent[3] = t
+                self._run._count_flush(h, ent)
+        except Exception as exc:
+            self._run.monitor._internal("count", exc)
 
     def skip(self, reason: str | None = None) -> None:
         """End this phase as ``skipped`` (not run: nothing to do, a condition not met) when
@@ -742,6 +807,7 @@ class Run:
         self._t0 = 0
         self._env_saved: dict[str, str | None] | None = None
         self.evaluator: Any = None  # alerts.Evaluator of an owned run with rules
+        self._ackwatch: Any = None  # ack.AckWatch: acknowledgements other processes append
         self._hot_top: dict[str, _Hot] = {}  # hot-loop tables of top-level phases
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -833,6 +899,8 @@ class Run:
                 self._flush_hot(hot)
             if self.evaluator is not None:
                 self._alerts(self.evaluator.finish())
+            if self._ackwatch is not None:
+                self._ackwatch.close()  # its descriptor on the log
             if self.owner:
                 open_spans = list(self.active)
                 if open_spans:
@@ -1156,10 +1224,44 @@ class Run:
         except Exception as exc:
             self.monitor._internal("metric", exc)
 
+    def _count_name(self, name: Any) -> str:
+        """A counter's name, redacted and JSON-quoted (once per name and phase)."""
+        return quote(clip(self.monitor.redactor.redact(str(name)), 200))
+
+    def _count_flush(self, h: Phase, ent: list[Any]) -> None:
+        """Write a phase counter's increment since its last ``count`` event."""
+        inc = ent[1]
+        if not inc:
+            return
+        ent[1] = 0
+        if h._pending is not None:
+            self.writer.emit_deferred(h)  # the phase's start line comes first
+        body = f',"name":{ent[2]},"inc":{E.number(inc)},"span":"{h.span}","phase":{h._qkey}'
+        self.writer.emit(E.COUNT, _wall(), body)
+
+    def _count(self, name: Any, n: Any, h: Phase | None) -> None:
+        """A run-level increment (no phase of this run is current): one event now."""
+        try:
+            h = self._target(h)
+            if h is not None and h.span is not None and h.status is None:
+                h.count(name, n)
+                return
+            _check_count(n)
+            if not self.live:
+                self.start()
+            body = f',"name":{self._count_name(name)},"inc":{E.number(n)}'
+            self.writer.emit(E.COUNT, _wall(), body)
+        except Exception as exc:
+            self.monitor._internal("count", exc)
+
     # -- module-level-style conveniences ------------------------------------------------
     def artifact(self, path: str | os.PathLike[str], **meta: Any) -> None:
         """Record an artifact of the active phase (or of the run)."""
         self._artifact(path, None, meta)
+
+    def count(self, name: str, n: float = 1) -> None:
+        """Add ``n`` to a counter of the active phase (or of the run)."""
+        self._count(name, n, None)
 
     def metric(self, name: str, value: float, **meta: Any) -> None:
         """Record a metric of the active phase (or of the run)."""
@@ -1209,6 +1311,8 @@ class Run:
         ev = self.evaluator
         if ev is None:
             return
+        if self._ackwatch is not None:
+            self._ackwatch.poll()  # at most once a second, only the bytes appended since
         now = _wall()
         act: list[Any] = []
         if ev.wants_active and active:
@@ -1298,6 +1402,9 @@ class Monitor:
         alert_rules: Iterable[Any] | None = None,
         on_alert: Callable[[dict[str, Any]], Any] | None = None,
         webhook: str | None = None,
+        webhook_format: str = "generic",
+        email: Mapping[str, Any] | None = None,
+        public_url: str | None = None,
         tags: Mapping[str, str] | None = None,
         resume: str | None = None,
         detail: str = "auto",
@@ -1366,6 +1473,8 @@ class Monitor:
                 ) from None
             if not os.access(p, os.W_OK | os.X_OK):
                 raise PermissionError(f"the run directory {p!r} is not writable")
+        elif not _join:
+            _make_parent(p, dir_mode)
         if not self.trust_dir:
             _check_log_dir(p if self.is_dir else os.path.dirname(os.path.abspath(p)) or ".")
         self.path = os.path.abspath(p)
@@ -1382,10 +1491,25 @@ class Monitor:
                 for i, r in enumerate(alert_rules)
             ]
         self._notifier: Any = None
-        if webhook is not None or on_alert is not None:
+        mailer = None
+        if email is not None:
+            from .mailer import mailer_from
+
+            mailer = mailer_from(email)  # a bad setting or an unreadable password fails here
+        if public_url is not None and not (
+            isinstance(public_url, str) and public_url.startswith(("http://", "https://"))
+        ):
+            raise ValueError(f"public_url must be an http:// or https:// URL, not {public_url!r}")
+        if webhook is not None or on_alert is not None or mailer is not None:
             from .notify import Notifier
 
-            self._notifier = Notifier(webhook, on_alert)
+            self._notifier = Notifier(
+                webhook,
+                on_alert,
+                webhook_format=webhook_format,
+                public_url=public_url,
+                mailer=mailer,
+            )
         self._history_durations: dict[str, list[float]] | None = None
         self._otlp_endpoint = None
         if otlp_endpoint is not None:
@@ -1605,6 +1729,10 @@ class Monitor:
     def metric(self, name: str, value: float, **meta: Any) -> None:
         self._main.metric(name, value, **meta)
 
+    def count(self, name: str, n: float = 1) -> None:
+        """Add ``n`` to a counter of the active phase of the main run (or of the run)."""
+        self._main.count(name, n)
+
     def warning(self, msg: str) -> None:
         self._main.warning(msg)
 
@@ -1653,6 +1781,8 @@ class Monitor:
         """The open alerts of this monitor's runs, as JSON-ready dicts."""
         out: list[dict[str, Any]] = []
         for run in self.runs():
+            if run._ackwatch is not None:
+                run._ackwatch.poll(force=True)  # `ack` from a shell: seen without restart
             if run.evaluator is not None:
                 for a in run.evaluator.active():
                     out.append({"run": run.id, **a})
@@ -1742,6 +1872,8 @@ class Monitor:
             h.update(s.health())
         if self._notifier is not None:
             h.update(self._notifier.health())
+            if self._notifier.mailer is not None:
+                h.update(self._notifier.mailer.health())
         if self._otlp is not None:
             h.update(self._otlp.health())
         return h
@@ -1787,6 +1919,9 @@ class Monitor:
                 run.evaluator = Evaluator(
                     self.alert_rules, ncpu=cgroup.cpu_count(self.limits, os.cpu_count())
                 )
+                from .ack import AckWatch
+
+                run._ackwatch = AckWatch(run)
                 threading.Thread(
                     target=self._load_history, args=(run,), name="atroz-history", daemon=True
                 ).start()
@@ -1935,6 +2070,7 @@ class _NullPhase:
     def cached(self, reason: str | None = None) -> None: ...
     def artifact(self, path: Any, **meta: Any) -> None: ...
     def metric(self, name: str, value: float, **meta: Any) -> None: ...
+    def count(self, name: str, n: float = 1) -> None: ...
     def warning(self, msg: str) -> None: ...
     def error(self, msg: str) -> None: ...
 

@@ -15,7 +15,6 @@ Webhook payload (``Content-Type: application/json``)::
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Callable
@@ -32,6 +31,9 @@ class Notifier:
         timeout: float = 5.0,
         retries: int = 3,
         backoff: float = 0.5,
+        webhook_format: str = "generic",
+        public_url: str | None = None,
+        mailer: Any = None,
     ) -> None:
         if webhook is not None and not (
             webhook.startswith("http://") or webhook.startswith("https://")
@@ -39,6 +41,15 @@ class Notifier:
             raise ValueError(f"webhook must be an http:// or https:// URL, not {webhook!r}")
         if on_alert is not None and not callable(on_alert):
             raise ValueError("on_alert must be callable")
+        from .alertmsg import FORMATS
+
+        if webhook_format not in FORMATS:
+            raise ValueError(
+                f"webhook_format must be one of {', '.join(FORMATS)}, not {webhook_format!r}"
+            )
+        self.webhook_format = webhook_format  # the body: alertmsg.body (generic, slack, teams)
+        self.public_url = public_url  # messages link to the run's page there
+        self.mailer = mailer  # mailer.Mailer: one email per alert, from this thread
         self.webhook = webhook
         self.on_alert = on_alert
         self.timeout = timeout
@@ -87,12 +98,16 @@ class Notifier:
                     self.last_error = f"on_alert: {type(exc).__name__}: {exc}"
             if self.webhook is not None:
                 self._post(item)
+            if self.mailer is not None:
+                self.mailer.send(item, self.public_url)
 
     def _post(self, item: dict[str, Any]) -> None:
         import urllib.error
         import urllib.request
 
-        data = json.dumps(item, default=repr).encode("utf-8")
+        from .alertmsg import body
+
+        data = body(self.webhook_format, item, self.public_url)
         delay = self.backoff
         for attempt in range(self.retries + 1):
             if self._stop.is_set() and attempt:

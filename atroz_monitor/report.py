@@ -326,6 +326,8 @@ def build(
             "items": [g for g in logs if g.get("level") == "warning"],
         },
         "alerts": snap["alerts"],
+        "error_groups": snap.get("error_groups"),
+        "counters": snap.get("counters") or {},
         "anomalies": snap["anomalies"],
         "history": hist,
         "resources": {
@@ -674,6 +676,9 @@ def render_text(
         more = errs["logged"] + warns["count"] - min(len(shown), errors_max)
         if more > 0:
             out.append(f"  ... and {more} more")
+    out += _groups_text(model.get("error_groups"), st, errors_max)
+    if model.get("counters"):
+        out += ["", st("counters", "1") + "  " + clean(_counters(model["counters"]), 88)]
     if model["alerts"]:
         out.append("")
         out.append(st("alerts", "1") + f" ({len(model['alerts'])})")
@@ -682,6 +687,9 @@ def render_text(
             code = {"critical": "1;31", "warning": "33"}.get(sev, "36")
             state = a.get("state", "?") + (" (ack)" if a.get("acknowledged") else "")
             out.append(f"  {st(f'{sev:<8}', code)} {state:<14} {clean(a.get('msg'), 70)}")
+            ack = _ack_text(a)
+            if ack:
+                out.append("  " + " " * 24 + clean(ack, 74))
     if model["history"] or model["anomalies"]:
         out.append("")
         out.append(st("against history", "1"))
@@ -711,6 +719,91 @@ def render_text(
     if model.get("compare") is not None:
         out += _compare_text(model["compare"], st, unicode)
     return "\n".join(out)
+
+
+def _counters(counters: Mapping[str, Any]) -> str:
+    """``signals 1,005, pages 12``: each p.count() counter's sum over the run."""
+    return ", ".join(
+        f"{k} {v:,.0f}" if isinstance(v, (int, float)) and float(v).is_integer() else f"{k} {v}"
+        for k, v in counters.items()
+    )
+
+
+def _ack_text(a: Mapping[str, Any]) -> str | None:
+    """Who acknowledged or cleared an alert (the ``ack`` command), when, and why."""
+    if a.get("cleared"):
+        return f"cleared by {a.get('cleared_by') or '?'} {_ts(a.get('cleared_ts'))}"
+    if a.get("acknowledged") and a.get("ack_by"):
+        note = f": {a['ack_note']}" if a.get("ack_note") else ""
+        return f"acknowledged by {a['ack_by']} {_ts(a.get('ack_ts'))}{note}"
+    return None
+
+
+def _across(g: Mapping[str, Any]) -> str:
+    if not g.get("recent_runs"):
+        return ""
+    if g.get("new"):
+        return "new"
+    return f"{g.get('seen_runs')}/{g.get('recent_runs')} runs"
+
+
+def _groups_text(eg: Mapping[str, Any] | None, st: _Style, limit: int) -> list[str]:
+    """Errors and warnings by fingerprint (errgroups.py): one line per group."""
+    if not eg or not (eg.get("groups") or eg.get("gone")):
+        return []
+    groups = eg.get("groups") or []
+    against = f"; against the last {eg['recent_runs']} run(s)" if eg.get("recent_runs") else ""
+    out = [
+        "",
+        st("error groups", "1")
+        + f" ({len(groups)} groups, {eg.get('total', 0)} occurrences{against})",
+    ]
+    if groups:
+        out.append(f"  {'count':>6} {'level':<5} {'seen':<9} {'phases':<12} group")
+    for g in groups[:limit]:
+        lvl = "error" if g.get("level") == "error" else "warn"
+        kind = f"{g['type']}: " if g.get("type") else ""
+        where = f" (at {g['frame']})" if g.get("frame") else ""
+        out.append(
+            f"  {g.get('count', 0):>6} {st(f'{lvl:<5}', '31' if lvl == 'error' else '33')} "
+            f"{_across(g):<9} {clean(','.join(g.get('phases') or []) or '-', 12):<12} "
+            + clean(kind + str(g.get("template")) + where, 60)
+        )
+    if len(groups) > limit:
+        out.append(f"  ... and {len(groups) - limit} more groups")
+    gone = eg.get("gone") or []
+    if gone:
+        out.append(
+            f"  gone since the previous run ({len(gone)}): "
+            + clean("; ".join(str(g.get("template")) for g in gone[:3]), 60)
+        )
+    return out
+
+
+def _groups_markdown(eg: Mapping[str, Any] | None) -> list[str]:
+    if not eg or not (eg.get("groups") or eg.get("gone")):
+        return []
+    out = [
+        "",
+        f"### Error groups ({len(eg.get('groups') or [])})",
+        "",
+        "| count | level | type | group | frame | phases | first | last | across runs |",
+        "|--:|---|---|---|---|---|---|---|---|",
+    ]
+    for g in (eg.get("groups") or [])[:50]:
+        across = _across(g) or "-"
+        out.append(
+            f"| {g.get('count')} | {_md(g.get('level'))} | {_md(g.get('type') or '-')} "
+            f"| {_md(g.get('template'))} | {_md(g.get('frame') or '-')} "
+            f"| {_md(', '.join(g.get('phases') or []) or '-')} | {_ts(g.get('first_ts'))} "
+            f"| {_ts(g.get('last_ts'))} | {across} |"
+        )
+    for g in eg.get("gone") or []:
+        out.append(
+            f"| 0 | {_md(g.get('level'))} | {_md(g.get('type') or '-')} "
+            f"| {_md(g.get('template'))} | {_md(g.get('frame') or '-')} | | | | gone |"
+        )
+    return out
 
 
 def _tag_list(tags: Mapping[str, Any]) -> str:
@@ -942,6 +1035,9 @@ def render_markdown(model: dict[str, Any]) -> str:
             )
         for g in (model["errors"]["items"] + model["warnings"]["items"])[:20]:
             out.append(f"| {g.get('level')} | {_md(g.get('phase') or '-')} | {_md(g.get('msg'))} |")
+    out += _groups_markdown(model.get("error_groups"))
+    if model.get("counters"):
+        out += ["", f"**Counters:** {_md(_counters(model['counters']))}"]
     if model["alerts"]:
         out += [
             "",
@@ -1137,7 +1233,7 @@ def _main(args: Any) -> int:
 
     tags = parse_tags(getattr(args, "baseline_tag", None))
     follow = bool(getattr(args, "follow_symlinks", False))
-    st, stats, _ = load(args.paths, follow_symlinks=follow)
+    st, stats, files = load(args.paths, follow_symlinks=follow)
     if args.run:
         if args.run not in st.runs:
             known = ", ".join(sorted(st.runs)[:8])
@@ -1186,6 +1282,11 @@ def _main(args: Any) -> int:
     elif fmt == "html":
         from . import page
 
+        own = [f for f in files if os.path.basename(f).startswith(run_id)] or (
+            files if len(files) == 1 else []
+        )
+        if own:  # the page's ack command names the log (exactly, when it is known)
+            model["snapshot"]["quality"].setdefault("files", [os.path.abspath(f) for f in own])
         data = {
             "snapshot": model["snapshot"],
             "runs": [

@@ -389,6 +389,8 @@ class Source:
                         runs_changed = True
                         if kind == "run_end":
                             rc.spans = None
+                    elif kind == "alert_ack" or kind == "alerts_cleared":
+                        rc.spans = None  # rare: a full update carries the alerts
                     elif spans is not None:
                         if kind == "sample":
                             ss = ev.get("spans")
@@ -559,7 +561,9 @@ class Source:
             },
             "host": r.info.get("host"),
             "alerts_open": sum(
-                1 for a in self._alerts_of(r) if a.get("state") in ("raised", "acknowledged")
+                1
+                for a in self._alerts_of(r)
+                if a.get("state") in ("raised", "acknowledged") and not a.get("cleared")
             ),
             "available": self._is_available(r.id),
         }

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from .errgroups import Groups
 from .ring import Ring
 
 RECENT = 64  # durations kept per phase key for statistics
@@ -198,6 +199,7 @@ class PhaseRec:
     # of them is that exception passing through, not another error.
     failed_below: set[tuple[Any, Any]] | None = None
     items_ts: float | None = None  # when ``items`` was last reported (the ETA's elapsed time)
+    counts: dict[str, float] | None = None  # p.count() totals over the phase
 
     def __init__(self, span: str, phase: str, name: str, parent: str | None, pid: Any) -> None:
         self.span = span
@@ -210,6 +212,7 @@ class PhaseRec:
 
 MAX_ARTIFACTS_PER_PHASE = 100
 MAX_METRICS_PER_PHASE = 200
+MAX_COUNTERS = 1_000  # counter names per run (and per phase): names are user input
 
 
 class RunState:
@@ -244,6 +247,12 @@ class RunState:
         self.run_failure = 0  # 1 when the run failed with an exception no phase failed with
         self.artifacts: Ring[dict[str, Any]] = Ring(artifacts)
         self.metrics: dict[str, dict[str, Any]] = {}  # name -> {value, count, min, max, span}
+        self.counters: dict[str, float] = {}  # name -> sum of every increment (p.count)
+        self.acks: dict[str, dict[str, Any]] = {}  # alert id -> its latest alert_ack
+        self.cleared: dict[str, Any] | None = None  # the latest alerts_cleared
+        # Errors and warnings by fingerprint (errgroups): exact counts beyond the log ring,
+        # kept when an earlier run is compacted to history ("new in this run", "gone").
+        self.errgroups: Groups | None = None
         self.alerts: dict[str, dict[str, Any]] = {}
         self.alert_events = 0
         self.seq_gaps = 0
@@ -422,6 +431,9 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
         for p in list(r.phases.values()):
             if not p.late and p.start is not None and p.start > ts:
                 _make_late(r, p)
+    if "error" in ev and r.status == "failed":
+        # Usually the exception that failed the last phase, grouped already: counted once.
+        _group_error(r, ev["error"], None, ts, None, once=True)
     # Phases the run left open ended with it (repeats kept as tuples are dropped: counted).
     r.folded_count += len(r.lite)
     r.lite.clear()
@@ -692,6 +704,11 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     v = get("attempt")
     if type(v) is int:
         rec.attempt = v
+    v = get("counts")
+    if v is not None:
+        _phase_counts(r, rec, v)
+    if rec.status == "failed" and "error" in ev:
+        _group_error(r, ev["error"], rec.phase, ts, span)
     r.open.discard(span)
     if rec.status == "failed":
         _count_failure(r, rec)
@@ -739,6 +756,11 @@ def _fold_lite(r: RunState, span: str, ev: dict[str, Any]) -> None:
     if agg is None:
         agg = r.keys[key] = KeyAgg()
     agg.add(status, d, c, items, peak)
+    counts = get("counts")
+    if counts is not None:
+        _phase_counts(r, None, counts)
+    if status == "failed" and "error" in ev:
+        _group_error(r, ev["error"], key, get("ts"), span)
     prec = r.phases.get(parent) if parent is not None else None
     if prec is not None:
         if prec.folded is None:
@@ -889,6 +911,10 @@ def _log(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> Non
     level = level if level in ("warning", "error") else "warning"
     r.log_counts[level] = r.log_counts.get(level, 0) + 1
     r.logs.append(_bare(ev))
+    g = r.errgroups
+    if g is None:
+        g = r.errgroups = Groups()
+    g.add_log(ev, level, ts)
     rec = _rec(r, ev.get("span"))
     if rec is not None:
         if level == "error":
@@ -932,6 +958,58 @@ def _metric(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> 
             rec.metrics[name] = value
 
 
+def _group_error(
+    r: RunState, error: Any, key: str | None, ts: Any, span: Any, once: bool = False
+) -> None:
+    """The exception that ended a phase or the run, into the run's error groups."""
+    g = r.errgroups
+    if g is None:
+        g = r.errgroups = Groups()
+    g.add_error(error, key, ts if type(ts) is float or type(ts) is int else None, span, once)
+
+
+def _add_count(table: dict[str, float], name: str, inc: float) -> None:
+    cur = table.get(name)
+    if cur is not None:
+        table[name] = cur + inc
+    elif len(table) < MAX_COUNTERS:
+        table[name] = inc
+
+
+def _counter(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    """An increment of a counter: summed over the run (every process) and its phase."""
+    name = ev.get("name")
+    inc = _num(ev.get("inc"))
+    if type(name) is not str or inc is None or not 0 <= inc < float("inf"):
+        return
+    _add_count(r.counters, name, inc)
+    rec = _rec(r, ev.get("span"))
+    if rec is not None:
+        if rec.counts is None:
+            rec.counts = {}
+        _add_count(rec.counts, name, inc)
+
+
+def _phase_counts(r: RunState, rec: PhaseRec | None, counts: Any) -> None:
+    """A phase's counter totals at its end: what its ``count`` events did not carry yet
+    (the increments of its last half second) is added to the run's sums."""
+    if not isinstance(counts, dict):
+        return
+    for name, total in counts.items():
+        total = _num(total)
+        if total is None or not 0 <= total < float("inf"):
+            continue
+        if rec is None:
+            _add_count(r.counters, name, total)
+            continue
+        if rec.counts is None:
+            rec.counts = {}
+        seen = rec.counts.get(name, 0)
+        if total > seen:
+            _add_count(r.counters, name, total - seen)
+            _add_count(rec.counts, name, total - seen)
+
+
 def _alert(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
     aid = ev.get("alert")
     if not isinstance(aid, str):
@@ -942,6 +1020,8 @@ def _alert(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> N
     if cur is None:
         a.setdefault("raised_ts", ts)
         r.alerts[aid] = a
+        if r.acks and aid in r.acks:
+            _acknowledged(a, r.acks[aid])  # appended to another file read before this one
         return
     # An acknowledgement or resolution keeps what the raise said (value, threshold, msg).
     merged = {**cur, **{k: v for k, v in a.items() if v is not None}}
@@ -954,7 +1034,47 @@ def _alert(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> N
         merged["raised_ts"] = ts
         merged.pop("resolved_ts", None)
         merged.pop("acknowledged", None)
+        merged.pop("cleared", None)  # a re-raise (an escalation) is active again
     r.alerts[aid] = merged
+
+
+def _alert_ack(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    """An acknowledgement appended by any process (``ack``): who, when, the note."""
+    aid = ev.get("alert")
+    if type(aid) is not str:
+        return
+    ack = {"ack_by": _text(ev.get("by")), "ack_ts": ts, "ack_note": _text(ev.get("note"))}
+    if aid not in r.acks and len(r.acks) >= MAX_COUNTERS:
+        return  # hostile input: a bounded table
+    r.acks[aid] = ack
+    cur = r.alerts.get(aid)
+    if cur is not None:
+        _acknowledged(cur, ack)
+
+
+def _acknowledged(a: dict[str, Any], ack: dict[str, Any]) -> None:
+    a.update(ack)
+    a["acknowledged"] = True
+    if a.get("state") == "raised":
+        a["state"] = "acknowledged"
+
+
+def _alerts_cleared(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    """Acknowledged alerts hidden from the active list (``ack --clear``); they stay in
+    the alert history, marked ``cleared``."""
+    ids = ev.get("alerts")
+    if not isinstance(ids, list):
+        return
+    by = _text(ev.get("by"))
+    for aid in ids:
+        cur = r.alerts.get(aid) if type(aid) is str else None
+        if cur is not None:
+            cur.update(cleared=True, cleared_by=by, cleared_ts=ts)
+    r.cleared = {"by": by, "ts": ts, "count": len(ids)}
+
+
+def _text(v: Any) -> str | None:
+    return v[:500] if type(v) is str else None
 
 
 _HANDLERS = {
@@ -972,4 +1092,7 @@ _HANDLERS = {
     "artifact": _artifact,
     "metric": _metric,
     "alert": _alert,
+    "count": _counter,
+    "alert_ack": _alert_ack,
+    "alerts_cleared": _alerts_cleared,
 }

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import history
+from . import errgroups, history
 from .events import DONE_STATUSES, cpu_avg_pct, phase_errors
 from .state import PhaseRec, RunState, State, error_count
 
@@ -101,6 +101,7 @@ def phase_view(
         "late": rec.late,
         "artifacts": list(rec.artifacts) if rec.artifacts else [],
         "metrics": dict(rec.metrics) if rec.metrics else {},
+        "counts": dict(rec.counts) if rec.counts else {},
         "error": rec.error,
         "reason": rec.reason,
         "attempt": rec.attempt,
@@ -326,11 +327,13 @@ def snapshot(
         "errors": errors_view(r, phases),
         "artifacts": {"items": r.artifacts.snapshot(), "total": r.artifacts.total},
         "metrics": {k: dict(v) for k, v in r.metrics.items()},
+        "counters": dict(r.counters),
         "alerts": sorted(r.alerts.values(), key=lambda a: a.get("raised_ts") or 0),
         "quality": q,
         "monitor": mon,
     }
     history.evaluate(state, run_id, snap, now)
+    snap["error_groups"] = errgroups.error_groups(state, run_id)
     return snap
 
 

@@ -19,6 +19,7 @@ from .common import Figure
 
 MODULES = [
     "bench_phase",
+    "bench_count",
     "bench_sampler",
     "bench_import",
     "bench_memory",

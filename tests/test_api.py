@@ -393,6 +393,8 @@ def test_stream_snapshot_then_update_with_only_what_changed(tmp_path: Path) -> N
             "samples",
             "logs",
             "alerts",
+            "error_groups",
+            "counters",
             "folded",
             "quality",
             "monitor",

@@ -152,7 +152,7 @@ def test_chrome_trace_counters_and_instant_events(demo: dict[str, Any]) -> None:
     cpu = [e for e in counters if e["name"] == "CPU %"]
     assert len(cpu) == len([s for s in samples if "cpu_pct" in s]) > 0
     warnings = [e for e in trace["traceEvents"] if e["ph"] == "i" and e["cat"] == "warning"]
-    assert len(warnings) == len([e for e in evs if e["ev"] == "log"]) == 2
+    assert len(warnings) == len([e for e in evs if e["ev"] == "log"]) == 5
     assert all(e["s"] == "p" for e in warnings)
     bad = exporters.chrome_trace(demo["bad"]["snap"])
     errors = [e for e in bad["traceEvents"] if e["ph"] == "i" and e["cat"] == "error"]

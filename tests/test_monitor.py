@@ -295,9 +295,11 @@ def test_unwritable_path_fails_at_construction():
 
 
 def test_directory_is_not_a_file(tmp_path):
-    """A directory path where a file cannot be created is an OSError naming it."""
+    """A .jsonl path that is a directory (no file can be created there) is an OSError
+    naming it. (A missing parent directory is created: see test_counters.py.)"""
+    (tmp_path / "dir.jsonl").mkdir()
     with pytest.raises(OSError, match="cannot write the run log"):
-        Monitor(tmp_path / "dir.jsonl" / "x.jsonl")
+        Monitor(tmp_path / "dir.jsonl")
 
 
 def test_directory_mode_writes_one_file_per_run(tmp_path):

@@ -410,6 +410,7 @@
     ["detail", renderDetail],
     ["alerts", renderAlerts],
     ["logs", renderLogs],
+    ["groups", renderGroups],
     ["info", renderInfo],
     ["tick", renderTick],
   ];
@@ -499,6 +500,11 @@
       snap.alerts = u.alerts;
       parts.add("alerts");
     }
+    if (u.error_groups && typeof u.error_groups === "object") {
+      snap.error_groups = u.error_groups;
+      parts.add("groups");
+    }
+    if (u.counters && typeof u.counters === "object") snap.counters = u.counters;
     if (u.folded && typeof u.folded === "object") {
       // Top-level keys recorded as aggregates (hot loops at the top of the run).
       snap.folded = u.folded;
@@ -659,7 +665,7 @@
   }
 
   function openAlerts() {
-    return (S.snap.alerts || []).filter((a) => a.state === "raised" || a.state === "acknowledged");
+    return (S.snap.alerts || []).filter((a) => (a.state === "raised" || a.state === "acknowledged") && !a.cleared);
   }
 
   function renderAlertCard() {
@@ -1611,6 +1617,7 @@
       detailChildren(p),
       el("h3", { text: "Metrics" }),
       kvList(Object.entries(p.metrics || {}).map(([k, v]) => [k, typeof v === "number" ? fmtNum(v) : String(v)]), "No metrics."),
+      Object.keys(p.counts || {}).length ? [el("h3", { text: "Counters" }), kvList(Object.entries(p.counts).map(([k, v]) => [k, fmtNum(v)]), "")] : null,
       el("h3", { text: "Artifacts" }),
       kvList((p.artifacts || []).map((a) => [String(a.path ?? ""), fmtBytes(a.bytes)]), "No artifacts."),
       el("h3", { text: "Errors and warnings" }),
@@ -1901,9 +1908,55 @@
   }
 
   // ---------------------------------------------------------------- alerts, logs
+  /** A word of a shell command, quoted only when it must be (POSIX single quotes). */
+  function shellWord(text) {
+    const t = String(text);
+    return /^[A-Za-z0-9_./:@%+=,-]+$/.test(t) ? t : `'${t.replace(/'/g, "'\\''")}'`;
+  }
+
+  /** The command that acknowledges an alert from a shell (the log is the record). */
+  function ackCommand(a) {
+    const files = (S.snap.quality && S.snap.quality.files) || [];
+    const path = files.length ? files[0] : "atroz-runs";
+    const words = ["python", "-m", "atroz_monitor", "ack", shellWord(path), shellWord(a.alert)];
+    if (!files.length) words.push("--run", shellWord(S.snap.run.id));
+    return words.join(" ");
+  }
+
+  function ackLine(a) {
+    if (a.cleared) {
+      return el("span", { class: "meta ack", text: `cleared by ${a.cleared_by || "?"} ${fmtClock(a.cleared_ts)}` });
+    }
+    if (a.acknowledged && a.ack_by) {
+      const note = a.ack_note ? ` — “${a.ack_note}”` : "";
+      return el("span", { class: "meta ack", text: `acknowledged by ${a.ack_by} ${fmtClock(a.ack_ts)}${note}` });
+    }
+    if (a.state !== "raised" || !a.alert) return null;
+    const code = el("code", { class: "ack-cmd", text: ackCommand(a) });
+    const copy = el("button", { type: "button", class: "copy", text: "Copy", "aria-label": "Copy the acknowledge command" });
+    copy.addEventListener("click", () => {
+      const text = code.textContent;
+      const done = () => setText(copy, "Copied");
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(text).then(done, () => selectText(code));
+      } else {
+        selectText(code);
+      }
+    });
+    return el("span", { class: "meta ack" }, "acknowledge: ", code, " ", copy);
+  }
+
+  function selectText(node) {
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+  }
+
   function alertItem(a) {
     const sev = typeof a.severity === "string" ? a.severity : "info";
-    const state = a.state === "acknowledged" || a.acknowledged ? "acknowledged" : statusText(a.state);
+    const state = a.cleared ? "cleared" : a.state === "acknowledged" || a.acknowledged ? "acknowledged" : statusText(a.state);
     const vs = num(a.value) || num(a.threshold) ? `value ${fmtNum(a.value)} vs threshold ${fmtNum(a.threshold)}` : null;
     const meta = [
       a.rule ? `rule ${a.rule}` : null,
@@ -1918,6 +1971,7 @@
       el("span", {}, badge(sev, `sev-${["critical", "warning", "info"].includes(sev) ? sev : "info"}`)),
       el("span", { class: "msg", text: a.msg || a.rule || a.alert || "alert" }),
       el("span", { class: "meta", text: meta.filter(Boolean).join(" · ") }),
+      ackLine(a),
     );
   }
 
@@ -1982,6 +2036,51 @@
     }
   }
 
+  /** Errors and warnings grouped by fingerprint (errgroups.py computes them). */
+  function groupItem(g) {
+    const level = g.level === "error" ? "error" : "warning";
+    const start = run().start;
+    const at = (ts) => (num(ts) && num(start) ? `+${fmtMs((ts - start) * 1000)}` : fmtClock(ts));
+    const across = g.new
+      ? "new in this run"
+      : `seen in ${g.seen_runs} of the last ${g.recent_runs} runs`;
+    const meta = [
+      `${fmtInt(g.count)}×`,
+      g.frame ? `at ${g.frame}` : null,
+      (g.phases || []).length ? `phases ${g.phases.join(", ")}` : null,
+      g.count > 1 ? `first ${at(g.first_ts)}, last ${at(g.last_ts)}` : at(g.first_ts),
+      g.recent_runs ? across : null,
+    ];
+    const ex = g.example && g.example.msg !== g.template ? `e.g. ${g.example.msg}` : null;
+    return el(
+      "li",
+      { "data-fingerprint": g.fingerprint || "", "data-new": g.new ? "1" : "0" },
+      el("span", {}, badge(level, `sev-${level}`)),
+      el("span", { class: "msg", text: g.type ? `${g.type}: ${g.template || ""}` : g.template || "" }),
+      el("span", { class: "meta", text: meta.filter(Boolean).join(" · ") }),
+      ex ? el("span", { class: "meta example", text: ex }) : null,
+    );
+  }
+
+  function renderGroups() {
+    const eg = S.snap.error_groups || { groups: [], gone: [] };
+    const groups = eg.groups || [];
+    const list = clear($("groups"));
+    setText($("groups-count"), String(groups.length));
+    if (!groups.length) list.append(el("li", { class: "empty", text: "No errors or warnings." }));
+    list.append(...groups.slice(0, MAX_LIST).map(groupItem));
+    if ((eg.gone || []).length) {
+      const names = eg.gone.slice(0, 5).map((g) => g.template).join("; ");
+      const text = `Gone since the previous run (${eg.gone.length}): ${names}`;
+      list.append(el("li", { class: "empty gone", text }));
+    }
+  }
+
+  function countersText(c) {
+    const entries = Object.entries(c || {});
+    return entries.length ? entries.map(([k, v]) => `${k} ${fmtNum(v)}`).join(" · ") : "–";
+  }
+
   // ---------------------------------------------------------------- run info
   function qualityText(q) {
     const n = (v) => v || 0;
@@ -2044,6 +2143,7 @@
       ["Tags", tagEntries(r.tags).length ? el("span", { class: "tags" }, tagChips(r.tags)) : "–"],
       ["Metadata", meta.length ? meta.join(", ") : "–"],
       ["Resumed", resumedText(r.resumed)],
+      ["Counters", countersText(S.snap.counters)],
       ...limitRows(r.limits),
       ["Data quality", qualityBad ? qualityText(q) : "ok", qualityBad],
       ["Monitor", monBad ? monitorText(m) : "ok", monBad],
