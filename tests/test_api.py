@@ -438,8 +438,9 @@ def test_stream_sends_an_update_for_any_event_of_the_run(tmp_path: Path) -> None
         assert src.refresh()
         (upd,) = _messages(s.poll())
         assert [(p["pid"], p.get("end")) for p in upd[2]["processes"]] == [(1, None), (7, t + 2)]
+        err = {"type": "E", "msg": "m"}
         append(log, {"ev": "phase_end", "ts": t + 3, "run": "L", "pid": 1, "span": "1.1",
-                     "phase": "A", "status": "failed", "error": {"type": "E", "msg": "m"}})  # fmt: skip
+                     "phase": "A", "status": "failed", "error": err})  # fmt: skip
         assert src.refresh()
         (upd,) = _messages(s.poll())
         assert upd[2]["errors"]["count"] == 1
