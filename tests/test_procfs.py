@@ -490,7 +490,8 @@ def test_three_level_tree_two_reads_exact_values(fake: FakeProc) -> None:
     assert second["sys_cpu_pct"] == 20.0  # busy 200 of 1000 ticks
     assert sorted(s.descendants) == [200, 300, 400, 500]
 
-    # 500 exits and is reaped; 300 burns 100 more ticks in 1 s.
+    # 500 exits and is reaped; 300 burns 100 more ticks in 1 s. The kernel adds the reaped
+    # child's whole CPU (its 1000 ticks, baseline included) to the root's cutime.
     boot.t = 1003.0
     fake.remove(500)
     fake.process(
@@ -498,6 +499,7 @@ def test_three_level_tree_two_reads_exact_values(fake: FakeProc) -> None:
         ppid=1,
         utime=150,
         stime=50,
+        cutime=1000,
         threads=2,
         rss=100,
         starttime=10,
@@ -508,7 +510,7 @@ def test_three_level_tree_two_reads_exact_values(fake: FakeProc) -> None:
     third = s.read(now=13.0)
     assert third["children"] == 3
     assert third["children_cpu_pct"] == 100.0
-    assert third["children_cpu_s"] == 5.5  # 500's CPU stays counted
+    assert third["children_cpu_s"] == 5.5  # 500's CPU stays counted, and once
     assert third["children_rss_bytes"] == (10 + 20 + 30) * PAGE
     assert not [p for p in s._fs.open_paths if p.startswith("500/")]  # its fds were closed
     assert s.vanished == 0
@@ -612,9 +614,10 @@ def test_reused_pid_is_a_new_process(fake: FakeProc) -> None:
     fake.process(200, ppid=100, utime=1000, starttime=5000)
     s = sampler(fake, 100, Boot(1000.0))
     s.read(now=1.0)
+    fake.process(100, cutime=1000, tasks={100: [200]})  # the old 200 was reaped: 1000 ticks
     fake.process(200, ppid=100, utime=30, starttime=100050)  # born after the first read
     sample = s.read(now=2.0)
-    assert (sample["children_cpu_s"], sample["children_cpu_pct"]) == (0.3, 30.0)
+    assert (sample["children_cpu_s"], sample["children_cpu_pct"]) == pytest.approx((0.3, 30.0))
 
 
 def test_zombie_child_is_not_live_but_its_cpu_counts(fake: FakeProc) -> None:
