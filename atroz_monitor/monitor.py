@@ -1885,6 +1885,24 @@ class Monitor:
                 # The child joins the run: process_start on its first event, never run_end.
                 run.owner = False
                 run.live = False
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            # A multiprocessing child (a fork-started pool worker) leaves through os._exit,
+            # so atexit never runs; its finalizers do. They are cleared when the child starts,
+            # after this hook: register through the after-fork hooks, which run after that.
+            mp_util.register_after_fork(self, Monitor._mp_child_started)
+
+    def _mp_child_started(self) -> None:
+        """In a multiprocessing child: write process_end at its normal exit."""
+        import multiprocessing.util as mp_util
+
+        mp_util.Finalize(self, self._end_joined, exitpriority=10)
+
+    def _end_joined(self) -> None:
+        """End the runs this process joined and wrote to (its process_end)."""
+        for run in self.runs():
+            if run.live and not run.ended and not run.owner and run.writer.pid == os.getpid():
+                run.end(E.COMPLETED)
 
 
 def _after_fork_child() -> None:

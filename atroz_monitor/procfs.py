@@ -777,28 +777,35 @@ class TreeSampler:
                 self._last_scan = now
         # A descendant first seen now counts all its CPU if it was born after the previous
         # discovery (it cannot have been seen before); an older one only sets a baseline.
-        # starttime is rounded down to a tick, so the test errs towards the baseline.
+        # starttime is rounded down to a tick: compared with the discovery's tick, also
+        # rounded down, a child born just after it is not taken for an old one.
         born_after = None
         if self._discovery_boot is not None and self._prev_t is not None:
-            born_after = self._discovery_boot * self._tck
+            born_after = int(self._discovery_boot * self._tck)
         prev_levels = self._levels
         levels: dict[int, tuple[int, int, int, int]] = {}
         total = rss = count = 0
-        direct: list[tuple[int, float]] = []
+        # Per child of the root, the CPU of its whole live subtree: if that child is reaped
+        # before the next read, RUSAGE_CHILDREN takes over all of it (grandchildren it
+        # waited for included).
+        top: dict[int, int] = {}
+        subtree: dict[int, int] = {}
         for st in live:
             level = st.utime + st.stime + st.cutime + st.cstime
             prev = prev_levels.get(st.pid)
             if prev is not None and prev[0] == st.starttime:
                 base = prev[2]
                 level = max(level, prev[1])  # clamp: never count the same ticks twice
-            elif born_after is not None and st.starttime > born_after:
+            elif born_after is not None and st.starttime >= born_after:
                 base = 0
             else:
                 base = level
             levels[st.pid] = (st.starttime, level, base, st.ppid)
             total += level - base
-            if st.ppid == self.pid:
-                direct.append((st.pid, (level - base) / self._tck))
+            head = st.pid if st.ppid == self.pid else top.get(st.ppid)
+            if head is not None:  # live is parents first: the head is known
+                top[st.pid] = head
+                subtree[head] = subtree.get(head, 0) + level - base
             if st.state not in _DEAD_STATES:
                 count += 1
                 rss += st.rss_pages * self._page
@@ -814,7 +821,7 @@ class TreeSampler:
         if discovered:
             self._discovery_boot = boot
         self.descendants = tuple(levels)
-        self.direct = tuple(direct)
+        self.direct = tuple((pid, ticks / self._tck) for pid, ticks in subtree.items())
         tree = self.reaped_s + (total + self._departed) / self._tck
         self.tree_s = tree
         if self._tree0 is None:
