@@ -15,8 +15,8 @@ command                                status     recorded                    ``
 =====================================  =========  ==========================  =========
 exits 0                                completed  metric ``exit_code`` 0      exits 0
 exits N > 0                            failed     ``exit_code`` N, error      exits N
-killed by SIGINT, SIGTERM or SIGHUP    cancelled  ``exit_code`` 128+S,        128+S
-                                                  ``signal`` S, error
+killed by SIGINT, SIGTERM, SIGHUP or   cancelled  ``exit_code`` 128+S,        128+S
+SIGQUIT, or by ``run`` after the grace            ``signal`` S, error
 killed by any other signal             failed     same                        128+S
 (SIGKILL from the OOM killer, SIGSEGV)
 cannot start: not found                failed     ``exit_code`` 127, error    127
@@ -65,7 +65,7 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 KILL_GRACE_S = 10.0  # how long a command may outlive a forwarded signal before SIGKILL
 # Deaths by these are someone stopping the command on purpose: the run is cancelled, not
 # failed. Any other signal (SIGKILL from the OOM killer, SIGSEGV, SIGABRT) is a failure.
-CANCEL_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+CANCEL_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
 
 
 class CommandFailed(Exception):
@@ -73,8 +73,9 @@ class CommandFailed(Exception):
 
 
 class CommandCancelled(KeyboardInterrupt):
-    """The command died of SIGINT, SIGTERM or SIGHUP. A KeyboardInterrupt subclass because
-    that is what the recorder maps to ``cancelled``."""
+    """The command died of SIGINT, SIGTERM, SIGHUP or SIGQUIT, or was killed after the grace
+    period. A KeyboardInterrupt subclass because that is what the recorder maps to
+    ``cancelled``."""
 
 
 def display(cmd: Sequence[str]) -> str:

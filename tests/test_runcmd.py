@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from helpers import of_kind, read_log
+import pytest
+from helpers import of_kind, poll, read_log
 
 from atroz_monitor import runcmd
 
@@ -236,3 +237,110 @@ def test_documented_run_example(tmp_path: Path) -> None:
     assert len({ends[k]["pid"] for k in ends}) == 3
     assert of_kind(events, "run_start")[0]["name"] == "nightly"
     assert b"nightly" in r.stdout  # the report names the run
+
+
+def _start_run(tmp: Path, code: str, grace: float | None = None) -> subprocess.Popen[bytes]:
+    """`run` (its own process, no terminal) around a Python command; waits until the command
+    printed its first line (its handlers are installed)."""
+    out = str(tmp / "runs")
+    cmd = [sys.executable, "-c", code]
+    if grace is None:
+        argv = [sys.executable, "-m", "atroz_monitor", "run", "--out", out, "--", *cmd]
+    else:
+        main = (
+            "import sys; from atroz_monitor import runcmd; "
+            f"sys.exit(runcmd.main({cmd!r}, {out!r}, 0.05, grace={grace}))"
+        )
+        argv = [sys.executable, "-c", main]
+    proc = subprocess.Popen(argv, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()))  # type: ignore[union-attr]
+    reader.start()
+    reader.join(30)  # bounded
+    assert got and got[0].startswith(b"ready"), got
+    return proc
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"  # a zombie init has not reaped
+
+
+SPAWNER = (
+    "import subprocess, sys, time\n"
+    "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "print('ready', kid.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT])
+def test_signal_to_run_reaches_the_command_group_and_ends_the_run(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGHUP, SIGINT, SIGTERM, SIGQUIT to `run`: the command and its own child (its process
+    group) receive it, run waits, writes run_end (cancelled) and exits 128+S."""
+    proc = _start_run(tmp_path, SPAWNER)
+    events_before = the_log(tmp_path)
+    assert not of_kind(events_before, "run_end")
+    proc.send_signal(sig)
+    assert _finish(proc) == 128 + sig
+    events = the_log(tmp_path)
+    [end] = of_kind(events, "run_end")
+    assert end["status"] == "cancelled" and end["signal"] == sig.name
+    assert command_phase(events)["status"] == "cancelled"
+
+
+def test_grandchild_in_the_command_group_gets_the_signal(tmp_path: Path) -> None:
+    """The command's own child is in the command's process group: SIGTERM to run ends it too."""
+    out: list[bytes] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atroz_monitor", "run", "--out", str(tmp_path / "runs"), "--",
+         sys.executable, "-c", SPAWNER],
+        env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.readline()))  # type: ignore[union-attr]
+    reader.start()
+    reader.join(30)
+    kid = int(out[0].split()[1])
+    proc.send_signal(signal.SIGTERM)
+    assert _finish(proc) == 128 + signal.SIGTERM
+    poll(lambda: _gone(kid), 10, "the grandchild to die of the forwarded SIGTERM")
+
+
+def test_command_ignoring_signals_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+    """A command that ignores SIGTERM is SIGKILLed `grace` seconds later: run exits 137, and
+    run_end says cancelled, reason killed_after_grace."""
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = _start_run(tmp_path, code, grace=0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert _finish(proc) == 128 + signal.SIGKILL
+    events = the_log(tmp_path)
+    [end] = of_kind(events, "run_end")
+    assert (end["status"], end["reason"], end["signal"]) == (
+        "cancelled",
+        "killed_after_grace",
+        "SIGKILL",
+    )
+    assert "still running 0.5 s after a forwarded signal" in end["error"]["msg"]
