@@ -47,6 +47,7 @@ _spans = itertools.count(1)
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PROGRESS_EVERY_S = 0.5  # at most one progress event per phase this often (set_total: always)
 _perf_ns = time.perf_counter_ns
+_pread = os.pread  # the phase boundary's statm read (see procfs.Statm.rss)
 _cpu_ns = time.process_time_ns
 _wall = time.time
 
@@ -408,7 +409,14 @@ class Phase:
             if mon._hwm is not None:
                 _fold_hwm()
             st = mon._statm
-            self._rss0 = self.peak_rss = st.rss() if st is not None else mon._rss
+            if st is not None:
+                try:  # Statm.rss() inlined: this is the hot path
+                    rss0 = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
+                except (OSError, IndexError, ValueError):
+                    rss0 = None
+            else:
+                rss0 = mon._rss
+            self._rss0 = self.peak_rss = rss0
             self._ccpu0 = mon._children_cpu()
             if _ctx:
                 self._token = _current.set(self)
@@ -476,7 +484,13 @@ class Phase:
                 status = "failed"
             mon = run.monitor
             st = mon._statm
-            rss = st.rss() if st is not None else mon._rss
+            if st is not None:
+                try:
+                    rss = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
+                except (OSError, IndexError, ValueError):
+                    rss = None
+            else:
+                rss = mon._rss
             ccpu = mon._children_cpu() - self._ccpu0
             if mon._hwm is not None:
                 _fold_hwm()  # into every open phase, this one included, then reset
