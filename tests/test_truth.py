@@ -423,4 +423,22 @@ def test_cpu_hog_beside_the_sampler_never_exceeds_the_usable_cpus(tmp_path: Path
     rates = [s["cpu_pct"] for s in samples if "cpu_pct" in s]
     crates = [s["children_cpu_pct"] for s in samples if "children_cpu_pct" in s]
     assert len(rates) >= 10 and crates
+    _rows.append(
+        (
+            "cpu_pct (highest)",
+            "hog beside a 100 Hz sampler; truth: the cap",
+            100 * ncpu,
+            max(rates),
+            "%",
+        )
+    )
+    _rows.append(
+        (
+            "children_cpu_pct (highest)",
+            "2 hogging children; truth: the cap",
+            100 * ncpu,
+            max(crates),
+            "%",
+        )
+    )
     assert max(rates) <= cap and max(crates) <= cap, (max(rates), max(crates), ncpu)
