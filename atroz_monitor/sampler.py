@@ -62,13 +62,16 @@ class Sampler:
         while True:
             deadline += interval
             timeout = deadline - time.monotonic()
-            if timeout < 0:
-                # Behind (a starved thread, a suspended process): one tick now, and the next
-                # a full interval later; the lost ticks are counted, never run in a burst
-                # (back-to-back reads would measure nothing but clock steps).
-                self.missed += int(-timeout // interval)
-                deadline = time.monotonic()
-                timeout = 0.0
+            if timeout < -2 * interval:
+                # Far behind (a starved thread, a suspended process): skip the lost ticks
+                # instead of bursting to catch up, and count them. A tick delayed by
+                # scheduling jitter (up to two intervals) runs at once: rates are taken over
+                # at least 0.1 s (procfs), so such a catch-up tick merges into the window
+                # before it instead of dividing a clock step by a fraction of a millisecond.
+                skipped = int(-timeout // interval) - 1
+                self.missed += skipped
+                deadline += skipped * interval
+                timeout = deadline - time.monotonic()
             if self._stop.wait(max(timeout, 0.0)):
                 return
             self._tick()
