@@ -403,7 +403,7 @@ class Phase:
             self.items = self.warnings = self.errors = 0
             self.total = None
             self._outcome = None
-            self._figures = None
+            self._figures: str | None = None
             # RSS read at the boundary itself (one pread), after folding the exact peak so
             # far into the phases already open: this one starts from its own figure.
             if mon._hwm is not None:
@@ -1888,7 +1888,7 @@ class Monitor:
             self._statm.reopen()  # the inherited descriptor reads the parent's statm
         if self._hwm is not None:
             try:
-                self._hwm = type(self._hwm)(self.proc)
+                self._hwm.reopen()
             except OSError:
                 self._hwm = None
         for run in self._runs.values():
@@ -1920,7 +1920,8 @@ class Monitor:
 
 
 def _after_fork_child() -> None:
-    global _pid, _span_prefix, _spans
+    global _pid, _span_prefix, _spans, _hwm_lock
+    _hwm_lock = threading.Lock()  # another thread may have held it at the fork
     _pid = os.getpid()
     _span_prefix = f"{_pid}."
     _spans = itertools.count(1)

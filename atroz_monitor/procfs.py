@@ -405,23 +405,22 @@ class Statm:
     the descriptor names the parent's pid.
     """
 
-    __slots__ = ("root", "fd", "page")
+    __slots__ = ("root", "fd", "page", "_ident")
 
     def __init__(self, root: str = "/proc") -> None:
         self.root = root
         self.fd = -1
+        self._ident: tuple[int, int] | None = None
         self.page = page_size()
         self.reopen()
 
     def reopen(self) -> None:
-        """Open the statm file of the calling process (dropping an inherited descriptor)."""
-        self.fd = -1  # an inherited number belongs to the parent's file: never closed here
-        try:
-            self.fd = os.open(
-                os.path.join(self.root, str(os.getpid()), "statm"), os.O_RDONLY | os.O_CLOEXEC
-            )
-        except OSError:
-            self.fd = -1
+        """Open the statm file of the calling process; in a forked child, the inherited
+        descriptor (the parent's file) is closed if the number is still ours."""
+        _close_if_ours(self.fd, self._ident)
+        self.fd, self._ident = _open_kept(
+            os.path.join(self.root, str(os.getpid()), "statm"), os.O_RDONLY
+        )
 
     def rss(self) -> int | None:
         """The resident set size now, in bytes; None if it cannot be read."""
@@ -434,12 +433,34 @@ class Statm:
             return None
 
     def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_if_ours(self.fd, self._ident)
+        self.fd, self._ident = -1, None
+
+
+def _open_kept(path: str, flags: int) -> tuple[int, tuple[int, int] | None]:
+    """A descriptor kept across reads and its identity (-1 and None if it cannot be opened)."""
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+    except OSError:
+        return -1, None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return fd, None
+    return fd, (st.st_dev, st.st_ino)
+
+
+def _close_if_ours(fd: int, ident: tuple[int, int] | None) -> None:
+    """Close ``fd`` only if it still refers to the file we opened (a forked child may have
+    reused the number for a file of its own)."""
+    if fd < 0 or ident is None:
+        return
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == ident:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 class HighWater:
@@ -452,18 +473,25 @@ class HighWater:
     Construction raises OSError where the files are missing or the kernel refuses the reset.
     """
 
-    __slots__ = ("_status", "_clear")
+    __slots__ = ("root", "_status", "_clear")
 
     def __init__(self, root: str = "/proc") -> None:
-        base = os.path.join(root, str(os.getpid()))
-        self._status = os.open(os.path.join(base, "status"), os.O_RDONLY | os.O_CLOEXEC)
+        self.root = root
+        self._status: tuple[int, tuple[int, int] | None] = (-1, None)
+        self._clear: tuple[int, tuple[int, int] | None] = (-1, None)
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Open the files of the calling process (in a forked child: the child's), or raise
+        OSError; inherited descriptors still ours are closed."""
+        self.close()
+        base = os.path.join(self.root, str(os.getpid()))
+        self._status = _open_kept(os.path.join(base, "status"), os.O_RDONLY)
+        self._clear = _open_kept(os.path.join(base, "clear_refs"), os.O_WRONLY)
         try:
-            self._clear = os.open(os.path.join(base, "clear_refs"), os.O_WRONLY | os.O_CLOEXEC)
-        except OSError:
-            os.close(self._status)
-            raise
-        try:
-            os.write(self._clear, b"5")  # kernels before 4.0 answer EINVAL: no exact peak
+            if self._status[0] < 0 or self._clear[0] < 0:
+                raise OSError(errno.ENOENT, "no /proc/<pid>/status or clear_refs")
+            os.write(self._clear[0], b"5")  # kernels before 4.0 answer EINVAL: no exact peak
         except OSError:
             self.close()
             raise
@@ -471,7 +499,7 @@ class HighWater:
     def peek(self) -> int | None:
         """The high-water mark since the last reset, in bytes; None if unreadable."""
         try:
-            data = pread(self._status, 4096, 0)
+            data = pread(self._status[0], 4096, 0)
         except OSError:
             return None
         i = data.find(b"VmHWM:")
@@ -485,17 +513,15 @@ class HighWater:
         """The high-water mark since the last reset, then reset it to the current RSS."""
         value = self.peek()
         try:
-            os.write(self._clear, b"5")
+            os.write(self._clear[0], b"5")
         except OSError:
             return None
         return value
 
     def close(self) -> None:
-        for fd in (self._status, self._clear):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        for fd, ident in (self._status, self._clear):
+            _close_if_ours(fd, ident)
+        self._status = self._clear = (-1, None)
 
 
 def _rusage_children() -> Callable[[], float]:

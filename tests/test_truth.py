@@ -382,7 +382,7 @@ def test_run_xargs_command_figures_match_wait4(tmp_path: Path) -> None:
 # Processes
 
 
-def _worker_phase(parent: str) -> int:
+def _worker_phase(parent: str | None) -> int:
     with atroz_monitor.phase("work", parent=parent):
         burn(0.01)
     return os.getpid()
