@@ -225,6 +225,9 @@ def test_exact_peak_catches_a_short_spike_in_the_phase_and_its_parent(tmp_path: 
         )
     # The phase after the spike starts after it: its peak is its own.
     assert ends["after"]["peak_rss_bytes"] < truth - 150 * MiB
+    # The snapshot says how each peak was measured.
+    methods = {ph["phase"]: ph["peak_rss_method"] for ph in mon.snapshot()["phases"]}
+    assert methods == {"outer": "hwm", "before": "hwm", "spike": "hwm", "after": "hwm"}
 
 
 def test_sampled_peak_is_never_below_the_boundaries(tmp_path: Path) -> None:
