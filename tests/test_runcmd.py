@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +345,66 @@ def test_command_ignoring_signals_is_killed_after_the_grace_period(tmp_path: Pat
         "SIGKILL",
     )
     assert "still running 0.5 s after a forwarded signal" in end["error"]["msg"]
+
+
+def _run_in_terminal(tmp: Path, code: str) -> tuple[int, int]:
+    """`run` as the foreground job of a new pseudo-terminal (pty.fork: its session leader);
+    returns (run's pid, the master fd) once the command printed 'ready'."""
+    import pty
+    import select
+
+    argv = [sys.executable, "-m", "atroz_monitor", "run", "--out", str(tmp / "runs"), "--",
+            sys.executable, "-c", code]  # fmt: skip
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child execs at once
+        os.execve(sys.executable, argv, ENV)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"ready" not in seen:
+        assert time.monotonic() < deadline, seen
+        if select.select([master], [], [], 0.5)[0]:
+            try:
+                seen += os.read(master, 1024)
+            except OSError:
+                break
+    return pid, master
+
+
+def _wait_terminal_run(pid: int, master: int) -> int:
+    import select
+
+    deadline = time.monotonic() + 30
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            os.close(master)
+            return os.waitstatus_to_exitcode(status)
+        assert time.monotonic() < deadline, "run did not end"
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                os.read(master, 1024)  # drain the terminal
+            except OSError:
+                pass
+
+
+SLEEPER = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
+
+
+def test_ctrl_c_at_a_terminal_reaches_the_command_once(tmp_path: Path) -> None:
+    """In a terminal's foreground, Ctrl-C (the terminal's SIGINT to the whole group) ends the
+    command, which run does not signal a second time: cancelled, exit 130, run_end written."""
+    pid, master = _run_in_terminal(tmp_path, SLEEPER)
+    os.write(master, b"\x03")
+    assert _wait_terminal_run(pid, master) == 128 + signal.SIGINT
+    [end] = of_kind(the_log(tmp_path), "run_end")
+    assert (end["status"], end["signal"]) == ("cancelled", "SIGINT")
+
+
+def test_sigterm_in_a_terminal_goes_to_the_command(tmp_path: Path) -> None:
+    """In a terminal's foreground (the command shares run's group), SIGTERM sent to run alone
+    is forwarded to the command: cancelled, exit 143, run_end written."""
+    pid, master = _run_in_terminal(tmp_path, SLEEPER)
+    os.kill(pid, signal.SIGTERM)
+    assert _wait_terminal_run(pid, master) == 128 + signal.SIGTERM
+    [end] = of_kind(the_log(tmp_path), "run_end")
+    assert (end["status"], end["signal"]) == ("cancelled", "SIGTERM")
