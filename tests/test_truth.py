@@ -9,11 +9,13 @@ suite writes the errors it measured as a Markdown table (docs/ACCURACY.md quotes
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import resource
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -244,111 +246,158 @@ def test_sampled_peak_is_never_below_the_boundaries(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Children's CPU
+# Children's CPU, each case in a fresh process: the test runner's own descendants (servers,
+# browsers other tests started) would add their CPU to the tree's and not to the ground truth.
+
+PRELUDE = """
+import json, os, resource, subprocess, sys, time
+from atroz_monitor import Monitor
+
+def burn(seconds):
+    t = time.thread_time()
+    while time.thread_time() - t < seconds:
+        pass
+
+def forked_burner(seconds):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            burn(seconds)
+        finally:
+            os._exit(0)
+    return pid
+
+def children_cpu_ms():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * 1000
+
+log = sys.argv[1]
+"""
+
+
+def isolated(tmp_path: Path, body: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``body`` (after PRELUDE) in a fresh Python; it records into ``log`` and prints one
+    JSON object of ground truth. Returns (that object, the phase_end events by key)."""
+    log = tmp_path / "run.jsonl"
+    r = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(body), str(log)],
+        env=child_env(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return json.loads(r.stdout.splitlines()[-1]), phase_ends(read_log(log))
 
 
 def test_twenty_short_children_are_all_counted(tmp_path: Path) -> None:
     """20 children of 0.1 s CPU each, default sampling (0.5 s): children_cpu_ms is what
     RUSAGE_CHILDREN gained over the phase (the kernel sums every reaped child)."""
-    log = tmp_path / "run.jsonl"
-    with Monitor(log) as mon:
-        before = children_cpu_ms()
-        with mon.phase("children"):
-            for _ in range(5):
-                pids = [forked_burner(0.1) for _ in range(4)]
-                for pid in pids:
-                    os.waitpid(pid, 0)
-        after = children_cpu_ms()
-    assert after - before >= 2000 * 0.95
-    cpu_close(
-        "children_cpu_ms",
-        "20 children x 0.1 s",
-        the_end(log, "children")["children_cpu_ms"],
-        after - before,
+    truth, ends = isolated(
+        tmp_path,
+        """
+        with Monitor(log) as mon:
+            before = children_cpu_ms()
+            with mon.phase("children"):
+                for _ in range(5):
+                    pids = [forked_burner(0.1) for _ in range(4)]
+                    for pid in pids:
+                        os.waitpid(pid, 0)
+            after = children_cpu_ms()
+        print(json.dumps({"ms": after - before}))
+        """,
     )
+    assert truth["ms"] >= 2000 * 0.95
+    got = ends["children"]["children_cpu_ms"]
+    cpu_close("children_cpu_ms", "20 children x 0.1 s", got, truth["ms"])
 
 
 def test_twenty_short_children_with_sampling_off(tmp_path: Path) -> None:
     """With sampling off, children_cpu_ms is RUSAGE_CHILDREN's gain, as exact as with it on."""
-    log = tmp_path / "run.jsonl"
-    with Monitor(log, sample_interval=None) as mon:
-        before = children_cpu_ms()
-        with mon.phase("children"):
-            pids = [forked_burner(0.1) for _ in range(4)]
-            for pid in pids:
-                os.waitpid(pid, 0)
-        after = children_cpu_ms()
-    cpu_close(
-        "children_cpu_ms",
-        "4 children, sampling off",
-        the_end(log, "children")["children_cpu_ms"],
-        after - before,
+    truth, ends = isolated(
+        tmp_path,
+        """
+        with Monitor(log, sample_interval=None) as mon:
+            before = children_cpu_ms()
+            with mon.phase("children"):
+                pids = [forked_burner(0.1) for _ in range(4)]
+                for pid in pids:
+                    os.waitpid(pid, 0)
+            after = children_cpu_ms()
+        print(json.dumps({"ms": after - before}))
+        """,
     )
+    got = ends["children"]["children_cpu_ms"]
+    cpu_close("children_cpu_ms", "4 children, sampling off", got, truth["ms"])
 
 
 def test_long_child_reaped_between_ticks_is_counted_once(tmp_path: Path) -> None:
     """A 2 s child seen alive by many samples (50 ms apart), then reaped between two ticks:
     its CPU is counted once and whole (RUSAGE_CHILDREN), not twice, not cut at a tick."""
-    log = tmp_path / "run.jsonl"
-    with Monitor(log, sample_interval=0.05) as mon:
-        before = children_cpu_ms()
-        with mon.phase("long"):
-            pid = forked_burner(2.0)
-            os.waitpid(pid, 0)
-        after = children_cpu_ms()
-    evs = read_log(log)
-    assert any(s.get("children", 0) >= 1 for s in of_kind(evs, "sample"))  # seen alive
-    cpu_close(
-        "children_cpu_ms",
-        "one 2 s child",
-        phase_ends(evs)["long"]["children_cpu_ms"],
-        after - before,
+    truth, ends = isolated(
+        tmp_path,
+        """
+        with Monitor(log, sample_interval=0.05) as mon:
+            before = children_cpu_ms()
+            with mon.phase("long"):
+                pid = forked_burner(2.0)
+                os.waitpid(pid, 0)
+            after = children_cpu_ms()
+        print(json.dumps({"ms": after - before}))
+        """,
     )
+    evs = read_log(tmp_path / "run.jsonl")
+    assert any(s.get("children", 0) >= 1 for s in of_kind(evs, "sample"))  # seen alive
+    cpu_close("children_cpu_ms", "one 2 s child", ends["long"]["children_cpu_ms"], truth["ms"])
 
 
 def test_grandchildren_through_sh_are_counted(tmp_path: Path) -> None:
     """`sh -c` starting two busy grandchildren and waiting for them: their CPU reaches the phase
     through sh's own RUSAGE_CHILDREN when sh is reaped."""
-    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
-    py = sys.executable
-    script = f"{py} -S -c '{busy}' & {py} -S -c '{busy}' & wait"
-    log = tmp_path / "run.jsonl"
-    with Monitor(log) as mon:
-        before = children_cpu_ms()
-        with mon.phase("sh"):
-            subprocess.run(["sh", "-c", script], check=True, env=child_env())
-        after = children_cpu_ms()
-    assert after - before >= 600
-    cpu_close(
-        "children_cpu_ms",
-        "2 grandchildren via sh -c",
-        the_end(log, "sh")["children_cpu_ms"],
-        after - before,
+    truth, ends = isolated(
+        tmp_path,
+        """
+        busy = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.3: pass"
+        py = sys.executable
+        script = f"{py} -S -c '{busy}' & {py} -S -c '{busy}' & wait"
+        with Monitor(log) as mon:
+            before = children_cpu_ms()
+            with mon.phase("sh"):
+                subprocess.run(["sh", "-c", script], check=True)
+            after = children_cpu_ms()
+        print(json.dumps({"ms": after - before}))
+        """,
     )
+    assert truth["ms"] >= 600
+    got = ends["sh"]["children_cpu_ms"]
+    cpu_close("children_cpu_ms", "2 grandchildren via sh -c", got, truth["ms"])
 
 
 def test_live_child_cpu_counts_at_the_sampler_resolution(tmp_path: Path) -> None:
     """A child still running when its phase ends: its CPU so far is counted from the tree
     sampler, within one sample interval of CPU of psutil's figure for it."""
-    psutil = pytest.importorskip("psutil")
-    log = tmp_path / "run.jsonl"
-    interval = 0.05
-    with Monitor(log, sample_interval=interval) as mon:
-        pid = forked_burner(5.0)
-        child = psutil.Process(pid)
-        try:
-            with mon.phase("live"):
-                deadline = time.monotonic() + 10
-                while sum(child.cpu_times()[:2]) < 0.4 and time.monotonic() < deadline:
-                    time.sleep(0.01)
-            t = child.cpu_times()
-            truth_ms = (t.user + t.system) * 1000
-        finally:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-    got = the_end(log, "live")["children_cpu_ms"]
-    _rows.append(("children_cpu_ms", "live child at phase end", truth_ms, got, "ms"))
-    assert truth_ms - (interval * 1000 + 40) <= got <= truth_ms + 20
+    pytest.importorskip("psutil")
+    truth, ends = isolated(
+        tmp_path,
+        """
+        import psutil
+        with Monitor(log, sample_interval=0.05) as mon:
+            pid = forked_burner(5.0)
+            child = psutil.Process(pid)
+            try:
+                with mon.phase("live"):
+                    deadline = time.monotonic() + 10
+                    while sum(child.cpu_times()[:2]) < 0.4 and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                t = child.cpu_times()
+            finally:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+        print(json.dumps({"ms": (t.user + t.system) * 1000}))
+        """,
+    )
+    got = ends["live"]["children_cpu_ms"]
+    _rows.append(("children_cpu_ms", "live child at phase end", truth["ms"], got, "ms"))
+    assert truth["ms"] - (50 + 40) <= got <= truth["ms"] + 20
 
 
 # ---------------------------------------------------------------------------------------------
