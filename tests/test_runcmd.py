@@ -357,6 +357,8 @@ def _run_in_terminal(tmp: Path, code: str) -> tuple[int, int]:
             sys.executable, "-c", code]  # fmt: skip
     pid, master = pty.fork()
     if pid == 0:  # pragma: no cover - the child execs at once
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)  # exec keeps an ignored signal ignored
         os.execve(sys.executable, argv, ENV)
     seen = b""
     deadline = time.monotonic() + 30
@@ -374,15 +376,20 @@ def _wait_terminal_run(pid: int, master: int) -> int:
     import select
 
     deadline = time.monotonic() + 30
+    out = b""
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             os.close(master)
             return os.waitstatus_to_exitcode(status)
-        assert time.monotonic() < deadline, "run did not end"
+        if time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)  # run and the command: the pty's whole job
+            os.waitpid(pid, 0)
+            os.close(master)
+            pytest.fail(f"run did not end within 30 s; the terminal showed {out!r}")
         if select.select([master], [], [], 0.1)[0]:
             try:
-                os.read(master, 1024)  # drain the terminal
+                out += os.read(master, 1024)  # drain the terminal
             except OSError:
                 pass
 
