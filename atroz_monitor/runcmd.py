@@ -38,7 +38,8 @@ The command gets its own process group, except when ``run`` is in the foreground
 terminal: there it stays in ``run``'s group, so that the terminal's job control (Ctrl-C,
 Ctrl-Z, Ctrl-\\) reaches it as it would without ``run``, and a SIGINT or SIGQUIT, which the
 terminal already sent to the whole foreground group, is not sent a second time (it would
-interrupt the command's own clean-up); SIGHUP and SIGTERM go to the command's pid.
+interrupt the command's own clean-up) and starts no grace period (an interactive command may
+handle it and go on); SIGHUP and SIGTERM go to the command's pid.
 """
 
 from __future__ import annotations
