@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run any command as a monitored run (its whole process tree sampled)",
         usage=RUN_USAGE,
         description="Run CMD as one monitored run: its process tree sampled, stdin, stdout "
-        "and stderr passed through untouched, SIGINT/SIGTERM forwarded, its exit code or "
+        "and stderr passed through untouched, SIGHUP/SIGINT/SIGTERM/SIGQUIT forwarded to its "
+        "process group (killed 10 s later if it is still running), its exit code or "
         "signal recorded as the run's status. Python steps inside it that use "
         "atroz_monitor.phase join the run. Exits with CMD's exit code (128+N for signal N; "
         "127 when CMD is not found, 126 when it cannot be executed).",

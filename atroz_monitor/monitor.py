@@ -48,6 +48,7 @@ _spans = itertools.count(1)
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PROGRESS_EVERY_S = 0.5  # at most one progress event per phase this often (set_total: always)
 _perf_ns = time.perf_counter_ns
+_pread = os.pread  # the phase boundary's statm read (see procfs.Statm.rss)
 _cpu_ns = time.process_time_ns
 _wall = time.time
 
@@ -313,6 +314,7 @@ class Phase:
         "_prog_t",
         "_last_activity",
         "_pending",
+        "_figures",
         "attempt",
         "_outcome",
         "_detail",
@@ -434,9 +436,21 @@ class Phase:
             self.items = self.warnings = self.errors = 0
             self.total = None
             self._outcome = None
-            self._rss0 = self.peak_rss = mon._rss
-            c = mon._ccpu_s
-            self._ccpu0 = c if c is not None else mon._children_cpu()
+            self._figures: str | None = None
+            # RSS read at the boundary itself (one pread), after folding the exact peak so
+            # far into the phases already open: this one starts from its own figure.
+            if mon._hwm is not None:
+                _fold_hwm()
+            st = mon._statm
+            if st is not None:
+                try:  # Statm.rss() inlined: this is the hot path
+                    rss0 = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
+                except (OSError, IndexError, ValueError):
+                    rss0 = None
+            else:
+                rss0 = mon._rss
+            self._rss0 = self.peak_rss = rss0
+            self._ccpu0 = mon._children_cpu()
             if _ctx:
                 self._token = _current.set(self)
             else:
@@ -501,6 +515,18 @@ class Phase:
                 status = "cancelled"
             else:
                 status = "failed"
+            mon = run.monitor
+            st = mon._statm
+            if st is not None:
+                try:
+                    rss = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
+                except (OSError, IndexError, ValueError):
+                    rss = None
+            else:
+                rss = mon._rss
+            ccpu = mon._children_cpu() - self._ccpu0
+            if mon._hwm is not None:
+                _fold_hwm()  # into every open phase, this one included, then reset
             self.status = status
             run.active.pop(self.span, None)
             if self._hot:
@@ -514,26 +540,27 @@ class Phase:
                     _current.set(self._prev)  # exited in another context than it entered
             elif _current.get() is self:
                 _current.set(self._prev)
-            mon = run.monitor
-            body = (
-                f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f},'
-                f'"cpu_ms":{(cpu1 - self._cpu0) / 1e6:.3f}'
-            )
-            c = mon._ccpu_s
-            ccpu = (c if c is not None else mon._children_cpu()) - self._ccpu0
-            if ccpu > 0:
-                body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
-            rss = mon._rss
-            if rss is not None:
-                peak = self.peak_rss
-                if peak is None or rss > peak:
-                    peak = rss
-                r0 = self._rss0
-                body += (
-                    f',"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{r0}'
-                    if r0 is not None
-                    else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
+            if self._figures is not None:
+                body = f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f}'
+                body += self._figures  # measured elsewhere (``run``: the command's tree)
+            else:
+                body = (
+                    f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f},'
+                    f'"cpu_ms":{(cpu1 - self._cpu0) / 1e6:.3f}'
                 )
+                if ccpu > 0:
+                    body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
+                if rss is not None:
+                    peak = self.peak_rss
+                    if peak is None or rss > peak:
+                        peak = rss
+                    r0 = self._rss0
+                    body += (
+                        f',"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{r0}'
+                        if r0 is not None
+                        else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
+                    )
+                    body += mon._peak_method
             if self.items:
                 body += f',"items":{self.items}'
             if self.total is not None:
@@ -686,6 +713,26 @@ class Phase:
     def error(self, msg: str) -> None:
         """Record an error attributed to this phase (the phase itself goes on)."""
         self._run._log("error", msg, self, "api")
+
+    def use_figures(
+        self,
+        cpu_ms: float | None,
+        peak_rss_bytes: int | None = None,
+        max_rss_bytes: int | None = None,
+        source: str = "wait4",
+    ) -> None:
+        """Record these figures at the phase's end instead of this process's own: a phase
+        that stands for another process (``run -- CMD``: the command's ``wait4`` rusage and
+        its tree's sampled peak). ``peak_rss_bytes`` is the tree's peak, ``max_rss_bytes``
+        the largest single process's."""
+        body = ""
+        if cpu_ms is not None:
+            body += f',"cpu_ms":{float(cpu_ms):.3f}'
+        if peak_rss_bytes is not None:
+            body += f',"peak_rss_bytes":{int(peak_rss_bytes)}'
+        if max_rss_bytes is not None:
+            body += f',"max_rss_bytes":{int(max_rss_bytes)}'
+        self._figures = body + f',"figures_source":{quote(source)},"peak_rss_method":"tree_sampled"'
 
     @property
     def elapsed_s(self) -> float:
@@ -1334,6 +1381,38 @@ class Run:
             self._alerts(alerts)
 
 
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` is still ours to wait for (alive or a zombie, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+_hwm_lock = threading.Lock()
+
+
+def _fold_hwm() -> None:
+    """Fold the exact peak since the last reset into every open phase of every monitor
+    that keeps exact peaks, then reset it: each reset is preceded by a fold, so every open
+    phase sees every moment of its life (the high-water mark is one per process)."""
+    with _hwm_lock:
+        mons = [m for m in list(_monitors) if m._hwm is not None]
+        if not mons:
+            return
+        v = mons[0]._hwm.take()
+        if v is None:
+            return
+        for m in mons:
+            for run in list(m._runs.values()):
+                for h in list(run.active.values()):
+                    if h.peak_rss is None or v > h.peak_rss:
+                        h.peak_rss = v
+
+
 def _reset(h: Phase) -> None:
     tok = h._token
     h._token = None
@@ -1416,6 +1495,7 @@ class Monitor:
         file_mode: int = FILE_MODE,
         dir_mode: int = DIR_MODE,
         trust_dir: bool = False,
+        exact_peak: bool = False,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -1523,7 +1603,24 @@ class Monitor:
         self._internal_last: str | None = None
         self._internal_warned = False
         self._rss: int | None = None  # latest sampled RSS (bytes)
-        self._ccpu_s: float | None = None  # latest sampled children CPU seconds
+        # (RUSAGE_CHILDREN, tree total, live children's part) at the sampler's last read
+        self._ccpu: tuple[float, float, tuple[tuple[int, float], ...]] | None = None
+        from . import procfs
+
+        self._reaped = procfs.reaped_children_cpu_s
+        self._statm: Any = procfs.Statm(proc)
+        if self._statm.fd < 0:
+            self._statm = None  # no /proc: the sampler's figures, if any
+        # Exact peak RSS (opt-in: the reset also lowers the process's own ru_maxrss).
+        self._hwm: Any = None
+        if exact_peak:
+            try:
+                self._hwm = procfs.HighWater(proc)
+            except OSError as exc:
+                self._internal(f"exact_peak unavailable, peaks are sampled ({exc})", None)
+        self._peak_method = (
+            ',"peak_rss_method":"hwm"' if self._hwm is not None else ',"peak_rss_method":"sampled"'
+        )
         self._sampler: Any = None
         self._sampler_done: Any = None  # the stopped sampler, for its final counters
         self._capture_installed = False
@@ -1887,13 +1984,28 @@ class Monitor:
             return None
 
     def _children_cpu(self) -> float:
-        c = self._ccpu_s
-        if c is not None:
-            return c
-        if self._sampler is None:
-            t = os.times()
-            return t[2] + t[3]
-        return 0.0
+        """Children's CPU seconds now, on one scale across phase boundaries: the exact
+        RUSAGE_CHILDREN, plus live descendants' CPU as of the sampler's last read. A child
+        reaped since that read is in RUSAGE_CHILDREN now: its part of the read is taken
+        out, so it is counted once (with all its CPU, the part after the read included)."""
+        r = self._reaped()
+        pub = self._ccpu
+        if pub is None:
+            return r
+        r_tick, tree, direct = pub
+        if r == r_tick or not direct:
+            return tree + (r - r_tick)
+        for _ in range(3):  # a child reaped between the checks and the read: look again
+            gone = [cpu for pid, cpu in direct if not _exists(pid)]
+            r = self._reaped()
+            if [cpu for pid, cpu in direct if not _exists(pid)] == gone:
+                break
+        return tree + (r - r_tick) - sum(gone)
+
+    def children_rss_peak(self) -> int | None:
+        """The highest RSS of this process's descendants (summed) the sampler has seen."""
+        s = self._sampler or self._sampler_done
+        return None if s is None else s.peak_children_rss
 
     # -- run start/end side effects -----------------------------------------------------
     def _run_started(self, run: Run) -> None:
@@ -1954,8 +2066,15 @@ class Monitor:
         self._sampler = None  # threads do not survive fork; the parent samples the tree
         self._otlp = None
         self._rss = None
-        self._ccpu_s = None
+        self._ccpu = None
         self._view = None
+        if self._statm is not None:
+            self._statm.reopen()  # the inherited descriptor reads the parent's statm
+        if self._hwm is not None:
+            try:
+                self._hwm.reopen()
+            except OSError:
+                self._hwm = None
         for run in self._runs.values():
             run.active = {}
             run._explicit = {}
@@ -1964,10 +2083,29 @@ class Monitor:
                 # The child joins the run: process_start on its first event, never run_end.
                 run.owner = False
                 run.live = False
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            # A multiprocessing child (a fork-started pool worker) leaves through os._exit,
+            # so atexit never runs; its finalizers do. They are cleared when the child starts,
+            # after this hook: register through the after-fork hooks, which run after that.
+            mp_util.register_after_fork(self, Monitor._mp_child_started)
+
+    def _mp_child_started(self) -> None:
+        """In a multiprocessing child: write process_end at its normal exit."""
+        import multiprocessing.util as mp_util
+
+        mp_util.Finalize(self, self._end_joined, exitpriority=10)
+
+    def _end_joined(self) -> None:
+        """End the runs this process joined and wrote to (its process_end)."""
+        for run in self.runs():
+            if run.live and not run.ended and not run.owner and run.writer.pid == os.getpid():
+                run.end(E.COMPLETED)
 
 
 def _after_fork_child() -> None:
-    global _pid, _span_prefix, _spans
+    global _pid, _span_prefix, _spans, _hwm_lock
+    _hwm_lock = threading.Lock()  # another thread may have held it at the fork
     _pid = os.getpid()
     _span_prefix = f"{_pid}."
     _spans = itertools.count(1)

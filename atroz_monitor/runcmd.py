@@ -15,19 +15,31 @@ command                                status     recorded                    ``
 =====================================  =========  ==========================  =========
 exits 0                                completed  metric ``exit_code`` 0      exits 0
 exits N > 0                            failed     ``exit_code`` N, error      exits N
-killed by SIGINT, SIGTERM or SIGHUP    cancelled  ``exit_code`` 128+S,        128+S
-                                                  ``signal`` S, error
+killed by SIGINT, SIGTERM, SIGHUP or   cancelled  ``exit_code`` 128+S,        128+S
+SIGQUIT, or by ``run`` after the grace            ``signal`` S, error
 killed by any other signal             failed     same                        128+S
 (SIGKILL from the OOM killer, SIGSEGV)
 cannot start: not found                failed     ``exit_code`` 127, error    127
 cannot start: not executable, other    failed     ``exit_code`` 126, error    126
 =====================================  =========  ==========================  =========
 
-SIGINT and SIGTERM sent to ``run`` are forwarded to the command, whose own handling decides
-the outcome. One exception, as in shells: a SIGINT while ``run`` is in the foreground of a
-terminal came from Ctrl-C, which the terminal already sent to the whole foreground process
-group, command included; it is not sent a second time (a second SIGINT would interrupt the
-command's own clean-up).
+The ``command`` phase carries the command's own figures, not the wrapper's: ``cpu_ms`` is
+the CPU time of the command and every descendant it waited for (``wait4``'s rusage, exact),
+``max_rss_bytes`` the largest single process's peak RSS (the same rusage), and
+``peak_rss_bytes`` the highest RSS of the whole tree the sampler saw (``figures_source``:
+``"wait4"``).
+
+Signals. SIGHUP, SIGINT, SIGTERM and SIGQUIT sent to ``run`` are forwarded to the command's
+process group (the command and whatever it started), whose own handling decides the outcome;
+``run`` waits for the command and writes ``run_end``. A command still running
+``KILL_GRACE_S`` (10) seconds after the first forwarded signal is killed with SIGKILL, its
+process group with it, and the run is ``cancelled`` (``reason`` ``"killed_after_grace"``).
+The command gets its own process group, except when ``run`` is in the foreground of a
+terminal: there it stays in ``run``'s group, so that the terminal's job control (Ctrl-C,
+Ctrl-Z, Ctrl-\\) reaches it as it would without ``run``, and a SIGINT or SIGQUIT, which the
+terminal already sent to the whole foreground group, is not sent a second time (it would
+interrupt the command's own clean-up) and starts no grace period (an interactive command may
+handle it and go on); SIGHUP and SIGTERM go to the command's pid.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from types import FrameType
 from typing import IO, Any
@@ -49,10 +62,11 @@ EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 NAME_LIMIT = 200  # characters of the command line kept as the run and phase name
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM)
+FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+KILL_GRACE_S = 10.0  # how long a command may outlive a forwarded signal before SIGKILL
 # Deaths by these are someone stopping the command on purpose: the run is cancelled, not
 # failed. Any other signal (SIGKILL from the OOM killer, SIGSEGV, SIGABRT) is a failure.
-CANCEL_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+CANCEL_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
 
 
 class CommandFailed(Exception):
@@ -60,8 +74,9 @@ class CommandFailed(Exception):
 
 
 class CommandCancelled(KeyboardInterrupt):
-    """The command died of SIGINT, SIGTERM or SIGHUP. A KeyboardInterrupt subclass because
-    that is what the recorder maps to ``cancelled``."""
+    """The command died of SIGINT, SIGTERM, SIGHUP or SIGQUIT, or was killed after the grace
+    period. A KeyboardInterrupt subclass because that is what the recorder maps to
+    ``cancelled``."""
 
 
 def display(cmd: Sequence[str]) -> str:
@@ -89,12 +104,17 @@ def _foreground_of_terminal() -> bool:
 
 
 class _Forwarder:
-    """Forwards SIGINT/SIGTERM to the command; installed before it starts (a signal that
-    arrives before the child exists is sent as soon as it does)."""
+    """Forwards the FORWARDED signals to the command; installed before it starts (a signal
+    that arrives before the child exists is sent as soon as it does). After ``grace``
+    seconds from the first one, a command still running is killed (SIGKILL)."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float = KILL_GRACE_S) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.group = False  # the command leads its own process group
+        self.grace = grace
         self.received: list[int] = []
+        self.killed = False
+        self._timer: threading.Timer | None = None
         self._pending: list[int] = []
         self._old: dict[int, Any] = {}
         for sig in FORWARDED:
@@ -111,28 +131,84 @@ class _Forwarder:
             self._send(signum)
 
     def _send(self, signum: int) -> None:
-        if signum == signal.SIGINT and _foreground_of_terminal():
-            return  # Ctrl-C: the terminal signalled the command's process group already
         proc = self.proc
-        if proc is not None:
-            try:
-                proc.send_signal(signum)  # no-op once the child has been reaped
-            except OSError:
-                pass  # exited between the check and the kill: nothing left to stop
+        if proc is None or proc.returncode is not None:
+            return  # reaped: its pid (and group id) may belong to someone else now
+        keyboard = signum in (signal.SIGINT, signal.SIGQUIT)
+        if keyboard and not self.group and _foreground_of_terminal():
+            return  # from the keyboard: the terminal signalled the command already
+        try:
+            if self.group:
+                os.killpg(proc.pid, signum)
+            else:
+                proc.send_signal(signum)
+        except OSError:
+            pass  # exited between the check and the kill: nothing left to stop
+        if self._timer is None and self.grace >= 0:
+            self._timer = threading.Timer(self.grace, self._kill)
+            self._timer.daemon = True
+            self._timer.start()
 
-    def attach(self, proc: subprocess.Popen[bytes]) -> None:
+    def _kill(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        self.killed = True
+        try:
+            if self.group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        except OSError:
+            pass
+
+    def attach(self, proc: subprocess.Popen[bytes], group: bool) -> None:
         self.proc = proc
+        self.group = group
         pending, self._pending = self._pending, []
         for sig in pending:
             self._send(sig)
 
     def restore(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         for sig, old in self._old.items():
             try:
                 signal.signal(sig, old)
             except (ValueError, OSError, TypeError):
                 pass
         self._old = {}
+
+
+def _popen(cmd: list[str], group: bool) -> subprocess.Popen[bytes]:
+    if not group:
+        return subprocess.Popen(cmd)
+    if sys.version_info >= (3, 11):
+        return subprocess.Popen(cmd, process_group=0)
+    return subprocess.Popen(cmd, preexec_fn=os.setpgrp)  # 3.10: no process_group yet
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, Any]:
+    """Wait for the command; its exit code (as ``Popen.returncode``) and ``wait4`` rusage
+    (None where there is no ``wait4``). PEP 475: a forwarded signal's handler runs, then the
+    wait resumes."""
+    wait4 = getattr(os, "wait4", None)
+    if wait4 is None:
+        return proc.wait(), None
+    _, status, usage = wait4(proc.pid, 0)
+    proc.returncode = rc = os.waitstatus_to_exitcode(status)
+    return rc, usage
+
+
+def _command_figures(mon: Any, h: Any, usage: Any) -> None:
+    """The command's own figures on its phase: CPU and the largest process's peak from
+    ``wait4``, the tree's peak from the samples."""
+    if usage is None:
+        return
+    maxrss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    tree = mon.children_rss_peak()
+    peak = maxrss if tree is None else max(tree, maxrss)
+    h.use_figures((usage.ru_utime + usage.ru_stime) * 1000, peak, maxrss)
 
 
 def _end_run(mon: Any, status: str, error: BaseException | None, extra: dict[str, Any]) -> None:
@@ -148,6 +224,7 @@ def main(
     name: str | None = None,
     *,
     stderr: IO[str] | None = None,
+    grace: float = KILL_GRACE_S,
 ) -> int:
     """Run ``cmd`` as a monitored run in ``out``; return the exit code ``run`` exits with.
 
@@ -168,12 +245,15 @@ def main(
         plan=[(PHASE_KEY, line)],
         meta={"command": cmd},
     )
-    fwd = _Forwarder()
+    fwd = _Forwarder(grace)
     try:
         mon.start()  # sets ATROZ_MONITOR_LOG / _RUN in os.environ: the child inherits them
         h = mon.start_phase(PHASE_KEY, line, meta={"argv": cmd})
+        # Its own process group, so that a forwarded signal reaches everything it started;
+        # but not in a terminal's foreground, where job control needs one group.
+        group = not _foreground_of_terminal()
         try:
-            proc = subprocess.Popen(cmd)
+            proc = _popen(cmd, group)
         except (OSError, ValueError) as exc:  # ValueError: an embedded NUL in an argument
             is_missing = isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR)
             code = EXIT_NOT_FOUND if is_missing else EXIT_CANNOT_EXECUTE
@@ -190,11 +270,12 @@ def main(
             watch: Any = OomWatch()
         except Exception:
             watch = None
-        fwd.attach(proc)
-        rc = proc.wait()  # PEP 475: a forwarded signal's handler runs, then the wait resumes
+        fwd.attach(proc, group)
+        rc, usage = _wait(proc)
         fwd.restore()
+        _command_figures(mon, h, usage)
         oom = watch is not None and exit_was_oom(rc, watch.poll())
-        return _record(mon, h, rc, oom)
+        return _record(mon, h, rc, oom, fwd.grace if fwd.killed else None)
     except BaseException as exc:
         # Our own failure (not the command's): record it; never leave the run open.
         mon.close(E.CANCELLED if isinstance(exc, KeyboardInterrupt) else E.FAILED, exc)
@@ -203,9 +284,10 @@ def main(
         fwd.restore()
 
 
-def _record(mon: Any, h: Any, rc: int, oom: bool = False) -> int:
+def _record(mon: Any, h: Any, rc: int, oom: bool = False, killed: float | None = None) -> int:
     """Record the command's outcome in its phase and the run; return ``run``'s exit code.
-    ``oom``: the command was SIGKILLed while the cgroup's OOM-kill count rose."""
+    ``oom``: the command was SIGKILLed while the cgroup's OOM-kill count rose; ``killed``:
+    the grace period (s) after which ``run`` itself killed the command."""
     if rc == 0:
         h.metric("exit_code", 0)
         mon.complete_phase(h)
@@ -221,16 +303,22 @@ def _record(mon: Any, h: Any, rc: int, oom: bool = False) -> int:
     code = 128 + sig
     name = signal_name(sig)
     msg = f"command killed by {name} ({sig})"
-    if oom:
+    if sig != signal.SIGKILL:
+        killed = None
+    if oom and killed is None:
         msg = "command killed by the OOM killer (memory limit reached)"
         mon.main._oom_killed(1)
-    status = E.CANCELLED if sig in CANCEL_SIGNALS else E.FAILED
+    if killed is not None:
+        msg = f"command killed by SIGKILL: still running {killed:g} s after a forwarded signal"
+    status = E.CANCELLED if sig in CANCEL_SIGNALS or killed is not None else E.FAILED
     exc = CommandCancelled(msg) if status == E.CANCELLED else CommandFailed(msg)
     h.metric("exit_code", code)
     h.metric("signal", sig)
     mon.fail_phase(h, exc)
     extra: dict[str, Any] = {"exit_code": code, "signal": name}
-    if oom:
+    if killed is not None:
+        extra["reason"] = "killed_after_grace"
+    elif oom:
         extra["reason"] = "oom_kill"
     _end_run(mon, status, exc, extra)
     return code

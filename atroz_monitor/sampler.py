@@ -23,11 +23,15 @@ class Sampler:
 
         self.monitor = monitor
         self.interval = interval
-        tree: Any = TreeSampler(os.getpid(), proc)
+        from .cgroup import cpu_count
+
+        # Rates are capped at what the tree may use: the cgroup quota, else the cores.
+        ncpu = cpu_count(dict(monitor.limits), os.cpu_count())
+        tree: Any = TreeSampler(os.getpid(), proc, max_cpus=ncpu)
         tree.skip_own_thread = True  # read on our own thread, which never forks
         if not tree.available:
             tree.close()
-            tree = RusageSampler()
+            tree = RusageSampler(max_cpus=ncpu)
         self._tree = tree
         self.source = "procfs" if isinstance(tree, TreeSampler) else "rusage"
         self._stop = threading.Event()
@@ -44,6 +48,7 @@ class Sampler:
         self.errors = 0
         self.missed = 0
         self.last_error: str | None = None
+        self.peak_children_rss: int | None = None  # highest children_rss_bytes seen
 
     def start(self) -> None:
         self._tick()  # a first reading at once: phases can carry RSS from the start
@@ -60,7 +65,9 @@ class Sampler:
             if timeout < -2 * interval:
                 # Far behind (a starved thread, a suspended process): skip the lost ticks
                 # instead of bursting to catch up, and count them. A tick delayed by
-                # scheduling jitter (up to two intervals) runs at once.
+                # scheduling jitter (up to two intervals) runs at once: rates are taken over
+                # at least 0.1 s (procfs), so such a catch-up tick merges into the window
+                # before it instead of dividing a clock step by a fraction of a millisecond.
                 skipped = int(-timeout // interval) - 1
                 self.missed += skipped
                 deadline += skipped * interval
@@ -71,6 +78,7 @@ class Sampler:
 
     def _tick(self) -> None:
         mon = self.monitor
+        t_read = time.perf_counter_ns()
         try:
             reading = self._tree.read()
         except Exception as exc:  # never let the thread die: count and go on
@@ -95,11 +103,15 @@ class Sampler:
                 new_ooms = 0
         rss = reading.get("rss_bytes")
         mon._rss = rss
-        ccpu = reading.get("children_cpu_s")
-        if ccpu is not None:
-            mon._ccpu_s = ccpu
+        tree = self._tree
+        mon._ccpu = (tree.reaped_s, tree.tree_s, tree.direct)
+        crss = reading.get("children_rss_bytes")
+        if type(crss) is int and (self.peak_children_rss is None or crss > self.peak_children_rss):
+            self.peak_children_rss = crss
         for run in mon._owned_live_runs():
-            active = list(run.active.values())  # one C-level copy: atomic under the GIL
+            # Only the phases open before the reading began: one that started during it
+            # (after a free, say) must not take a figure older than its own start.
+            active = [h for h in list(run.active.values()) if h._t0 <= t_read]
             for h in active:
                 if h._pending is not None:  # a start line still deferred: it runs now
                     run.writer.emit_deferred(h)

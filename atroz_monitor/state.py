@@ -178,6 +178,7 @@ class PhaseRec:
     rss_bytes: int | None = None
     rss_start_bytes: int | None = None
     peak_rss_bytes: int | None = None
+    peak_rss_method: str | None = None  # how the recorder measured the peak (issue 12)
     cpu_peak_pct: float | None = None
     items = 0
     total: int | None = None
@@ -684,6 +685,9 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     v = get("peak_rss_bytes")
     if type(v) is int:
         rec.peak_rss_bytes = v
+    v = get("peak_rss_method")
+    if type(v) is str:
+        rec.peak_rss_method = v
     v = get("items")
     if type(v) is int:
         rec.items = v

@@ -92,6 +92,7 @@ def phase_view(
         if rec.rss_bytes is not None and rec.rss_start_bytes is not None
         else None,
         "peak_rss_bytes": rec.peak_rss_bytes,
+        "peak_rss_method": rec.peak_rss_method,
         "items": rec.items,
         "total": rec.total,
         "items_per_s": _r(rec.items / (dur / 1000.0), 2) if rec.items and dur else None,

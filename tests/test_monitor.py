@@ -435,7 +435,8 @@ def test_live_snapshot_shows_running_phase(tmp_path):
 
 
 def test_sampling_off_writes_no_samples(tmp_path):
-    """sample_interval=None writes no sample events and phases still carry CPU time."""
+    """sample_interval=None writes no sample events; phases still carry CPU time, and the RSS
+    read at their boundaries (the peak is the higher of the two)."""
     log = tmp_path / "run.jsonl"
     with Monitor(log, sample_interval=None) as mon:
         with mon.phase("P00"):
@@ -443,7 +444,9 @@ def test_sampling_off_writes_no_samples(tmp_path):
     evs = read_log(log)
     assert of_kind(evs, "sample") == []
     end = phase_ends(evs)["P00"]
-    assert end["cpu_ms"] > 0 and "rss_bytes" not in end
+    assert end["cpu_ms"] > 0 and end["rss_bytes"] > 1 << 20
+    assert end["peak_rss_bytes"] == max(end["rss_bytes"], end["rss_start_bytes"])
+    assert end["peak_rss_method"] == "sampled"
 
 
 def test_sampling_gives_rss_and_peaks_per_phase(tmp_path):

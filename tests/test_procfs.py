@@ -490,7 +490,8 @@ def test_three_level_tree_two_reads_exact_values(fake: FakeProc) -> None:
     assert second["sys_cpu_pct"] == 20.0  # busy 200 of 1000 ticks
     assert sorted(s.descendants) == [200, 300, 400, 500]
 
-    # 500 exits and is reaped; 300 burns 100 more ticks in 1 s.
+    # 500 exits and is reaped; 300 burns 100 more ticks in 1 s. The kernel adds the reaped
+    # child's whole CPU (its 1000 ticks, baseline included) to the root's cutime.
     boot.t = 1003.0
     fake.remove(500)
     fake.process(
@@ -498,6 +499,7 @@ def test_three_level_tree_two_reads_exact_values(fake: FakeProc) -> None:
         ppid=1,
         utime=150,
         stime=50,
+        cutime=1000,
         threads=2,
         rss=100,
         starttime=10,
@@ -508,7 +510,7 @@ def test_three_level_tree_two_reads_exact_values(fake: FakeProc) -> None:
     third = s.read(now=13.0)
     assert third["children"] == 3
     assert third["children_cpu_pct"] == 100.0
-    assert third["children_cpu_s"] == 5.5  # 500's CPU stays counted
+    assert third["children_cpu_s"] == 5.5  # 500's CPU stays counted, and once
     assert third["children_rss_bytes"] == (10 + 20 + 30) * PAGE
     assert not [p for p in s._fs.open_paths if p.startswith("500/")]  # its fds were closed
     assert s.vanished == 0
@@ -612,9 +614,10 @@ def test_reused_pid_is_a_new_process(fake: FakeProc) -> None:
     fake.process(200, ppid=100, utime=1000, starttime=5000)
     s = sampler(fake, 100, Boot(1000.0))
     s.read(now=1.0)
+    fake.process(100, cutime=1000, tasks={100: [200]})  # the old 200 was reaped: 1000 ticks
     fake.process(200, ppid=100, utime=30, starttime=100050)  # born after the first read
     sample = s.read(now=2.0)
-    assert (sample["children_cpu_s"], sample["children_cpu_pct"]) == (0.3, 30.0)
+    assert (sample["children_cpu_s"], sample["children_cpu_pct"]) == pytest.approx((0.3, 30.0))
 
 
 def test_zombie_child_is_not_live_but_its_cpu_counts(fake: FakeProc) -> None:
@@ -957,3 +960,140 @@ def test_real_reset_in_forked_child_follows_the_child() -> None:
     assert s.pid == parent
     assert "cpu_s" in s.read()  # the parent's descriptors were not disturbed
     s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rates, caps and the tree's exact children's CPU (issue 12)
+
+
+def test_catch_up_read_is_merged_into_the_window_not_a_spike(fake: FakeProc) -> None:
+    """A read 0.1 ms after the previous one (a catch-up tick) that sees one more clock tick
+    is measured over the window back to the read before: 101 ticks in 1 s, not 10,000%."""
+    fake.process(100, utime=0)
+    s = sampler(fake, 100, Boot(1000.0))
+    s.read(now=1.0)
+    fake.process(100, utime=100)
+    assert s.read(now=2.0)["cpu_pct"] == 100.0
+    fake.process(100, utime=101)
+    assert s.read(now=2.0001)["cpu_pct"] == pytest.approx(101 / 1.0001)
+
+
+def test_rates_are_capped_at_the_usable_cpus(fake: FakeProc) -> None:
+    """With max_cpus=1.5, 300 ticks in 1 s (a tick burst) reads 150%, the cap."""
+    fake.process(100, utime=0, tasks={100: [200]})
+    fake.process(200, ppid=100, utime=0, starttime=5)
+    s = sampler(fake, 100, Boot(1000.0), max_cpus=1.5)
+    s.read(now=1.0)
+    fake.process(100, utime=300, tasks={100: [200]})
+    fake.process(200, ppid=100, utime=300, starttime=5)
+    sample = s.read(now=2.0)
+    assert (sample["cpu_pct"], sample["children_cpu_pct"]) == (150.0, 150.0)
+
+
+def test_grandchild_reaped_by_its_parent_is_counted_once(fake: FakeProc) -> None:
+    """A grandchild seen with 40 ticks, then reaped by the child (whose cutime takes its 50
+    final ticks): the tree counts 50, not 90."""
+    fake.process(100, tasks={100: [200]})
+    fake.process(200, ppid=100, utime=10, starttime=5, tasks={200: []})
+    s = sampler(fake, 100, Boot(1000.0))
+    s.read(now=1.0)  # 200 is a baseline (older than the sampler)
+    fake.process(200, ppid=100, utime=10, starttime=5, tasks={200: [300]})
+    fake.process(300, ppid=200, utime=40, starttime=100050)
+    assert s.read(now=2.0)["children_cpu_s"] == 0.4
+    fake.remove(300)
+    fake.process(200, ppid=100, utime=10, cutime=50, starttime=5, tasks={200: []})
+    assert s.read(now=3.0)["children_cpu_s"] == pytest.approx(0.5)
+
+
+def test_descendant_leaving_the_tree_alive_keeps_its_cpu(fake: FakeProc) -> None:
+    """A grandchild re-parented out of the tree (its parent exited; init adopted it) keeps the
+    CPU it used while in the tree, and its later CPU is not ours."""
+    fake.process(100, tasks={100: [200]})
+    fake.process(200, ppid=100, starttime=5, tasks={200: []})
+    s = sampler(fake, 100, Boot(1000.0))
+    s.read(now=1.0)
+    fake.process(200, ppid=100, starttime=5, tasks={200: [300]})
+    fake.process(300, ppid=200, utime=30, starttime=100050)
+    assert s.read(now=2.0)["children_cpu_s"] == 0.3
+    fake.process(100, tasks={100: []})  # 200 exited and was reaped (no CPU of its own)
+    fake.remove(200)
+    fake.process(300, ppid=1, utime=90, starttime=100050)  # adopted by init, still running
+    assert s.read(now=3.0)["children_cpu_s"] == pytest.approx(0.3)
+
+
+def test_parts_for_phase_boundaries(fake: FakeProc) -> None:
+    """reaped_s is the root's cutime+cstime, tree_s adds live descendants, and direct gives
+    each child's whole live subtree (what leaves the tree's part when that child is reaped)."""
+    fake.process(100, cutime=70, cstime=30, tasks={100: [200]})
+    fake.process(200, ppid=100, starttime=5, tasks={200: [300]})
+    fake.process(300, ppid=200, starttime=6)
+    s = sampler(fake, 100, Boot(1000.0))
+    s.read(now=1.0)
+    fake.process(200, ppid=100, utime=20, starttime=5, tasks={200: [300]})
+    fake.process(300, ppid=200, utime=40, starttime=6)
+    s.read(now=2.0)
+    assert s.reaped_s == 1.0
+    assert s.tree_s == pytest.approx(1.6)
+    [(pid, cpu)] = s.direct
+    assert (pid, cpu) == (200, pytest.approx(0.6))
+
+
+# ---------------------------------------------------------------------------------------------
+# Boundary reads: Statm and HighWater
+
+
+def _statm_now() -> int:
+    with open(f"/proc/{os.getpid()}/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@real_proc
+def test_statm_reads_this_process_rss() -> None:
+    """Statm.rss() is /proc/<pid>/statm's resident pages: between two reads taken around it."""
+    m = procfs.Statm()
+    try:
+        block = bytearray(64 << 20)
+        block[::4096] = b"x" * len(block[::4096])
+        before = _statm_now()
+        got = m.rss()
+        after = _statm_now()
+        assert got is not None and min(before, after) - (1 << 20) <= got <= max(before, after) + (
+            1 << 20
+        )
+        assert got > 64 << 20
+        del block
+    finally:
+        m.close()
+    assert m.fd == -1
+
+
+def test_statm_without_proc_is_none(tmp_path: Path) -> None:
+    """No /proc: Statm keeps no descriptor and rss() is None, never an invented figure."""
+    m = procfs.Statm(str(tmp_path / "none"))
+    assert (m.fd, m.rss()) == (-1, None)
+
+
+@real_proc
+def test_high_water_take_gives_the_peak_then_resets_to_now() -> None:
+    """take() returns the peak since the last take (a 100 MB block since freed), and resets:
+    the next take is about the current RSS."""
+    try:
+        hw = procfs.HighWater()
+    except OSError as exc:
+        pytest.skip(f"clear_refs is not writable here: {exc}")
+    try:
+        block = bytearray(100 << 20)
+        block[::4096] = b"x" * len(block[::4096])
+        high = _statm_now()
+        del block
+        assert (hw.take() or 0) >= high - (1 << 20)
+        now = _statm_now()
+        assert abs((hw.take() or 0) - now) <= 2 << 20
+    finally:
+        hw.close()
+
+
+def test_high_water_without_proc_raises_oserror(tmp_path: Path) -> None:
+    """HighWater fails at construction where the files are missing (the monitor falls back)."""
+    with pytest.raises(OSError):
+        procfs.HighWater(str(tmp_path / "none"))

@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from helpers import of_kind, read_log
+import pytest
+from helpers import of_kind, poll, read_log
 
 from atroz_monitor import runcmd
 
@@ -159,8 +161,8 @@ def test_stdout_and_stderr_pass_through_byte_for_byte(tmp_path: Path) -> None:
 
 
 def test_busy_child_cpu_shows_in_the_samples(tmp_path: Path) -> None:
-    """The sampler measures run's whole tree: a busy child's CPU is in children_cpu_s and in
-    the command phase's children_cpu_ms."""
+    """The sampler measures run's whole tree: a busy child's CPU is in children_cpu_s, and the
+    command phase carries the command's own CPU (wait4), not the wrapper's."""
     code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
     r = run(tmp_path, sys.executable, "-c", code)
     assert r.returncode == 0, r.stderr
@@ -168,7 +170,9 @@ def test_busy_child_cpu_shows_in_the_samples(tmp_path: Path) -> None:
     samples = of_kind(events, "sample")
     assert max(s.get("children_cpu_s", 0) for s in samples) > 0.2
     assert max(s.get("children", 0) for s in samples) >= 1
-    assert command_phase(events)["children_cpu_ms"] > 200
+    ph = command_phase(events)
+    assert ph["cpu_ms"] >= 600 and ph["figures_source"] == "wait4"
+    assert "children_cpu_ms" not in ph  # the same CPU is not counted a second time
 
 
 def test_sigterm_to_run_is_forwarded_to_the_child(tmp_path: Path) -> None:
@@ -234,3 +238,180 @@ def test_documented_run_example(tmp_path: Path) -> None:
     assert len({ends[k]["pid"] for k in ends}) == 3
     assert of_kind(events, "run_start")[0]["name"] == "nightly"
     assert b"nightly" in r.stdout  # the report names the run
+
+
+def _start_run(tmp: Path, code: str, grace: float | None = None) -> subprocess.Popen[bytes]:
+    """`run` (its own process, no terminal) around a Python command; waits until the command
+    printed its first line (its handlers are installed)."""
+    out = str(tmp / "runs")
+    cmd = [sys.executable, "-c", code]
+    if grace is None:
+        argv = [sys.executable, "-m", "atroz_monitor", "run", "--out", out, "--", *cmd]
+    else:
+        main = (
+            "import sys; from atroz_monitor import runcmd; "
+            f"sys.exit(runcmd.main({cmd!r}, {out!r}, 0.05, grace={grace}))"
+        )
+        argv = [sys.executable, "-c", main]
+    proc = subprocess.Popen(argv, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()))  # type: ignore[union-attr]
+    reader.start()
+    reader.join(30)  # bounded
+    assert got and got[0].startswith(b"ready"), got
+    return proc
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"  # a zombie init has not reaped
+
+
+SPAWNER = (
+    "import subprocess, sys, time\n"
+    "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    "print('ready', kid.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT])
+def test_signal_to_run_reaches_the_command_group_and_ends_the_run(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """SIGHUP, SIGINT, SIGTERM, SIGQUIT to `run`: the command and its own child (its process
+    group) receive it, run waits, writes run_end (cancelled) and exits 128+S."""
+    proc = _start_run(tmp_path, SPAWNER)
+    events_before = the_log(tmp_path)
+    assert not of_kind(events_before, "run_end")
+    proc.send_signal(sig)
+    assert _finish(proc) == 128 + sig
+    events = the_log(tmp_path)
+    [end] = of_kind(events, "run_end")
+    assert end["status"] == "cancelled" and end["signal"] == sig.name
+    assert command_phase(events)["status"] == "cancelled"
+
+
+def test_grandchild_in_the_command_group_gets_the_signal(tmp_path: Path) -> None:
+    """The command's own child is in the command's process group: SIGTERM to run ends it too."""
+    out: list[bytes] = []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atroz_monitor", "run", "--out", str(tmp_path / "runs"), "--",
+         sys.executable, "-c", SPAWNER],
+        env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.readline()))  # type: ignore[union-attr]
+    reader.start()
+    reader.join(30)
+    kid = int(out[0].split()[1])
+    proc.send_signal(signal.SIGTERM)
+    assert _finish(proc) == 128 + signal.SIGTERM
+    poll(lambda: _gone(kid), 10, "the grandchild to die of the forwarded SIGTERM")
+
+
+def test_command_ignoring_signals_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+    """A command that ignores SIGTERM is SIGKILLed `grace` seconds later: run exits 137, and
+    run_end says cancelled, reason killed_after_grace."""
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = _start_run(tmp_path, code, grace=0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert _finish(proc) == 128 + signal.SIGKILL
+    events = the_log(tmp_path)
+    [end] = of_kind(events, "run_end")
+    assert (end["status"], end["reason"], end["signal"]) == (
+        "cancelled",
+        "killed_after_grace",
+        "SIGKILL",
+    )
+    assert "still running 0.5 s after a forwarded signal" in end["error"]["msg"]
+
+
+def _run_in_terminal(tmp: Path, code: str) -> tuple[int, int]:
+    """`run` as the foreground job of a new pseudo-terminal (pty.fork: its session leader);
+    returns (run's pid, the master fd) once the command printed 'ready'."""
+    import pty
+    import select
+
+    argv = [sys.executable, "-m", "atroz_monitor", "run", "--out", str(tmp / "runs"), "--",
+            sys.executable, "-c", code]  # fmt: skip
+    pid, master = pty.fork()
+    if pid == 0:  # pragma: no cover - the child execs at once
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)  # exec keeps an ignored signal ignored
+        os.execve(sys.executable, argv, ENV)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"ready" not in seen:
+        assert time.monotonic() < deadline, seen
+        if select.select([master], [], [], 0.5)[0]:
+            try:
+                seen += os.read(master, 1024)
+            except OSError:
+                break
+    return pid, master
+
+
+def _wait_terminal_run(pid: int, master: int) -> int:
+    import select
+
+    deadline = time.monotonic() + 30
+    out = b""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            os.close(master)
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)  # run and the command: the pty's whole job
+            os.waitpid(pid, 0)
+            os.close(master)
+            pytest.fail(f"run did not end within 30 s; the terminal showed {out!r}")
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                out += os.read(master, 1024)  # drain the terminal
+            except OSError:
+                pass
+
+
+SLEEPER = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
+
+
+def test_ctrl_c_at_a_terminal_reaches_the_command_once(tmp_path: Path) -> None:
+    """In a terminal's foreground, Ctrl-C (the terminal's SIGINT to the whole group) ends the
+    command, which run does not signal a second time: cancelled, exit 130, run_end written."""
+    pid, master = _run_in_terminal(tmp_path, SLEEPER)
+    os.write(master, b"\x03")
+    assert _wait_terminal_run(pid, master) == 128 + signal.SIGINT
+    [end] = of_kind(the_log(tmp_path), "run_end")
+    assert (end["status"], end["signal"]) == ("cancelled", "SIGINT")
+
+
+def test_sigterm_in_a_terminal_goes_to_the_command(tmp_path: Path) -> None:
+    """In a terminal's foreground (the command shares run's group), SIGTERM sent to run alone
+    is forwarded to the command: cancelled, exit 143, run_end written."""
+    pid, master = _run_in_terminal(tmp_path, SLEEPER)
+    os.kill(pid, signal.SIGTERM)
+    assert _wait_terminal_run(pid, master) == 128 + signal.SIGTERM
+    [end] = of_kind(the_log(tmp_path), "run_end")
+    assert (end["status"], end["signal"]) == ("cancelled", "SIGTERM")
