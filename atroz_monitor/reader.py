@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import gzip
 import io
 import json
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_POLL_BYTES",
     "LOG_SUFFIXES",
     "MAX_CORRUPT_LINES",
+    "MAX_LINE_BYTES",
     "SCHEMA_VERSION",
     "Event",
     "Follower",
@@ -32,6 +34,7 @@ __all__ = [
     "discover",
     "follow",
     "iter_events",
+    "open_log",
 ]
 
 from .events import SCHEMA_VERSION  # noqa: E402  (one source of truth)
@@ -40,6 +43,12 @@ from .events import SCHEMA_VERSION  # noqa: E402  (one source of truth)
 
 MAX_CORRUPT_LINES = 20
 """How many corrupt line numbers a `ReadStats` keeps (the count itself is never capped)."""
+
+MAX_LINE_BYTES = 1 << 20
+"""Longest line a reader accepts (newline included). A longer one is not an event of ours (the
+writer's lines are a few hundred bytes, a traceback a few KiB): it is counted corrupt and skipped
+without ever being held whole, so a 100 MB line or a gzip bomb of one line costs at most this
+much memory, not its size."""
 
 DEFAULT_POLL_BYTES = 8 * 1024 * 1024
 """Most bytes one `Follower.poll()` reads, so a huge backlog is consumed in slices."""
@@ -158,6 +167,9 @@ def _parse(
     line `after`; return the length of a torn final chunk, or 0. On exit `where[0]` (if given)
     is the number of the last line taken from `lines`.
 
+    Each item of `lines` is at most `MAX_LINE_BYTES` long (see `_bounded_lines`): a longer line
+    arrives as several chunks, only the last one ending in `\\n`, and is counted corrupt.
+
     This is the hot loop of every reader: a typical line costs one decode, one C scan and a few
     identity checks; anything unusual (whitespace around the object, blank, torn, corrupt) falls
     back to `_slow_line`, which keeps json.loads semantics.
@@ -165,8 +177,9 @@ def _parse(
     scan = _scan_once
     events = 0
     lineno = after
+    it = iter(lines)
     try:
-        for lineno, line in enumerate(lines, after + 1):
+        for lineno, line in enumerate(it, after + 1):
             try:
                 text = line.decode()
                 obj, end = scan(text, 0)
@@ -175,6 +188,16 @@ def _parse(
             except _PARSE_ERRORS:
                 fast = False
             if not fast:
+                if len(line) >= MAX_LINE_BYTES and line[-1:] != b"\n":
+                    # Over-long: `lines` hands it over in bounded chunks; drop them up to and
+                    # including the one with its newline (taken from the same iterator, so
+                    # they are neither numbered nor parsed: a forged event at the tail of a
+                    # huge line is never taken for a line of its own).
+                    _count_corrupt(stats, lineno)
+                    for rest in it:
+                        if rest[-1:] == b"\n":
+                            break
+                    continue
                 if line[-1:] != b"\n" and line.strip(_JSON_SPACE):
                     # Only the chunk at EOF lacks its newline: a crash mid-write. Even if it
                     # parses, the writer never finished it, so it is not an event.
@@ -199,10 +222,64 @@ def _parse(
             where[0] = lineno
 
 
-def _open_binary(path: str) -> io.BufferedIOBase:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+def _bounded_lines(f: Any) -> Iterator[bytes]:
+    """The lines of a binary file, each read with a bound: a line longer than
+    `MAX_LINE_BYTES` comes out as several chunks (`for line in f` would hold it whole).
+    `iter(partial(readline, n), b"")` keeps the per-line cost in C."""
+    return iter(functools.partial(f.readline, MAX_LINE_BYTES), b"")
+
+
+def open_fd(path: str) -> tuple[int, os.stat_result]:
+    """Open a log for reading, refusing anything but a regular file; return (fd, fstat).
+
+    ``O_NONBLOCK`` so that a FIFO (or a device) put where a log was cannot block the open
+    itself (``open(2)`` on a FIFO waits for a writer); the regular-file check then refuses it
+    before any read. For a regular file ``O_NONBLOCK`` changes nothing, but it is cleared anyway.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def open_log(path: str | os.PathLike[str]) -> io.BufferedIOBase:
+    """A log opened for reading as a binary file, decompressed if its name ends in ``.gz``.
+
+    Raises OSError (EINVAL) for anything but a regular file, without blocking on a FIFO:
+    every reader of logs (serve, report, prune) opens through here or `open_fd`.
+    """
+    name = os.fsdecode(path)
+    fd, _ = open_fd(name)
+    try:
+        raw = open(fd, "rb")  # noqa: SIM115  (returned to the caller, who closes it)
+    except BaseException:
+        os.close(fd)
+        raise
+    if name.endswith(".gz"):
+        # GzipFile does not close a fileobj it was given: close both through one wrapper.
+        return _GzipLog(raw)
+    return raw
+
+
+class _GzipLog(gzip.GzipFile):
+    """A GzipFile that owns (and closes) the file it reads, decompressing in bounded steps."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._owned = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._owned.close()
 
 
 def iter_events(
@@ -215,18 +292,20 @@ def iter_events(
     Blank lines are ignored; corrupt lines and a torn final chunk are counted in `stats` (pass a
     fresh `ReadStats` to see them, final once iteration ends or the iterator is closed;
     `ReadStats.merge` sums several files) and skipped. Unknown kinds and keys pass through
-    untouched. Raises OSError only if the file cannot be opened or read. ``opened`` is called
+    untouched. A line longer than `MAX_LINE_BYTES` is counted corrupt and skipped, never held
+    whole. Raises OSError only if the file cannot be opened or read, or is not a regular file
+    (a FIFO is refused without blocking). ``opened`` is called
     with the open binary file once, e.g. to watch its position for a progress line.
     """
     name = os.fsdecode(path)
     if stats is None:
         stats = ReadStats(name)
     where = [0]
-    with _open_binary(name) as f:
+    with open_log(name) as f:
         if opened is not None:
             opened(f)
         try:
-            torn = yield from _parse(f, stats, 0, where)
+            torn = yield from _parse(_bounded_lines(f), stats, 0, where)
             if torn:
                 stats.torn_offset = f.tell() - torn
         except EOFError:
@@ -284,6 +363,7 @@ class Follower:
         self._ident: tuple[int, ...] = ()
         self._offset = 0  # bytes consumed from the file (for .gz: decompressed bytes)
         self._pending = b""
+        self._skipping = False  # inside an over-long line, already counted corrupt
         self._lineno = 0
         self._eof = False  # .gz only: fully decompressed
         self._opened = False  # any later (re)open means the consumer's state is stale
@@ -351,12 +431,9 @@ class Follower:
         return False, st.st_size
 
     def _open(self) -> os.stat_result:
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # open_fd refuses a FIFO or a directory put where the log was, without blocking.
+        fd, st = open_fd(self.path)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                # A directory opens fine on Linux and fails only at read time; say so up front.
-                raise OSError(errno.EINVAL, "not a regular file", self.path)
             if self._gz:
                 self._raw = io.FileIO(fd, "rb", closefd=False)
                 self._gzfile = gzip.GzipFile(fileobj=self._raw, mode="rb")
@@ -373,6 +450,7 @@ class Follower:
         """Start reading from byte 0; return True if the consumer had been given earlier data."""
         self._offset = 0
         self._pending = b""
+        self._skipping = False
         self._lineno = 0
         self._eof = False
         self.more = False
@@ -464,15 +542,31 @@ class Follower:
         return events
 
     def _feed(self, data: bytes) -> list[Event]:
+        if self._skipping:
+            # The tail of an over-long line: dropped up to its newline, never buffered.
+            nl = data.find(b"\n")
+            if nl < 0:
+                return []
+            self._skipping = False
+            self._lineno += 1
+            data = data[nl + 1 :]
         if self._pending:
             data = self._pending + data
         end = data.rfind(b"\n") + 1
         self._pending = data[end:]
-        if end == 0:
-            return []
-        complete = data[:end] if end < len(data) else data
-        events = list(_parse(io.BytesIO(complete), self.stats, self._lineno))
-        self._lineno += complete.count(b"\n")
+        events: list[Event] = []
+        if end:
+            complete = data[:end] if end < len(data) else data
+            bio = io.BytesIO(complete)
+            events = list(_parse(_bounded_lines(bio), self.stats, self._lineno))
+            self._lineno += complete.count(b"\n")
+        if len(self._pending) >= MAX_LINE_BYTES:
+            # An unfinished line already longer than any event: count it now and skip the
+            # rest of it as it arrives, so a 100 MB line is never held whole.
+            _count_corrupt(self.stats, self._lineno + 1)
+            self.stats.lines = self.stats.events + self.stats.corrupt + self.stats.torn
+            self._pending = b""
+            self._skipping = True
         return events
 
 
