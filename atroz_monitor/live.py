@@ -30,7 +30,7 @@ class LiveView:
     def catch_up(self) -> None:
         """Apply everything written since the last call."""
         src = self.source
-        while src.refresh() and any(f.more for f in list(src._followers.values())):
+        while src.refresh() and src.backlog():
             pass
 
     def quality(self) -> dict[str, Any]:

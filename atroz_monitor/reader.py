@@ -17,6 +17,7 @@ import json
 import os
 import stat
 import threading
+import time
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ MAX_LINE_BYTES = 1 << 20
 writer's lines are a few hundred bytes, a traceback a few KiB): it is counted corrupt and skipped
 without ever being held whole, so a 100 MB line or a gzip bomb of one line costs at most this
 much memory, not its size."""
+
+GZ_SETTLE_S = 1.0
+"""A `.gz` changed after it was read is read again once it has been quiet this long."""
 
 DEFAULT_POLL_BYTES = 8 * 1024 * 1024
 """Most bytes one `Follower.poll()` reads, so a huge backlog is consumed in slices."""
@@ -361,6 +365,7 @@ class Follower:
         self._raw: io.FileIO | None = None
         self._gzfile: gzip.GzipFile | None = None
         self._ident: tuple[int, ...] = ()
+        self._gzsig: tuple[int, int] = (0, 0)
         self._offset = 0  # bytes consumed from the file (for .gz: decompressed bytes)
         self._pending = b""
         self._skipping = False  # inside an over-long line, already counted corrupt
@@ -397,6 +402,17 @@ class Follower:
         self.available = False
         self.more = False
 
+    def release(self) -> None:
+        """Close the descriptor but keep the position: the next poll that finds something new
+        reopens the file and reads on from where it was (no reset if it is the same file).
+        A source following thousands of logs keeps descriptors only for the busy ones."""
+        self._close_fd()
+
+    @property
+    def holding(self) -> bool:
+        """Whether a descriptor is open now."""
+        return self._fd is not None
+
     def __enter__(self) -> Follower:
         return self
 
@@ -406,14 +422,24 @@ class Follower:
     # -- keeping the descriptor on the file now at the path -----------------------------------
 
     def _identity(self, st: os.stat_result) -> tuple[int, ...]:
-        if self._gz:
-            # A finished .gz is not appended to, so any change of size or mtime means rewritten.
-            return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        # The inode, not the size: a .gz being written grows like a plain log, and counting
+        # each growth as a replacement rebuilt the whole state on every poll (issue 13).
         return (st.st_dev, st.st_ino)
 
     def _sync(self) -> tuple[bool, int]:
-        """Point the descriptor at the file now at the path; return (reset, size to read to)."""
+        """Point the descriptor at the file now at the path; return (reset, size to read to).
+        Leaves the descriptor closed when a released file has nothing new."""
         if self._fd is None:
+            if self._ident:
+                # Released (not lost: _lose forgets the identity). A stat says whether there
+                # is anything to read before a descriptor is spent on it.
+                st = os.stat(self.path)
+                if self._identity(st) == self._ident and (self._gz or st.st_size >= self._offset):
+                    if not self._news(st):
+                        return False, st.st_size
+                    if not (self._gz and self._eof):
+                        self._reopen()
+                        return False, st.st_size
             st = self._open()
             return self._restart(), st.st_size
         # fstat could not see a replacement: our descriptor keeps the old inode alive.
@@ -422,13 +448,30 @@ class Follower:
             self._close_fd()
             st = self._open()
             return self._restart(), st.st_size
-        if not self._gz and st.st_size < self._offset:
+        if self._gz:
+            if self._news(st) and self._eof:
+                # A finished .gz rewritten in place (same inode): read it again, once.
+                self._close_fd()
+                st = self._open()
+                return self._restart(), st.st_size
+        elif st.st_size < self._offset:
             # Truncated in place (`> file`, logrotate copytruncate). A truncate-and-refill that
             # outgrows our offset between two polls is indistinguishable from appending, as for
-            # `tail -F`. (Not for .gz: _offset counts decompressed bytes there, and a rewrite
-            # shows in the identity instead.)
+            # `tail -F`. (Not for .gz: _offset counts decompressed bytes there.)
             return self._restart(), st.st_size
         return False, st.st_size
+
+    def _news(self, st: os.stat_result) -> bool:
+        """Whether the file (same inode) may hold something not read yet."""
+        if not self._gz:
+            return st.st_size != self._offset
+        if not self._eof:
+            return True
+        if (st.st_size, st.st_mtime_ns) == self._gzsig:
+            return False
+        # Changed since it was read to its end: being written (`gzip -k`, a copy). Wait until
+        # it has been quiet for a moment, then read it again, once, not on every poll.
+        return time.time() - st.st_mtime_ns / 1e9 >= GZ_SETTLE_S
 
     def _open(self) -> os.stat_result:
         # open_fd refuses a FIFO or a directory put where the log was, without blocking.
@@ -442,9 +485,25 @@ class Follower:
             raise
         self._fd = fd
         self._ident = self._identity(st)
+        self._gzsig = (st.st_size, st.st_mtime_ns)
         self.available = True
         self.error = None
         return st
+
+    def _reopen(self) -> None:
+        """Open the same file again after `release()` and go on from the position kept."""
+        st = self._open()
+        if self._identity(st) != self._ident:  # pragma: no cover - replaced between two calls
+            raise OSError(errno.ESTALE, "replaced while reopening", self.path)
+        if self._gz and self._offset:
+            # A gzip stream has no random access: decompress up to where we were, discarding.
+            assert self._gzfile is not None
+            left = self._offset
+            while left > 0:
+                chunk = self._gzfile.read1(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
 
     def _restart(self) -> bool:
         """Start reading from byte 0; return True if the consumer had been given earlier data."""
@@ -465,6 +524,7 @@ class Follower:
         # A missing log is a normal state (the writer has not started, or is rotating); keep why,
         # so the caller can show it, and retry on the next poll.
         self._close_fd()
+        self._ident = ()  # whatever appears at the path next is read from its start
         self.available = False
         self.more = False
         self.error = f"{type(exc).__name__}: {exc.strerror or exc}"
@@ -538,6 +598,9 @@ class Follower:
                 self.stats.torn_offset = self._offset - len(self._pending)
             self._pending = b""
             self.stats.lines = self.stats.events + self.stats.corrupt + self.stats.torn
+            # Nothing more will come from this stream: keep no descriptor for it (a stat
+            # tells if it is ever rewritten).
+            self._close_fd()
         self.more = not ended
         return events
 

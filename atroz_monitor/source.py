@@ -30,6 +30,7 @@ from . import loader, views
 from .events import dumps
 from .reader import LOG_SUFFIXES, Follower, ReadStats
 from .state import RunState, State, apply
+from .watch import DirWatch
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -49,6 +50,13 @@ CHANGES = 512
 RUNNING_TTL_S = 0.1
 """A running run's view depends on the clock (durations, ETA): rebuilt at most this often."""
 LIVENESS_TTL_S = 1.0
+MAX_OPEN_LOGS = 64
+"""Most log descriptors a source holds, whatever its directories hold (issue 13)."""
+HOT_S = 10.0
+"""A file that changed this recently (or holds a running run) is polled on every refresh."""
+COLD_SWEEP_S = 1.0
+COLD_SLICE = 64
+"""Without inotify, quiet files are stat'ed ``COLD_SLICE`` at a time every ``COLD_SWEEP_S``."""
 MAX_BATCH_EVENTS = 200_000
 """Events read per refresh before applying (a large backlog is consumed over several)."""
 
@@ -140,6 +148,13 @@ class Source:
         self._path_runs: dict[str, set[str]] = {}
         self._available: dict[str, bool] = {}
         self._dirs: dict[str, int | None] = {}  # directory -> mtime_ns at the last scan
+        self._hot: dict[str, float] = {}  # path -> when it last changed (monotonic)
+        self._held: dict[str, None] = {}  # paths whose follower keeps a descriptor
+        self._due: dict[str, None] = {}  # paths to poll at the next refresh (ordered set)
+        self._watch = DirWatch()
+        self._unwatched = False
+        self._last_sweep = 0.0
+        self._sweep_at = 0
         self._views: dict[str, View] = {}
         self._runs_cache: tuple[int, float, bool, list[dict[str, Any]]] | None = None
         self._statuses: dict[str, str] = {}
@@ -265,6 +280,8 @@ class Source:
                 "version": self.version,
                 "runs": len(self.state.runs),
                 "files": len(self._followers),
+                "open_files": len(self._held),
+                "watching": self._watch.ok and not self._unwatched,
                 "unavailable": len([a for a in self._available.values() if not a]),
                 "clients": self._clients,
                 "refreshes": self.refreshes,
@@ -293,8 +310,8 @@ class Source:
                 self.refreshes += 1
 
     def _scan(self) -> list[str]:
-        """The files to follow now: explicit files, and directory entries (rescanned only
-        when the directory's mtime changed)."""
+        """Files not followed yet: explicit files, and new directory entries (a directory is
+        rescanned only when its mtime changed)."""
         files: list[str] = []
         for root in self._roots():
             path = os.path.abspath(root)
@@ -303,11 +320,15 @@ class Source:
             except OSError:
                 if path in self._dirs:
                     continue  # a vanished directory: its files' followers say so
-                files.append(path)  # a vanished file: its follower says so
+                if path not in self._followers:
+                    files.append(path)  # a vanished file: its follower says so
                 continue
             if not os.path.isdir(path):
-                files.append(path)
+                if path not in self._followers:
+                    files.append(path)
+                    self._watch_dir(os.path.dirname(path))
                 continue
+            self._watch_dir(path)
             if self._dirs.get(path) == st.st_mtime_ns:
                 continue
             self._dirs[path] = st.st_mtime_ns
@@ -318,25 +339,69 @@ class Source:
                     )
             except OSError:
                 continue
-            files.extend(os.path.join(path, n) for n in names)
+            for n in names:
+                f = os.path.join(path, n)
+                if f not in self._followers:
+                    files.append(f)
         return files
 
+    def _watch_dir(self, directory: str) -> None:
+        w = self._watch
+        if w.ok and not w.watching(directory) and not w.add(directory):
+            self._unwatched = True  # some directory is polled in slices instead
+
+    def _due_paths(self, now: float) -> list[str]:
+        """What to poll in this refresh: hot files (changed lately or holding a running
+        run), files the kernel said changed, and new ones. A finished, quiet file is not
+        looked at: inotify names it when it changes, or, without inotify, it is stat'ed in a
+        slice of ``COLD_SLICE`` files per ``COLD_SWEEP_S`` (issue 13: stat only what can
+        change)."""
+        due = self._due
+        changed = self._watch.changed()
+        if changed is None:
+            due.update(dict.fromkeys(self._followers))  # events were lost: look at everything
+        else:
+            for p in changed:
+                if p in self._followers:
+                    due[p] = None
+                elif p in self._dirs:
+                    self._dirs[p] = None  # moved or deleted: rescan it
+        if (not self._watch.ok or self._unwatched) and now - self._last_sweep >= COLD_SWEEP_S:
+            self._last_sweep = now
+            paths = list(self._followers)
+            if paths:
+                i = self._sweep_at % len(paths)
+                due.update(dict.fromkeys(paths[i : i + COLD_SLICE]))
+                self._sweep_at = i + COLD_SLICE
+        out = list(self._hot)
+        out.extend(p for p in due if p not in self._hot)
+        due.clear()
+        return out
+
     def _refresh_locked(self) -> bool:
+        now = time.monotonic()
         for path in self._scan():
-            if path not in self._followers:
-                self._followers[path] = Follower(path)
+            self._followers[path] = Follower(path)
+            self._due[path] = None
         batches: list[tuple[str, list[dict[str, Any]]]] = []
         count = 0
         avail_changed = False
         more = False
-        for path, f in list(self._followers.items()):
+        resets: list[str] = []
+        paths = self._due_paths(now)
+        for i, path in enumerate(paths):
+            f = self._followers.get(path)
+            if f is None:
+                self._hot.pop(path, None)
+                continue
             if count >= MAX_BATCH_EVENTS:
+                # Left for the next refresh, which comes straight back.
+                self._due.update(dict.fromkeys(paths[i:]))
                 more = True
                 break
             reset, evs = f.poll()
             if reset:
-                self._rebuild()
-                return True
+                resets.append(path)
             if f.more:
                 more = True
             if f.available != self._available.get(path):
@@ -346,13 +411,63 @@ class Source:
             if evs:
                 batches.append((path, evs))
                 count += len(evs)
+            if evs or reset or f.more:
+                self._hot[path] = now
+            self._keep_or_release(path, f)
         if more:
             self._wake.set()  # the refresher comes straight back for the rest
+        if resets:
+            # Apply what was read from the other files first, then rebuild the runs of the
+            # replaced ones from their start.
+            if batches or avail_changed:
+                with self._lock:
+                    self._apply_batches([b for b in batches if b[0] not in resets], avail_changed)
+            self._rebuild(resets)
+            return True
         if not batches and not avail_changed:
             return False
         with self._lock:
             self._apply_batches(batches, avail_changed)
         return True
+
+    def _keep_or_release(self, path: str, f: Follower) -> None:
+        """A descriptor stays open only for a hot file, and for at most ``MAX_OPEN_LOGS`` of
+        them: a directory of 10,000 logs must not take the process's (or its host's)
+        descriptors (issue 13)."""
+        if not f.holding:
+            self._held.pop(path, None)
+            return
+        if path in self._hot and (path in self._held or len(self._held) < MAX_OPEN_LOGS):
+            self._held[path] = None
+            return
+        f.release()
+        self._held.pop(path, None)
+
+    def _cool(self, now: float) -> None:
+        """Demote files quiet for ``HOT_S`` whose runs are not running; release their
+        descriptors."""
+        for path, t in list(self._hot.items()):
+            if now - t < HOT_S:
+                continue
+            if any(self._statuses.get(rid) == "running" for rid in self._path_runs.get(path, ())):
+                continue
+            del self._hot[path]
+            f = self._followers.get(path)
+            if f is not None and not f.more:
+                self._keep_or_release(path, f)
+            elif f is not None:
+                self._hot[path] = now
+
+    def backlog(self) -> bool:
+        """Whether files hold more than the last refresh read (call ``refresh`` again)."""
+        with self._refresh_lock:
+            return bool(self._due) or any(
+                f.more for p in self._hot if (f := self._followers.get(p)) is not None
+            )
+
+    def open_logs(self) -> int:
+        """Log descriptors held now (at most ``MAX_OPEN_LOGS``)."""
+        return sum(1 for f in list(self._followers.values()) if f.holding)
 
     def _apply_batches(
         self, batches: list[tuple[str, list[dict[str, Any]]]], avail_changed: bool
@@ -417,16 +532,28 @@ class Source:
         self._changes.append(change)
         self.cond.notify_all()
 
-    def _rebuild(self) -> None:
-        """A followed file was truncated or replaced: read everything again into a new
-        state (built outside the lock), then swap it in."""
-        for f in self._followers.values():
-            f.close()
-        paths = list(self._followers)
+    def _rebuild(self, replaced: list[str]) -> None:
+        """Followed files were truncated or replaced: read again, from their start, every file
+        holding a run of theirs (a run may span files), into a state of its own (built
+        outside the lock), then swap those runs in. The other runs are left alone: one
+        rewritten log costs its own runs, not the whole directory."""
+        files = set(replaced)
+        rids: set[str] = set()
+        while True:
+            for p in files:
+                rids |= self._path_runs.get(p, set())
+            grown = {p for p, rr in self._path_runs.items() if rr & rids} - files
+            if not grown:
+                break
+            files |= grown
         st = State(max_phases=self._max_phases)
         followers: dict[str, Follower] = {}
         path_runs: dict[str, set[str]] = {}
-        for path in paths:
+        for path in sorted(files):
+            old = self._followers.get(path)
+            if old is not None:
+                old.close()
+            self._held.pop(path, None)
             f = followers[path] = Follower(path)
             pr = path_runs[path] = set()
             while True:
@@ -438,22 +565,31 @@ class Source:
                     apply(st, ev)
                 if not f.more:
                     break
+            f.release()
         with self._lock:
-            self.state = st
-            self._followers = followers
-            self._path_runs = path_runs
-            self._available = {p: f.available for p, f in followers.items()}
-            self._views.clear()
-            self._liveness.clear()
-            self._rule_alerts.clear()
+            for rid in rids:
+                self.state.runs.pop(rid, None)
+                self._views.pop(rid, None)
+                self._liveness.pop(rid, None)
+                self._rule_alerts.pop(rid, None)
+                self._statuses.pop(rid, None)
+            self.state.runs.update(st.runs)
+            self._followers.update(followers)
+            self._path_runs.update(path_runs)
+            now_m = time.monotonic()
+            for p, f in followers.items():
+                self._available[p] = f.available
+                self._hot[p] = now_m
             self._evaluate_alerts({rid: RunChange(None, 0, 0) for rid in st.runs})
             now = time.time()
-            self._statuses = {rid: self._status(r, now) for rid, r in st.runs.items()}
+            for rid, r in st.runs.items():
+                self._statuses[rid] = self._status(r, now)
             self._bump(Change(0, {}, True, True, True))
 
     def _check_statuses(self) -> bool:
         """Re-evaluate run statuses (a writer died, a run went silent); bump on change."""
         self._last_status = time.monotonic()
+        self._cool(self._last_status)
         with self._lock:
             now = time.time()
             touched: dict[str, RunChange] = {}
@@ -698,6 +834,8 @@ class Source:
         with self._refresh_lock:
             for f in self._followers.values():
                 f.close()
+            self._held.clear()
+            self._watch.close()
         with self._lock:
             self.cond.notify_all()
 
@@ -722,7 +860,7 @@ class FileSource(Source):
         for p in self.paths:
             if not os.path.exists(p):
                 raise FileNotFoundError(2, "no such log file or directory", p)
-        while self.refresh() and any(f.more for f in self._followers.values()):
+        while self.refresh() and self.backlog():
             pass
 
     def _roots(self) -> list[str]:
