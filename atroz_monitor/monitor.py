@@ -831,6 +831,7 @@ class Run:
                     fields["open_spans"] = open_spans
                 fields["counters"] = self.health()
                 self._emit(E.RUN_END, fields)
+                mon._catalog_run(self)
             else:
                 self._emit(E.PROCESS_END, fields)
             if self._env_saved is not None:
@@ -1649,6 +1650,21 @@ class Monitor:
                 ev.set_history(hist)
         except Exception as exc:
             self._internal("loading history", exc)
+
+    def _catalog_run(self, run: Run) -> None:
+        """Append the ended run's summary to its directory's catalog, so the next run's
+        history is one tail read, not a pass over every log (never raises)."""
+        if not self.is_dir:
+            return
+        try:
+            from .catalog import Catalog, summarize_files
+            from .reader import parts_of
+
+            files = [run.path, *parts_of(run.path)]
+            mine = [s for s in summarize_files(files) if s["run"] == run.id]
+            Catalog(self.path).record(run.path, mine)
+        except Exception as exc:
+            self._internal("cataloguing the run", exc)
 
     def _unread_snapshot(self, run_id: str) -> dict[str, Any]:
         """A snapshot of a run whose log cannot be read back (a full disk, /dev/full): its
