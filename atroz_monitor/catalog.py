@@ -445,14 +445,16 @@ class Catalog:
         return changed
 
     def summaries(
-        self, *, include_open: bool = False, now: float | None = None
+        self, *, include_open: bool = False, now: float | None = None, refresh: bool = True
     ) -> list[dict[str, Any]]:
         """Summaries of the directory's runs, oldest first by start (refreshed first).
 
         Runs that have not ended are left out while their last event is less than
         ``stale_after`` seconds old (``include_open``: kept, status ``running``); older
-        ones are shown ``interrupted``. Treat the dicts as read-only: they are shared."""
-        self.refresh()
+        ones are shown ``interrupted``. Treat the dicts as read-only: they are shared.
+        ``refresh=False``: the list as of the last refresh (no I/O once loaded)."""
+        if refresh or not self._loaded:
+            self.refresh()
         return self._view(include_open, now)
 
     def summary(self, run_id: str) -> dict[str, Any] | None:
