@@ -134,8 +134,11 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
                 if isinstance(nm, str):
                     names.setdefault(item["id"], nm)
     phases: dict[str, dict[str, Any]] = {}
-    for key, agg in r.keys.items():
-        if agg.count == 0:
+    top.update(r.folded)  # folded top-level repeats
+    # In start order (records), then keys known only from aggregates (folded, compacted).
+    for key in [*names, *r.keys]:
+        agg = r.keys.get(key)
+        if agg is None or agg.count == 0 or key in phases:
             continue
         timed = agg.timed
         e = extra.get(key) or [0, 0, 0.0, 0]
