@@ -525,6 +525,20 @@ class Catalog:
         self._runs = None
         self._write()
 
+    def moved(self, old: str, new: str) -> None:
+        """A log renamed without a change of content (``old`` compressed to ``new``): its
+        entry follows it, so the compressed log is not read again. Rewrites the file."""
+        self._ensure_loaded()
+        ent = self._entries.pop(old, None)
+        if ent is None:
+            return
+        sig = _sig(self.directory, [new])
+        if sig is not None and len(ent["sig"]) == 1:
+            runs = [dict(s, files=[new]) for s in ent["runs"]]
+            self._entries[new] = {"f": new, "sig": sig, "runs": runs}
+        self._runs = None
+        self._write()
+
     # -- internals ----------------------------------------------------------------------
     def _merged(self) -> list[dict[str, Any]]:
         runs = self._runs
