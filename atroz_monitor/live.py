@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 class LiveView:
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
-        self.source = MonitorSource(monitor)
+        # Only its own runs: a snapshot() never reads the directory's other logs.
+        self.source = MonitorSource(monitor, catalog=False)
 
     @property
     def state(self) -> State:

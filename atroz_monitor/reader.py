@@ -408,6 +408,22 @@ class Follower:
         A source following thousands of logs keeps descriptors only for the busy ones."""
         self._close_fd()
 
+    def settled(self) -> tuple[int, int] | None:
+        """``(size, mtime_ns)`` of the file if everything in it has been read (nothing
+        pending, no backlog), else None: a caller may then stop following it and watch
+        only that signature."""
+        if self._closed or self.more or self._pending or not self._ident:
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        if self._identity(st) != self._ident or self._news(st):
+            return None
+        if not self._gz and st.st_size != self._offset:
+            return None
+        return st.st_size, st.st_mtime_ns
+
     @property
     def holding(self) -> bool:
         """Whether a descriptor is open now."""

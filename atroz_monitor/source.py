@@ -18,15 +18,16 @@ lock and copied (``_detach``); JSON encoding happens outside it, once per versio
 
 from __future__ import annotations
 
+import heapq
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import loader, views
+from . import catalog, loader, reader, views
 from .events import dumps
 from .reader import LOG_SUFFIXES, Follower, ReadStats
 from .state import RunState, State, apply
@@ -57,6 +58,13 @@ HOT_S = 10.0
 COLD_SWEEP_S = 1.0
 COLD_SLICE = 64
 """Without inotify, quiet files are stat'ed ``COLD_SLICE`` at a time every ``COLD_SWEEP_S``."""
+PARKED_VIEWS = 8
+"""Full views of finished (parked) runs kept, least recently used dropped: a finished run's
+detail is reduced from its log when asked, not held for every run of the directory."""
+EMBEDDED_HISTORY = 1000
+"""Finished runs of its directory an embedded dashboard lists (from the catalog's tail)."""
+CACHE_S = 1.0
+"""Cross-run answers (summary, alerts, history) are reused for at most this long."""
 MAX_BATCH_EVENTS = 200_000
 """Events read per refresh before applying (a large backlog is consumed over several)."""
 
@@ -122,6 +130,12 @@ def _detach(obj: Any) -> Any:
     return obj
 
 
+def _row_order(row: dict[str, Any]) -> tuple[float, str]:
+    """Runs are listed newest first by this key (start, then id: a stable order to page by)."""
+    v = row.get("start")
+    return (float(v) if isinstance(v, (int, float)) else 0.0, str(row.get("id")))
+
+
 def _run_start(r: RunState) -> float:
     return r.start if r.start is not None else (r.first_ts or 0.0)
 
@@ -153,6 +167,17 @@ class Source:
         self._due: dict[str, None] = {}  # paths to poll at the next refresh (ordered set)
         self._watch = DirWatch()
         self._unwatched = False
+        # Parked: files whose runs all ended, no longer followed nor held in ``state``; their
+        # runs are known by their catalog summaries (issue 13: a finished run is summarised
+        # once, and costs a summary, not a reduced state).
+        self._parked_sigs: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) parked
+        self._parked_gone: set[str] = set()  # parked runs whose files vanished
+        self._parked_runs: dict[str, dict[str, Any]] = {}  # run id -> summary
+        self._parked_files: dict[str, list[str]] = {}  # run id -> its files
+        self._parked_rows: list[dict[str, Any]] | None = None  # newest first; None: rebuild
+        self._parked_views: OrderedDict[str, View] = OrderedDict()
+        self._cache: dict[Any, tuple[int, float, Any]] = {}
+        self._sweep_park = True  # at the first status check, park what the start read
         self._last_sweep = 0.0
         self._sweep_at = 0
         self._views: dict[str, View] = {}
@@ -168,7 +193,7 @@ class Source:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
-        self._parked = False
+        self._sleeping = False
         self.refreshes = 0
         self.errors = 0
         self.last_error: str | None = None
@@ -211,19 +236,44 @@ class Source:
 
     def run_ids(self) -> list[str]:
         with self._lock:
-            return list(self.state.runs)
+            return [*self.state.runs, *(r for r in self._parked_runs if r not in self.state.runs)]
 
     def resolve(self, run: str) -> str | None:
         """A run id, or ``latest``, to the id of a known run; None if there is none."""
         with self._lock:
             if run == "latest":
-                return views.latest_run(self.state)
-            return run if run in self.state.runs else None
+                best = views.latest_run(self.state)
+                rows = self._parked_rows_locked()
+                if rows:
+                    top = rows[0]
+                    r = self.state.runs.get(best) if best is not None else None
+                    t = (r.start if r.start is not None else (r.first_ts or 0.0)) if r else None
+                    if t is None or (top["start"] or 0.0) > t:
+                        best = top["id"]
+                return best
+            return run if run in self.state.runs or run in self._parked_runs else None
 
     def view(self, run_id: str) -> View | None:
-        """The run's snapshot at the current version (cached; read-only)."""
+        """The run's snapshot at the current version (cached; read-only). A parked run's is
+        reduced from its files on demand (outside the lock) and kept in a small LRU."""
         with self._lock:
-            return self._view_locked(run_id)
+            if run_id in self.state.runs or run_id not in self._parked_runs:
+                return self._view_locked(run_id)
+            v = self._parked_views.get(run_id)
+            if v is not None:
+                self._parked_views.move_to_end(run_id)
+                return v
+            files = list(self._parked_files.get(run_id, ()))
+            rule_alerts = self._rule_alerts.get(run_id)
+        v = self._build_parked_view(run_id, files, rule_alerts)
+        if v is None:
+            return None
+        with self._lock:
+            if run_id in self._parked_runs:
+                self._parked_views[run_id] = v
+                while len(self._parked_views) > PARKED_VIEWS:
+                    self._parked_views.popitem(last=False)
+        return v
 
     def snapshot(self, run_id: str) -> dict[str, Any]:
         """A fresh, caller-owned snapshot of the run; KeyError if unknown."""
@@ -236,7 +286,13 @@ class Source:
         """What changed in ``run_id`` since version ``since`` (None: too far behind, or the
         state was rebuilt: send a snapshot), with the current view; atomically."""
         with self._lock:
-            return self._delta_locked(run_id, since), self._view_locked(run_id)
+            if run_id in self.state.runs or run_id not in self._parked_runs:
+                return self._delta_locked(run_id, since), self._view_locked(run_id)
+        v = self.view(run_id)
+        with self._lock:
+            if v is None:
+                return None, None
+            return self._parked_delta(since, v), v
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run, newest first: the ``/api/v1/runs`` rows (cached per version)."""
@@ -249,16 +305,70 @@ class Source:
                 and (not c[2] or now_m - c[1] < RUNNING_TTL_S)
             ):
                 return c[3]
-            rows = [self._run_row(r) for r in self.state.runs.values()]
-            rows.sort(key=lambda row: row["start"] or 0.0, reverse=True)
-            running = any(row["status"] == "running" for row in rows)
+            live = [self._run_row(r) for r in self.state.runs.values()]
+            live.sort(key=_row_order, reverse=True)
+            running = any(row["status"] == "running" for row in live)
+            parked = [r for r in self._parked_rows_locked() if r["id"] not in self.state.runs]
+            rows = list(heapq.merge(live, parked, key=_row_order, reverse=True))
             # Rows are built fresh here from scalars: nothing in them is shared with state.
             self._runs_cache = (self.version, now_m, running, rows)
             return rows
 
     def statuses(self) -> dict[str, str]:
         with self._lock:
-            return {rid: self._status(r) for rid, r in self.state.runs.items()}
+            out = {rid: s["status"] for rid, s in self._parked_runs.items()}
+            out.update((rid, self._status(r)) for rid, r in self.state.runs.items())
+            return out
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """The catalog summary of every run (parked ones as catalogued, live ones summarised
+        now), oldest first by start: what history, the summary and the alerts list read.
+        Shared and cached: treat as read-only."""
+
+        def build() -> list[dict[str, Any]]:
+            with self._lock:
+                live = [catalog.summarize(r) for r in self.state.runs.values()]
+                parked = [s for rid, s in self._parked_runs.items() if rid not in self.state.runs]
+            live.sort(key=catalog.start_of)
+            parked.sort(key=catalog.start_of)
+            return list(heapq.merge(parked, live, key=catalog.start_of))
+
+        return self.cached(("summaries",), build)  # type: ignore[no-any-return]
+
+    def live_ids(self) -> set[str]:
+        """Runs held in ``state`` (followed); the others are parked, known by summary."""
+        with self._lock:
+            return set(self.state.runs)
+
+    def parked_alerts(self, run_id: str, summary: dict[str, Any]) -> list[dict[str, Any]]:
+        """A parked run's alerts: those its log recorded (from its summary) and those the
+        server's ``--alerts`` rules raised over it."""
+        with self._lock:
+            extra = self._rule_alerts.get(run_id)
+        alerts = list(summary.get("alerts") or ())
+        if not extra:
+            return alerts
+        merged = {str(a.get("alert") or a.get("id")): a for a in alerts}
+        for a in extra:
+            merged[str(a.get("alert") or a.get("id"))] = a
+        return sorted(merged.values(), key=lambda a: a.get("raised_ts") or a.get("ts") or 0)
+
+    def cached(self, key: Any, fn: Callable[[], Any], max_age: float = CACHE_S) -> Any:
+        """``fn()``, reused while the version is unchanged or for ``max_age`` seconds: an
+        answer over every run is computed once per change (at most once per ``max_age``
+        while a run is writing), not once per request."""
+        now = time.monotonic()
+        with self._lock:
+            c = self._cache.get(key)
+            if c is not None and (c[0] == self.version or now - c[1] < max_age):
+                return c[2]
+            version = self.version
+        value = fn()
+        with self._lock:
+            if len(self._cache) > 256:
+                self._cache.clear()  # keys include query parameters: keep the dict bounded
+            self._cache[key] = (version, now, value)
+        return value
 
     def read(self, fn: Callable[[State], Any]) -> Any:
         """Call ``fn(state)`` under the lock; ``fn`` must return a copy, never state itself."""
@@ -278,8 +388,10 @@ class Source:
         with self._lock:
             return {
                 "version": self.version,
-                "runs": len(self.state.runs),
-                "files": len(self._followers),
+                "runs": len(self.state.runs)
+                + sum(1 for r in self._parked_runs if r not in self.state.runs),
+                "files": len(self._followers) + len(self._parked_sigs),
+                "parked_files": len(self._parked_sigs),
                 "open_files": len(self._held),
                 "watching": self._watch.ok and not self._unwatched,
                 "unavailable": len([a for a in self._available.values() if not a]),
@@ -320,11 +432,11 @@ class Source:
             except OSError:
                 if path in self._dirs:
                     continue  # a vanished directory: its files' followers say so
-                if path not in self._followers:
+                if path not in self._followers and path not in self._parked_sigs:
                     files.append(path)  # a vanished file: its follower says so
                 continue
             if not os.path.isdir(path):
-                if path not in self._followers:
+                if path not in self._followers and path not in self._parked_sigs:
                     files.append(path)
                     self._watch_dir(os.path.dirname(path))
                 continue
@@ -339,10 +451,15 @@ class Source:
                     )
             except OSError:
                 continue
+            present = set()
             for n in names:
                 f = os.path.join(path, n)
-                if f not in self._followers:
+                present.add(f)
+                if f not in self._followers and f not in self._parked_sigs:
                     files.append(f)
+            gone = [f for f in self._parked_sigs if os.path.dirname(f) == path and f not in present]
+            if gone:
+                self._drop_parked(gone)
         return files
 
     def _watch_dir(self, directory: str) -> None:
@@ -358,21 +475,37 @@ class Source:
         change)."""
         due = self._due
         changed = self._watch.changed()
+        parked: list[str] = []
         if changed is None:
             due.update(dict.fromkeys(self._followers))  # events were lost: look at everything
+            parked = list(self._parked_sigs)
         else:
             for p in changed:
                 if p in self._followers:
                     due[p] = None
+                elif p in self._parked_sigs:
+                    parked.append(p)
                 elif p in self._dirs:
                     self._dirs[p] = None  # moved or deleted: rescan it
         if (not self._watch.ok or self._unwatched) and now - self._last_sweep >= COLD_SWEEP_S:
             self._last_sweep = now
-            paths = list(self._followers)
+            paths = [*self._followers, *self._parked_sigs]
             if paths:
                 i = self._sweep_at % len(paths)
-                due.update(dict.fromkeys(paths[i : i + COLD_SLICE]))
+                for p in paths[i : i + COLD_SLICE]:
+                    (parked.append(p) if p in self._parked_sigs else due.__setitem__(p, None))
                 self._sweep_at = i + COLD_SLICE
+        for p in parked:
+            sig = self._parked_sigs.get(p)
+            try:
+                st = os.stat(p)
+                cur: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                cur = None
+            if cur is None:
+                self._drop_parked([p])
+            elif cur != sig:
+                due.update(dict.fromkeys(self._unpark(p)))
         out = list(self._hot)
         out.extend(p for p in due if p not in self._hot)
         due.clear()
@@ -445,7 +578,8 @@ class Source:
 
     def _cool(self, now: float) -> None:
         """Demote files quiet for ``HOT_S`` whose runs are not running; release their
-        descriptors."""
+        descriptors, and park the files whose runs have all ended."""
+        cooled = []
         for path, t in list(self._hot.items()):
             if now - t < HOT_S:
                 continue
@@ -455,8 +589,281 @@ class Source:
             f = self._followers.get(path)
             if f is not None and not f.more:
                 self._keep_or_release(path, f)
+                cooled.append(path)
             elif f is not None:
                 self._hot[path] = now
+        if self._sweep_park or cooled:
+            self._sweep_park = False
+            self._park_quiet(cooled if cooled else list(self._followers))
+
+    def _park_quiet(self, paths: list[str]) -> None:
+        """Park what can be parked among ``paths``: files none of whose runs is still
+        running, with every file of those runs quiet and read to its end. Their runs leave
+        ``state`` for a summary (``catalog.summarize``); a view of one is reduced again on
+        demand. Call from the refresher (``_refresh_lock`` held)."""
+        done: set[str] = set()
+        for path in paths:
+            if path in done or path not in self._followers:
+                continue
+            rids = set(self._path_runs.get(path, ()))
+            files = {path}
+            while True:
+                grown = {p for p, rr in self._path_runs.items() if rr & rids} - files
+                if not grown:
+                    break
+                files |= grown
+                for p in grown:
+                    rids |= self._path_runs.get(p, set())
+            done |= files
+            if not rids or any(p in self._hot for p in files):
+                continue
+            if any(self._statuses.get(rid) in (None, "running") for rid in rids):
+                continue
+            sigs: dict[str, tuple[int, int]] = {}
+            for p in files:
+                f = self._followers.get(p)
+                sig = f.settled() if f is not None and self._available.get(p, True) else None
+                if sig is None:
+                    break
+                sigs[p] = sig
+            else:
+                self._park(rids, sigs)
+
+    def _park(self, rids: set[str], sigs: dict[str, tuple[int, int]]) -> None:
+        names = sorted(os.path.basename(p) for p in sigs)
+        with self._lock:
+            for rid in rids:
+                r = self.state.runs.pop(rid, None)
+                if r is None:
+                    continue
+                summ = catalog.summarize(r, names)
+                status = self._statuses.pop(rid, None)
+                if status is not None and status != summ["status"]:
+                    summ["status"] = status  # a silent run without run_end: interrupted
+                self._parked_runs[rid] = summ
+                self._parked_files[rid] = sorted(sigs)
+                self._views.pop(rid, None)
+                self._liveness.pop(rid, None)
+            for p, sig in sigs.items():
+                f = self._followers.pop(p, None)
+                if f is not None:
+                    f.close()
+                self._parked_sigs[p] = sig
+                self._path_runs.pop(p, None)
+                self._available.pop(p, None)
+                self._held.pop(p, None)
+                self._hot.pop(p, None)
+            self._parked_rows = None
+            self._runs_cache = None
+            self._cache.clear()
+
+    def _unpark(self, path: str) -> list[str]:
+        """A parked file changed: follow it (and the other files of its runs) again, from
+        their start; their runs come back into ``state``. Returns the files to poll."""
+        files = {path}
+        with self._lock:
+            rids = {rid for rid, fs in self._parked_files.items() if path in fs}
+            for rid in rids:
+                files.update(self._parked_files.pop(rid, ()))
+                self._parked_runs.pop(rid, None)
+                self._parked_views.pop(rid, None)
+                self._parked_gone.discard(rid)
+            for p in files:
+                self._parked_sigs.pop(p, None)
+                self._followers[p] = Follower(p)
+            self._parked_rows = None
+            self._runs_cache = None
+            self._cache.clear()
+            if rids:
+                self._bump(Change(0, {}, True, False, False))
+        return sorted(files)
+
+    def _drop_parked(self, paths: list[str]) -> None:
+        """Parked files that vanished (deleted, pruned): their runs stay listed, shown
+        unavailable, as a followed run whose log vanished is; their detail went with the
+        log. A file that reappears is read again as a new one."""
+        with self._lock:
+            gone = set(paths)
+            for p in gone:
+                self._parked_sigs.pop(p, None)
+            rids = {rid for rid, fs in self._parked_files.items() if gone & set(fs)}
+            for rid in rids:
+                self._parked_gone.add(rid)
+                self._parked_views.pop(rid, None)
+            self._parked_rows = None
+            self._runs_cache = None
+            self._cache.clear()
+            if rids:
+                self._bump(Change(0, {}, True, False, False))
+
+    def _catalog_dirs(self) -> list[str]:
+        """Directories whose catalogs give parked runs (subclasses)."""
+        return []
+
+    def _catalog_summaries(self, directory: str) -> list[dict[str, Any]]:
+        """The summaries of a catalog directory's runs (subclasses)."""
+        return []
+
+    def _load_catalogs(self) -> None:
+        """Park every finished run a directory's catalog summarises: its log is not read at
+        start, nor followed, nor held (serve on 10,000 runs is ready in seconds)."""
+        followed = {os.path.abspath(p) for p in self._roots()}
+        for path in self._catalog_dirs():
+            try:
+                summaries = self._catalog_summaries(path)
+            except Exception as exc:  # a catalog problem costs speed, never the data
+                self.errors += 1
+                self.last_error = f"catalog of {path}: {type(exc).__name__}: {exc}"
+                continue
+            by_file: dict[str, list[dict[str, Any]]] = {}
+            for summ in summaries:
+                for name in summ.get("files") or ():
+                    by_file.setdefault(os.path.join(path, name), []).append(summ)
+            blocked = {p for p, ss in by_file.items() if not all(x.get("ended") for x in ss)}
+            blocked |= followed
+            for summ in summaries:
+                files = [os.path.join(path, n) for n in summ.get("files") or ()]
+                if not files or not summ.get("ended") or blocked & set(files):
+                    continue
+                sigs = {}
+                for f in files:
+                    try:
+                        st = os.stat(f)
+                    except OSError:
+                        break
+                    sigs[f] = (st.st_size, st.st_mtime_ns)
+                else:
+                    rid = summ["run"]
+                    self._parked_runs[rid] = summ
+                    self._parked_files[rid] = sorted(files)
+                    self._parked_sigs.update(sigs)
+        self._parked_rows = None
+
+    # -- parked runs ----------------------------------------------------------------------
+    def _parked_rows_locked(self) -> list[dict[str, Any]]:
+        rows = self._parked_rows
+        if rows is None:
+            rows = [self._summary_row(s) for s in self._parked_runs.values()]
+            rows.sort(key=_row_order, reverse=True)
+            self._parked_rows = rows
+        return rows
+
+    def _summary_row(self, s: dict[str, Any]) -> dict[str, Any]:
+        """The ``/api/v1/runs`` row of a parked run, from its summary (same keys as
+        ``_run_row``)."""
+        plan = [k for k in s.get("plan") or () if isinstance(k, str)]
+        phases = s.get("phases") or {}
+        done = sum(
+            1
+            for k in plan
+            if (phases.get(k) or {}).get("status")
+            in ("completed", "failed", "cancelled", "skipped", "cached")
+        )
+        rid = s["run"]
+        alerts = list(s.get("alerts") or ())
+        alerts += self._rule_alerts.get(rid) or []
+        return {
+            "id": rid,
+            "name": s.get("name") or rid,
+            "status": s.get("status"),
+            "start": s.get("start"),
+            "end": s.get("end"),
+            "duration_ms": s.get("duration_ms"),
+            "last_event": s.get("last_ts"),
+            "progress": {
+                "planned": len(plan),
+                "done": done,
+                "pct": round(done / len(plan) * 100.0, 1) if plan else None,
+            },
+            "host": s.get("host"),
+            "alerts_open": sum(1 for a in alerts if a.get("state") in ("raised", "acknowledged")),
+            "available": rid not in self._parked_gone,
+        }
+
+    def _reduce(self, files: list[str]) -> tuple[State, ReadStats, list[dict[str, Any]]]:
+        """The files of a parked run read into a state of their own (no lock held)."""
+        st = State(max_phases=self._max_phases)
+        total = ReadStats(path="")
+        down = []
+        for p in files:
+            stats = ReadStats(path=p)
+            try:
+                for ev in reader.iter_events(p, stats):
+                    apply(st, ev)
+            except OSError as exc:
+                down.append({"path": p, "error": f"{type(exc).__name__}: {exc.strerror or exc}"})
+            total = total.merge(stats)
+        return st, total, down
+
+    def _evaluate_parked_alerts(self) -> None:
+        """``--alerts`` rules over each parked run, once (one run held at a time): their
+        alerts are listed like the ones of followed runs, at the cost of one read of each
+        log at start, never per request."""
+        if self._alert_hook is None:
+            return
+        with self._lock:
+            todo = [(rid, list(fs)) for rid, fs in self._parked_files.items()]
+        for rid, files in todo:
+            st, _, _ = self._reduce(files)
+            if rid not in st.runs:
+                continue
+            try:
+                found = [dict(a) for a in self._alert_hook(st, rid) if isinstance(a, dict)]
+            except Exception as exc:
+                self.errors += 1
+                self.last_error = f"alert rules: {type(exc).__name__}: {exc}"
+                continue
+            with self._lock:
+                self._rule_alerts[rid] = found
+        with self._lock:
+            self._parked_rows = None
+
+    def _build_parked_view(
+        self, run_id: str, files: list[str], rule_alerts: list[dict[str, Any]] | None
+    ) -> View | None:
+        """A parked run's full view, reduced from its files (no lock held)."""
+        st, total, down = self._reduce(files)
+        r = st.runs.get(run_id)
+        if r is None:
+            return None
+        q = total.to_dict()
+        q.pop("path", None)
+        q["read_events"] = q.pop("events", 0)
+        q["files"] = files
+        q["available"] = not down
+        q["unavailable"] = down
+        snap = views.snapshot(st, run_id, now=time.time(), alive=None, quality=q)
+        if rule_alerts:
+            merged = dict(r.alerts)
+            for a in rule_alerts:
+                merged[str(a.get("alert") or a.get("id"))] = a
+            snap["alerts"] = sorted(
+                merged.values(), key=lambda a: a.get("raised_ts") or a.get("ts") or 0
+            )
+        return View(
+            version=self.version,
+            built=time.monotonic(),
+            snap=snap,
+            samples_total=r.samples.total,
+            logs_total=r.logs.total,
+            running=False,
+        )
+
+    def _parked_delta(self, since: int, v: View) -> Delta | None:
+        """A parked run does not change: only the run list may have."""
+        if since > self.version:
+            return None
+        runs_changed = new_runs = False
+        if since != self.version:
+            if not self._changes or since < self._changes[0].version - 1:
+                return None
+            for c in self._changes:
+                if c.version > since:
+                    if c.reset:
+                        return None
+                    runs_changed = runs_changed or c.runs_changed
+                    new_runs = new_runs or c.new_runs
+        return Delta(set(), v.samples_total, v.logs_total, runs_changed, new_runs)
 
     def backlog(self) -> bool:
         """Whether files hold more than the last refresh read (call ``refresh`` again)."""
@@ -798,7 +1205,7 @@ class Source:
     # -- the refresher thread ------------------------------------------------------------
     def _start_refresher(self) -> None:
         if self._thread is not None and self._thread.is_alive():
-            if self._parked:
+            if self._sleeping:
                 self._wake.set()  # only a parked refresher needs waking: no churn per request
             return
         with self._lock:
@@ -815,10 +1222,10 @@ class Source:
             idle = self._clients == 0 and time.monotonic() - self._last_demand > IDLE_S
             if idle:
                 # Nobody is watching: no polling at all until a request or a client comes.
-                self._parked = True
+                self._sleeping = True
                 self._wake.wait()
                 self._wake.clear()
-                self._parked = False
+                self._sleeping = False
                 continue
             self.refresh()
             if self._wake.wait(POLL_S):
@@ -860,29 +1267,55 @@ class FileSource(Source):
         for p in self.paths:
             if not os.path.exists(p):
                 raise FileNotFoundError(2, "no such log file or directory", p)
+        self._load_catalogs()
+        self._evaluate_parked_alerts()
         while self.refresh() and self.backlog():
             pass
 
     def _roots(self) -> list[str]:
         return self.paths
 
+    def _catalog_dirs(self) -> list[str]:
+        return [p for p in self.paths if os.path.isdir(p)]
+
+    def _catalog_summaries(self, directory: str) -> list[dict[str, Any]]:
+        # Brought up to date first: a missing or stale entry is summarised from its log
+        # once, and written back for the next start.
+        cat = catalog.Catalog(directory)
+        cat.refresh()
+        return cat.summaries(include_open=True, refresh=False)
+
 
 class MonitorSource(Source):
     """A live ``Monitor``'s runs, read back from its own logs (worker processes append to
-    them too), plus its directory's earlier runs and its ``history`` paths as history. Its
-    own open runs are alive, and their ``monitor`` fields come from ``run.health()``."""
+    them too); its open runs are alive, and their ``monitor`` fields come from
+    ``run.health()``. With ``catalog`` (the embedded dashboard), the latest
+    ``EMBEDDED_HISTORY`` finished runs of its directory and ``history`` directories come
+    from their catalogs' tails, parked: the host never reads, follows or holds the logs of
+    its directory (issue 13), whatever the directory holds."""
 
-    def __init__(self, monitor: Monitor, *, alerts: AlertHook | None = None) -> None:
+    def __init__(
+        self, monitor: Monitor, *, alerts: AlertHook | None = None, catalog: bool = True
+    ) -> None:
         super().__init__(max_phases=monitor.max_phases, alerts=alerts)
         self.monitor = monitor
+        if catalog:
+            self._load_catalogs()
 
     def _roots(self) -> list[str]:
         mon = self.monitor
         roots = [run.path for run in mon.runs()]
-        if mon.is_dir:
-            roots.append(mon.path)
-        roots.extend(p for p in mon.history_paths if os.path.exists(p))
+        roots.extend(p for p in mon.history_paths if os.path.isfile(p))
         return roots
+
+    def _catalog_dirs(self) -> list[str]:
+        mon = self.monitor
+        dirs = [mon.path] if mon.is_dir else []
+        dirs.extend(p for p in mon.history_paths if os.path.isdir(p))
+        return dirs
+
+    def _catalog_summaries(self, directory: str) -> list[dict[str, Any]]:
+        return catalog.Catalog(directory).recent(EMBEDDED_HISTORY)
 
     def _own(self, run_id: str) -> Any:
         for run in self.monitor.runs():

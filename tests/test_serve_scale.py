@@ -149,21 +149,38 @@ def test_changes_arrive_without_inotify(
 def test_replaced_log_rebuilds_only_its_runs(
     tmp_path: pathlib.Path, template: tuple[str, bytes]
 ) -> None:
-    """A log replaced by os.replace is re-read from its start; the state of other runs is
-    the same objects as before (not rebuilt)."""
-    make_runs(tmp_path, template, 5)
+    """A followed log (run without run_end) replaced by os.replace is re-read from its start
+    while the state of the other runs stays the same objects (not rebuilt); a parked
+    (finished, catalogued) log replaced the same way is followed again with its new run."""
+    rid, data = template
+    open_data = b"".join(x for x in data.splitlines(True) if b'"ev":"run_end"' not in x)
+    for i in range(3):
+        (tmp_path / f"open-{i}.jsonl").write_bytes(open_data.replace(rid.encode(), b"open-%d" % i))
+    make_runs(tmp_path, template, 3)
     src = FileSource([tmp_path])
     try:
-        other = src.read(lambda st: st.runs["run-000001"])
-        rid, data = template
-        tmp = tmp_path / "x.tmp"
-        tmp.write_bytes(data.replace(rid.encode(), b"run-new"))
-        os.replace(tmp, tmp_path / "run-000003.jsonl")
-        poll(lambda: src.refresh() or "run-new" in src.run_ids(), 10, "the replacement")
-        assert sorted(src.run_ids()) == sorted(
-            ["run-000000", "run-000001", "run-000002", "run-000004", "run-new"]
-        )
-        assert src.read(lambda st: st.runs["run-000001"]) is other
+        assert src.live_ids() == {"open-0", "open-1", "open-2"}
+        assert src.health()["parked_files"] == 3
+        other = src.read(lambda st: st.runs["open-1"])
+        for name, new in (("open-2.jsonl", b"open-new"), ("run-000001.jsonl", b"done-new")):
+            tmp = tmp_path / "x.tmp"
+            tmp.write_bytes((open_data if new == b"open-new" else data).replace(rid.encode(), new))
+            os.replace(tmp, tmp_path / name)
+            poll(
+                lambda new=new: src.refresh() or new.decode() in src.run_ids(),
+                10,
+                f"the replacement {name}",
+            )
+        assert sorted(src.run_ids()) == [
+            "done-new",
+            "open-0",
+            "open-1",
+            "open-new",
+            "run-000000",
+            "run-000002",
+        ]
+        assert src.read(lambda st: st.runs["open-1"]) is other
+        assert src.snapshot("done-new")["run"]["status"] == "completed"
     finally:
         src.close()
 
