@@ -147,12 +147,16 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
             "status": _key_status(agg),
             "count": agg.count,
             "timed": timed,
+            "completed": agg.completed,
+            "failed": agg.failed,
+            "cancelled": agg.cancelled,
             "top": key in top or not r.phases,
             "duration_ms": round(agg.total_ms / timed, 3) if timed else None,
             "total_ms": round(agg.total_ms, 3),
             "min_ms": agg.min_ms,
             "max_ms": agg.max_ms,
             "cpu_ms": round(agg.cpu_ms / timed, 3) if timed else None,
+            "total_cpu_ms": round(agg.cpu_ms, 3),
             "children_cpu_ms": round(e[2] / e[3], 3) if e[3] else None,
             "peak_rss_bytes": agg.peak_rss_bytes,
             "items": agg.items,
@@ -197,6 +201,13 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
         "events": r.events,
         "seq_gaps": r.seq_gaps,
     }
+
+
+def pipeline(s: Mapping[str, Any]) -> str:
+    """The pipeline a run belongs to: its name, or "" for a run named after its own id (a
+    ``Monitor`` without ``name=``), so unnamed runs form one group, not one each."""
+    name = s.get("name")
+    return name if isinstance(name, str) and name != s.get("run") else ""
 
 
 def _tags(raw: Any) -> dict[str, str]:
@@ -693,4 +704,15 @@ def _judge(
     return out
 
 
-__all__ = ["Catalog", "FILE", "decode", "encode", "summarize", "summarize_files", "units"]
+__all__ = [
+    "Catalog",
+    "FILE",
+    "decode",
+    "encode",
+    "pipeline",
+    "start_of",
+    "summarize",
+    "summarize_files",
+    "summarize_state",
+    "units",
+]
