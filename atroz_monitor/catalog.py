@@ -133,7 +133,7 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
                 nm = item.get("name")
                 if isinstance(nm, str):
                     names.setdefault(item["id"], nm)
-    phases: dict[str, dict[str, Any]] = {}
+    phases: dict[str, list[Any]] = {}
     top.update(r.folded)  # folded top-level repeats
     # In start order (records), then keys known only from aggregates (folded, compacted).
     for key in [*names, *r.keys]:
@@ -142,26 +142,26 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
             continue
         timed = agg.timed
         e = extra.get(key) or [0, 0, 0.0, 0]
-        phases[key] = {
-            "name": names.get(key, key),
-            "status": _key_status(agg),
-            "count": agg.count,
-            "timed": timed,
-            "top": key in top or not r.phases,
-            "duration_ms": round(agg.total_ms / timed, 3) if timed else None,
-            "total_ms": round(agg.total_ms, 3),
-            "min_ms": agg.min_ms,
-            "max_ms": agg.max_ms,
-            "cpu_ms": round(agg.cpu_ms / timed, 3) if timed else None,
-            "children_cpu_ms": round(e[2] / e[3], 3) if e[3] else None,
-            "peak_rss_bytes": agg.peak_rss_bytes,
-            "items": agg.items,
-            "items_per_s": round(agg.items / (agg.total_ms / 1000.0), 2)
-            if agg.items and agg.total_ms > 0
-            else None,
-            "errors": int(e[0]),
-            "warnings": int(e[1]),
-        }
+        nm = names.get(key, key)
+        phases[key] = [
+            None if nm == key else nm,
+            _key_status(agg),
+            agg.count,
+            timed,
+            agg.completed,
+            agg.failed,
+            agg.cancelled,
+            1 if key in top or not r.phases else 0,
+            round(agg.total_ms, 3),
+            agg.min_ms,
+            agg.max_ms,
+            round(agg.cpu_ms, 3),
+            round(e[2] / e[3], 3) if e[3] else None,
+            agg.peak_rss_bytes,
+            agg.items,
+            int(e[0]),
+            int(e[1]),
+        ]
     start = r.start if r.start is not None else r.first_ts
     end = r.end
     dur = r.end_info.get("duration_ms")
@@ -189,7 +189,7 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
         "tags": _tags(tags),
         "files": list(files),
         "plan": plan_keys,
-        "phases": phases,
+        "phases": Phases(phases),
         "alerts": alerts,
         "errors": r.log_counts.get("error", 0),
         "warnings": r.log_counts.get("warning", 0),
@@ -197,6 +197,84 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
         "events": r.events,
         "seq_gaps": r.seq_gaps,
     }
+
+
+def pipeline(s: Mapping[str, Any]) -> str:
+    """The pipeline a run belongs to: its name, or "" for a run named after its own id (a
+    ``Monitor`` without ``name=``), so unnamed runs form one group, not one each."""
+    name = s.get("name")
+    return name if isinstance(name, str) and name != s.get("run") else ""
+
+
+# A phase's figures as stored: one JSON array per key, in this order (a third of the bytes
+# of an object, and no per-key dict held per run in memory: 10,000 runs of 20 keys are
+# ~50 MB as arrays, ~115 MB as dicts).
+_RAW = (
+    "name", "status", "count", "timed", "completed", "failed", "cancelled", "top",
+    "total_ms", "min_ms", "max_ms", "total_cpu_ms", "children_cpu_ms", "peak_rss_bytes",
+    "items", "errors", "warnings",
+)  # fmt: skip
+_NRAW = len(_RAW)
+
+
+def _expand(key: str, raw: Sequence[Any]) -> dict[str, Any]:
+    """One phase key's figures as a dict (the means and rates derived from the sums)."""
+    d = dict(zip(_RAW, raw, strict=False))
+    if d.get("name") is None:
+        d["name"] = key
+    d["top"] = bool(d.get("top"))
+    timed = d.get("timed") or 0
+    total = d.get("total_ms") or 0.0
+    cpu = d.get("total_cpu_ms") or 0.0
+    items = d.get("items") or 0
+    d["duration_ms"] = round(total / timed, 3) if timed else None
+    d["cpu_ms"] = round(cpu / timed, 3) if timed else None
+    d["items_per_s"] = round(items / (total / 1000.0), 2) if items and total > 0 else None
+    return d
+
+
+class Phases(Mapping[str, dict[str, Any]]):
+    """A summary's ``phases``: read-only, ``{key: {name, status, count, timed, completed,
+    failed, cancelled, top, duration_ms, total_ms, min_ms, max_ms, cpu_ms, total_cpu_ms,
+    children_cpu_ms, peak_rss_bytes, items, items_per_s, errors, warnings}}``.
+
+    Each value is built on access from a compact array (so hold on to it if read often);
+    ``plain()`` gives a real dict for ``json.dumps``."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Mapping[str, Sequence[Any]]) -> None:
+        self.raw = raw
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        return _expand(key, self.raw[key])
+
+    def __iter__(self) -> Any:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __repr__(self) -> str:
+        return f"Phases({self.plain()!r})"
+
+    def plain(self) -> dict[str, dict[str, Any]]:
+        return {k: _expand(k, v) for k, v in self.raw.items()}
+
+
+def plain(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary as plain JSON-ready dicts (its ``phases`` expanded)."""
+    out = dict(summary)
+    ph = out.get("phases")
+    if isinstance(ph, Phases):
+        out["phases"] = ph.plain()
+    return out
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, Phases):
+        return o.raw
+    return repr(o)
 
 
 def _tags(raw: Any) -> dict[str, str]:
@@ -248,7 +326,7 @@ def summarize_files(paths: Sequence[str]) -> list[dict[str, Any]]:
 
 def encode(obj: Mapping[str, Any]) -> bytes:
     """One catalog line: the CRC-32 of the JSON text, a space, the JSON text, a newline."""
-    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=repr).encode()
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
     return b"%08x %s\n" % (zlib.crc32(data), data)
 
 
@@ -271,13 +349,25 @@ def _header() -> bytes:
 
 
 def _valid_entry(obj: Any) -> TypeGuard[dict[str, Any]]:
-    return (
+    """A well-formed entry (its summaries' ``phases`` wrapped as ``Phases`` on the way)."""
+    if not (
         isinstance(obj, dict)
         and isinstance(obj.get("f"), str)
         and isinstance(obj.get("sig"), list)
         and isinstance(obj.get("runs"), list)
-        and all(isinstance(s, dict) and isinstance(s.get("run"), str) for s in obj["runs"])
-    )
+    ):
+        return False
+    for s in obj["runs"]:
+        if not (isinstance(s, dict) and isinstance(s.get("run"), str)):
+            return False
+        ph = s.get("phases")
+        if isinstance(ph, dict):
+            if not all(isinstance(v, list) for v in ph.values()):
+                return False
+            s["phases"] = Phases(ph)
+        elif not isinstance(ph, Phases):
+            return False
+    return True
 
 
 # -- the directory --------------------------------------------------------------------------
@@ -693,4 +783,17 @@ def _judge(
     return out
 
 
-__all__ = ["Catalog", "FILE", "decode", "encode", "summarize", "summarize_files", "units"]
+__all__ = [
+    "Catalog",
+    "FILE",
+    "decode",
+    "encode",
+    "Phases",
+    "pipeline",
+    "plain",
+    "start_of",
+    "summarize",
+    "summarize_files",
+    "summarize_state",
+    "units",
+]

@@ -25,6 +25,7 @@ MODULES = [
     "bench_evaluate",
     "bench_report",
     "bench_server",
+    "bench_history",
 ]
 # Run only when named: slow, and needing a tool the default run does not (valgrind).
 OPTIONAL = ["bench_instructions"]

@@ -30,22 +30,19 @@ OM_ACCEPT = (
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A completed and a failed demo run in one directory."""
+    """A completed demo run, then a failed one (the latest of the pipeline), in one
+    directory."""
     base = tmp_path_factory.mktemp("runs")
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("ATROZ_MONITOR_LOG", None)
     env.pop("ATROZ_MONITOR_RUN", None)
     cmd = [sys.executable, "-m", "atroz_monitor", "demo", "--no-serve", "--out", str(base)]
-    procs = [
-        subprocess.Popen([*cmd, "--duration", "1"], env=env, stdout=subprocess.DEVNULL),
-        subprocess.Popen(
-            [*cmd, "--duration", "1", "--fail", "P07"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
-    assert [p.wait(timeout=60) for p in procs] == [0, 1]
+    ok = subprocess.run([*cmd, "--duration", "1"], env=env, stdout=subprocess.DEVNULL,
+                        timeout=60)  # fmt: skip
+    failed = subprocess.run([*cmd, "--duration", "1", "--fail", "P07"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            timeout=60)  # fmt: skip
+    assert (ok.returncode, failed.returncode) == (0, 1)
     return base
 
 
@@ -94,24 +91,27 @@ def test_openmetrics_parses_strictly(logs: Any) -> None:
         for s in fams["atroz_phases"].samples
         if s.labels["status"] == "failed" and s.labels["phase"] == "P07"
     ]
-    assert sorted(s.value for s in failed) == [0, 1]  # the completed run, the failed one
+    assert [s.value for s in failed] == [1]  # the latest run only: the failed one
+    hist = fams["atroz_history_phase_duration_seconds"]
+    assert hist.type == "histogram"
+    counts = [s for s in hist.samples if s.name.endswith("_count") and s.labels["phase"] == "P07"]
+    assert [s.value for s in counts] == [1]  # P07 completed in the earlier run only
 
 
 def test_families_cover_runs_phases_resources_alerts_and_health(logs: Any) -> None:
-    """Both runs have their info, progress, phase histograms, outcomes, process CPU and RSS,
-    alert and health series; P07 failed once in the failed run."""
+    """The latest run of the pipeline (the failed one) has its info, progress, phase
+    histograms, outcomes, process CPU and RSS, alert and health series; the earlier run
+    has no run-labelled series and counts in the pipeline's history families."""
     text = _text(logs)
     s = _samples(text)
     runs = re.findall(r'atroz_run_info\{run="([^"]+)",name="demo: document analysis",'
                       r'status="(\w+)",host="[^"]*"\} 1', text)  # fmt: skip
-    assert sorted(st for _, st in runs) == ["completed", "failed"]
-    failed = next(r for r, st in runs if st == "failed")
-    ok = next(r for r, st in runs if st == "completed")
+    assert [st for _, st in runs] == ["failed"]
+    failed = runs[0][0]
     assert s[f'atroz_phases_total{{run="{failed}",phase="P07",status="failed"}}'] == 1
-    assert s[f'atroz_run_progress_ratio{{run="{ok}"}}'] == 1
     assert s[f'atroz_run_progress_ratio{{run="{failed}"}}'] == 0.8  # P08, P09 never ran
-    assert s[f'atroz_phase_duration_seconds_count{{run="{ok}",phase="P03.worker"}}'] == 4
-    inf = s[f'atroz_phase_duration_seconds_bucket{{run="{ok}",phase="P03.worker",le="+Inf"}}']
+    assert s[f'atroz_phase_duration_seconds_count{{run="{failed}",phase="P03.worker"}}'] == 4
+    inf = s[f'atroz_phase_duration_seconds_bucket{{run="{failed}",phase="P03.worker",le="+Inf"}}']
     assert inf == 4
     for family in (
         "atroz_process_cpu_seconds_total",
@@ -123,10 +123,29 @@ def test_families_cover_runs_phases_resources_alerts_and_health(logs: Any) -> No
         "atroz_monitor_events_lost_total",
         "atroz_monitor_samples_missed_total",
     ):
-        assert re.search(rf'^{family}\{{run="{ok}"', text, re.M), family
+        assert re.search(rf'^{family}\{{run="{failed}"', text, re.M), family
+    latest: dict[str, dict[str, Any]] = {}  # each alert's last event, from the log itself
+    for f in os.listdir(logs):
+        if f.endswith(".jsonl"):
+            with open(os.path.join(logs, f), encoding="utf-8") as fh:
+                for ev in map(json.loads, fh):
+                    if ev["ev"] == "alert" and ev["run"] == failed:
+                        latest[ev["alert"]] = {**latest.get(ev["alert"], {}), **ev}
     for sev in ("info", "warning", "critical"):
-        assert s[f'atroz_alerts_open{{run="{ok}",severity="{sev}"}}'] == 0
+        want = sum(
+            1
+            for a in latest.values()
+            if a["state"] in ("raised", "acknowledged") and a["severity"] == sev
+        )
+        assert s[f'atroz_alerts_open{{run="{failed}",severity="{sev}"}}'] == want
+    assert len(set(re.findall(r'run="([^"]+)"', text))) == 1
+    pipe = 'pipeline="demo: document analysis"'
+    assert s[f'atroz_history_runs{{{pipe},status="completed"}}'] == 1
+    assert s[f'atroz_history_runs{{{pipe},status="failed"}}'] == 1
+    assert s[f'atroz_history_phase_runs{{{pipe},phase="P07",status="failed"}}'] == 1
+    assert s[f'atroz_history_phase_duration_seconds_count{{{pipe},phase="P00"}}'] == 2
     assert s['atroz_runs{status="failed"}'] == 1
+    assert s['atroz_runs{status="completed"}'] == 1
     assert text.count("# HELP ") == text.count("# TYPE ")
 
 
@@ -322,8 +341,8 @@ def test_real_prometheus_scrapes_the_documented_config(logs: Any, tmp_path: Any)
         assert set(jobs) == {"atroz", "atroz-open"}, (tmp_path / "prometheus.log").read_text()[
             -2000:
         ]
-        # Two runs x their phase keys (P00..P09 with sub-phases), each one series.
-        assert jobs["atroz"] == jobs["atroz-open"] > 40
+        # The latest run x its phase keys (P00..P09 with sub-phases), each one series.
+        assert jobs["atroz"] == jobs["atroz-open"] > 20
         _, body = _get(f"{base}/api/v1/targets")
         targets = json.loads(body)["data"]["activeTargets"]
         assert {t["labels"]["job"]: t["health"] for t in targets} == {
