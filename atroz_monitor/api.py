@@ -21,9 +21,10 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from . import exporters, history
+from . import catalog, exporters, history
 from .events import dumps
 from .source import Source, View
+from .state import State
 
 __all__ = [
     "API_PREFIX",
@@ -702,23 +703,39 @@ def _export(source: Source, v: View) -> Response:
 
 
 def _metrics(source: Source, headers: Mapping[str, str]) -> Response:
-    """Prometheus exposition of every run the source holds: copied under the source's lock
-    (``exporters.collect``), rendered outside it."""
+    """Prometheus exposition: the runs the source holds (live ones) copied under its lock
+    (``exporters.collect``), finished ones from their summaries, rendered outside the lock;
+    cached per version like every answer over all runs."""
     source.ensure_fresh()
-
-    def collect(st: Any) -> list[exporters.Family]:
-        now = time.time()
-        runs = st.runs.items()
-        statuses = {rid: source._status(r, now) for rid, r in runs}
-        alerts = {rid: source._alerts_of(r) for rid, r in runs}
-        monitor = {rid: m for rid in st.runs if (m := source._monitor_info(rid)) is not None}
-        return exporters.collect(st, statuses, now=now, alerts=alerts, monitor=monitor)
-
-    families = source.read(collect)
     om = exporters.wants_openmetrics(headers.get("accept"))
-    text = exporters.render_prometheus(families, openmetrics=om)
+
+    def build() -> bytes:
+        history_ = source.parked_summaries()
+        # The latest run of each pipeline has run-labelled series in full: those that are
+        # parked (ended, not held) are reduced again, lightly, and cached.
+        latest: dict[str, Any] = {}
+        for s in history_:
+            latest[catalog.pipeline(s)] = s["run"]
+        extra = source.reduced(list(latest.values())[-exporters.MAX_PIPELINES :])
+
+        def collect(held: Any) -> list[exporters.Family]:
+            now = time.time()
+            st = State(max_phases=held.max_phases)
+            st.runs = {**extra, **held.runs}
+            runs = held.runs.items()
+            statuses = {rid: source._status(r, now) for rid, r in runs}
+            alerts = {rid: source._alerts_of(r) for rid, r in runs}
+            monitor = {rid: m for rid in st.runs if (m := source._monitor_info(rid)) is not None}
+            return exporters.collect(
+                st, statuses, now=now, alerts=alerts, monitor=monitor, history=history_
+            )
+
+        families = source.read(collect)
+        return exporters.render_prometheus(families, openmetrics=om).encode("utf-8")
+
+    body = source.cached(("metrics", om), build)
     ctype = exporters.OPENMETRICS_CONTENT_TYPE if om else exporters.PROMETHEUS_CONTENT_TYPE
-    return Response(200, _headers(ctype), text.encode("utf-8"))
+    return Response(200, _headers(ctype), body)
 
 
 # -- static assets ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ lock and copied (``_detach``); JSON encoding happens outside it, once per versio
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import os
@@ -25,7 +26,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,12 @@ COLD_SLICE = 64
 PARKED_VIEWS = 8
 """Full views of finished (parked) runs kept, least recently used dropped: a finished run's
 detail is reduced from its log when asked, not held for every run of the directory."""
+HISTORY_RUNS = 200
+"""Earlier runs a view compares with (as many as a ``Monitor`` loads for its own runs)."""
+REDUCED_RUNS = 24
+"""Light reductions of parked runs kept for /metrics (the latest run of each pipeline)."""
+SLOW_S = 0.05
+"""A cached answer costing more than this is recomputed in the background when stale."""
 EMBEDDED_HISTORY = 1000
 """Finished runs of its directory an embedded dashboard lists (from the catalog's tail)."""
 CACHE_S = 1.0
@@ -132,81 +139,25 @@ def _detach(obj: Any) -> Any:
     return obj
 
 
-_FIGURES = (
-    "name",
-    "status",
-    "count",
-    "timed",
-    "top",
-    "duration_ms",
-    "total_ms",
-    "min_ms",
-    "max_ms",
-    "cpu_ms",
-    "children_cpu_ms",
-    "peak_rss_bytes",
-    "items",
-    "items_per_s",
-    "errors",
-    "warnings",
-)
-_FIGURE_AT = {k: i for i, k in enumerate(_FIGURES)}
-_MISSING = object()
-
-
-class _Figures(Mapping[str, Any]):
-    """One phase key's figures in a parked run's summary, read-only, in a tuple: a third of
-    the memory of the dict the catalog decodes (10,000 runs of 20 keys: ~200 MB as dicts)."""
-
-    __slots__ = ("_v",)
-
-    def __init__(self, values: tuple[Any, ...]) -> None:
-        self._v = values
-
-    def __getitem__(self, key: str) -> Any:
-        i = _FIGURE_AT.get(key)
-        v = _MISSING if i is None else self._v[i]
-        if v is _MISSING:
-            raise KeyError(key)
-        return v
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k, v in zip(_FIGURES, self._v, strict=True) if v is not _MISSING)
-
-    def __len__(self) -> int:
-        return sum(1 for v in self._v if v is not _MISSING)
-
-
-_NO_FIGURES = (_MISSING,) * len(_FIGURES)
-
-
-def _intern(v: Any) -> Any:
-    """Phase keys, names and statuses repeat in every run: one copy each."""
-    return sys.intern(v) if type(v) is str else v
-
-
 def _compact(summary: dict[str, Any]) -> dict[str, Any]:
-    """A summary as serve keeps it for a parked run (in place): its phases as ``_Figures``
-    (a dict with other keys than the known ones stays a dict: nothing is dropped)."""
+    """A summary as serve keeps it for a parked run (in place): phase keys, names and
+    statuses interned (they repeat in every run: one copy each), ``phases`` as the
+    catalog's read-only ``Phases`` over its compact arrays."""
     phases = summary.get("phases")
-    if not isinstance(phases, dict):
-        return summary
-    out: dict[str, Any] = {}
-    known = _FIGURE_AT.keys()
-    get_all = _NO_FIGURES
-    for key, fig in phases.items():
-        if type(fig) is dict and fig.keys() <= known:
-            v = tuple(map(fig.get, _FIGURES, get_all))  # in C: no Python call per field
-            name, status = v[0], v[1]
-            if type(name) is str and type(status) is str:
-                v = (sys.intern(name), sys.intern(status), *v[2:])
-            out[sys.intern(key)] = _Figures(v)
-        else:
-            out[key] = fig
-    summary["phases"] = out
+    raw = phases.raw if isinstance(phases, catalog.Phases) else phases
+    if isinstance(raw, dict):
+        out: dict[str, Any] = {}
+        for key, v in raw.items():
+            if type(v) is list and len(v) >= 2:
+                if type(v[0]) is str:
+                    v[0] = sys.intern(v[0])
+                if type(v[1]) is str:
+                    v[1] = sys.intern(v[1])
+            out[sys.intern(key) if type(key) is str else key] = v
+        summary["phases"] = catalog.Phases(out)
     plan = summary.get("plan")
     if type(plan) is list:
-        summary["plan"] = list(map(_intern, plan))
+        summary["plan"] = [sys.intern(k) if type(k) is str else k for k in plan]
     return summary
 
 
@@ -265,7 +216,13 @@ def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]]
                 and isinstance(obj.get("f"), str)
                 and isinstance(obj.get("sig"), list)
                 and isinstance(obj.get("runs"), list)
-                and all(isinstance(x, dict) and isinstance(x.get("run"), str) for x in obj["runs"])
+                and all(
+                    isinstance(x, dict)
+                    and isinstance(x.get("run"), str)
+                    and isinstance(x.get("phases"), dict)
+                    and all(isinstance(v, list) for v in x["phases"].values())
+                    for x in obj["runs"]
+                )
             ):
                 continue
             out[obj["f"]] = (obj["sig"], [_compact(x) for x in obj["runs"]])
@@ -318,7 +275,9 @@ class Source:
         self._parked_files: dict[str, list[str]] = {}  # run id -> its files
         self._parked_rows: list[dict[str, Any]] | None = None  # newest first; None: rebuild
         self._parked_views: OrderedDict[str, View] = OrderedDict()
-        self._cache: dict[Any, tuple[int, float, Any]] = {}
+        self._cache: dict[Any, tuple[int, float, Any, float]] = {}
+        self._computing: set[Any] = set()
+        self._reduced: OrderedDict[str, RunState] = OrderedDict()
         self._sweep_park = True  # at the first status check, park what the start read
         self._last_sweep = 0.0
         self._sweep_at = 0
@@ -467,15 +426,39 @@ class Source:
         now), oldest first by start: what history, the summary and the alerts list read.
         Shared and cached: treat as read-only."""
 
-        def build() -> list[dict[str, Any]]:
+        return self._summaries()[0]
+
+    def _summaries(self) -> tuple[list[dict[str, Any]], list[float]]:
+        def build() -> tuple[list[dict[str, Any]], list[float]]:
             with self._lock:
                 live = [catalog.summarize(r) for r in self.state.runs.values()]
                 parked = [s for rid, s in self._parked_runs.items() if rid not in self.state.runs]
             live.sort(key=catalog.start_of)
             parked.sort(key=catalog.start_of)
-            return list(heapq.merge(parked, live, key=catalog.start_of))
+            out = list(heapq.merge(parked, live, key=catalog.start_of))
+            return out, [catalog.start_of(s) for s in out]
 
         return self.cached(("summaries",), build)  # type: ignore[no-any-return]
+
+    def _history_for(self, r: RunState) -> list[dict[str, Any]] | None:
+        """The earlier runs a run's view compares with (ETA, anomalies): the latest
+        ``HISTORY_RUNS`` summaries that started before it, bounded whatever the directory
+        holds (None: the state's other runs, for a source without summaries)."""
+        runs, starts = self._summaries()
+        start = _run_start(r)
+        i = bisect.bisect_left(starts, start)
+        return [s for s in runs[max(0, i - HISTORY_RUNS) : i] if s["run"] != r.id]
+
+    def parked_summaries(self) -> list[dict[str, Any]]:
+        """Summaries of the parked (finished, not held) runs, oldest first."""
+
+        def build() -> list[dict[str, Any]]:
+            with self._lock:
+                out = [s for rid, s in self._parked_runs.items() if rid not in self.state.runs]
+            out.sort(key=catalog.start_of)
+            return out
+
+        return self.cached(("parked",), build)  # type: ignore[no-any-return]
 
     def live_ids(self) -> set[str]:
         """Runs held in ``state`` (followed); the others are parked, known by summary."""
@@ -496,20 +479,44 @@ class Source:
         return sorted(merged.values(), key=lambda a: a.get("raised_ts") or a.get("ts") or 0)
 
     def cached(self, key: Any, fn: Callable[[], Any], max_age: float = CACHE_S) -> Any:
-        """``fn()``, reused while the version is unchanged or for ``max_age`` seconds: an
-        answer over every run is computed once per change (at most once per ``max_age``
-        while a run is writing), not once per request."""
+        """``fn()`` (an answer over every run), computed once per change of version, and
+        while runs keep changing at most once per ``max_age`` seconds or ten times its own
+        cost, whichever is longer. An expensive answer (over ``SLOW_S`` to compute) that
+        went stale is served stale while one background thread computes the new one: a
+        request never waits for a recomputation over 10,000 runs, and the CPU spent on
+        them stays a small fraction of a core whatever the history holds."""
         now = time.monotonic()
         with self._lock:
             c = self._cache.get(key)
-            if c is not None and (c[0] == self.version or now - c[1] < max_age):
-                return c[2]
+            if c is not None:
+                version, built, value, cost = c
+                if version == self.version or now - built < max(max_age, 10.0 * cost):
+                    return value
+                if cost > SLOW_S:
+                    if key not in self._computing:
+                        self._computing.add(key)
+                        threading.Thread(
+                            target=self._recompute,
+                            args=(key, fn),
+                            name="atroz-monitor-cache",
+                            daemon=True,
+                        ).start()
+                    return value
+        return self._recompute(key, fn)
+
+    def _recompute(self, key: Any, fn: Callable[[], Any]) -> Any:
+        with self._lock:
             version = self.version
-        value = fn()
+        t0 = time.monotonic()
+        try:
+            value = fn()
+        finally:
+            with self._lock:
+                self._computing.discard(key)
         with self._lock:
             if len(self._cache) > 256:
                 self._cache.clear()  # keys include query parameters: keep the dict bounded
-            self._cache[key] = (version, now, value)
+            self._cache[key] = (version, t0, value, time.monotonic() - t0)
         return value
 
     def read(self, fn: Callable[[State], Any]) -> Any:
@@ -797,7 +804,6 @@ class Source:
                 self._hot.pop(p, None)
             self._parked_rows = None
             self._runs_cache = None
-            self._cache.clear()
 
     def _unpark(self, path: str) -> list[str]:
         """A parked file changed: follow it (and the other files of its runs) again, from
@@ -815,7 +821,6 @@ class Source:
                 self._followers[p] = Follower(p)
             self._parked_rows = None
             self._runs_cache = None
-            self._cache.clear()
             if rids:
                 self._bump(Change(0, {}, True, False, False))
         return sorted(files)
@@ -834,7 +839,6 @@ class Source:
                 self._parked_views.pop(rid, None)
             self._parked_rows = None
             self._runs_cache = None
-            self._cache.clear()
             if rids:
                 self._bump(Change(0, {}, True, False, False))
 
@@ -927,9 +931,38 @@ class Source:
             "available": rid not in self._parked_gone,
         }
 
-    def _reduce(self, files: list[str]) -> tuple[State, ReadStats, list[dict[str, Any]]]:
+    def reduced(self, run_ids: Iterable[str]) -> dict[str, RunState]:
+        """Parked runs reduced again from their files, light (one sample, one log line kept:
+        what a run's own /metrics series need), cached in a small LRU: /metrics shows the
+        latest run of each pipeline in full even when it has ended."""
+        out: dict[str, RunState] = {}
+        for rid in run_ids:
+            with self._lock:
+                r = self._reduced.get(rid)
+                files = list(self._parked_files.get(rid, ()))
+                if r is not None:
+                    self._reduced.move_to_end(rid)
+            if r is None and files:
+                st, _, _ = self._reduce(files, light=True)
+                r = st.runs.get(rid)
+                if r is None:
+                    continue
+                with self._lock:
+                    self._reduced[rid] = r
+                    while len(self._reduced) > REDUCED_RUNS:
+                        self._reduced.popitem(last=False)
+            if r is not None:
+                out[rid] = r
+        return out
+
+    def _reduce(
+        self, files: list[str], light: bool = False
+    ) -> tuple[State, ReadStats, list[dict[str, Any]]]:
         """The files of a parked run read into a state of their own (no lock held)."""
-        st = State(max_phases=self._max_phases)
+        if light:
+            st = State(max_phases=self._max_phases, max_samples=1, max_logs=1, max_artifacts=1)
+        else:
+            st = State(max_phases=self._max_phases)
         total = ReadStats(path="")
         down = []
         for p in files:
@@ -979,7 +1012,9 @@ class Source:
         q["files"] = files
         q["available"] = not down
         q["unavailable"] = down
-        snap = views.snapshot(st, run_id, now=time.time(), alive=None, quality=q)
+        snap = views.snapshot(
+            st, run_id, now=time.time(), alive=None, quality=q, history=self._history_for(r)
+        )
         if rule_alerts:
             merged = dict(r.alerts)
             for a in rule_alerts:
@@ -1292,6 +1327,7 @@ class Source:
             alive=self._alive(r),
             quality=self._quality(run_id),
             monitor=self._monitor_info(run_id),
+            history=self._history_for(r),
         )
         if self._rule_alerts.get(run_id):
             snap["alerts"] = sorted(
@@ -1434,8 +1470,11 @@ class FileSource(Source):
         groups = catalog.units(names)
         entries = _read_catalog(directory)
         current = {base: _unit_sig(directory, files) for base, files in groups.items()}
-        stale = sum(1 for b, sig in current.items() if b not in entries or entries[b][0] != sig)
-        if entries is None or stale > STALE_REBUILD:
+        if entries is None:
+            stale = len(current)
+        else:
+            stale = sum(1 for b, sig in current.items() if b not in entries or entries[b][0] != sig)
+        if stale > STALE_REBUILD:
             cat = catalog.Catalog(directory)
             cat.refresh()
             del cat
@@ -1444,6 +1483,7 @@ class FileSource(Source):
             if base in current and current[base] == sig:
                 for summ in runs:
                     yield groups[base], summ
+
 
 class MonitorSource(Source):
     """A live ``Monitor``'s runs, read back from its own logs (worker processes append to
@@ -1472,6 +1512,15 @@ class MonitorSource(Source):
         dirs = [mon.path] if mon.is_dir else []
         dirs.extend(p for p in mon.history_paths if os.path.isdir(p))
         return dirs
+
+    def _history_for(self, r: RunState) -> list[dict[str, Any]] | None:
+        # What the monitor itself compares with (its catalog's tail and history= paths).
+        try:
+            own = self.monitor.history()
+        except Exception:
+            own = []
+        start = _run_start(r)
+        return [s for s in own if catalog.start_of(s) < start and s["run"] != r.id]
 
     def _catalog_summaries(self, directory: str) -> Iterator[tuple[list[str], dict[str, Any]]]:
         for summ in catalog.Catalog(directory).recent(EMBEDDED_HISTORY):
