@@ -392,7 +392,19 @@ def _runs(source: Source, q: Query) -> Response:
             and (until is None or (r["start"] or 0.0) < until)
         ]
     page, meta = _page_keyed(rows, q, "runs", _run_key)
-    return json_response({"runs": page, **meta, "names": _names(source)})
+    return json_response({"runs": page, **meta, "counts": _counts(source), "names": _names(source)})
+
+
+def _counts(source: Source) -> dict[str, int]:
+    """Runs by status, over every run (the page's cards; a page of rows cannot count them)."""
+
+    def build() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in source.runs():
+            out[r["status"]] = out.get(r["status"], 0) + 1
+        return out
+
+    return source.cached(("counts",), build, max_age=0.0)  # type: ignore[no-any-return]
 
 
 def _names(source: Source) -> list[dict[str, Any]]:
@@ -843,11 +855,17 @@ class Stream:
         # The newest STREAM_RUNS only: the picker pages through the rest with /api/v1/runs
         # (a message per change carrying 10,000 rows would be megabytes).
         rows = every[:STREAM_RUNS]
-        sig = (len(every), *((r["id"], r["status"], r["available"]) for r in rows))
+        counts = _counts(src)
+        sig = (
+            len(every),
+            tuple(sorted(counts.items())),
+            *((r["id"], r["status"], r["available"]) for r in rows),
+        )
         if sig != self._runs_sig:
             self._runs_sig = sig
             ver = self.version if self.version is not None else src.version
-            out.append(sse_message("runs", ver, dumps({"runs": rows, "total": len(every)})))
+            msg = {"runs": rows, "total": len(every), "counts": counts}
+            out.append(sse_message("runs", ver, dumps(msg)))
         self.messages += len(out)
         return b"".join(out)
 
