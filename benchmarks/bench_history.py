@@ -16,8 +16,11 @@ measured against an empty directory in the same invocation and printed as a grow
 - ``fig_metrics``: ``/metrics`` text (``exporters.prometheus`` over the catalog) bytes,
   series and CPU time. Target: <= 2 MB for 10,000 runs.
 
-H4 adds the ``serve`` figures (ready time, route p99, RSS, descriptors, idle CPU) here as
-more ``fig_*`` functions over the same directories (``history_dir(n)``).
+- ``fig_serve_*``: ``serve DIR`` in a child process over the same directories: ready time
+  (to the first ``/healthz`` answer; the first start, which builds the catalog, shown
+  apart), each route's p99 with 8 keep-alive clients (wrk when installed), RSS and peak,
+  descriptors, and idle CPU with one stream viewer and nothing changing. Targets: ready
+  <= 2 s, p99 <= 100 ms, RSS <= 200 MB, <= 64 log descriptors, idle <= 2% of a core.
 """
 
 from __future__ import annotations
@@ -246,6 +249,189 @@ def fig_metrics(sizes: list[int]) -> list[Figure]:
     return out
 
 
+# -- serve (H4) ---------------------------------------------------------------------------
+
+SERVE_ROUTES = [
+    "/api/v1/runs",
+    "/api/v1/alerts",
+    "/api/v1/summary",
+    "/metrics",
+    "/api/v1/phases/P00/history",
+    "/api/v1/phases/P00/trends",
+    "/",
+]
+_SERVE: dict[tuple[str, bool], dict[str, Any]] = {}
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def _proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_serve(d: str) -> tuple[subprocess.Popen[str], int, float]:
+    """``serve d --port 0`` in a child; (process, port, seconds until /healthz answered)."""
+    import http.client
+
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("ATROZ_MONITOR_TOKEN", None)
+    t0 = time.monotonic()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "atroz_monitor", "serve", d, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    port = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    c.request("GET", "/healthz")
+    c.getresponse().read()
+    c.close()
+    return p, port, time.monotonic() - t0
+
+
+def _route_p99(port: int, path: str, quick: bool) -> float:
+    """p99 in ms of ``path`` with 8 keep-alive clients: wrk when installed (a C client:
+    the figure is the server's), else 8 Python threads."""
+    if shutil.which("wrk"):
+        from .bench_server import run_wrk
+
+        return run_wrk(f"http://127.0.0.1:{port}{path}", 2 if quick else 5)["p99_ms"]
+    import http.client
+    import threading
+
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine = []
+        for _ in range(10 if quick else 40):
+            t = time.perf_counter()
+            c.request("GET", path)
+            c.getresponse().read()
+            mine.append((time.perf_counter() - t) * 1000)
+        c.close()
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat.sort()
+    return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+def _serve_measure(d: str, quick: bool) -> dict[str, Any]:
+    """Every serve figure of one directory from one server process (cached)."""
+    key = (d, quick)
+    if key in _SERVE:
+        return _SERVE[key]
+    import http.client
+
+    first, _, first_s = _start_serve(d)  # builds the catalog when there is none
+    first.terminate()
+    first.wait()
+    p, port, ready_s = _start_serve(d)
+    try:
+        p99 = {path: _route_p99(port, path, quick) for path in SERVE_ROUTES}
+        status = _proc_status(p.pid)
+        fds = len(os.listdir(f"/proc/{p.pid}/fd"))
+        # Idle: one viewer on the stream, nothing changing.
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        c.request("GET", "/api/v1/stream")
+        resp = c.getresponse()
+        resp.fp.readline()
+        time.sleep(2.0)  # let the first snapshot and status checks settle
+        cpu0, t0 = _proc_cpu(p.pid), time.monotonic()
+        time.sleep(5.0 if quick else 20.0)
+        idle = (_proc_cpu(p.pid) - cpu0) / (time.monotonic() - t0) * 100.0
+        c.close()
+    finally:
+        p.terminate()
+        p.wait()
+    out = {
+        "first_s": first_s,
+        "ready_s": ready_s,
+        "p99": p99,
+        "rss": status.get("VmRSS", 0),
+        "hwm": status.get("VmHWM", 0),
+        "fds": fds,
+        "idle_pct": idle,
+    }
+    _SERVE[key] = out
+    return out
+
+
+def _serve_pairs(sizes: list[int], quick: bool) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    base = _serve_measure(_empty_dir(), quick)
+    return [(n, _serve_measure(history_dir(n), quick), base) for n in sizes]
+
+
+def _empty_dir() -> str:
+    d = os.path.join(_TMP, "empty")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def fig_serve_ready(sizes: list[int], quick: bool = False) -> list[Figure]:
+    out = []
+    for n, m, base in _serve_pairs(sizes, quick):
+        out.append(Figure(f"serve ready, {n:,} runs (catalog present)", m["ready_s"], "s",
+                          "empty dir", base["ready_s"], "<= 2 s"))  # fmt: skip
+        out.append(Figure(f"  first serve, {n:,} runs (builds the catalog)", m["first_s"], "s",
+                          "empty dir", base["first_s"]))  # fmt: skip
+    return out
+
+
+def fig_serve_p99(sizes: list[int], quick: bool = False) -> list[Figure]:
+    out = []
+    for n, m, base in _serve_pairs(sizes, quick):
+        for path in SERVE_ROUTES:
+            out.append(Figure(f"serve p99 {path}, {n:,} runs, 8 clients", m["p99"][path], "ms",
+                              "empty dir", base["p99"][path], "<= 100 ms"))  # fmt: skip
+    return out
+
+
+def fig_serve_rss(sizes: list[int], quick: bool = False) -> list[Figure]:
+    out = []
+    for n, m, base in _serve_pairs(sizes, quick):
+        out.append(Figure(f"serve RSS, {n:,} runs", m["rss"] / 2**20, "MiB", "empty dir",
+                          base["rss"] / 2**20, "<= 200 MB"))  # fmt: skip
+        out.append(Figure(f"  peak RSS (VmHWM), {n:,} runs", m["hwm"] / 2**20, "MiB",
+                          "empty dir", base["hwm"] / 2**20))  # fmt: skip
+    return out
+
+
+def fig_serve_fds(sizes: list[int], quick: bool = False) -> list[Figure]:
+    return [
+        Figure(f"serve descriptors, {n:,} runs", m["fds"], "", "empty dir", base["fds"], "<= 64")
+        for n, m, base in _serve_pairs(sizes, quick)
+    ]
+
+
+def fig_serve_idle(sizes: list[int], quick: bool = False) -> list[Figure]:
+    return [
+        Figure(f"serve idle CPU, {n:,} runs", m["idle_pct"], "%", "empty dir", base["idle_pct"])
+        for n, m, base in _serve_pairs(sizes, quick)
+    ]
+
+
 def run(quick: bool = False) -> list[Figure]:
     sizes = [20, 100] if quick else [100, 1_000, 10_000]
     try:
@@ -253,7 +439,13 @@ def run(quick: bool = False) -> list[Figure]:
         figs += fig_run_start(sizes, rounds=1 if quick else 5)
         figs += fig_loop(100 if quick else 1_000)
         figs += fig_metrics(sizes)
+        figs += fig_serve_ready(sizes, quick)
+        figs += fig_serve_p99(sizes, quick)
+        figs += fig_serve_rss(sizes, quick)
+        figs += fig_serve_fds(sizes, quick)
+        figs += fig_serve_idle(sizes, quick)
         return figs
     finally:
         shutil.rmtree(_TMP, ignore_errors=True)
         _DIRS.clear()
+        _SERVE.clear()
