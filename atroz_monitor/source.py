@@ -229,6 +229,9 @@ def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]]
     return out
 
 
+_DONE = frozenset(("completed", "failed", "cancelled", "skipped", "cached"))
+
+
 def _row_order(row: dict[str, Any]) -> tuple[float, str]:
     """Runs are listed newest first by this key (start, then id: a stable order to page by)."""
     v = row.get("start")
@@ -904,12 +907,11 @@ class Source:
         ``_run_row``)."""
         plan = [k for k in s.get("plan") or () if isinstance(k, str)]
         phases = s.get("phases") or {}
-        done = sum(
-            1
-            for k in plan
-            if (phases.get(k) or {}).get("status")
-            in ("completed", "failed", "cancelled", "skipped", "cached")
-        )
+        done = 0
+        for k in plan:
+            fig = phases.get(k)
+            if fig is not None and fig.get("status") in _DONE:
+                done += 1
         rid = s["run"]
         alerts = list(s.get("alerts") or ())
         alerts += self._rule_alerts.get(rid) or []
@@ -1454,6 +1456,17 @@ class FileSource(Source):
         self._evaluate_parked_alerts()
         while self.refresh() and self.backlog():
             pass
+        # The run list and the summaries over every run are built once in the background,
+        # so the first requests after start do not pay for them.
+        threading.Thread(target=self._warm, name="atroz-monitor-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            self.runs()
+            self.summaries()
+        except Exception as exc:  # only a head start: a request computes them anyway
+            self.errors += 1
+            self.last_error = f"warming: {type(exc).__name__}: {exc}"
 
     def _roots(self) -> list[str]:
         return self.paths

@@ -15,7 +15,7 @@ import sys
 import pytest
 from helpers import child_env, poll
 
-from atroz_monitor import Monitor, server, source
+from atroz_monitor import Monitor, catalog, server, source
 from atroz_monitor.reader import Follower
 from atroz_monitor.server import start_server
 from atroz_monitor.source import MAX_OPEN_LOGS, FileSource
@@ -93,15 +93,19 @@ def test_source_holds_at_most_64_descriptors(
 def test_quiet_files_release_descriptors_and_changes_still_arrive(
     tmp_path: pathlib.Path, template: tuple[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once files have been quiet for HOT_S and their runs ended, no descriptor is held;
-    an event appended to one of them later (an `ack`) is still read."""
+    """Once files have been quiet for HOT_S and their runs ended, no descriptor is held and
+    their runs are parked (held as summaries); an event appended to one of them later (an
+    `ack`) is still read: the run is followed again."""
     monkeypatch.setattr(source, "HOT_S", 0.0)
     monkeypatch.setattr(source, "STATUS_EVERY_S", 0.0)
     make_runs(tmp_path, template, 20)
     src = FileSource([tmp_path])
     try:
         src.refresh()
+        assert not (tmp_path / catalog.FILE).exists()  # parked from what was read, not a catalog
         assert src.open_logs() == 0
+        assert (src.health()["parked_files"], src.live_ids()) == (20, set())
+        assert src.snapshot("run-000007")["run"]["status"] == "completed"
         with open(tmp_path / "run-000007.jsonl", "ab") as f:
             f.write(
                 b'{"ev":"log","ts":1.0,"run":"run-000007","pid":1,"seq":999,'
@@ -157,6 +161,7 @@ def test_replaced_log_rebuilds_only_its_runs(
     for i in range(3):
         (tmp_path / f"open-{i}.jsonl").write_bytes(open_data.replace(rid.encode(), b"open-%d" % i))
     make_runs(tmp_path, template, 3)
+    catalog.Catalog(tmp_path).refresh()  # as the runs' monitors would have at their ends
     src = FileSource([tmp_path])
     try:
         assert src.live_ids() == {"open-0", "open-1", "open-2"}
