@@ -279,7 +279,7 @@ class Source:
         self._parked_rows: list[dict[str, Any]] | None = None  # newest first; None: rebuild
         self._parked_views: OrderedDict[str, View] = OrderedDict()
         self._cache: dict[Any, tuple[int, float, Any, float]] = {}
-        self._computing: set[Any] = set()
+        self._computing: dict[Any, threading.Event] = {}
         self._reduced: OrderedDict[str, RunState] = OrderedDict()
         self._sweep_park = True  # at the first status check, park what the start read
         self._last_sweep = 0.0
@@ -497,7 +497,7 @@ class Source:
                     return value
                 if cost > SLOW_S:
                     if key not in self._computing:
-                        self._computing.add(key)
+                        self._computing[key] = threading.Event()
                         threading.Thread(
                             target=self._recompute,
                             args=(key, fn),
@@ -505,7 +505,20 @@ class Source:
                             daemon=True,
                         ).start()
                     return value
-        return self._recompute(key, fn)
+            busy = self._computing.get(key)
+            if busy is None:
+                busy = self._computing[key] = threading.Event()
+                mine = True
+            else:
+                mine = False
+        if mine:
+            return self._recompute(key, fn)
+        # Computed by another request right now: wait for it rather than computing it again
+        # (eight clients asking at once must not cost eight passes over every run).
+        busy.wait(60.0)
+        with self._lock:
+            c = self._cache.get(key)
+        return c[2] if c is not None else fn()
 
     def _recompute(self, key: Any, fn: Callable[[], Any]) -> Any:
         with self._lock:
@@ -513,13 +526,15 @@ class Source:
         t0 = time.monotonic()
         try:
             value = fn()
+            with self._lock:
+                if len(self._cache) > 256:
+                    self._cache.clear()  # keys include query parameters: keep it bounded
+                self._cache[key] = (version, t0, value, time.monotonic() - t0)
         finally:
             with self._lock:
-                self._computing.discard(key)
-        with self._lock:
-            if len(self._cache) > 256:
-                self._cache.clear()  # keys include query parameters: keep the dict bounded
-            self._cache[key] = (version, t0, value, time.monotonic() - t0)
+                done = self._computing.pop(key, None)
+            if done is not None:
+                done.set()
         return value
 
     def read(self, fn: Callable[[State], Any]) -> Any:
