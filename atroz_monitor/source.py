@@ -1507,7 +1507,7 @@ class FileSource(Source):
             cat.refresh()
             del cat
             entries = _read_catalog(directory) or {}
-        for base, (sig, runs) in entries.items():
+        for base, (sig, runs) in (entries or {}).items():
             if base in current and current[base] == sig:
                 for summ in runs:
                     yield groups[base], summ

@@ -103,6 +103,7 @@ def test_quiet_files_release_descriptors_and_changes_still_arrive(
     try:
         src.refresh()
         assert not (tmp_path / catalog.FILE).exists()  # parked from what was read, not a catalog
+        assert src.health()["errors"] == 0
         assert src.open_logs() == 0
         assert (src.health()["parked_files"], src.live_ids()) == (20, set())
         assert src.snapshot("run-000007")["run"]["status"] == "completed"
