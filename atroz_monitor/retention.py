@@ -96,9 +96,11 @@ class _Run:
 
 
 def _open(path: str) -> IO[bytes]:
-    if path.endswith(".gz"):
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")  # noqa: SIM115
+    # reader.open_log: O_NONBLOCK and a regular-file check, so a FIFO swapped in for a log
+    # after the listing cannot hang prune (OSError, like an unreadable log).
+    from .reader import open_log
+
+    return open_log(path)  # type: ignore[return-value]
 
 
 def _first_run(path: str) -> str | None:
