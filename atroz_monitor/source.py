@@ -277,6 +277,7 @@ class Source:
         self._parked_runs: dict[str, dict[str, Any]] = {}  # run id -> summary
         self._parked_files: dict[str, list[str]] = {}  # run id -> its files
         self._parked_rows: list[dict[str, Any]] | None = None  # newest first; None: rebuild
+        self._parked_gen = 0  # bumped whenever the parked runs change
         self._parked_views: OrderedDict[str, View] = OrderedDict()
         self._cache: dict[Any, tuple[int, float, Any, float]] = {}
         self._computing: dict[Any, threading.Event] = {}
@@ -344,10 +345,11 @@ class Source:
 
     def resolve(self, run: str) -> str | None:
         """A run id, or ``latest``, to the id of a known run; None if there is none."""
+        rows = self._parked_rows_now() if run == "latest" else []
         with self._lock:
             if run == "latest":
                 best = views.latest_run(self.state)
-                rows = self._parked_rows_locked()
+                rows = [x for x in rows if x["id"] in self._parked_runs]
                 if rows:
                     top = rows[0]
                     r = self.state.runs.get(best) if best is not None else None
@@ -400,6 +402,7 @@ class Source:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run, newest first: the ``/api/v1/runs`` rows (cached per version)."""
+        parked_rows = self._parked_rows_now()
         with self._lock:
             c = self._runs_cache
             now_m = time.monotonic()
@@ -412,7 +415,7 @@ class Source:
             live = [self._run_row(r) for r in self.state.runs.values()]
             live.sort(key=_row_order, reverse=True)
             running = any(row["status"] == "running" for row in live)
-            parked = [r for r in self._parked_rows_locked() if r["id"] not in self.state.runs]
+            parked = [r for r in parked_rows if r["id"] not in self.state.runs]
             rows = list(heapq.merge(live, parked, key=_row_order, reverse=True))
             # Rows are built fresh here from scalars: nothing in them is shared with state.
             self._runs_cache = (self.version, now_m, running, rows)
@@ -499,7 +502,7 @@ class Source:
                     if key not in self._computing:
                         self._computing[key] = threading.Event()
                         threading.Thread(
-                            target=self._recompute,
+                            target=self._recompute_quietly,
                             args=(key, fn),
                             name="atroz-monitor-cache",
                             daemon=True,
@@ -519,6 +522,13 @@ class Source:
         with self._lock:
             c = self._cache.get(key)
         return c[2] if c is not None else fn()
+
+    def _recompute_quietly(self, key: Any, fn: Callable[[], Any]) -> None:
+        try:
+            self._recompute(key, fn)
+        except Exception as exc:  # a background thread must not print a traceback
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
 
     def _recompute(self, key: Any, fn: Callable[[], Any]) -> Any:
         with self._lock:
@@ -820,7 +830,7 @@ class Source:
                 self._available.pop(p, None)
                 self._held.pop(p, None)
                 self._hot.pop(p, None)
-            self._parked_rows = None
+            self._parked_changed()
             self._runs_cache = None
 
     def _unpark(self, path: str) -> list[str]:
@@ -837,7 +847,7 @@ class Source:
             for p in files:
                 self._parked_sigs.pop(p, None)
                 self._followers[p] = Follower(p)
-            self._parked_rows = None
+            self._parked_changed()
             self._runs_cache = None
             if rids:
                 self._bump(Change(0, {}, True, False, False))
@@ -855,7 +865,7 @@ class Source:
             for rid in rids:
                 self._parked_gone.add(rid)
                 self._parked_views.pop(rid, None)
-            self._parked_rows = None
+            self._parked_changed()
             self._runs_cache = None
             if rids:
                 self._bump(Change(0, {}, True, False, False))
@@ -878,7 +888,7 @@ class Source:
             except Exception as exc:  # a catalog problem costs speed, never the data
                 self.errors += 1
                 self.last_error = f"catalog of {path}: {type(exc).__name__}: {exc}"
-        self._parked_rows = None
+        self._parked_changed()
 
     def _park_catalogued(
         self,
@@ -909,12 +919,25 @@ class Source:
                 self._parked_sigs.update(sigs)
 
     # -- parked runs ----------------------------------------------------------------------
-    def _parked_rows_locked(self) -> list[dict[str, Any]]:
-        rows = self._parked_rows
-        if rows is None:
-            rows = [self._summary_row(s) for s in self._parked_runs.values()]
-            rows.sort(key=_row_order, reverse=True)
-            self._parked_rows = rows
+    def _parked_changed(self) -> None:
+        """The parked runs changed (call with the lock held): their rows are built again."""
+        self._parked_rows = None
+        self._parked_gen += 1
+
+    def _parked_rows_now(self) -> list[dict[str, Any]]:
+        """The parked runs' rows, newest first; built outside the lock (10,000 rows take a
+        while) and kept until the parked runs change. Call without the lock held."""
+        with self._lock:
+            rows = self._parked_rows
+            if rows is not None:
+                return rows
+            gen = self._parked_gen
+            items = list(self._parked_runs.values())
+        rows = [self._summary_row(s) for s in items]
+        rows.sort(key=_row_order, reverse=True)
+        with self._lock:
+            if self._parked_gen == gen:
+                self._parked_rows = rows
         return rows
 
     def _summary_row(self, s: dict[str, Any]) -> dict[str, Any]:
@@ -1013,7 +1036,7 @@ class Source:
             with self._lock:
                 self._rule_alerts[rid] = found
         with self._lock:
-            self._parked_rows = None
+            self._parked_changed()
 
     def _build_parked_view(
         self, run_id: str, files: list[str], rule_alerts: list[dict[str, Any]] | None
