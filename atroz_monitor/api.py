@@ -672,7 +672,7 @@ def _phase_history(source: Source, key: str, what: str, q: Query) -> Response:
         ):
             raise BadRequest("cursor: not a cursor this server gave out")
     runs = source.summaries()
-    if not any(key in (s.get("phases") or {}) for s in runs) and not source.read(
+    if key not in _known_keys(source) and not source.read(
         lambda st: any(
             key in r.keys or any(p.phase == key for p in r.phases.values())
             for r in st.runs.values()
@@ -681,19 +681,42 @@ def _phase_history(source: Source, key: str, what: str, q: Query) -> Response:
         raise NotFound(f"no phase {key!r} in any run")
     if before is not None and source.resolve(before) != before:
         raise BadRequest(f"before: no run {before[:60]!r}")
+    tag_key = tuple(sorted(tags.items())) if tags else ()
     if what == "trends":
-        return json_response(history.phase_trends(runs, key, before=before, k=k or 10, tags=tags))
-    out = history.phase_history(runs, key, before=before, limit=len(runs) + 1, tags=tags)
+        return _raw_json(
+            source.cached(
+                ("trends", key, before, k, tag_key),
+                lambda: dumps(
+                    history.phase_trends(runs, key, before=before, k=k or 10, tags=tags)
+                ).encode("ascii"),
+            )
+        )
+    # Every row once per change (cached), then the page cut from it.
+    out = source.cached(
+        ("history", key, before, tag_key),
+        lambda: history.phase_history(runs, key, before=before, limit=len(runs) + 1, tags=tags),
+    )
     # Newest first in pages; each page oldest first, as before. The cursor counts the rows
     # already given from the newest end.
     rows = out["runs"]
     skip = cur[0] if cur is not None else 0
     end = max(0, len(rows) - skip)
     begin = max(0, end - limit)
-    out["runs"] = rows[begin:end]
-    out["limit"] = limit
-    out["next_cursor"] = _encode_cursor([skip + (end - begin)]) if begin > 0 else None
-    return json_response(out)
+    page = {**out, "runs": rows[begin:end], "limit": limit}
+    page["next_cursor"] = _encode_cursor([skip + (end - begin)]) if begin > 0 else None
+    return json_response(page)
+
+
+def _known_keys(source: Source) -> frozenset[str]:
+    """Phase keys of every summarised run (their names only: nothing expanded)."""
+
+    def build() -> frozenset[str]:
+        keys: set[str] = set()
+        for s in source.summaries():
+            keys.update(s.get("phases") or ())
+        return frozenset(keys)
+
+    return source.cached(("keys",), build)  # type: ignore[no-any-return]
 
 
 def _export(source: Source, v: View) -> Response:
