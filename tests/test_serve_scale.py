@@ -351,3 +351,39 @@ def test_embedded_serve_leaves_the_host_its_descriptors(
     out = json.loads(r.stdout)
     assert out["statuses"] == [200, 200, 200]
     assert out["fds"] < 128
+
+
+def test_catalogued_finished_logs_are_not_stated_on_each_poll(
+    tmp_path: pathlib.Path, template: tuple[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 200 finished, catalogued logs parked, 20 refreshes call os.stat fewer than 60
+    times in all (the directory, not the logs: polling them would be 4,000), and none of
+    them reads a log."""
+    make_runs(tmp_path, template, 200)
+    catalog.Catalog(tmp_path).refresh()
+    src = FileSource([tmp_path])
+    try:
+        assert src.health()["parked_files"] == 200
+        calls: list[str] = []
+        real_stat = os.stat
+
+        def counting_stat(path: object, *a: object, **kw: object) -> os.stat_result:
+            calls.append(str(path))
+            return real_stat(path, *a, **kw)  # type: ignore[arg-type]
+
+        opened: list[str] = []
+        real_open = source.Follower._open
+
+        def counting_open(self: source.Follower) -> os.stat_result:
+            opened.append(self.path)
+            return real_open(self)
+
+        monkeypatch.setattr(source.os, "stat", counting_stat)
+        monkeypatch.setattr(source.Follower, "_open", counting_open)
+        for _ in range(20):
+            src.refresh()
+        assert len(calls) < 60, calls[:10]
+        assert opened == []
+    finally:
+        monkeypatch.undo()
+        src.close()
