@@ -272,7 +272,10 @@ def _gzip_file(path: str) -> str:
     # A dot name ending in .tmp: never mistaken for a log by discover() or by prune.
     tmp = os.path.join(directory, f".{base}.gz.{os.getpid()}.tmp")
     try:
-        with open(path, "rb") as src, open(tmp, "xb") as raw:
+        from .reader import open_fd
+
+        # open_fd: a FIFO swapped in for the log is refused, never waited on.
+        with open(open_fd(path)[0], "rb") as src, open(tmp, "xb") as raw:
             with gzip.GzipFile(
                 filename=base, mode="wb", fileobj=raw, compresslevel=6, mtime=int(st.st_mtime)
             ) as gz:
