@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from . import catalog, exporters, history
 from .events import dumps
-from .source import Source, View
+from .source import RunEntry, Source, View
 from .state import State
 
 __all__ = [
@@ -265,9 +265,8 @@ def _page_keyed(
     }
 
 
-def _run_key(row: Mapping[str, Any]) -> list[Any]:
-    start = row.get("start")
-    return [float(start) if isinstance(start, (int, float)) else 0.0, str(row.get("id"))]
+def _entry_key(e: RunEntry) -> list[Any]:
+    return [e.start, e.id]
 
 
 def _alert_key(a: Mapping[str, Any]) -> list[Any]:
@@ -380,19 +379,26 @@ def _runs(source: Source, q: Query) -> Response:
     text = (q.get("q") or "").lower()
     since = q.float("since")
     until = q.float("until")
-    rows = source.runs()
+    index = source.run_index()
     if statuses is not None or name or text or since is not None or until is not None:
-        rows = [
-            r
-            for r in rows
-            if (statuses is None or r["status"] in statuses)
-            and (not name or r["name"] == name)
-            and (not text or text in str(r["id"]).lower() or text in str(r["name"]).lower())
-            and (since is None or (r["start"] or 0.0) >= since)
-            and (until is None or (r["start"] or 0.0) < until)
+        index = [
+            e
+            for e in index
+            if (statuses is None or e.status in statuses)
+            and (not name or e.name == name)
+            and (not text or text in e.id.lower() or text in e.name.lower())
+            and (since is None or e.start >= since)
+            and (until is None or e.start < until)
         ]
-    page, meta = _page_keyed(rows, q, "runs", _run_key)
-    return json_response({"runs": page, **meta, "counts": _counts(source), "names": _names(source)})
+    page, meta = _page_keyed(index, q, "runs", _entry_key)
+    return json_response(
+        {
+            "runs": source.rows(e.id for e in page),
+            **meta,
+            "counts": _counts(source),
+            "names": _names(source),
+        }
+    )
 
 
 def _counts(source: Source) -> dict[str, int]:
@@ -400,8 +406,8 @@ def _counts(source: Source) -> dict[str, int]:
 
     def build() -> dict[str, int]:
         out: dict[str, int] = {}
-        for r in source.runs():
-            out[r["status"]] = out.get(r["status"], 0) + 1
+        for e in source.run_index():
+            out[e.status] = out.get(e.status, 0) + 1
         return out
 
     return source.cached(("counts",), build, max_age=0.0)  # type: ignore[no-any-return]
@@ -410,10 +416,10 @@ def _counts(source: Source) -> dict[str, int]:
 def _names(source: Source) -> list[dict[str, Any]]:
     def build() -> list[dict[str, Any]]:
         counts: dict[str, list[Any]] = {}
-        for r in source.runs():
-            c = counts.get(r["name"])
+        for e in source.run_index():  # newest first: the first seen is the latest
+            c = counts.get(e.name)
             if c is None:
-                counts[r["name"]] = [1, r["start"]]
+                counts[e.name] = [1, e.start]
             else:
                 c[0] += 1
         top = sorted(counts.items(), key=lambda kv: (-kv[1][0], str(kv[0])))[:MAX_NAMES]
@@ -874,20 +880,20 @@ class Stream:
                     self.version = v.version
         else:
             self.version = src.version
-        every = src.runs()
+        index = src.run_index()
         # The newest STREAM_RUNS only: the picker pages through the rest with /api/v1/runs
         # (a message per change carrying 10,000 rows would be megabytes).
-        rows = every[:STREAM_RUNS]
+        rows = src.rows(e.id for e in index[:STREAM_RUNS])
         counts = _counts(src)
         sig = (
-            len(every),
+            len(index),
             tuple(sorted(counts.items())),
             *((r["id"], r["status"], r["available"]) for r in rows),
         )
         if sig != self._runs_sig:
             self._runs_sig = sig
             ver = self.version if self.version is not None else src.version
-            msg = {"runs": rows, "total": len(every), "counts": counts}
+            msg = {"runs": rows, "total": len(index), "counts": counts}
             out.append(sse_message("runs", ver, dumps(msg)))
         self.messages += len(out)
         return b"".join(out)

@@ -28,7 +28,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import catalog, loader, reader, views
 from .events import dumps
@@ -39,7 +39,7 @@ from .watch import DirWatch
 if TYPE_CHECKING:
     from .monitor import Monitor
 
-__all__ = ["Delta", "FileSource", "MonitorSource", "Source", "View"]
+__all__ = ["Delta", "FileSource", "MonitorSource", "RunEntry", "Source", "View"]
 
 POLL_S = 0.025
 """How often the refresher polls files while someone is watching (bounds SSE latency)."""
@@ -78,6 +78,15 @@ MAX_BATCH_EVENTS = 200_000
 """Events read per refresh before applying (a large backlog is consumed over several)."""
 
 AlertHook = Callable[[State, str], "Sequence[dict[str, Any]]"]
+
+
+class RunEntry(NamedTuple):
+    """One run in the run index: what a page of runs is sorted, filtered and cut by."""
+
+    start: float
+    id: str
+    status: str
+    name: str
 
 
 @dataclass
@@ -232,12 +241,6 @@ def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]]
 _DONE = frozenset(("completed", "failed", "cancelled", "skipped", "cached"))
 
 
-def _row_order(row: dict[str, Any]) -> tuple[float, str]:
-    """Runs are listed newest first by this key (start, then id: a stable order to page by)."""
-    v = row.get("start")
-    return (float(v) if isinstance(v, (int, float)) else 0.0, str(row.get("id")))
-
-
 def _run_start(r: RunState) -> float:
     return r.start if r.start is not None else (r.first_ts or 0.0)
 
@@ -276,7 +279,7 @@ class Source:
         self._parked_gone: set[str] = set()  # parked runs whose files vanished
         self._parked_runs: dict[str, dict[str, Any]] = {}  # run id -> summary
         self._parked_files: dict[str, list[str]] = {}  # run id -> its files
-        self._parked_rows: list[dict[str, Any]] | None = None  # newest first; None: rebuild
+        self._parked_rows: list[RunEntry] | None = None  # newest first; None: rebuild
         self._parked_gen = 0  # bumped whenever the parked runs change
         self._parked_views: OrderedDict[str, View] = OrderedDict()
         self._cache: dict[Any, tuple[int, float, Any, float]] = {}
@@ -286,7 +289,7 @@ class Source:
         self._last_sweep = 0.0
         self._sweep_at = 0
         self._views: dict[str, View] = {}
-        self._runs_cache: tuple[int, float, bool, list[dict[str, Any]]] | None = None
+        self._runs_cache: tuple[int, float, bool, list[RunEntry]] | None = None
         self._statuses: dict[str, str] = {}
         self._liveness: dict[str, tuple[float, bool | None]] = {}
         self._alert_hook = alerts
@@ -345,18 +348,10 @@ class Source:
 
     def resolve(self, run: str) -> str | None:
         """A run id, or ``latest``, to the id of a known run; None if there is none."""
-        rows = self._parked_rows_now() if run == "latest" else []
+        if run == "latest":
+            index = self.run_index()
+            return index[0].id if index else None
         with self._lock:
-            if run == "latest":
-                best = views.latest_run(self.state)
-                rows = [x for x in rows if x["id"] in self._parked_runs]
-                if rows:
-                    top = rows[0]
-                    r = self.state.runs.get(best) if best is not None else None
-                    t = (r.start if r.start is not None else (r.first_ts or 0.0)) if r else None
-                    if t is None or (top["start"] or 0.0) > t:
-                        best = top["id"]
-                return best
             return run if run in self.state.runs or run in self._parked_runs else None
 
     def view(self, run_id: str) -> View | None:
@@ -401,8 +396,15 @@ class Source:
             return self._parked_delta(since, v), v
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run, newest first: the ``/api/v1/runs`` rows (cached per version)."""
-        parked_rows = self._parked_rows_now()
+        """Every run, newest first: the ``/api/v1/runs`` rows. Builds a row per run: a
+        page should use ``run_index`` and ``rows`` instead."""
+        return self.rows([e.id for e in self.run_index()])
+
+    def run_index(self) -> list[RunEntry]:
+        """Every run, newest first by (start, id), as small entries (no row built): what a
+        page of runs is filtered, counted and cut from. Cached per version; the parked runs'
+        part is kept until they change."""
+        parked = self._parked_index()
         with self._lock:
             c = self._runs_cache
             now_m = time.monotonic()
@@ -412,14 +414,40 @@ class Source:
                 and (not c[2] or now_m - c[1] < RUNNING_TTL_S)
             ):
                 return c[3]
-            live = [self._run_row(r) for r in self.state.runs.values()]
-            live.sort(key=_row_order, reverse=True)
-            running = any(row["status"] == "running" for row in live)
-            parked = [r for r in parked_rows if r["id"] not in self.state.runs]
-            rows = list(heapq.merge(live, parked, key=_row_order, reverse=True))
-            # Rows are built fresh here from scalars: nothing in them is shared with state.
-            self._runs_cache = (self.version, now_m, running, rows)
-            return rows
+            now = time.time()
+            live = []
+            for r in self.state.runs.values():
+                start = r.start if r.start is not None else r.first_ts
+                name = r.info.get("name", r.id)
+                live.append(
+                    RunEntry(
+                        float(start) if isinstance(start, (int, float)) else 0.0,
+                        r.id,
+                        self._status(r, now),
+                        name if isinstance(name, str) else str(name),
+                    )
+                )
+            live.sort(reverse=True)
+            running = any(e.status == "running" for e in live)
+            index = list(
+                heapq.merge(live, [e for e in parked if e.id not in self.state.runs], reverse=True)
+            )
+            self._runs_cache = (self.version, now_m, running, index)
+            return index
+
+    def rows(self, run_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """The ``/api/v1/runs`` rows of these runs (unknown ids skipped), in that order."""
+        out = []
+        with self._lock:
+            for rid in run_ids:
+                r = self.state.runs.get(rid)
+                if r is not None:
+                    out.append(self._run_row(r))
+                else:
+                    s = self._parked_runs.get(rid)
+                    if s is not None:
+                        out.append(self._summary_row(s))
+        return out
 
     def statuses(self) -> dict[str, str]:
         with self._lock:
@@ -924,21 +952,32 @@ class Source:
         self._parked_rows = None
         self._parked_gen += 1
 
-    def _parked_rows_now(self) -> list[dict[str, Any]]:
-        """The parked runs' rows, newest first; built outside the lock (10,000 rows take a
-        while) and kept until the parked runs change. Call without the lock held."""
+    def _parked_index(self) -> list[RunEntry]:
+        """The parked runs' index entries, newest first; built outside the lock and kept
+        until the parked runs change. Call without the lock held."""
         with self._lock:
-            rows = self._parked_rows
-            if rows is not None:
-                return rows
+            index = self._parked_rows
+            if index is not None:
+                return index
             gen = self._parked_gen
             items = list(self._parked_runs.values())
-        rows = [self._summary_row(s) for s in items]
-        rows.sort(key=_row_order, reverse=True)
+        index = []
+        for s in items:
+            start = s.get("start")
+            name = s.get("name") or s["run"]
+            index.append(
+                RunEntry(
+                    float(start) if isinstance(start, (int, float)) else 0.0,
+                    s["run"],
+                    str(s.get("status")),
+                    name if isinstance(name, str) else str(name),
+                )
+            )
+        index.sort(reverse=True)
         with self._lock:
             if self._parked_gen == gen:
-                self._parked_rows = rows
-        return rows
+                self._parked_rows = index
+        return index
 
     def _summary_row(self, s: dict[str, Any]) -> dict[str, Any]:
         """The ``/api/v1/runs`` row of a parked run, from its summary (same keys as
