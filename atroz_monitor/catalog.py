@@ -48,7 +48,7 @@ import re
 import secrets
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
 from .state import RunState, State
@@ -261,6 +261,13 @@ class Phases(Mapping[str, dict[str, Any]]):
     def plain(self) -> dict[str, dict[str, Any]]:
         return {k: _expand(k, v) for k, v in self.raw.items()}
 
+    def completed_ms(self) -> Iterator[tuple[str, float]]:
+        """(key, mean duration per occurrence) of each key whose status is completed,
+        without building a dict per key (what thresholds and the ETA need)."""
+        for k, v in self.raw.items():
+            if len(v) > 8 and v[1] == "completed" and v[3]:
+                yield k, round(v[8] / v[3], 3)
+
 
 def plain(summary: Mapping[str, Any]) -> dict[str, Any]:
     """A summary as plain JSON-ready dicts (its ``phases`` expanded)."""
@@ -324,14 +331,23 @@ def summarize_files(paths: Sequence[str]) -> list[dict[str, Any]]:
 # -- lines ----------------------------------------------------------------------------------
 
 
-def encode(obj: Mapping[str, Any]) -> bytes:
-    """One catalog line: the CRC-32 of the JSON text, a space, the JSON text, a newline."""
-    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
+
+
+def encode(obj: Mapping[str, Any], light: Mapping[str, Any] | None = None) -> bytes:
+    """One catalog line: the CRC-32 of the rest, a space, the JSON text, a newline. With
+    ``light``, its JSON text and a tab come first (compact JSON has no raw tab), so a
+    reader that needs only the light part parses only it."""
+    data = _dumps(obj)
+    if light is not None:
+        data = _dumps(light) + b"\t" + data
     return b"%08x %s\n" % (zlib.crc32(data), data)
 
 
-def decode(line: bytes) -> Any:
-    """The object of a line written by ``encode``, or None if its checksum fails."""
+def decode(line: bytes, light: bool = False) -> Any:
+    """The object of a line written by ``encode`` (``light``: its light part, if it has
+    one), or None if the checksum fails: nothing unchecked is ever parsed."""
     line = line.rstrip(b"\n")
     if len(line) < 10 or line[8:9] != b" ":
         return None
@@ -339,9 +355,33 @@ def decode(line: bytes) -> Any:
     try:
         if int(line[:8], 16) != zlib.crc32(data):
             return None
+        tab = data.find(b"\t")
+        if tab >= 0:
+            data = data[:tab] if light else data[tab + 1 :]
         return json.loads(data)
     except (ValueError, RecursionError):
         return None
+
+
+_LIGHT_FIELDS = ("run", "name", "status", "ended", "start", "end", "last_ts", "tags")
+_LIGHT_RAW = _RAW.index("total_ms") + 1  # name .. total_ms: status, counts and the duration
+
+
+def _light(ent: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run start needs of an entry (``recent``): each run's status and per-key
+    counts and durations, a tenth of the full entry."""
+    runs = []
+    for s in ent["runs"]:
+        ph = s.get("phases")
+        raw = ph.raw if isinstance(ph, Phases) else {}
+        light = {k: s.get(k) for k in _LIGHT_FIELDS}
+        light["phases"] = {k: list(v[:_LIGHT_RAW]) for k, v in raw.items()}
+        runs.append(light)
+    return {"f": ent["f"], "sig": ent["sig"], "runs": runs}
+
+
+def encode_entry(ent: Mapping[str, Any]) -> bytes:
+    return encode(ent, _light(ent))
 
 
 def _header() -> bytes:
@@ -593,7 +633,7 @@ class Catalog:
         if sig is None:
             return
         ent = {"f": base, "sig": sig, "runs": [dict(s, files=files) for s in summaries]}
-        line = encode(ent)
+        line = encode_entry(ent)
         fd = os.open(self.path, _APPEND_FLAGS, 0o600)
         try:
             if os.fstat(fd).st_size == 0:
@@ -686,7 +726,7 @@ class Catalog:
                 lines = buf.split(b"\n")
                 buf = lines[0] if pos > 0 else b""
                 for line in reversed(lines[1:] if pos > 0 else lines):
-                    obj = decode(line) if line else None
+                    obj = decode(line, light=True) if line else None
                     if _valid_entry(obj) and obj["f"] not in found:
                         found[obj["f"]] = obj
                         order.append(obj["f"])
@@ -713,7 +753,7 @@ class Catalog:
         try:
             try:
                 chunks = [_header()]
-                chunks.extend(encode(e) for e in ents)
+                chunks.extend(encode_entry(e) for e in ents)
                 data = b"".join(chunks)
                 view = memoryview(data)
                 while view:

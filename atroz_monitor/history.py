@@ -203,11 +203,21 @@ def durations_by_key(
     ``tags``, runs carrying all those tags)."""
     out: dict[str, list[float]] = {}
     for s in runs_before(runs, before, tags):
-        for k, p in (s.get("phases") or {}).items():
-            d = p.get("duration_ms")
-            if p.get("status") == "completed" and d is not None:
-                out.setdefault(k, []).append(d)
+        for k, d in completed_ms(s):
+            out.setdefault(k, []).append(d)
     return out
+
+
+def completed_ms(s: Summary) -> Iterable[tuple[str, float]]:
+    """(key, mean duration in ms) of each key that completed in the run."""
+    ph = s.get("phases")
+    if isinstance(ph, catalog.Phases):
+        return ph.completed_ms()
+    return [
+        (k, p["duration_ms"])
+        for k, p in (ph or {}).items()
+        if p.get("status") == "completed" and p.get("duration_ms") is not None
+    ]
 
 
 def medians_s(
@@ -221,15 +231,9 @@ def medians_s(
     wanted = set(keys)
     per: dict[str, list[float]] = {k: [] for k in wanted}
     for s in runs_before(runs, before, tags):
-        phases = s.get("phases") or {}
-        for k in wanted:
-            p = phases.get(k)
-            if (
-                p is not None
-                and p.get("status") == "completed"
-                and p.get("duration_ms") is not None
-            ):
-                per[k].append(p["duration_ms"])
+        for k, d in completed_ms(s):
+            if k in wanted:
+                per[k].append(d)
     return {k: analysis.describe(v)["median"] / 1000.0 for k, v in per.items() if v}
 
 

@@ -198,6 +198,73 @@ def test_histogram_sends_only_inf_for_calls_summed_by_the_writer() -> None:
     assert s['atroz_phase_duration_seconds_sum{run="r1",phase="loop"}'] == pytest.approx(2.003)
 
 
+def _history(n: int, keys: int, pipelines: int = 1) -> list[dict[str, Any]]:
+    """``n`` finished runs' catalog summaries (``keys`` phase keys each, durations varying
+    per run), spread over ``pipelines`` names; built from one reduced run with new ids."""
+    from atroz_monitor import catalog
+
+    st = State()
+    evs: list[dict[str, Any]] = [{"ev": "run_start", "ts": 1000.0, "name": "n", "plan": []}]
+    for k in range(keys):
+        evs.append({"ev": "phase_start", "ts": 1000.0 + k, "span": f"1.{k}", "phase": f"K{k:02d}"})
+        evs.append({"ev": "phase_end", "ts": 1000.5 + k, "span": f"1.{k}", "phase": f"K{k:02d}",
+                    "status": "completed", "duration_ms": 500.0, "cpu_ms": 100.0})  # fmt: skip
+    evs.append({"ev": "run_end", "ts": 1000.0 + keys, "status": "completed"})
+    for seq, ev in enumerate(evs, 1):
+        apply(st, {"run": "r", "pid": 1, "seq": seq, **ev})
+    base = catalog.summarize(st.runs["r"])
+    raw = base["phases"].raw
+    out = []
+    for i in range(n):
+        ph = {k: [*v[:8], v[8] * (1 + i % 7), *v[9:]] for k, v in raw.items()}
+        out.append({**base, "run": f"h{i:05d}", "name": f"pipe{i % pipelines}",
+                    "start": 1000.0 + i * 60, "phases": catalog.Phases(ph)})  # fmt: skip
+    return out
+
+
+def test_metrics_on_10000_runs_are_bounded_and_promtool_clean() -> None:
+    """/metrics over 10,000 catalogued runs of 20 phase keys: under 2 MB, accepted by
+    promtool, one run-labelled run (the pipeline's latest), and every run counted once in
+    the history histogram of each key."""
+    text = exporters.prometheus(State(), history=_history(10_000, 20), now=2e9)
+    assert len(text.encode()) < 2_000_000
+    r = _promtool(text)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert set(re.findall(r'run="([^"]+)"', text)) == {"h09999"}
+    s = _samples(text)
+    assert s['atroz_history_runs{pipeline="pipe0",status="completed"}'] == 10_000
+    assert s['atroz_history_phase_duration_seconds_count{pipeline="pipe0",phase="K07"}'] == 10_000
+    # durations 0.5 s x (1..7): 0.5, 1.0 fall in le=1.0; runs i % 7 in (0, 1)
+    want = sum(1 for i in range(10_000) if i % 7 in (0, 1))
+    b = 'atroz_history_phase_duration_seconds_bucket{pipeline="pipe0",phase="K07",le="1.0"}'
+    assert s[b] == want
+
+
+def test_series_count_follows_the_documented_formula() -> None:
+    """The series count grows with phases and pipelines, not runs: 100 and 1,000 runs of
+    the same 3 pipelines give the same count, within SCALING.md's bound."""
+
+    def series(n: int) -> int:
+        text = exporters.prometheus(State(), history=_history(n, 5, pipelines=3), now=2e9)
+        return sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
+
+    k, p = 5, 3
+    assert series(100) == series(1000)
+    bound = (p * (30 + 26 * k)) + p * (5 + k * (21 + 5)) + 5
+    assert series(1000) <= bound
+
+
+def test_pipelines_beyond_the_cap_are_summed_as_other() -> None:
+    """Runs of 50 different names: 20 pipelines keep their own series, the rest are summed
+    under pipeline "_other" (a run-unique name cannot explode cardinality)."""
+    text = exporters.prometheus(State(), history=_history(50, 2, pipelines=50), now=2e9)
+    pipes = set(re.findall(r'atroz_history_runs\{pipeline="([^"]+)"', text))
+    assert len(pipes) == exporters.MAX_PIPELINES + 1 and "_other" in pipes
+    s = _samples(text)
+    assert s['atroz_history_runs{pipeline="_other",status="completed"}'] == 30
+    assert len(set(re.findall(r'run="([^"]+)"', text))) == exporters.MAX_PIPELINES
+
+
 def test_label_values_are_escaped() -> None:
     """A phase named a"b\\c<newline>d is written a\\"b\\\\c\\nd, promtool accepts it and a
     parser gets the name back."""
