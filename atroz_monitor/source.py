@@ -1533,13 +1533,13 @@ class FileSource(Source):
         self._evaluate_parked_alerts()
         while self.refresh() and self.backlog():
             pass
-        # The run list and the summaries over every run are built once in the background,
+        # The run index and the summaries over every run are built once in the background,
         # so the first requests after start do not pay for them.
         threading.Thread(target=self._warm, name="atroz-monitor-warm", daemon=True).start()
 
     def _warm(self) -> None:
         try:
-            self.runs()
+            self.run_index()
             self.summaries()
         except Exception as exc:  # only a head start: a request computes them anyway
             self.errors += 1
