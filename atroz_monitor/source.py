@@ -6,10 +6,18 @@ status or a file's availability). Each version records which runs and spans it t
 a bounded ring, so a Server-Sent Events writer can send only what changed since the version
 its client last saw; writers wait on ``cond`` and do no work while nothing changes.
 
-Files are polled, not watched (inotify is not in the standard library): one background
-thread per source polls every ``POLL_S`` while a stream client is connected or a request
-came in the last ``IDLE_S``; otherwise it parks. A poll costs one ``stat`` per followed file
-and one per directory (rescanned only when its mtime moves).
+One background thread per source polls every ``POLL_S`` while a stream client is connected
+or a request came in the last ``IDLE_S``; otherwise it sleeps. A poll looks only at what can
+change (issue 13): the directories (rescanned when their mtime moves), the *hot* files
+(changed in the last ``HOT_S`` or holding a running run) and the files the kernel named
+(``watch.DirWatch``, inotify; without it, quiet files are stat'ed ``COLD_SLICE`` at a time).
+At most ``MAX_OPEN_LOGS`` descriptors stay open, for hot files only.
+
+A finished run is *parked*: known by its catalog summary (``catalog.summarize``), its files
+neither followed nor held in ``state``; a parked file that changes is followed again. Runs
+parked at start come from the directory's catalog, read line by line; followed runs are
+parked once quiet. A parked run's full view is reduced from its files on demand into a small
+LRU. Answers over every run (summaries, the run index) are cached per version (``cached``).
 
 Locking: ``refresh`` reads files outside the state lock, then applies the whole batch under
 it and bumps the version once, so a reader never sees half a batch. Views are built under the
