@@ -246,6 +246,17 @@ def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]]
     return out
 
 
+def _summary_duration(s: dict[str, Any]) -> float | None:
+    """A summary's duration (a light one, from a catalog's tail, has only start and end)."""
+    d = s.get("duration_ms")
+    if isinstance(d, (int, float)):
+        return d
+    start, end = s.get("start"), s.get("end")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+        return round(max(0.0, (end - start) * 1000.0), 3)
+    return None
+
+
 _DONE = frozenset(("completed", "failed", "cancelled", "skipped", "cached"))
 
 
@@ -1006,7 +1017,7 @@ class Source:
             "status": s.get("status"),
             "start": s.get("start"),
             "end": s.get("end"),
-            "duration_ms": s.get("duration_ms"),
+            "duration_ms": _summary_duration(s),
             "last_event": s.get("last_ts"),
             "progress": {
                 "planned": len(plan),
