@@ -103,3 +103,25 @@ def test_picker_groups_by_pipeline_filters_and_pages(
     wait_for(driver, "return document.querySelectorAll('#run-picker option').length === 301", 20)
     assert len({o for o in options(driver) if o.startswith("run-")}) == 300
     assert console_errors(driver) == []
+
+
+def test_history_sparkline_is_downsampled(driver: Any, many: Any) -> None:
+    """A phase with 299 earlier runs (the history route gives the latest 200) draws 120
+    points for them (a mean of consecutive runs where two share one, saying which) plus
+    this run: 121 circles, not 201."""
+    set_viewport(driver, 1440, 1000)
+    driver.get(f"{many.url}?run=run-000299")
+    wait_for(driver, "return document.querySelectorAll('#flow li').length > 0", 20)
+    driver.execute_script("document.querySelector('#flow li[data-phase=P00] button').click()")
+    wait_for(
+        driver, "return document.querySelectorAll('#detail-body .spark circle').length > 0", 20
+    )
+    circles = driver.execute_script(
+        "return [...document.querySelectorAll('#detail-body .spark circle')]"
+        ".map((c) => c.textContent)"
+    )
+    assert len(circles) == 121
+    assert circles[0].startswith("run 1: ") and circles[1].startswith("runs 2–3 (mean): ")
+    assert sum("(mean)" in c for c in circles) == 80
+    assert circles[-1].startswith("this run: ")
+    assert console_errors(driver) == []
