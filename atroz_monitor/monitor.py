@@ -1650,6 +1650,10 @@ class Monitor:
     def _catalog_run(self, run: Run) -> None:
         """Append the ended run's summary to its directory's catalog, so the next run's
         history is one tail read, not a pass over every log (never raises)."""
+        if run is self._main:
+            # An ended run needs no ETA: free its history now, not when the cyclic collector
+            # gets to this monitor (a service starting run after run would pile them up).
+            self._history = None
         if not self.is_dir:
             return
         try:

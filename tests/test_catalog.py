@@ -17,11 +17,12 @@ from atroz_monitor import Monitor, catalog
 from atroz_monitor.catalog import Catalog
 
 
-def _write_run(d, rid, t0, durations, status="completed", name="nightly", tags=None):
+def _write_run(d, rid, t0, durations, status="completed", name="nightly", tags=None, plan=None):
     """A log ``d/rid.jsonl`` with phases of the given durations (ms), ended unless None."""
     evs = [
         {"ev": "run_start", "run": rid, "pid": 1, "seq": 1, "ts": t0, "v": 1, "name": name,
-         "host": "h1", "tags": tags or {}, "plan": [{"id": k, "name": "n" + k} for k in durations]},
+         "host": "h1", "tags": tags or {},
+         "plan": [{"id": k, "name": "n" + k} for k in plan or durations]},
     ]  # fmt: skip
     t, seq = t0, 2
     for k, ms in durations.items():
@@ -235,3 +236,109 @@ def test_encode_decode_round_trip(obj):
     flipped = bytearray(line)
     flipped[len(line) // 2] ^= 0x01
     assert catalog.decode(bytes(flipped)) is None
+
+
+def _logs_read(monkeypatch):
+    """Every log path the reader opens from now on (a test hook on reader.iter_events)."""
+    from atroz_monitor import reader
+
+    seen: list[str] = []
+    real = reader.iter_events
+
+    def spy(path, *a, **kw):
+        seen.append(os.path.basename(os.fspath(path)))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(reader, "iter_events", spy)
+    return seen
+
+
+def _pipeline(d, rid, **kw):
+    with Monitor(d, sample_interval=None, capture=False, run_id=rid, **kw) as mon:
+        for k in range(3):
+            with mon.phase(f"P{k:02d}"):
+                pass
+    return mon
+
+
+def test_run_start_reads_no_earlier_log(tmp_path, monkeypatch):
+    """With 100 catalogued runs, a run reads only its own log (to catalogue itself at its
+    end) and still gets all 100 as history for its p95 thresholds."""
+    for i in range(100):
+        _write_run(tmp_path, f"r{i:03d}", 1000.0 + i, {"P00": 10.0 + i, "P01": 5.0})
+    Catalog(tmp_path).refresh()
+    seen = _logs_read(monkeypatch)
+    mon = _pipeline(tmp_path, "now")
+    assert seen == ["now.jsonl"]
+    assert len(mon.history()) == 100
+    assert mon.history()[0]["run"] == "r000" and mon.history()[-1]["run"] == "r099"
+
+
+def test_history_is_the_latest_200_runs(tmp_path, monkeypatch):
+    """A live monitor's history is bounded: the catalog's latest HISTORY_RUNS runs."""
+    from atroz_monitor import monitor as M
+
+    monkeypatch.setattr(M, "HISTORY_RUNS", 30)
+    for i in range(70):
+        _write_run(tmp_path, f"r{i:03d}", 1000.0 + i, {"P00": 10.0})
+    Catalog(tmp_path).refresh()
+    mon = Monitor(tmp_path, sample_interval=None, capture=False, run_id="now")
+    got = [s["run"] for s in mon.history()]
+    assert got == [f"r{i:03d}" for i in range(40, 70)]
+
+
+def test_big_directory_without_catalog_is_not_read_at_run_start(tmp_path, monkeypatch):
+    """A directory of more than SMALL_DIR logs and no catalog: a run reads none of them (no
+    history until serve, report or prune catalogues it)."""
+    for i in range(catalog.SMALL_DIR + 1):
+        _write_run(tmp_path, f"r{i:03d}", 1000.0 + i, {"P00": 10.0})
+    seen = _logs_read(monkeypatch)
+    mon = _pipeline(tmp_path, "now")
+    assert seen == ["now.jsonl"]
+    assert mon.history() == []
+
+
+def test_small_directory_without_catalog_is_catalogued(tmp_path):
+    """A directory of a few logs from before the catalog gets one at the first run start,
+    and those runs are its history."""
+    for i in range(3):
+        _write_run(tmp_path, f"r{i}", 1000.0 + i, {"P00": 10.0})
+    mon = _pipeline(tmp_path, "now")
+    assert [s["run"] for s in mon.history()] == ["r0", "r1", "r2"]
+    assert {s["run"] for s in Catalog(tmp_path).recent()} == {"r0", "r1", "r2", "now"}
+
+
+def test_runs_in_a_loop_leave_no_thread(tmp_path):
+    """Twenty runs one after another in one process, sampling on: no thread outlives them."""
+    import threading
+
+    from helpers import poll
+
+    before = set(threading.enumerate())
+    for i in range(20):
+        with Monitor(tmp_path, sample_interval=0.01, run_id=f"r{i:02d}") as mon:
+            with mon.phase("P00"):
+                pass
+    poll(lambda: set(threading.enumerate()) <= before, 10, "threads to end")
+    assert [t.name for t in set(threading.enumerate()) - before] == []
+    assert len(Catalog(tmp_path).summaries()) == 20
+
+
+def test_eta_from_catalog_history(tmp_path):
+    """The live snapshot's ETA medians come from catalogued runs: with 5 earlier runs of
+    P00 (100 ms) and P01 (300 ms), a run that has done P00 expects 0.3 s left."""
+    from atroz_monitor import history, views
+    from atroz_monitor import state as S
+
+    for i in range(5):
+        _write_run(tmp_path, f"r{i}", 1000.0 + i, {"P00": 100.0, "P01": 300.0})
+    sums = Catalog(tmp_path).summaries()
+    st = S.State()
+    _write_run(tmp_path, "cur", 2000.0, {"P00": 100.0}, status=None, plan=["P00", "P01"])
+    from atroz_monitor import reader
+
+    S.apply_all(st, reader.iter_events(tmp_path / "cur.jsonl"))
+    snap = views.snapshot(st, "cur", now=2000.2, alive=True, history=sums)
+    assert snap["progress"]["eta_s"] == 0.3
+    assert snap["progress"]["history_runs"] == 5
+    assert history.medians_s(sums, ["P01"], None) == {"P01": 0.3}
