@@ -12,7 +12,8 @@ runs, ``max_bytes`` in total, nothing last written longer than ``older_than_days
 the newest file's modification time). Oldest means by the run's start time as its log says,
 taken from the directory's catalog (``catalog.py``), never by file modification times (a
 plain ``cp -r`` gives every file the same new mtime); a run the catalog cannot date falls
-back on its newest file's mtime. Removed and compressed logs leave the catalog with them. :class:`Pruner` runs the same on a schedule for ``serve``. Files that
+back on its newest file's mtime. Removed and compressed logs leave the catalog with them.
+:class:`Pruner` runs the same on a schedule for ``serve``. Files that
 are not logs are never removed; a directory holding no logs at all but other files is refused
 (a mistyped path must not become a deletion).
 """
