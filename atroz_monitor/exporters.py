@@ -158,6 +158,7 @@ def collect(
     ``monitor`` its writer's health (a live monitor's counters), both by run id.
     """
     from . import catalog
+    from . import history as _history
     from .views import run_status
 
     now = time.time() if now is None else now
@@ -177,9 +178,11 @@ def collect(
     status_of = {r.id: statuses.get(r.id) or run_status(r, now, None) for r in live}
     # Every run known, as a summary: finished ones from history, the state's summarised.
     known: dict[str, Mapping[str, Any]] = {s["run"]: s for s in history or ()}
+    # Summarised once per run version (history's cache), not once per scrape.
+    held = {s["run"]: s for s in _history.as_summaries(state)} if live else {}
     for r in live:
         if r.id not in known or status_of[r.id] == "running":
-            known[r.id] = {**catalog.summarize(r), "status": status_of[r.id]}
+            known[r.id] = {**held[r.id], "status": status_of[r.id]}
     latest: dict[str, Mapping[str, Any]] = {}
     for s in sorted(known.values(), key=lambda s: (catalog.start_of(s), s["run"])):
         latest[catalog.pipeline(s)] = s  # dicts keep insertion order: the last start wins

@@ -342,3 +342,33 @@ def test_eta_from_catalog_history(tmp_path):
     assert snap["progress"]["eta_s"] == 0.3
     assert snap["progress"]["history_runs"] == 5
     assert history.medians_s(sums, ["P01"], None) == {"P01": 0.3}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hs.dictionaries(
+        hs.sampled_from(["A", "B", "C", "B.sub", "é"]),
+        hs.floats(min_value=0.0, max_value=1e7, allow_nan=False),
+        min_size=1,
+    ),
+    hs.sampled_from(["completed", "failed", "cancelled", None]),
+)
+def test_summary_survives_the_catalog_line(durations, status):
+    """Any run's summary written as a catalog line reads back equal (full part), and its
+    light part keeps each key's status, counts and mean duration."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        _write_run(d, "r", 1000.0, durations, status=status)
+        (s,) = catalog.summarize_files([os.path.join(d, "r.jsonl")])
+    ent = {"f": "r.jsonl", "sig": [["r.jsonl", 1, 2]], "runs": [s]}
+    line = catalog.encode_entry(ent)
+    full = catalog.decode(line)
+    assert catalog._valid_entry(full)
+    assert catalog.plain(full["runs"][0]) == catalog.plain(s)
+    light = catalog.decode(line, light=True)
+    assert catalog._valid_entry(light)
+    lp = light["runs"][0]["phases"]
+    for k, ms in durations.items():
+        assert lp[k]["duration_ms"] == round(ms, 3) and lp[k]["count"] == 1
+    assert dict(lp.completed_ms()) == {k: round(ms, 3) for k, ms in durations.items()}
