@@ -548,11 +548,19 @@ class Catalog:
         Never raises for a catalog it cannot write (a read-only directory): the summaries
         then live in this object only (``write_error`` says why)."""
         dirty = self._ensure_loaded()
+        names: list[str] = []
+        stale_tmp: list[str] = []
         try:
             with os.scandir(self.directory) as it:
-                names = [e.name for e in it if e.name.endswith(_SUFFIXES) and _regular(e)]
+                for e in it:
+                    if e.name.endswith(_SUFFIXES):
+                        if _regular(e):
+                            names.append(e.name)
+                    elif e.name.startswith(_TMP_PREFIX):
+                        stale_tmp.append(e.path)
         except FileNotFoundError:
-            names = []
+            pass
+        _remove_stale(stale_tmp)
         groups = units(names)
         changed = False
         for base in list(self._entries):
@@ -744,7 +752,7 @@ class Catalog:
             self._entries.values(),
             key=lambda e: min((start_of(s) for s in e["runs"]), default=0.0),
         )
-        tmp = f"{self.path}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = os.path.join(self.directory, f"{_TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}")
         try:
             fd = os.open(tmp, _TMP_FLAGS, 0o600)
         except OSError as exc:
@@ -773,6 +781,22 @@ class Catalog:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+_TMP_PREFIX = FILE + ".tmp."
+TMP_STALE_S = 3600.0
+"""A temporary catalog older than this was left by a writer that died: removed."""
+
+
+def _remove_stale(paths: Sequence[str]) -> None:
+    now = time.time()
+    for p in paths:
+        try:
+            st = os.stat(p, follow_symlinks=False)
+            if now - st.st_mtime > TMP_STALE_S:
+                os.unlink(p)
+        except OSError:
+            pass  # gone already, or not ours to remove
 
 
 def _regular(e: os.DirEntry[str]) -> bool:

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import child_env
@@ -190,6 +191,7 @@ def test_monitor_appends_its_summary(tmp_path):
 
 _CONCURRENT = r"""
 import sys
+import time
 from atroz_monitor import Monitor
 from atroz_monitor.catalog import Catalog
 d, n, k = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -372,3 +374,19 @@ def test_summary_survives_the_catalog_line(durations, status):
     for k, ms in durations.items():
         assert lp[k]["duration_ms"] == round(ms, 3) and lp[k]["count"] == 1
     assert dict(lp.completed_ms()) == {k: round(ms, 3) for k, ms in durations.items()}
+
+
+def test_crash_during_rewrite_keeps_the_old_catalog(tmp_path):
+    """A rewrite killed before its rename leaves the old catalog whole and a temporary file,
+    which a later refresh removes once it is an hour old."""
+    _write_run(tmp_path, "r0", 1000.0, {"A": 10.0})
+    Catalog(tmp_path).refresh()
+    tmp = tmp_path / (catalog.FILE + ".tmp.999.dead")
+    tmp.write_bytes(b"0000 half a catal")  # what a killed writer leaves
+    before = catalog.reduced_logs
+    assert [s["run"] for s in Catalog(tmp_path).summaries()] == ["r0"]
+    assert catalog.reduced_logs == before and tmp.exists()  # too young to be judged dead
+    old = time.time() - catalog.TMP_STALE_S - 10
+    os.utime(tmp, (old, old))
+    Catalog(tmp_path).refresh()
+    assert not tmp.exists()
