@@ -13,8 +13,9 @@ Design
   ...) by its files' (name, size, mtime_ns) and holds the summaries of the runs in it. An
   entry whose files changed is stale; a log without an entry is missing; both are
   summarised again from the log. An entry whose log is gone is dropped.
-* **Every line is checksummed** (``<crc32 hex> <json>``) and the file starts with a header
-  carrying the format version. A torn, half-written, corrupt or foreign line fails its
+* **Every line is checksummed** (``<crc32 hex> <light json>\t<full json>``: the light
+  part, each run's status and per-key durations, is all a run start parses) and the file
+  starts with a header carrying the format version. A torn, half-written, corrupt or foreign line fails its
   checksum and is ignored (its log is summarised again); a wrong header discards the file.
   Nothing in the catalog is trusted without its checksum.
 * **Writers append, readers compact.** A ``Monitor`` appends its run's summary line when the
@@ -23,7 +24,7 @@ Design
   ``prune``) reconciles the catalog with the directory and, when anything changed, rewrites
   it whole: a temporary file created with ``O_EXCL``, written, ``fsync``-ed and renamed over
   the catalog (atomic on POSIX and NFS). A crash leaves either the old or the new file,
-  never a mix. Several hosts may write one shared directory at once: an append lost to a
+  never a mix (and a temporary file, removed by a later refresh once an hour old). Several hosts may write one shared directory at once: an append lost to a
   concurrent rename, or mangled by NFS's non-atomic appends, only leaves a log without a
   valid entry, which the next refresh summarises again. Readers never lock.
 * **Bounded cost.** ``refresh()`` with nothing changed costs one directory listing and one
