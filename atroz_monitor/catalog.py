@@ -15,16 +15,17 @@ Design
   summarised again from the log. An entry whose log is gone is dropped.
 * **Every line is checksummed** (``<crc32 hex> <light json>\t<full json>``: the light
   part, each run's status and per-key durations, is all a run start parses) and the file
-  starts with a header carrying the format version. A torn, half-written, corrupt or foreign line fails its
-  checksum and is ignored (its log is summarised again); a wrong header discards the file.
-  Nothing in the catalog is trusted without its checksum.
+  starts with a header carrying the format version. A torn, half-written, corrupt or
+  foreign line fails its checksum and is ignored (its log is summarised again); a wrong
+  header discards the file. Nothing in the catalog is trusted without its checksum.
 * **Writers append, readers compact.** A ``Monitor`` appends its run's summary line when the
   run ends (``record``: one ``os.write`` on an ``O_APPEND`` descriptor, led by a newline so a
   torn line before it cannot swallow it). A full ``refresh()`` (``serve``, ``report``,
   ``prune``) reconciles the catalog with the directory and, when anything changed, rewrites
   it whole: a temporary file created with ``O_EXCL``, written, ``fsync``-ed and renamed over
   the catalog (atomic on POSIX and NFS). A crash leaves either the old or the new file,
-  never a mix (and a temporary file, removed by a later refresh once an hour old). Several hosts may write one shared directory at once: an append lost to a
+  never a mix (and a temporary file, removed by a later refresh once an hour old).
+  Several hosts may write one shared directory at once: an append lost to a
   concurrent rename, or mangled by NFS's non-atomic appends, only leaves a log without a
   valid entry, which the next refresh summarises again. Readers never lock.
 * **Bounded cost.** ``refresh()`` with nothing changed costs one directory listing and one
