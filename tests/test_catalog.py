@@ -390,3 +390,14 @@ def test_crash_during_rewrite_keeps_the_old_catalog(tmp_path):
     os.utime(tmp, (old, old))
     Catalog(tmp_path).refresh()
     assert not tmp.exists()
+
+
+def test_crashed_run_counts_in_live_history(tmp_path):
+    """A run that never wrote run_end and fell silent is history (interrupted), and its
+    completed phases count; a run named twice (a directory given as history= too) once."""
+    _write_run(tmp_path, "crashed", 1000.0, {"P00": 10.0}, status=None)
+    _write_run(tmp_path, "ok", 1001.0, {"P00": 12.0})
+    Catalog(tmp_path).refresh()
+    mon = Monitor(tmp_path, sample_interval=None, capture=False, history=[tmp_path])
+    got = {s["run"]: s["status"] for s in mon.history()}
+    assert got == {"crashed": "interrupted", "ok": "completed"}
