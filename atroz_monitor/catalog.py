@@ -64,6 +64,8 @@ RECENT_BYTES = 8 * 1024 * 1024
 MAX_ALERTS = 50
 """Alerts kept per run summary (the latest state of each; the log has all)."""
 STALE_AFTER_S = 60.0
+OPEN_RESCAN_S = 30.0
+"""A log holding a run without ``run_end`` is read again at most this often by a refresh."""
 
 _SUFFIXES = (".jsonl", ".jsonl.gz")
 _PART_RE = re.compile(r"^(?P<base>.+)\.part(?P<n>[0-9]+)\.jsonl(?:\.gz)?$")
@@ -462,6 +464,8 @@ class Catalog:
         self.directory = os.path.abspath(os.fspath(directory))
         self.path = os.path.join(self.directory, FILE)
         self.stale_after = stale_after
+        self.open_rescan = OPEN_RESCAN_S
+        self._read_at: dict[str, float] = {}  # unit -> when this object last read it
         self._entries: dict[str, dict[str, Any]] = {}  # unit base name -> entry
         self._file_sig: tuple[int, int, int] | None = None  # the catalog file as last read
         self._loaded = False
@@ -565,6 +569,7 @@ class Catalog:
         _remove_stale(stale_tmp)
         groups = units(names)
         changed = False
+        now = time.time()
         for base in list(self._entries):
             if base not in groups:
                 del self._entries[base]
@@ -576,10 +581,13 @@ class Catalog:
             ent = self._entries.get(base)
             if ent is not None and ent.get("sig") == sig:
                 continue
+            if ent is not None and _growing(ent, self._read_at.get(base), now, self.open_rescan):
+                continue  # a run still being written: read again once per open_rescan s
             runs = summarize_files([os.path.join(self.directory, f) for f in files])
             self.rebuilt += 1
             # Signature taken before reading: a log that grew meanwhile is stale next time.
             self._entries[base] = {"f": base, "sig": sig, "runs": runs}
+            self._read_at[base] = now
             changed = True
         if changed:
             self._runs = None
@@ -799,6 +807,17 @@ def _remove_stale(paths: Sequence[str]) -> None:
                 os.unlink(p)
         except OSError:
             pass  # gone already, or not ours to remove
+
+
+def _growing(ent: Mapping[str, Any], at: float | None, now: float, window: float) -> bool:
+    """Whether an entry holds a run without ``run_end`` that this object read less than
+    ``window`` seconds ago (``at``): its log grows with every event, and reading it whole
+    on every refresh would make a live run cost a full read per refresh. Its writer's
+    ``run_end`` entry (or the next read after ``window``) brings it up to date. Only this
+    object's own reads count: an entry from the file is never trusted to be recent."""
+    if at is None or now - at >= window:
+        return False
+    return any(not s.get("ended", True) for s in ent["runs"])
 
 
 def _regular(e: os.DirEntry[str]) -> bool:

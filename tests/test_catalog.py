@@ -401,3 +401,21 @@ def test_crashed_run_counts_in_live_history(tmp_path):
     mon = Monitor(tmp_path, sample_interval=None, capture=False, history=[tmp_path])
     got = {s["run"]: s["status"] for s in mon.history()}
     assert got == {"crashed": "interrupted", "ok": "completed"}
+
+
+def test_growing_log_of_an_open_run_is_not_reread_on_every_refresh(tmp_path):
+    """A log whose run has no run_end yet and keeps growing is read again at most once per
+    open_rescan seconds, and at once when its run ends (the writer's own entry)."""
+    path = _write_run(tmp_path, "live", 1000.0, {"A": 10.0}, status=None)
+    cat = Catalog(tmp_path)
+    cat.refresh()
+    assert cat.rebuilt == 1
+    with open(path, "a") as f:
+        f.write(json.dumps({"ev": "log", "run": "live", "pid": 1, "seq": 50, "ts": 1001.0,
+                            "level": "warning", "msg": "x"}) + "\n")  # fmt: skip
+    cat.refresh()
+    assert cat.rebuilt == 1  # within the window: not read again
+    cat.open_rescan = 0.0
+    cat.refresh()
+    assert cat.rebuilt == 2
+    assert cat.summary("live")["warnings"] == 1
