@@ -591,8 +591,8 @@ class Catalog:
             changed = True
         if changed:
             self._runs = None
-        if changed or dirty:
-            self._write()
+        if changed or (dirty and (self._entries or self._file_sig is not None)):
+            self._write()  # (a directory without logs or catalog is left without one)
         return changed
 
     def summaries(

@@ -171,6 +171,9 @@ def _log_files(directory: str) -> list[os.DirEntry[str]]:
     except NotADirectoryError:
         raise ValueError(f"{directory}: not a directory") from None
     logs = [e for e in entries if _LOG_NAME.match(e.name) and e.is_file(follow_symlinks=False)]
+    # The catalog (and its temporaries) is the logs' cache: alone, it does not make a
+    # directory "not a log directory" (after --keep-runs 0 it is all that is left).
+    entries = [e for e in entries if not e.name.startswith(".atroz-catalog")]
     if not logs and entries:
         raise ValueError(
             f"{directory}: not a log directory (no .jsonl or .jsonl.gz files among "

@@ -419,3 +419,9 @@ def test_growing_log_of_an_open_run_is_not_reread_on_every_refresh(tmp_path):
     cat.refresh()
     assert cat.rebuilt == 2
     assert cat.summary("live")["warnings"] == 1
+
+
+def test_directory_without_logs_gets_no_catalog(tmp_path):
+    """Reading a directory with no logs leaves nothing behind in it."""
+    assert Catalog(tmp_path).summaries() == []
+    assert os.listdir(tmp_path) == []
