@@ -466,6 +466,7 @@ class Catalog:
         self.stale_after = stale_after
         self.open_rescan = OPEN_RESCAN_S
         self._read_at: dict[str, float] = {}  # unit -> when this object last read it
+        self._copies: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._entries: dict[str, dict[str, Any]] = {}  # unit base name -> entry
         self._file_sig: tuple[int, int, int] | None = None  # the catalog file as last read
         self._loaded = False
@@ -713,7 +714,10 @@ class Catalog:
         return runs
 
     def _view(self, include_open: bool, now: float | None) -> list[dict[str, Any]]:
-        return _judge(self._merged(), include_open, now, self.stale_after)
+        runs = self._merged()
+        if len(self._copies) > 2 * len(runs):
+            self._copies.clear()  # copies of summaries long replaced
+        return _judge(runs, include_open, now, self.stale_after, self._copies)
 
     def _tail_entries(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` valid entries from the end of the catalog file (newest last)."""
@@ -849,10 +853,16 @@ def _listed_parts(directory: str, base: str) -> list[str]:
 
 
 def _judge(
-    runs: Sequence[dict[str, Any]], include_open: bool, now: float | None, stale_after: float
+    runs: Sequence[dict[str, Any]],
+    include_open: bool,
+    now: float | None,
+    stale_after: float,
+    copies: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs without ``run_end``: left out (or kept as running) while recent, else
-    ``interrupted`` (a copy; the cached summary stays as the log says)."""
+    ``interrupted`` (a copy; the cached summary stays as the log says). ``copies`` keeps
+    each copy for as long as its summary lives, so the same runs give the same objects
+    (what ``/metrics`` caches its history index by)."""
     now = time.time() if now is None else now
     out: list[dict[str, Any]] = []
     for s in runs:
@@ -862,7 +872,12 @@ def _judge(
         last = s.get("last_ts")
         silent = not isinstance(last, (int, float)) or now - last > stale_after
         if silent:
-            out.append({**s, "status": "interrupted"})
+            hit = copies.get(id(s)) if copies is not None else None
+            if hit is None or hit[0] is not s:
+                hit = (s, {**s, "status": "interrupted"})
+                if copies is not None:
+                    copies[id(s)] = hit
+            out.append(hit[1])
         elif include_open:
             out.append(s)
     return out

@@ -425,3 +425,15 @@ def test_directory_without_logs_gets_no_catalog(tmp_path):
     """Reading a directory with no logs leaves nothing behind in it."""
     assert Catalog(tmp_path).summaries() == []
     assert os.listdir(tmp_path) == []
+
+
+def test_unchanged_catalog_gives_the_same_summary_objects(tmp_path):
+    """Two reads of an unchanged catalog give the very same summaries, interrupted runs'
+    copies included (what /metrics caches its history by)."""
+    _write_run(tmp_path, "crashed", 1000.0, {"P00": 10.0}, status=None)
+    _write_run(tmp_path, "ok", 1001.0, {"P00": 12.0})
+    cat = Catalog(tmp_path)
+    a = cat.summaries(now=5000.0)
+    b = cat.summaries(now=5000.0, refresh=False)
+    assert [s["status"] for s in a] == ["interrupted", "completed"]
+    assert [id(s) for s in a] == [id(s) for s in b]
