@@ -13,17 +13,19 @@ Design
   ...) by its files' (name, size, mtime_ns) and holds the summaries of the runs in it. An
   entry whose files changed is stale; a log without an entry is missing; both are
   summarised again from the log. An entry whose log is gone is dropped.
-* **Every line is checksummed** (``<crc32 hex> <json>``) and the file starts with a header
-  carrying the format version. A torn, half-written, corrupt or foreign line fails its
-  checksum and is ignored (its log is summarised again); a wrong header discards the file.
-  Nothing in the catalog is trusted without its checksum.
+* **Every line is checksummed** (``<crc32 hex> <light json>\t<full json>``: the light
+  part, each run's status and per-key durations, is all a run start parses) and the file
+  starts with a header carrying the format version. A torn, half-written, corrupt or
+  foreign line fails its checksum and is ignored (its log is summarised again); a wrong
+  header discards the file. Nothing in the catalog is trusted without its checksum.
 * **Writers append, readers compact.** A ``Monitor`` appends its run's summary line when the
   run ends (``record``: one ``os.write`` on an ``O_APPEND`` descriptor, led by a newline so a
   torn line before it cannot swallow it). A full ``refresh()`` (``serve``, ``report``,
   ``prune``) reconciles the catalog with the directory and, when anything changed, rewrites
   it whole: a temporary file created with ``O_EXCL``, written, ``fsync``-ed and renamed over
   the catalog (atomic on POSIX and NFS). A crash leaves either the old or the new file,
-  never a mix. Several hosts may write one shared directory at once: an append lost to a
+  never a mix (and a temporary file, removed by a later refresh once an hour old).
+  Several hosts may write one shared directory at once: an append lost to a
   concurrent rename, or mangled by NFS's non-atomic appends, only leaves a log without a
   valid entry, which the next refresh summarises again. Readers never lock.
 * **Bounded cost.** ``refresh()`` with nothing changed costs one directory listing and one
@@ -62,6 +64,8 @@ RECENT_BYTES = 8 * 1024 * 1024
 MAX_ALERTS = 50
 """Alerts kept per run summary (the latest state of each; the log has all)."""
 STALE_AFTER_S = 60.0
+OPEN_RESCAN_S = 30.0
+"""A log holding a run without ``run_end`` is read again at most this often by a refresh."""
 
 _SUFFIXES = (".jsonl", ".jsonl.gz")
 _PART_RE = re.compile(r"^(?P<base>.+)\.part(?P<n>[0-9]+)\.jsonl(?:\.gz)?$")
@@ -460,6 +464,9 @@ class Catalog:
         self.directory = os.path.abspath(os.fspath(directory))
         self.path = os.path.join(self.directory, FILE)
         self.stale_after = stale_after
+        self.open_rescan = OPEN_RESCAN_S
+        self._read_at: dict[str, float] = {}  # unit -> when this object last read it
+        self._copies: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._entries: dict[str, dict[str, Any]] = {}  # unit base name -> entry
         self._file_sig: tuple[int, int, int] | None = None  # the catalog file as last read
         self._loaded = False
@@ -548,13 +555,22 @@ class Catalog:
         Never raises for a catalog it cannot write (a read-only directory): the summaries
         then live in this object only (``write_error`` says why)."""
         dirty = self._ensure_loaded()
+        names: list[str] = []
+        stale_tmp: list[str] = []
         try:
             with os.scandir(self.directory) as it:
-                names = [e.name for e in it if e.name.endswith(_SUFFIXES) and _regular(e)]
+                for e in it:
+                    if e.name.endswith(_SUFFIXES):
+                        if _regular(e):
+                            names.append(e.name)
+                    elif e.name.startswith(_TMP_PREFIX):
+                        stale_tmp.append(e.path)
         except FileNotFoundError:
-            names = []
+            pass
+        _remove_stale(stale_tmp)
         groups = units(names)
         changed = False
+        now = time.time()
         for base in list(self._entries):
             if base not in groups:
                 del self._entries[base]
@@ -566,15 +582,18 @@ class Catalog:
             ent = self._entries.get(base)
             if ent is not None and ent.get("sig") == sig:
                 continue
+            if ent is not None and _growing(ent, self._read_at.get(base), now, self.open_rescan):
+                continue  # a run still being written: read again once per open_rescan s
             runs = summarize_files([os.path.join(self.directory, f) for f in files])
             self.rebuilt += 1
             # Signature taken before reading: a log that grew meanwhile is stale next time.
             self._entries[base] = {"f": base, "sig": sig, "runs": runs}
+            self._read_at[base] = now
             changed = True
         if changed:
             self._runs = None
-        if changed or dirty:
-            self._write()
+        if changed or (dirty and (self._entries or self._file_sig is not None)):
+            self._write()  # (a directory without logs or catalog is left without one)
         return changed
 
     def summaries(
@@ -695,7 +714,10 @@ class Catalog:
         return runs
 
     def _view(self, include_open: bool, now: float | None) -> list[dict[str, Any]]:
-        return _judge(self._merged(), include_open, now, self.stale_after)
+        runs = self._merged()
+        if len(self._copies) > 2 * len(runs):
+            self._copies.clear()  # copies of summaries long replaced
+        return _judge(runs, include_open, now, self.stale_after, self._copies)
 
     def _tail_entries(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` valid entries from the end of the catalog file (newest last)."""
@@ -744,7 +766,7 @@ class Catalog:
             self._entries.values(),
             key=lambda e: min((start_of(s) for s in e["runs"]), default=0.0),
         )
-        tmp = f"{self.path}.tmp.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp = os.path.join(self.directory, f"{_TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}")
         try:
             fd = os.open(tmp, _TMP_FLAGS, 0o600)
         except OSError as exc:
@@ -773,6 +795,33 @@ class Catalog:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+_TMP_PREFIX = FILE + ".tmp."
+TMP_STALE_S = 3600.0
+"""A temporary catalog older than this was left by a writer that died: removed."""
+
+
+def _remove_stale(paths: Sequence[str]) -> None:
+    now = time.time()
+    for p in paths:
+        try:
+            st = os.stat(p, follow_symlinks=False)
+            if now - st.st_mtime > TMP_STALE_S:
+                os.unlink(p)
+        except OSError:
+            pass  # gone already, or not ours to remove
+
+
+def _growing(ent: Mapping[str, Any], at: float | None, now: float, window: float) -> bool:
+    """Whether an entry holds a run without ``run_end`` that this object read less than
+    ``window`` seconds ago (``at``): its log grows with every event, and reading it whole
+    on every refresh would make a live run cost a full read per refresh. Its writer's
+    ``run_end`` entry (or the next read after ``window``) brings it up to date. Only this
+    object's own reads count: an entry from the file is never trusted to be recent."""
+    if at is None or now - at >= window:
+        return False
+    return any(not s.get("ended", True) for s in ent["runs"])
 
 
 def _regular(e: os.DirEntry[str]) -> bool:
@@ -804,10 +853,16 @@ def _listed_parts(directory: str, base: str) -> list[str]:
 
 
 def _judge(
-    runs: Sequence[dict[str, Any]], include_open: bool, now: float | None, stale_after: float
+    runs: Sequence[dict[str, Any]],
+    include_open: bool,
+    now: float | None,
+    stale_after: float,
+    copies: dict[int, tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Runs without ``run_end``: left out (or kept as running) while recent, else
-    ``interrupted`` (a copy; the cached summary stays as the log says)."""
+    ``interrupted`` (a copy; the cached summary stays as the log says). ``copies`` keeps
+    each copy for as long as its summary lives, so the same runs give the same objects
+    (what ``/metrics`` caches its history index by)."""
     now = time.time() if now is None else now
     out: list[dict[str, Any]] = []
     for s in runs:
@@ -817,7 +872,12 @@ def _judge(
         last = s.get("last_ts")
         silent = not isinstance(last, (int, float)) or now - last > stale_after
         if silent:
-            out.append({**s, "status": "interrupted"})
+            hit = copies.get(id(s)) if copies is not None else None
+            if hit is None or hit[0] is not s:
+                hit = (s, {**s, "status": "interrupted"})
+                if copies is not None:
+                    copies[id(s)] = hit
+            out.append(hit[1])
         elif include_open:
             out.append(s)
     return out

@@ -158,6 +158,7 @@ def collect(
     ``monitor`` its writer's health (a live monitor's counters), both by run id.
     """
     from . import catalog
+    from . import history as _history
     from .views import run_status
 
     now = time.time() if now is None else now
@@ -175,27 +176,38 @@ def collect(
 
     live = sorted(state.runs.values(), key=lambda r: (_start_of(r) or 0.0, r.id))
     status_of = {r.id: statuses.get(r.id) or run_status(r, now, None) for r in live}
-    # Every run known, as a summary: finished ones from history, the state's summarised.
-    known: dict[str, Mapping[str, Any]] = {s["run"]: s for s in history or ()}
+    # History's part is computed once per history list (a scrape of an unchanged catalog
+    # costs a pass over its ids, not over its runs' phases); held runs go on top of it.
+    hidx = _history_index(history or ())
+    held = {s["run"]: s for s in _history.as_summaries(state)} if live else {}
+    latest = dict(hidx.latest)
+    by_status = dict(hidx.by_status)
+    extra: list[Mapping[str, Any]] = []  # ended held runs the history does not have
     for r in live:
-        if r.id not in known or status_of[r.id] == "running":
-            known[r.id] = {**catalog.summarize(r), "status": status_of[r.id]}
-    latest: dict[str, Mapping[str, Any]] = {}
-    for s in sorted(known.values(), key=lambda s: (catalog.start_of(s), s["run"])):
-        latest[catalog.pipeline(s)] = s  # dicts keep insertion order: the last start wins
-    top = dict(list(latest.items())[-MAX_PIPELINES:])  # the pipelines that ran last
+        st = status_of[r.id]
+        s = {**held[r.id], "status": st}
+        if r.id not in hidx.ids:
+            by_status[st] = by_status.get(st, 0) + 1
+            if st != "running":
+                extra.append(s)
+        elif st != "running":
+            continue  # its catalog summary already counts
+        pipe = catalog.pipeline(s)
+        cur = latest.get(pipe)
+        if cur is None or (catalog.start_of(s), s["run"]) >= (catalog.start_of(cur), cur["run"]):
+            latest.pop(pipe, None)
+            latest[pipe] = s
+    # The pipelines that ran last, by their latest run's start.
+    order = sorted(latest.items(), key=lambda kv: (catalog.start_of(kv[1]), kv[1]["run"]))
+    top = dict(order[-MAX_PIPELINES:])
     shown = {s["run"] for s in top.values()}
-    by_status: dict[str, int] = {}
-    for s in known.values():
-        st = s.get("status") or "running"
-        by_status[st] = by_status.get(st, 0) + 1
     for r in live:
         if status_of[r.id] == "running" or r.id in shown:
             _collect_run(r, status_of[r.id], now, alerts, monitor, add)
             shown.discard(r.id)
-    for s in top.values():
-        if s["run"] in shown:
-            _collect_summary(s, add)
+    for t in top.values():
+        if t["run"] in shown:
+            _collect_summary(t, add)
     for status in sorted(by_status):
         add(
             "atroz_runs",
@@ -204,8 +216,95 @@ def collect(
             (("status", status),),
             by_status[status],
         )
-    _collect_history([s for s in known.values() if s.get("status") != "running"], set(top), add)
+    agg = hidx.agg if not extra else _merge(hidx.agg, _aggregate(extra))
+    _collect_history(agg, set(top), add)
     return list(fam.values())
+
+
+class _HistoryIndex(NamedTuple):
+    ids: frozenset[str]
+    latest: dict[str, Mapping[str, Any]]  # pipeline -> its latest run, oldest pipeline first
+    by_status: dict[str, int]
+    agg: _Agg
+
+
+# (pipeline, status) -> runs; (pipeline, key, key status) -> runs; (pipeline, key) ->
+# [cumulative bucket counts..., count, sum]
+_Agg = tuple[dict[tuple[str, str], int], dict[tuple[str, str, str], int], dict[Any, list[float]]]
+_INDEX: list[Any] = [None, None, None]  # (id key, the list itself, index): the last one
+
+
+def _history_index(history: Sequence[Mapping[str, Any]]) -> _HistoryIndex:
+    """What ``collect`` needs of the finished runs, cached for the last list seen: the
+    same summaries (by identity, and held, so no id can be reused) give the same index."""
+    key = tuple(map(id, history))
+    if _INDEX[0] == key:
+        return _INDEX[2]  # type: ignore[no-any-return]
+    from . import catalog
+
+    latest: dict[str, Mapping[str, Any]] = {}
+    by_status: dict[str, int] = {}
+    for s in sorted(history, key=lambda s: (catalog.start_of(s), s["run"])):
+        pipe = catalog.pipeline(s)
+        latest.pop(pipe, None)
+        latest[pipe] = s  # re-inserted: the dict stays ordered by each pipeline's latest
+        st = s.get("status") or "completed"
+        by_status[st] = by_status.get(st, 0) + 1
+    idx = _HistoryIndex(frozenset(s["run"] for s in history), latest, by_status,
+                        _aggregate(history))  # fmt: skip
+    _INDEX[:] = [key, list(history), idx]
+    return idx
+
+
+def _aggregate(runs: Sequence[Mapping[str, Any]]) -> _Agg:
+    """Finished runs folded per pipeline and phase key (one observation per run and key:
+    its mean duration per occurrence, the figure history compares)."""
+    from . import catalog
+
+    runs_by: dict[tuple[str, str], int] = {}
+    key_status: dict[tuple[str, str, str], int] = {}
+    values: dict[tuple[str, str], list[float]] = {}
+    for s in runs:
+        pipe = catalog.pipeline(s)
+        st = s.get("status") or "completed"
+        runs_by[(pipe, st)] = runs_by.get((pipe, st), 0) + 1
+        ph = s.get("phases") or {}
+        if isinstance(ph, catalog.Phases):
+            # Straight from the stored arrays: no dict per key and run.
+            for key, v in ph.raw.items():
+                kst = v[1] if len(v) > 1 and isinstance(v[1], str) else "completed"
+                key_status[(pipe, key, kst)] = key_status.get((pipe, key, kst), 0) + 1
+            for key, ms in ph.completed_ms():
+                values.setdefault((pipe, key), []).append(ms / 1000.0)
+        else:
+            for key, p in ph.items():
+                kst = p.get("status") or "completed"
+                key_status[(pipe, key, kst)] = key_status.get((pipe, key, kst), 0) + 1
+                d = p.get("duration_ms")
+                if kst == "completed" and isinstance(d, (int, float)):
+                    values.setdefault((pipe, key), []).append(d / 1000.0)
+    hist: dict[Any, list[float]] = {}
+    for pk, vs in values.items():
+        vs.sort()
+        hist[pk] = [float(bisect_right(vs, b)) for b in DURATION_BUCKETS_S] + [
+            float(len(vs)),
+            sum(vs),
+        ]
+    return runs_by, key_status, hist
+
+
+def _merge(a: _Agg, b: _Agg) -> _Agg:
+    """Two aggregates summed (a new one; neither is changed)."""
+    runs_by = dict(a[0])
+    for k2, n in b[0].items():
+        runs_by[k2] = runs_by.get(k2, 0) + n
+    key_status = dict(a[1])
+    for k3, n in b[1].items():
+        key_status[k3] = key_status.get(k3, 0) + n
+    h = dict(a[2])
+    for k, v in b[2].items():
+        h[k] = [p + q for p, q in zip(h[k], v, strict=True)] if k in h else v
+    return runs_by, key_status, h
 
 
 MAX_PIPELINES = 20
@@ -366,26 +465,11 @@ def _collect_summary(s: Mapping[str, Any], add: Any) -> None:
     )
 
 
-def _collect_history(runs: Sequence[Mapping[str, Any]], named: set[str], add: Any) -> None:
-    """Finished runs folded per pipeline and phase key: runs by status, and a histogram of
-    each key's duration with one observation per run (its mean per occurrence, the figure
-    history compares). No run label: the series count does not grow with the runs kept."""
-    from . import catalog
-
-    runs_by: dict[tuple[str, str], int] = {}
-    keys: dict[tuple[str, str], list[float]] = {}
-    key_status: dict[tuple[str, str, str], int] = {}
-    for s in runs:
-        pipe = catalog.pipeline(s)
-        pipe = pipe if pipe in named else "_other"
-        st = s.get("status") or "completed"
-        runs_by[(pipe, st)] = runs_by.get((pipe, st), 0) + 1
-        for key, p in (s.get("phases") or {}).items():
-            kst = p.get("status") or "completed"
-            key_status[(pipe, key, kst)] = key_status.get((pipe, key, kst), 0) + 1
-            d = p.get("duration_ms")
-            if kst == "completed" and isinstance(d, (int, float)):
-                keys.setdefault((pipe, key), []).append(d / 1000.0)
+def _collect_history(agg: _Agg, named: set[str], add: Any) -> None:
+    """The ``atroz_history_*`` families: finished runs by pipeline and status, by phase key
+    and the key's status, and each key's duration histogram. Pipelines not ``named`` are
+    summed as ``_other``. No run label: the series count does not grow with the runs kept."""
+    runs_by, key_status, hist = _fold(agg, named)
     for (pipe, st), n in sorted(runs_by.items()):
         add(
             "atroz_history_runs",
@@ -406,16 +490,33 @@ def _collect_history(runs: Sequence[Mapping[str, Any]], named: set[str], add: An
         "Duration of a phase key over finished runs: one observation per run, its mean "
         "per occurrence (completed runs of the key)."
     )
-    for (pipe, key), values in sorted(keys.items()):
+    nb = len(DURATION_BUCKETS_S)
+    for (pipe, key), v in sorted(hist.items()):
         lab: Labels = (("pipeline", pipe), ("phase", key))
-        values.sort()
-        for bound in DURATION_BUCKETS_S:
+        for bound, cum in zip(DURATION_BUCKETS_S, v[:nb], strict=True):
             add("atroz_history_phase_duration_seconds", "histogram", h,
-                lab + (("le", repr(bound)),), bisect_right(values, bound), "_bucket")  # fmt: skip
+                lab + (("le", repr(bound)),), cum, "_bucket")  # fmt: skip
         add("atroz_history_phase_duration_seconds", "histogram", h, lab + (("le", "+Inf"),),
-            len(values), "_bucket")  # fmt: skip
-        add("atroz_history_phase_duration_seconds", "histogram", h, lab, len(values), "_count")
-        add("atroz_history_phase_duration_seconds", "histogram", h, lab, sum(values), "_sum")
+            v[nb], "_bucket")  # fmt: skip
+        add("atroz_history_phase_duration_seconds", "histogram", h, lab, v[nb], "_count")
+        add("atroz_history_phase_duration_seconds", "histogram", h, lab, v[nb + 1], "_sum")
+
+
+def _fold(agg: _Agg, named: set[str]) -> _Agg:
+    """``agg`` with every pipeline not in ``named`` renamed ``_other`` (summed)."""
+    runs_by: dict[tuple[str, str], int] = {}
+    key_status: dict[tuple[str, str, str], int] = {}
+    hist: dict[Any, list[float]] = {}
+    for (pipe, st), n in agg[0].items():
+        k2 = (pipe if pipe in named else "_other", st)
+        runs_by[k2] = runs_by.get(k2, 0) + n
+    for (pipe, key, kst), n in agg[1].items():
+        k3 = (pipe if pipe in named else "_other", key, kst)
+        key_status[k3] = key_status.get(k3, 0) + n
+    for (pipe, key), v in agg[2].items():
+        kk = (pipe if pipe in named else "_other", key)
+        hist[kk] = [p + q for p, q in zip(hist[kk], v, strict=True)] if kk in hist else v
+    return runs_by, key_status, hist
 
 
 def _collect_phases(r: RunState, run: Labels, add: Any) -> None:

@@ -1643,13 +1643,16 @@ class Monitor:
                 out += summarize_files(discover([p]))  # a file the user named: read it
             else:
                 self._internal(f"history path {p} not found", None)
-        out = [s for s in out if s["run"] not in own and s.get("ended", True)]
-        out.sort(key=start_of)
-        return out[-HISTORY_RUNS:]
+        byid = {s["run"]: s for s in out if s["run"] not in own and s["status"] != "running"}
+        return sorted(byid.values(), key=start_of)[-HISTORY_RUNS:]
 
     def _catalog_run(self, run: Run) -> None:
         """Append the ended run's summary to its directory's catalog, so the next run's
         history is one tail read, not a pass over every log (never raises)."""
+        if run is self._main:
+            # An ended run needs no ETA: free its history now, not when the cyclic collector
+            # gets to this monitor (a service starting run after run would pile them up).
+            self._history = None
         if not self.is_dir:
             return
         try:

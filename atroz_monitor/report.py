@@ -1023,7 +1023,7 @@ def load_summaries(paths: Sequence[str]) -> list[dict[str, Any]]:
             files.append(p)
     if files:
         st, _, _ = load(files)
-        out.extend(history.as_summaries(st))
+        out.extend(dict(x) for x in history.as_summaries(st))
     if not out:
         raise ReportError(f"no run logs (*.jsonl, *.jsonl.gz) in {', '.join(paths)}")
     out.sort(key=start_of)

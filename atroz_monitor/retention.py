@@ -12,7 +12,8 @@ runs, ``max_bytes`` in total, nothing last written longer than ``older_than_days
 the newest file's modification time). Oldest means by the run's start time as its log says,
 taken from the directory's catalog (``catalog.py``), never by file modification times (a
 plain ``cp -r`` gives every file the same new mtime); a run the catalog cannot date falls
-back on its newest file's mtime. Removed and compressed logs leave the catalog with them. :class:`Pruner` runs the same on a schedule for ``serve``. Files that
+back on its newest file's mtime. Removed and compressed logs leave the catalog with them.
+:class:`Pruner` runs the same on a schedule for ``serve``. Files that
 are not logs are never removed; a directory holding no logs at all but other files is refused
 (a mistyped path must not become a deletion).
 """
@@ -172,6 +173,9 @@ def _log_files(directory: str) -> list[os.DirEntry[str]]:
     except NotADirectoryError:
         raise ValueError(f"{directory}: not a directory") from None
     logs = [e for e in entries if _LOG_NAME.match(e.name) and e.is_file(follow_symlinks=False)]
+    # The catalog (and its temporaries) is the logs' cache: alone, it does not make a
+    # directory "not a log directory" (after --keep-runs 0 it is all that is left).
+    entries = [e for e in entries if not e.name.startswith(".atroz-catalog")]
     if not logs and entries:
         raise ValueError(
             f"{directory}: not a log directory (no .jsonl or .jsonl.gz files among "

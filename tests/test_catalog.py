@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import child_env
@@ -17,11 +18,12 @@ from atroz_monitor import Monitor, catalog
 from atroz_monitor.catalog import Catalog
 
 
-def _write_run(d, rid, t0, durations, status="completed", name="nightly", tags=None):
+def _write_run(d, rid, t0, durations, status="completed", name="nightly", tags=None, plan=None):
     """A log ``d/rid.jsonl`` with phases of the given durations (ms), ended unless None."""
     evs = [
         {"ev": "run_start", "run": rid, "pid": 1, "seq": 1, "ts": t0, "v": 1, "name": name,
-         "host": "h1", "tags": tags or {}, "plan": [{"id": k, "name": "n" + k} for k in durations]},
+         "host": "h1", "tags": tags or {},
+         "plan": [{"id": k, "name": "n" + k} for k in plan or durations]},
     ]  # fmt: skip
     t, seq = t0, 2
     for k, ms in durations.items():
@@ -189,6 +191,7 @@ def test_monitor_appends_its_summary(tmp_path):
 
 _CONCURRENT = r"""
 import sys
+import time
 from atroz_monitor import Monitor
 from atroz_monitor.catalog import Catalog
 d, n, k = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -235,3 +238,202 @@ def test_encode_decode_round_trip(obj):
     flipped = bytearray(line)
     flipped[len(line) // 2] ^= 0x01
     assert catalog.decode(bytes(flipped)) is None
+
+
+def _logs_read(monkeypatch):
+    """Every log path the reader opens from now on (a test hook on reader.iter_events)."""
+    from atroz_monitor import reader
+
+    seen: list[str] = []
+    real = reader.iter_events
+
+    def spy(path, *a, **kw):
+        seen.append(os.path.basename(os.fspath(path)))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(reader, "iter_events", spy)
+    return seen
+
+
+def _pipeline(d, rid, **kw):
+    with Monitor(d, sample_interval=None, capture=False, run_id=rid, **kw) as mon:
+        for k in range(3):
+            with mon.phase(f"P{k:02d}"):
+                pass
+    return mon
+
+
+def test_run_start_reads_no_earlier_log(tmp_path, monkeypatch):
+    """With 100 catalogued runs, a run reads only its own log (to catalogue itself at its
+    end) and still gets all 100 as history for its p95 thresholds."""
+    for i in range(100):
+        _write_run(tmp_path, f"r{i:03d}", 1000.0 + i, {"P00": 10.0 + i, "P01": 5.0})
+    Catalog(tmp_path).refresh()
+    seen = _logs_read(monkeypatch)
+    mon = _pipeline(tmp_path, "now")
+    assert seen == ["now.jsonl"]
+    assert len(mon.history()) == 100
+    assert mon.history()[0]["run"] == "r000" and mon.history()[-1]["run"] == "r099"
+
+
+def test_history_is_the_latest_200_runs(tmp_path, monkeypatch):
+    """A live monitor's history is bounded: the catalog's latest HISTORY_RUNS runs."""
+    from atroz_monitor import monitor as M
+
+    monkeypatch.setattr(M, "HISTORY_RUNS", 30)
+    for i in range(70):
+        _write_run(tmp_path, f"r{i:03d}", 1000.0 + i, {"P00": 10.0})
+    Catalog(tmp_path).refresh()
+    mon = Monitor(tmp_path, sample_interval=None, capture=False, run_id="now")
+    got = [s["run"] for s in mon.history()]
+    assert got == [f"r{i:03d}" for i in range(40, 70)]
+
+
+def test_big_directory_without_catalog_is_not_read_at_run_start(tmp_path, monkeypatch):
+    """A directory of more than SMALL_DIR logs and no catalog: a run reads none of them (no
+    history until serve, report or prune catalogues it)."""
+    for i in range(catalog.SMALL_DIR + 1):
+        _write_run(tmp_path, f"r{i:03d}", 1000.0 + i, {"P00": 10.0})
+    seen = _logs_read(monkeypatch)
+    mon = _pipeline(tmp_path, "now")
+    assert seen == ["now.jsonl"]
+    assert mon.history() == []
+
+
+def test_small_directory_without_catalog_is_catalogued(tmp_path):
+    """A directory of a few logs from before the catalog gets one at the first run start,
+    and those runs are its history."""
+    for i in range(3):
+        _write_run(tmp_path, f"r{i}", 1000.0 + i, {"P00": 10.0})
+    mon = _pipeline(tmp_path, "now")
+    assert [s["run"] for s in mon.history()] == ["r0", "r1", "r2"]
+    assert {s["run"] for s in Catalog(tmp_path).recent()} == {"r0", "r1", "r2", "now"}
+
+
+def test_runs_in_a_loop_leave_no_thread(tmp_path):
+    """Twenty runs one after another in one process, sampling on: no thread outlives them."""
+    import threading
+
+    from helpers import poll
+
+    before = set(threading.enumerate())
+    for i in range(20):
+        with Monitor(tmp_path, sample_interval=0.01, run_id=f"r{i:02d}") as mon:
+            with mon.phase("P00"):
+                pass
+    poll(lambda: set(threading.enumerate()) <= before, 10, "threads to end")
+    assert [t.name for t in set(threading.enumerate()) - before] == []
+    assert len(Catalog(tmp_path).summaries()) == 20
+
+
+def test_eta_from_catalog_history(tmp_path):
+    """The live snapshot's ETA medians come from catalogued runs: with 5 earlier runs of
+    P00 (100 ms) and P01 (300 ms), a run that has done P00 expects 0.3 s left."""
+    from atroz_monitor import history, views
+    from atroz_monitor import state as S
+
+    for i in range(5):
+        _write_run(tmp_path, f"r{i}", 1000.0 + i, {"P00": 100.0, "P01": 300.0})
+    sums = Catalog(tmp_path).summaries()
+    st = S.State()
+    _write_run(tmp_path, "cur", 2000.0, {"P00": 100.0}, status=None, plan=["P00", "P01"])
+    from atroz_monitor import reader
+
+    S.apply_all(st, reader.iter_events(tmp_path / "cur.jsonl"))
+    snap = views.snapshot(st, "cur", now=2000.2, alive=True, history=sums)
+    assert snap["progress"]["eta_s"] == 0.3
+    assert snap["progress"]["history_runs"] == 5
+    assert history.medians_s(sums, ["P01"], None) == {"P01": 0.3}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hs.dictionaries(
+        hs.sampled_from(["A", "B", "C", "B.sub", "é"]),
+        hs.floats(min_value=0.0, max_value=1e7, allow_nan=False),
+        min_size=1,
+    ),
+    hs.sampled_from(["completed", "failed", "cancelled", None]),
+)
+def test_summary_survives_the_catalog_line(durations, status):
+    """Any run's summary written as a catalog line reads back equal (full part), and its
+    light part keeps each key's status, counts and mean duration."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        _write_run(d, "r", 1000.0, durations, status=status)
+        (s,) = catalog.summarize_files([os.path.join(d, "r.jsonl")])
+    ent = {"f": "r.jsonl", "sig": [["r.jsonl", 1, 2]], "runs": [s]}
+    line = catalog.encode_entry(ent)
+    full = catalog.decode(line)
+    assert catalog._valid_entry(full)
+    assert catalog.plain(full["runs"][0]) == catalog.plain(s)
+    light = catalog.decode(line, light=True)
+    assert catalog._valid_entry(light)
+    lp = light["runs"][0]["phases"]
+    for k, ms in durations.items():
+        assert lp[k]["duration_ms"] == round(ms, 3) and lp[k]["count"] == 1
+    assert dict(lp.completed_ms()) == {k: round(ms, 3) for k, ms in durations.items()}
+
+
+def test_crash_during_rewrite_keeps_the_old_catalog(tmp_path):
+    """A rewrite killed before its rename leaves the old catalog whole and a temporary file,
+    which a later refresh removes once it is an hour old."""
+    _write_run(tmp_path, "r0", 1000.0, {"A": 10.0})
+    Catalog(tmp_path).refresh()
+    tmp = tmp_path / (catalog.FILE + ".tmp.999.dead")
+    tmp.write_bytes(b"0000 half a catal")  # what a killed writer leaves
+    before = catalog.reduced_logs
+    assert [s["run"] for s in Catalog(tmp_path).summaries()] == ["r0"]
+    assert catalog.reduced_logs == before and tmp.exists()  # too young to be judged dead
+    old = time.time() - catalog.TMP_STALE_S - 10
+    os.utime(tmp, (old, old))
+    Catalog(tmp_path).refresh()
+    assert not tmp.exists()
+
+
+def test_crashed_run_counts_in_live_history(tmp_path):
+    """A run that never wrote run_end and fell silent is history (interrupted), and its
+    completed phases count; a run named twice (a directory given as history= too) once."""
+    _write_run(tmp_path, "crashed", 1000.0, {"P00": 10.0}, status=None)
+    _write_run(tmp_path, "ok", 1001.0, {"P00": 12.0})
+    Catalog(tmp_path).refresh()
+    mon = Monitor(tmp_path, sample_interval=None, capture=False, history=[tmp_path])
+    got = {s["run"]: s["status"] for s in mon.history()}
+    assert got == {"crashed": "interrupted", "ok": "completed"}
+
+
+def test_growing_log_of_an_open_run_is_not_reread_on_every_refresh(tmp_path):
+    """A log whose run has no run_end yet and keeps growing is read again at most once per
+    open_rescan seconds, and at once when its run ends (the writer's own entry)."""
+    path = _write_run(tmp_path, "live", 1000.0, {"A": 10.0}, status=None)
+    cat = Catalog(tmp_path)
+    cat.refresh()
+    assert cat.rebuilt == 1
+    with open(path, "a") as f:
+        f.write(json.dumps({"ev": "log", "run": "live", "pid": 1, "seq": 50, "ts": 1001.0,
+                            "level": "warning", "msg": "x"}) + "\n")  # fmt: skip
+    cat.refresh()
+    assert cat.rebuilt == 1  # within the window: not read again
+    cat.open_rescan = 0.0
+    cat.refresh()
+    assert cat.rebuilt == 2
+    assert cat.summary("live")["warnings"] == 1
+
+
+def test_directory_without_logs_gets_no_catalog(tmp_path):
+    """Reading a directory with no logs leaves nothing behind in it."""
+    assert Catalog(tmp_path).summaries() == []
+    assert os.listdir(tmp_path) == []
+
+
+def test_unchanged_catalog_gives_the_same_summary_objects(tmp_path):
+    """Two reads of an unchanged catalog give the very same summaries, interrupted runs'
+    copies included (what /metrics caches its history by)."""
+    _write_run(tmp_path, "crashed", 1000.0, {"P00": 10.0}, status=None)
+    _write_run(tmp_path, "ok", 1001.0, {"P00": 12.0})
+    cat = Catalog(tmp_path)
+    a = cat.summaries(now=5000.0)
+    b = cat.summaries(now=5000.0, refresh=False)
+    assert [s["status"] for s in a] == ["interrupted", "completed"]
+    assert [id(s) for s in a] == [id(s) for s in b]

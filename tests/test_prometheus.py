@@ -428,3 +428,15 @@ def test_real_prometheus_scrapes_the_documented_config(logs: Any, tmp_path: Any)
             proc.wait(timeout=5)
         guarded.close()
         opened.close()
+
+
+def test_history_index_is_reused_and_follows_a_new_list() -> None:
+    """A scrape over the same catalog list reuses its index (same text); a list with one
+    run more counts it (the cache is keyed by the summaries themselves)."""
+    runs = _history(50, 3)
+    first = exporters.prometheus(State(), history=runs, now=2e9)
+    assert exporters.prometheus(State(), history=runs, now=2e9) == first
+    more = runs + _history(51, 3)[50:]
+    s = _samples(exporters.prometheus(State(), history=more, now=2e9))
+    assert s['atroz_history_runs{pipeline="pipe0",status="completed"}'] == 51
+    assert 'run="h00050"' in exporters.prometheus(State(), history=more, now=2e9)

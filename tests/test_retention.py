@@ -464,3 +464,10 @@ def test_compress_moves_the_catalog_entry(five: Path) -> None:
     got = cat.summaries()
     assert [s["files"] for s in got] == [[f"r{i}.jsonl.gz"] for i in range(1, 6)]
     assert catalog.reduced_logs == before and cat.rebuilt == 0
+
+
+def test_directory_left_with_only_its_catalog_is_still_a_log_directory(five: Path) -> None:
+    """After --keep-runs 0 only the catalog is left; pruning again is not refused."""
+    prune(five, keep_runs=0)
+    assert os.listdir(five) == [".atroz-catalog"]
+    assert prune(five, keep_runs=0) == []
