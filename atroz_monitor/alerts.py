@@ -641,20 +641,22 @@ def _round(v: float) -> float:
 # -- replay -------------------------------------------------------------------------------
 
 
-def evaluate_replay(state: Any, run_id: str, rules: Iterable[Rule]) -> list[dict[str, Any]]:
+def evaluate_replay(
+    state: Any,
+    run_id: str,
+    rules: Iterable[Rule],
+    history: Sequence[Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Judge a recorded run with ``rules``: its phase ends and samples fed in time order to
-    an ``Evaluator``; returns the alerts as the state shows them (latest state of each)."""
-    from . import history
+    an ``Evaluator``; returns the alerts as the state shows them (latest state of each).
+    ``history``: the earlier runs' summaries (a catalog's) for the p95 rule; None: the
+    state's other runs."""
+    from . import history as H
 
     r = state.runs[run_id]
+    durations = H.durations_by_key(state if history is None else history, run_id)
     keys = {rec.phase for rec in r.phases.values()} | set(r.keys)
-    hist: dict[str, list[float]] = {}
-    for k in keys:
-        hist[k] = [
-            row["duration_ms"]
-            for row in history.rows(state, k, run_id)
-            if row["status"] == "completed"
-        ]
+    hist: dict[str, list[float]] = {k: durations.get(k, []) for k in keys}
     ncpu = r.info.get("ncpu")
     lim = r.info.get("limits")
     eff = lim.get("cpu_effective") if isinstance(lim, dict) else None

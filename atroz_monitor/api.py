@@ -10,17 +10,21 @@ them as they come (``docs/API.md`` has the contract).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import importlib.resources
+import json
 import re
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from . import exporters, history
+from . import catalog, exporters, history
 from .events import dumps
-from .source import Source, View
+from .source import RunEntry, Source, View
+from .state import State
 
 __all__ = [
     "API_PREFIX",
@@ -49,9 +53,27 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 PHASE_STATUSES = ("running", "completed", "failed", "cancelled", "interrupted")
+RUN_STATUSES = ("running", "completed", "failed", "cancelled", "interrupted")
+STREAM_RUNS = 100
+"""Runs carried by the stream's ``runs`` message (the newest)."""
+MAX_NAMES = 50
+"""Pipeline names counted in a runs page's ``names`` (the most common)."""
 SEVERITIES = ("info", "warning", "critical")
 ALERT_STATES = ("raised", "acknowledged", "resolved", "open")
 MAX_STEP = 1_000_000
+
+# Pagination (docs/API.md): every list route takes ``limit`` (bounded) and ``cursor`` (opaque,
+# from the previous page's ``next_cursor``). Defaults keep a response small whatever the
+# directory holds (issue 13: /api/v1/alerts on 10,000 runs never finished).
+LIMITS = {
+    "runs": (100, 1000),
+    "alerts": (100, 1000),
+    "phases": (1000, 10_000),
+    "logs": (200, 1000),
+    "artifacts": (200, 1000),
+    "history": (200, 1000),
+}
+"""List -> (default limit, largest limit allowed)."""
 
 STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -146,6 +168,18 @@ class Query:
             raise BadRequest(f"{name}: must be between {lo} and {hi}, got {v}")
         return v
 
+    def float(self, name: str) -> float | None:
+        raw = self.get(name)
+        if raw is None or raw == "":
+            return None
+        try:
+            v = float(raw)
+        except ValueError:
+            raise BadRequest(f"{name}: not a number: {raw[:40]!r}") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise BadRequest(f"{name}: not a finite number: {raw[:40]!r}")
+        return v
+
     def choice(self, name: str, allowed: tuple[str, ...]) -> set[str] | None:
         """A comma-separated subset of ``allowed``, or None when absent."""
         raw = self.get(name)
@@ -158,6 +192,87 @@ class Query:
                 f"{name}: unknown value {(bad or [raw])[0][:40]!r} (one of {', '.join(allowed)})"
             )
         return vals
+
+
+def _encode_cursor(key: Any) -> str:
+    raw = json.dumps(key, separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(q: Query) -> Any:
+    raw = q.get("cursor")
+    if raw is None or raw == "":
+        return None
+    try:
+        if len(raw) > 1024:
+            raise ValueError("too long")
+        data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        return json.loads(data)
+    except (ValueError, binascii.Error):
+        raise BadRequest("cursor: not a cursor this server gave out") from None
+
+
+def _limit(q: Query, what: str) -> int:
+    default, hi = LIMITS[what]
+    v = q.int("limit", default, 1, hi)
+    assert v is not None
+    return v
+
+
+def _page_offset(items: list[Any], q: Query, what: str) -> tuple[list[Any], dict[str, Any]]:
+    """A page of a list whose order is fixed (a run's phases, logs, alerts): the cursor is
+    a position in it."""
+    limit = _limit(q, what)
+    cur = _decode_cursor(q)
+    if cur is None:
+        start = 0
+    elif type(cur) is list and len(cur) == 1 and type(cur[0]) is int and cur[0] >= 0:
+        start = cur[0]
+    else:
+        raise BadRequest("cursor: not a cursor this server gave out")
+    page = items[start : start + limit]
+    end = start + len(page)
+    return page, {
+        "total": len(items),
+        "limit": limit,
+        "next_cursor": _encode_cursor([end]) if end < len(items) else None,
+    }
+
+
+def _page_keyed(
+    items: list[Any], q: Query, what: str, key: Callable[[Any], list[Any]]
+) -> tuple[list[Any], dict[str, Any]]:
+    """A page of a list sorted by ``key`` descending (newest first), where items come and
+    go between requests: the cursor is the key of the last item given, so a page never
+    repeats or skips an item because newer ones arrived."""
+    limit = _limit(q, what)
+    cur = _decode_cursor(q)
+    start = 0
+    if cur is not None:
+        if type(cur) is not list:
+            raise BadRequest("cursor: not a cursor this server gave out")
+        try:
+            while start < len(items) and key(items[start]) >= cur:
+                start += 1
+        except TypeError:
+            raise BadRequest("cursor: not a cursor this server gave out") from None
+    page = items[start : start + limit]
+    more = start + len(page) < len(items)
+    return page, {
+        "total": len(items),
+        "limit": limit,
+        "next_cursor": _encode_cursor(key(page[-1])) if more and page else None,
+    }
+
+
+def _entry_key(e: RunEntry) -> list[Any]:
+    return [e.start, e.id]
+
+
+def _alert_key(a: Mapping[str, Any]) -> list[Any]:
+    t = a.get("raised_ts") or a.get("ts") or 0
+    t = t if isinstance(t, (int, float)) else 0
+    return [t, str(a.get("run")), str(a.get("alert") or a.get("id"))]
 
 
 # -- routing ---------------------------------------------------------------------------------
@@ -235,13 +350,18 @@ def _dispatch(
     head = rest[0]
     if head == "runs":
         if len(rest) == 1:
-            return json_response({"runs": source.runs()})
+            return _runs(source, q)
         return _run_route(source, rest[1], rest[2:], q)
     if head == "alerts" and len(rest) == 1:
         return _all_alerts(source, q)
     if head == "summary" and len(rest) == 1:
-        return json_response(
-            source.read(lambda st: history.summary(st, _statuses(source, st), time.time()))
+        return _raw_json(
+            source.cached(
+                ("summary",),
+                lambda: dumps(
+                    history.summary(source.summaries(), source.statuses(), time.time())
+                ).encode("ascii"),
+            )
         )
     if head == "phases" and len(rest) == 3 and rest[2] in ("history", "trends"):
         return _phase_history(source, rest[1], rest[2], q)
@@ -254,8 +374,68 @@ def _dispatch(
     raise NotFound("no such route")
 
 
-def _statuses(source: Source, st: Any) -> dict[str, str]:
-    return {rid: source._status(r) for rid, r in st.runs.items()}
+def _runs(source: Source, q: Query) -> Response:
+    """Runs, newest first, filtered (``status``, ``name``, ``q`` in id or name, ``since`` /
+    ``until`` on the start time) and paginated; ``names`` counts the runs of the most common
+    pipeline names (for a picker that groups by name)."""
+    statuses = q.choice("status", RUN_STATUSES)
+    name = q.get("name")
+    text = (q.get("q") or "").lower()
+    since = q.float("since")
+    until = q.float("until")
+
+    def build() -> bytes:
+        index = source.run_index()
+        if statuses is not None or name or text or since is not None or until is not None:
+            index = [
+                e
+                for e in index
+                if (statuses is None or e.status in statuses)
+                and (not name or e.name == name)
+                and (not text or text in e.id.lower() or text in e.name.lower())
+                and (since is None or e.start >= since)
+                and (until is None or e.start < until)
+            ]
+        page, meta = _page_keyed(index, q, "runs", _entry_key)
+        body = {
+            "runs": source.rows(e.id for e in page),
+            **meta,
+            "counts": _counts(source),
+            "names": _names(source),
+        }
+        return dumps(body).encode("ascii")
+
+    # Per page asked (the query), once per change: rows of finished runs come from their
+    # summaries, and eight clients polling the first page cost one build, not eight.
+    key = (statuses and tuple(sorted(statuses)), name, text, since, until, q.get("limit"))
+    return _raw_json(source.cached(("runs", key, q.get("cursor")), build, max_age=0.0))
+
+
+def _counts(source: Source) -> dict[str, int]:
+    """Runs by status, over every run (the page's cards; a page of rows cannot count them)."""
+
+    def build() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in source.run_index():
+            out[e.status] = out.get(e.status, 0) + 1
+        return out
+
+    return source.cached(("counts",), build, max_age=0.0)  # type: ignore[no-any-return]
+
+
+def _names(source: Source) -> list[dict[str, Any]]:
+    def build() -> list[dict[str, Any]]:
+        counts: dict[str, list[Any]] = {}
+        for e in source.run_index():  # newest first: the first seen is the latest
+            c = counts.get(e.name)
+            if c is None:
+                counts[e.name] = [1, e.start]
+            else:
+                c[0] += 1
+        top = sorted(counts.items(), key=lambda kv: (-kv[1][0], str(kv[0])))[:MAX_NAMES]
+        return [{"name": k, "runs": v[0], "latest_start": v[1]} for k, v in top]
+
+    return source.cached(("names",), build)  # type: ignore[no-any-return]
 
 
 def _view(source: Source, run: str) -> View:
@@ -292,14 +472,14 @@ def _run_route(source: Source, run: str, rest: list[str], q: Query) -> Response:
     what = rest[0]
     if what == "phases":
         if len(rest) == 1:
-            return json_response({"run": rid, "phases": _filter_phases(snap, q)})
+            page, meta = _page_offset(_filter_phases(snap, q), q, "phases")
+            return json_response({"run": rid, "phases": page, **meta})
         p = _find_phase(snap, rest[1])
         if len(rest) == 2:
             return json_response(p)
         if len(rest) == 3 and rest[2] == "sub-phases":
-            return json_response(
-                {"run": rid, "span": p["span"], "phases": _descendants(snap, p["span"])}
-            )
+            page, meta = _page_offset(_descendants(snap, p["span"]), q, "phases")
+            return json_response({"run": rid, "span": p["span"], "phases": page, **meta})
         raise NotFound("no such route")
     if len(rest) != 1:
         raise NotFound("no such route")
@@ -316,11 +496,16 @@ def _run_route(source: Source, run: str, rest: list[str], q: Query) -> Response:
     if what == "resources":
         return json_response(_resources(v, q))
     if what in ("errors", "warnings"):
-        return json_response(_logs(snap, what))
+        out = _logs(snap, what)
+        out[what], meta = _page_offset(out[what], q, "logs")
+        return json_response({**out, "page": meta})
     if what == "artifacts":
-        return json_response(_artifacts(snap))
+        out = _artifacts(snap)
+        out["phases"], meta = _page_offset(out["phases"], q, "artifacts")
+        return json_response({**out, "page": meta})
     if what == "alerts":
-        return json_response({"run": rid, "alerts": _alert_filter(snap["alerts"], q)})
+        page, meta = _page_offset(_alert_filter(snap["alerts"], q), q, "alerts")
+        return json_response({"run": rid, "alerts": page, **meta})
     if what == "error-groups":
         return json_response(_error_groups(snap, q))
     assert what == "export"
@@ -493,55 +678,99 @@ def _alert_filter(alerts: list[dict[str, Any]], q: Query) -> list[dict[str, Any]
 
 
 def _all_alerts(source: Source, q: Query) -> Response:
-    out = []
-    for row in source.runs():
-        v = source.view(row["id"])
-        if v is None:
-            continue
-        for a in _alert_filter(v.snap["alerts"], q):
-            out.append({**a, "run": row["id"]})
-    out.sort(key=lambda a: a.get("raised_ts") or a.get("ts") or 0, reverse=True)
-    return json_response({"alerts": out})
+    """Alerts of every run, newest first, paginated: live runs' from their views, finished
+    runs' from their summaries (no run is reduced for this)."""
+
+    def build() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        live = source.live_ids()
+        for s in source.summaries():
+            rid = s["run"]
+            if rid in live:
+                v = source.view(rid)
+                alerts = v.snap["alerts"] if v is not None else []
+            else:
+                alerts = source.parked_alerts(rid, s)
+            out.extend({**a, "run": rid} for a in alerts)
+        out.sort(key=_alert_key, reverse=True)
+        return out
+
+    every = source.cached(("alerts",), build)
+    page, meta = _page_keyed(_alert_filter(every, q), q, "alerts", _alert_key)
+    return json_response({"alerts": page, **meta})
 
 
 def _phase_history(source: Source, key: str, what: str, q: Query) -> Response:
-    limit = q.int("limit", history.HISTORY_LIMIT, 1, 100_000)
     k = q.int("k", 10, 2, 1000)
     before = q.get("before")
     tags = q.tags("tag")
-
-    def compute(st: Any) -> dict[str, Any] | None:
-        if not any(
+    limit, cur = 0, None
+    if what == "history":
+        limit = _limit(q, "history")
+        cur = _decode_cursor(q)
+        if cur is not None and not (
+            type(cur) is list and len(cur) == 1 and type(cur[0]) is int and cur[0] >= 0
+        ):
+            raise BadRequest("cursor: not a cursor this server gave out")
+    runs = source.summaries()
+    if key not in _known_keys(source) and not source.read(
+        lambda st: any(
             key in r.keys or any(p.phase == key for p in r.phases.values())
             for r in st.runs.values()
-        ):
-            return None
-        if before is not None and before not in st.runs:
-            raise BadRequest(f"before: no run {before[:60]!r}")
-        if what == "history":
-            return history.phase_history(st, key, before=before, limit=limit or 1, tags=tags)
-        return history.phase_trends(st, key, before=before, k=k or 10, tags=tags)
-
-    out = source.read(compute)
-    if out is None:
+        )
+    ):
         raise NotFound(f"no phase {key!r} in any run")
-    return json_response(out)
+    if before is not None and source.resolve(before) != before:
+        raise BadRequest(f"before: no run {before[:60]!r}")
+    tag_key = tuple(sorted(tags.items())) if tags else ()
+    if what == "trends":
+        return _raw_json(
+            source.cached(
+                ("trends", key, before, k, tag_key),
+                lambda: dumps(
+                    history.phase_trends(runs, key, before=before, k=k or 10, tags=tags)
+                ).encode("ascii"),
+            )
+        )
+    # Every row once per change (cached), then the page cut from it.
+    out = source.cached(
+        ("history", key, before, tag_key),
+        lambda: history.phase_history(runs, key, before=before, limit=len(runs) + 1, tags=tags),
+    )
+    # Newest first in pages; each page oldest first, as before. The cursor counts the rows
+    # already given from the newest end.
+    rows = out["runs"]
+    skip = cur[0] if cur is not None else 0
+    end = max(0, len(rows) - skip)
+    begin = max(0, end - limit)
+    page = {**out, "runs": rows[begin:end], "limit": limit}
+    page["next_cursor"] = _encode_cursor([skip + (end - begin)]) if begin > 0 else None
+    return json_response(page)
+
+
+def _known_keys(source: Source) -> frozenset[str]:
+    """Phase keys of every summarised run (their names only: nothing expanded)."""
+
+    def build() -> frozenset[str]:
+        keys: set[str] = set()
+        for s in source.summaries():
+            keys.update(s.get("phases") or ())
+        return frozenset(keys)
+
+    return source.cached(("keys",), build)  # type: ignore[no-any-return]
 
 
 def _export(source: Source, v: View) -> Response:
     snap = v.snap
     rid = snap["run"]["id"]
     keys = sorted({p["phase"] for p in snap["phases"]} | set(snap.get("keys") or {}))
-
-    def hist(st: Any) -> dict[str, Any]:
-        return {k: history.phase_history(st, k, before=rid) for k in keys}
-
+    runs = source.summaries()
     doc = {
         "schema": 1,
         "exported_at": time.time(),
         "run": rid,
         "snapshot": snap,
-        "history": source.read(hist),
+        "history": {k: history.phase_history(runs, k, before=rid) for k in keys},
     }
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", rid)[:120] or "run"
     return json_response(
@@ -571,7 +800,15 @@ def _insights(source: Source, q: Query) -> Response:
     limit = q.int("runs", charts.RUNS_SHOWN, 1, 200) or charts.RUNS_SHOWN
     # The suggestions over history read up to SLOW_WINDOW runs whatever the chart shows.
     need = max(limit, suggestions.SLOW_WINDOW)
-    rows = source.read(lambda st: charts.rows_from_state(st, rid, limit=need))
+    # Earlier runs from their catalog summaries (serve holds finished runs as those), the
+    # subject from its own state where it is held (its outputs feed the cacheable rule).
+    rows = source.cached(
+        ("insights", rid, need),
+        lambda: charts.rows_from_summaries(source.summaries(), rid, limit=need),
+    )
+    own = source.read(lambda st: charts.row_of(st.runs[rid]) if rid in st.runs else None)
+    if own is not None:
+        rows = [*(r for r in rows if r["run"] != rid), own][-need:]
     return json_response(
         {
             "run": rid,
@@ -582,23 +819,39 @@ def _insights(source: Source, q: Query) -> Response:
 
 
 def _metrics(source: Source, headers: Mapping[str, str]) -> Response:
-    """Prometheus exposition of every run the source holds: copied under the source's lock
-    (``exporters.collect``), rendered outside it."""
+    """Prometheus exposition: the runs the source holds (live ones) copied under its lock
+    (``exporters.collect``), finished ones from their summaries, rendered outside the lock;
+    cached per version like every answer over all runs."""
     source.ensure_fresh()
-
-    def collect(st: Any) -> list[exporters.Family]:
-        now = time.time()
-        runs = st.runs.items()
-        statuses = {rid: source._status(r, now) for rid, r in runs}
-        alerts = {rid: source._alerts_of(r) for rid, r in runs}
-        monitor = {rid: m for rid in st.runs if (m := source._monitor_info(rid)) is not None}
-        return exporters.collect(st, statuses, now=now, alerts=alerts, monitor=monitor)
-
-    families = source.read(collect)
     om = exporters.wants_openmetrics(headers.get("accept"))
-    text = exporters.render_prometheus(families, openmetrics=om)
+
+    def build() -> bytes:
+        history_ = source.parked_summaries()
+        # The latest run of each pipeline has run-labelled series in full: those that are
+        # parked (ended, not held) are reduced again, lightly, and cached.
+        latest: dict[str, Any] = {}
+        for s in history_:
+            latest[catalog.pipeline(s)] = s["run"]
+        extra = source.reduced(list(latest.values())[-exporters.MAX_PIPELINES :])
+
+        def collect(held: Any) -> list[exporters.Family]:
+            now = time.time()
+            st = State(max_phases=held.max_phases)
+            st.runs = {**extra, **held.runs}
+            runs = held.runs.items()
+            statuses = {rid: source._status(r, now) for rid, r in runs}
+            alerts = {rid: source._alerts_of(r) for rid, r in runs}
+            monitor = {rid: m for rid in st.runs if (m := source._monitor_info(rid)) is not None}
+            return exporters.collect(
+                st, statuses, now=now, alerts=alerts, monitor=monitor, history=history_
+            )
+
+        families = source.read(collect)
+        return exporters.render_prometheus(families, openmetrics=om).encode("utf-8")
+
+    body = source.cached(("metrics", om), build)
     ctype = exporters.OPENMETRICS_CONTENT_TYPE if om else exporters.PROMETHEUS_CONTENT_TYPE
-    return Response(200, _headers(ctype), text.encode("utf-8"))
+    return Response(200, _headers(ctype), body)
 
 
 # -- static assets ---------------------------------------------------------------------------
@@ -666,7 +919,7 @@ class Stream:
         # else is treated as absent.
         ok = 0 < len(last) < 20 and last.isascii() and last.isdigit()
         self._resume = int(last) if ok else None
-        self._runs_sig: tuple[tuple[Any, ...], ...] | None = None
+        self._runs_sig: tuple[Any, ...] | None = None
         self._events: Any = None  # the run's event count at the last message sent
         self.messages = 0
 
@@ -711,12 +964,21 @@ class Stream:
                     self.version = v.version
         else:
             self.version = src.version
-        rows = src.runs()
-        sig = tuple((r["id"], r["status"], r["available"]) for r in rows)
+        index = src.run_index()
+        # The newest STREAM_RUNS only: the picker pages through the rest with /api/v1/runs
+        # (a message per change carrying 10,000 rows would be megabytes).
+        rows = src.rows(e.id for e in index[:STREAM_RUNS])
+        counts = _counts(src)
+        sig = (
+            len(index),
+            tuple(sorted(counts.items())),
+            *((r["id"], r["status"], r["available"]) for r in rows),
+        )
         if sig != self._runs_sig:
             self._runs_sig = sig
             ver = self.version if self.version is not None else src.version
-            out.append(sse_message("runs", ver, dumps({"runs": rows})))
+            msg = {"runs": rows, "total": len(index), "counts": counts}
+            out.append(sse_message("runs", ver, dumps(msg)))
         self.messages += len(out)
         return b"".join(out)
 

@@ -97,6 +97,44 @@ def row_of(r: RunState) -> dict[str, Any]:
     }
 
 
+_ROW_FIELDS = ("name", "top", "status", "duration_ms", "cpu_ms", "peak_rss_bytes", "items",
+               "items_per_s")  # fmt: skip
+
+
+def row_from_summary(s: Mapping[str, Any]) -> dict[str, Any]:
+    """One run as a per-run row from its catalog summary (``catalog.summarize``): what
+    ``serve`` holds for a finished run, so the charts never reduce a log for history."""
+    ph = s.get("phases") or {}
+    phases = {}
+    for key in ph:
+        d = ph[key]
+        phases[key] = {f: d.get(f) for f in _ROW_FIELDS}
+    start = s.get("start")
+    plan = s.get("plan")
+    return {
+        "run": s.get("run"),
+        "name": s.get("name"),
+        "start": float(start) if isinstance(start, (int, float)) else 0.0,
+        "status": s.get("status"),
+        "detail": True,  # a summary keeps each key's top-level flag
+        "plan": list(plan) if isinstance(plan, list) else [],
+        "phases": phases,
+    }
+
+
+def rows_from_summaries(
+    summaries: Sequence[Mapping[str, Any]], upto: str, *, limit: int = RUNS_SHOWN
+) -> list[dict[str, Any]]:
+    """Rows of the ``limit`` newest runs of ``summaries`` (oldest first) up to and including
+    ``upto``; only those are converted. An unknown ``upto``: the newest runs."""
+    end = len(summaries)
+    for i in range(len(summaries) - 1, -1, -1):
+        if summaries[i].get("run") == upto:
+            end = i + 1
+            break
+    return [row_from_summary(s) for s in summaries[max(0, end - limit) : end]]
+
+
 def rows_from_state(
     state: State, upto: str | None = None, *, limit: int = RUNS_SHOWN
 ) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -142,14 +143,22 @@ def collect(
     now: float | None = None,
     alerts: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
     monitor: Mapping[str, Mapping[str, Any]] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[Family]:
-    """Every run of ``state`` as metric families (plain data, safe to render unlocked).
+    """Metric families of bounded cardinality (plain data, safe to render unlocked).
 
-    ``statuses`` maps run id to its status as the caller judged it (liveness needs /proc,
-    which this pure function does not read); missing ones are derived from the log alone.
-    ``alerts`` replaces a run's alerts (rule alerts evaluated on replay), ``monitor`` its
-    writer's health (a live monitor's counters), both by run id.
+    ``state`` holds the runs read in full (a server's live runs, or every run of an
+    ``export``); ``history`` the summaries of finished runs (a catalog's). Series labelled
+    by ``run`` exist only for running runs and for the latest run of each pipeline (at most
+    ``MAX_PIPELINES`` pipelines); every other run counts in the ``atroz_history_*``
+    families, labelled by pipeline and phase key, never by run (docs/SCALING.md gives the
+    series count). ``statuses`` maps run id to its status as the caller judged it (liveness
+    needs /proc, which this pure function does not read); missing ones are derived from the
+    log alone. ``alerts`` replaces a run's alerts (rule alerts evaluated on replay),
+    ``monitor`` its writer's health (a live monitor's counters), both by run id.
     """
+    from . import catalog
+    from . import history as _history
     from .views import run_status
 
     now = time.time() if now is None else now
@@ -165,100 +174,358 @@ def collect(
             f = fam[name] = Family(name, typ, help_, [])
         f.samples.append((suffix, labels, v))
 
-    runs = sorted(state.runs.values(), key=lambda r: (_start_of(r) or 0.0, r.id))
-    by_status: dict[str, int] = {}
-    for r in runs:
-        rid = r.id
-        status = statuses.get(rid) or run_status(r, now, None)
-        by_status[status] = by_status.get(status, 0) + 1
-        run: Labels = (("run", rid),)
-        name = r.info.get("name")
-        info: Labels = (("run", rid), ("name", name if isinstance(name, str) else rid))
-        host = r.info.get("host")
-        info += (("status", status), ("host", host if isinstance(host, str) else ""))
-        add("atroz_run", "info", "A run: its name, status and host.", info, 1)
-        start = _start_of(r)
-        add(
-            "atroz_run_start_time_seconds",
-            "gauge",
-            "When the run started, Unix seconds.",
-            run,
-            start,
-        )
-        add("atroz_run_end_time_seconds", "gauge", "When the run ended, Unix seconds.", run, r.end)
-        stop = r.end if r.end is not None else (now if status == "running" else r.last_ts)
-        if start is not None and stop is not None:
-            add(
-                "atroz_run_duration_seconds",
-                "gauge",
-                "Wall time of the run so far (to its end once ended).",
-                run,
-                max(0.0, stop - start),
-            )
-        plan = r.info.get("plan")
-        plan_ids = [
-            p["id"]
-            for p in (plan if isinstance(plan, list) else [])
-            if isinstance(p, dict) and isinstance(p.get("id"), str)
-        ]
-        if plan_ids:
-            add(
-                "atroz_run_progress_ratio",
-                "gauge",
-                "Planned phases ended (completed, failed or cancelled) over planned phases.",
-                run,
-                _progress_done(r, plan_ids) / len(plan_ids),
-            )
-        add(
-            "atroz_run_phases_running",
-            "gauge",
-            "Phases of the run open now (0 once the run ended or its writer died).",
-            run,
-            len(r.open) if status == "running" else 0,
-        )
-        _collect_phases(r, run, add)
-        _collect_resources(r, run, add)
-        run_alerts = alerts.get(rid) if alerts is not None and rid in alerts else None
-        open_by: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
-        for a in run_alerts if run_alerts is not None else r.alerts.values():
-            if a.get("state") in OPEN_ALERT_STATES and not a.get("cleared"):  # ack --clear
-                sev = a.get("severity")
-                sev = sev if sev in SEVERITIES else "other"
-                open_by[sev] = open_by.get(sev, 0) + 1
-        for sev, n in open_by.items():
-            add(
-                "atroz_alerts_open",
-                "gauge",
-                "Alerts raised or acknowledged and not resolved nor cleared, by severity.",
-                run + (("severity", sev),),
-                n,
-            )
-        for level in ("warning", "error"):
-            add(
-                "atroz_log_messages",
-                "counter",
-                "Warning and error log events of the run (logging, warnings, the phase API).",
-                run + (("level", level),),
-                r.log_counts.get(level, 0),
-            )
-        add(
-            "atroz_errors",
-            "counter",
-            "Errors of the run, the count every surface shows: error log events plus each "
-            "exception that failed phases (once) or the run.",
-            run,
-            error_count(r),
-        )
-        _collect_health(r, run, monitor, add)
+    live = sorted(state.runs.values(), key=lambda r: (_start_of(r) or 0.0, r.id))
+    status_of = {r.id: statuses.get(r.id) or run_status(r, now, None) for r in live}
+    # History's part is computed once per history list (a scrape of an unchanged catalog
+    # costs a pass over its ids, not over its runs' phases); held runs go on top of it.
+    hidx = _history_index(history or ())
+    held = {s["run"]: s for s in _history.as_summaries(state)} if live else {}
+    latest = dict(hidx.latest)
+    by_status = dict(hidx.by_status)
+    extra: list[Mapping[str, Any]] = []  # ended held runs the history does not have
+    for r in live:
+        st = status_of[r.id]
+        s = {**held[r.id], "status": st}
+        if r.id not in hidx.ids:
+            by_status[st] = by_status.get(st, 0) + 1
+            if st != "running":
+                extra.append(s)
+        elif st != "running":
+            continue  # its catalog summary already counts
+        pipe = catalog.pipeline(s)
+        cur = latest.get(pipe)
+        if cur is None or (catalog.start_of(s), s["run"]) >= (catalog.start_of(cur), cur["run"]):
+            latest.pop(pipe, None)
+            latest[pipe] = s
+    # The pipelines that ran last, by their latest run's start.
+    order = sorted(latest.items(), key=lambda kv: (catalog.start_of(kv[1]), kv[1]["run"]))
+    top = dict(order[-MAX_PIPELINES:])
+    shown = {s["run"] for s in top.values()}
+    for r in live:
+        if status_of[r.id] == "running" or r.id in shown:
+            _collect_run(r, status_of[r.id], now, alerts, monitor, add)
+            shown.discard(r.id)
+    for t in top.values():
+        if t["run"] in shown:
+            _collect_summary(t, add)
     for status in sorted(by_status):
         add(
             "atroz_runs",
             "gauge",
-            "Runs the source holds, by status.",
+            "Runs known (held live or catalogued), by status.",
             (("status", status),),
             by_status[status],
         )
+    agg = hidx.agg if not extra else _merge(hidx.agg, _aggregate(extra))
+    _collect_history(agg, set(top), add)
     return list(fam.values())
+
+
+class _HistoryIndex(NamedTuple):
+    ids: frozenset[str]
+    latest: dict[str, Mapping[str, Any]]  # pipeline -> its latest run, oldest pipeline first
+    by_status: dict[str, int]
+    agg: _Agg
+
+
+# (pipeline, status) -> runs; (pipeline, key, key status) -> runs; (pipeline, key) ->
+# [cumulative bucket counts..., count, sum]
+_Agg = tuple[dict[tuple[str, str], int], dict[tuple[str, str, str], int], dict[Any, list[float]]]
+_INDEX: list[Any] = [None, None, None]  # (id key, the list itself, index): the last one
+
+
+def _history_index(history: Sequence[Mapping[str, Any]]) -> _HistoryIndex:
+    """What ``collect`` needs of the finished runs, cached for the last list seen: the
+    same summaries (by identity, and held, so no id can be reused) give the same index."""
+    key = tuple(map(id, history))
+    if _INDEX[0] == key:
+        return _INDEX[2]  # type: ignore[no-any-return]
+    from . import catalog
+
+    latest: dict[str, Mapping[str, Any]] = {}
+    by_status: dict[str, int] = {}
+    for s in sorted(history, key=lambda s: (catalog.start_of(s), s["run"])):
+        pipe = catalog.pipeline(s)
+        latest.pop(pipe, None)
+        latest[pipe] = s  # re-inserted: the dict stays ordered by each pipeline's latest
+        st = s.get("status") or "completed"
+        by_status[st] = by_status.get(st, 0) + 1
+    idx = _HistoryIndex(frozenset(s["run"] for s in history), latest, by_status,
+                        _aggregate(history))  # fmt: skip
+    _INDEX[:] = [key, list(history), idx]
+    return idx
+
+
+def _aggregate(runs: Sequence[Mapping[str, Any]]) -> _Agg:
+    """Finished runs folded per pipeline and phase key (one observation per run and key:
+    its mean duration per occurrence, the figure history compares)."""
+    from . import catalog
+
+    runs_by: dict[tuple[str, str], int] = {}
+    key_status: dict[tuple[str, str, str], int] = {}
+    values: dict[tuple[str, str], list[float]] = {}
+    for s in runs:
+        pipe = catalog.pipeline(s)
+        st = s.get("status") or "completed"
+        runs_by[(pipe, st)] = runs_by.get((pipe, st), 0) + 1
+        ph = s.get("phases") or {}
+        if isinstance(ph, catalog.Phases):
+            # Straight from the stored arrays: no dict per key and run.
+            for key, v in ph.raw.items():
+                kst = v[1] if len(v) > 1 and isinstance(v[1], str) else "completed"
+                key_status[(pipe, key, kst)] = key_status.get((pipe, key, kst), 0) + 1
+            for key, ms in ph.completed_ms():
+                values.setdefault((pipe, key), []).append(ms / 1000.0)
+        else:
+            for key, p in ph.items():
+                kst = p.get("status") or "completed"
+                key_status[(pipe, key, kst)] = key_status.get((pipe, key, kst), 0) + 1
+                d = p.get("duration_ms")
+                if kst == "completed" and isinstance(d, (int, float)):
+                    values.setdefault((pipe, key), []).append(d / 1000.0)
+    hist: dict[Any, list[float]] = {}
+    for pk, vs in values.items():
+        vs.sort()
+        hist[pk] = [float(bisect_right(vs, b)) for b in DURATION_BUCKETS_S] + [
+            float(len(vs)),
+            sum(vs),
+        ]
+    return runs_by, key_status, hist
+
+
+def _merge(a: _Agg, b: _Agg) -> _Agg:
+    """Two aggregates summed (a new one; neither is changed)."""
+    runs_by = dict(a[0])
+    for k2, n in b[0].items():
+        runs_by[k2] = runs_by.get(k2, 0) + n
+    key_status = dict(a[1])
+    for k3, n in b[1].items():
+        key_status[k3] = key_status.get(k3, 0) + n
+    h = dict(a[2])
+    for k, v in b[2].items():
+        h[k] = [p + q for p, q in zip(h[k], v, strict=True)] if k in h else v
+    return runs_by, key_status, h
+
+
+MAX_PIPELINES = 20
+"""Pipelines (run names) with their own series; the rest are summed as pipeline "_other"."""
+
+
+def _collect_run(
+    r: RunState,
+    status: str,
+    now: float,
+    alerts: Mapping[str, Iterable[Mapping[str, Any]]] | None,
+    monitor: Mapping[str, Mapping[str, Any]] | None,
+    add: Any,
+) -> None:
+    """The run-labelled series of one run held in full."""
+    rid = r.id
+    run: Labels = (("run", rid),)
+    name = r.info.get("name")
+    info: Labels = (("run", rid), ("name", name if isinstance(name, str) else rid))
+    host = r.info.get("host")
+    info += (("status", status), ("host", host if isinstance(host, str) else ""))
+    add("atroz_run", "info", "A run: its name, status and host.", info, 1)
+    start = _start_of(r)
+    add("atroz_run_start_time_seconds", "gauge", "When the run started, Unix seconds.", run, start)
+    add("atroz_run_end_time_seconds", "gauge", "When the run ended, Unix seconds.", run, r.end)
+    stop = r.end if r.end is not None else (now if status == "running" else r.last_ts)
+    if start is not None and stop is not None:
+        add(
+            "atroz_run_duration_seconds",
+            "gauge",
+            "Wall time of the run so far (to its end once ended).",
+            run,
+            max(0.0, stop - start),
+        )
+    plan = r.info.get("plan")
+    plan_ids = [
+        p["id"]
+        for p in (plan if isinstance(plan, list) else [])
+        if isinstance(p, dict) and isinstance(p.get("id"), str)
+    ]
+    if plan_ids:
+        add(
+            "atroz_run_progress_ratio",
+            "gauge",
+            "Planned phases ended (completed, failed or cancelled) over planned phases.",
+            run,
+            _progress_done(r, plan_ids) / len(plan_ids),
+        )
+    add(
+        "atroz_run_phases_running",
+        "gauge",
+        "Phases of the run open now (0 once the run ended or its writer died).",
+        run,
+        len(r.open) if status == "running" else 0,
+    )
+    _collect_phases(r, run, add)
+    _collect_resources(r, run, add)
+    run_alerts = alerts.get(rid) if alerts is not None and rid in alerts else None
+    _collect_alerts(run_alerts if run_alerts is not None else r.alerts.values(), run, add)
+    _collect_logs(r.log_counts, error_count(r), run, add)
+    _collect_health(r, run, monitor, add)
+
+
+def _collect_alerts(items: Iterable[Mapping[str, Any]], run: Labels, add: Any) -> None:
+    open_by: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+    for a in items:
+        if a.get("state") in OPEN_ALERT_STATES and not a.get("cleared"):  # ack --clear
+            sev = a.get("severity")
+            sev = sev if sev in SEVERITIES else "other"
+            open_by[sev] = open_by.get(sev, 0) + 1
+    for sev, n in open_by.items():
+        add(
+            "atroz_alerts_open",
+            "gauge",
+            "Alerts raised or acknowledged and not resolved nor cleared, by severity.",
+            run + (("severity", sev),),
+            n,
+        )
+
+
+def _collect_logs(counts: Mapping[str, Any], errors: Any, run: Labels, add: Any) -> None:
+    for level in ("warning", "error"):
+        add(
+            "atroz_log_messages",
+            "counter",
+            "Warning and error log events of the run (logging, warnings, the phase API).",
+            run + (("level", level),),
+            counts.get(level, 0),
+        )
+    add(
+        "atroz_errors",
+        "counter",
+        "Errors of the run, the count every surface shows: error log events plus each "
+        "exception that failed phases (once) or the run.",
+        run,
+        errors,
+    )
+
+
+def _collect_summary(s: Mapping[str, Any], add: Any) -> None:
+    """The run-labelled series of a finished run known by its catalog summary only (the
+    latest of its pipeline): what a summary carries, no per-run histogram."""
+    rid = s["run"]
+    run: Labels = (("run", rid),)
+    name = s.get("name")
+    info: Labels = (("run", rid), ("name", name if isinstance(name, str) else rid))
+    host = s.get("host")
+    info += (("status", s.get("status") or ""), ("host", host if isinstance(host, str) else ""))
+    add("atroz_run", "info", "A run: its name, status and host.", info, 1)
+    add("atroz_run_start_time_seconds", "gauge", "When the run started, Unix seconds.", run,
+        s.get("start"))  # fmt: skip
+    add("atroz_run_end_time_seconds", "gauge", "When the run ended, Unix seconds.", run,
+        s.get("end"))  # fmt: skip
+    dur = s.get("duration_ms")
+    if isinstance(dur, (int, float)):
+        add(
+            "atroz_run_duration_seconds",
+            "gauge",
+            "Wall time of the run so far (to its end once ended).",
+            run,
+            dur / 1000.0,
+        )
+    add(
+        "atroz_run_phases_running",
+        "gauge",
+        "Phases of the run open now (0 once the run ended or its writer died).",
+        run,
+        0,
+    )
+    for key, p in sorted((s.get("phases") or {}).items()):
+        lab = run + (("phase", key),)
+        count = p.get("count") or 0
+        done = (p.get("completed") or 0) + (p.get("failed") or 0) + (p.get("cancelled") or 0)
+        for status, n in (
+            ("completed", p.get("completed") or 0),
+            ("failed", p.get("failed") or 0),
+            ("cancelled", p.get("cancelled") or 0),
+            ("other", count - done),
+        ):
+            if status != "other" or n:
+                add("atroz_phases", "counter", "Ended phases per phase key and outcome.",
+                    lab + (("status", status),), n)  # fmt: skip
+        add("atroz_phase_cpu_seconds", "counter",
+            "Process CPU time spent in ended phases of the key.", lab,
+            (p.get("total_cpu_ms") or 0.0) / 1000.0)  # fmt: skip
+        add("atroz_phase_items", "counter", "Items processed by ended phases of the key.", lab,
+            p.get("items") or 0)  # fmt: skip
+        add("atroz_phase_peak_resident_memory_bytes", "gauge",
+            "Highest RSS seen while a phase of the key ran.", lab,
+            p.get("peak_rss_bytes"))  # fmt: skip
+    add(
+        "atroz_run_peak_resident_memory_bytes",
+        "gauge",
+        "Highest RSS sampled in the run (the monitored process).",
+        run,
+        s.get("peak_rss_bytes"),
+    )
+    _collect_alerts(s.get("alerts") or (), run, add)
+    logged = {"warning": s.get("warnings") or 0, "error": s.get("errors_logged") or 0}
+    _collect_logs(logged, s.get("errors") or 0, run, add)
+    add(
+        "atroz_log_events_missing",
+        "counter",
+        "Events missing from the log as its readers see it (gaps in writers' sequence numbers).",
+        run,
+        s.get("seq_gaps") or 0,
+    )
+
+
+def _collect_history(agg: _Agg, named: set[str], add: Any) -> None:
+    """The ``atroz_history_*`` families: finished runs by pipeline and status, by phase key
+    and the key's status, and each key's duration histogram. Pipelines not ``named`` are
+    summed as ``_other``. No run label: the series count does not grow with the runs kept."""
+    runs_by, key_status, hist = _fold(agg, named)
+    for (pipe, st), n in sorted(runs_by.items()):
+        add(
+            "atroz_history_runs",
+            "gauge",
+            'Finished runs kept, per pipeline (run name; "" unnamed) and status.',
+            (("pipeline", pipe), ("status", st)),
+            n,
+        )
+    for (pipe, key, kst), n in sorted(key_status.items()):
+        add(
+            "atroz_history_phase_runs",
+            "gauge",
+            "Finished runs in which a phase key ended, per pipeline, key and the key's status.",
+            (("pipeline", pipe), ("phase", key), ("status", kst)),
+            n,
+        )
+    h = (
+        "Duration of a phase key over finished runs: one observation per run, its mean "
+        "per occurrence (completed runs of the key)."
+    )
+    nb = len(DURATION_BUCKETS_S)
+    for (pipe, key), v in sorted(hist.items()):
+        lab: Labels = (("pipeline", pipe), ("phase", key))
+        for bound, cum in zip(DURATION_BUCKETS_S, v[:nb], strict=True):
+            add("atroz_history_phase_duration_seconds", "histogram", h,
+                lab + (("le", repr(bound)),), cum, "_bucket")  # fmt: skip
+        add("atroz_history_phase_duration_seconds", "histogram", h, lab + (("le", "+Inf"),),
+            v[nb], "_bucket")  # fmt: skip
+        add("atroz_history_phase_duration_seconds", "histogram", h, lab, v[nb], "_count")
+        add("atroz_history_phase_duration_seconds", "histogram", h, lab, v[nb + 1], "_sum")
+
+
+def _fold(agg: _Agg, named: set[str]) -> _Agg:
+    """``agg`` with every pipeline not in ``named`` renamed ``_other`` (summed)."""
+    runs_by: dict[tuple[str, str], int] = {}
+    key_status: dict[tuple[str, str, str], int] = {}
+    hist: dict[Any, list[float]] = {}
+    for (pipe, st), n in agg[0].items():
+        k2 = (pipe if pipe in named else "_other", st)
+        runs_by[k2] = runs_by.get(k2, 0) + n
+    for (pipe, key, kst), n in agg[1].items():
+        k3 = (pipe if pipe in named else "_other", key, kst)
+        key_status[k3] = key_status.get(k3, 0) + n
+    for (pipe, key), v in agg[2].items():
+        kk = (pipe if pipe in named else "_other", key)
+        hist[kk] = [p + q for p, q in zip(hist[kk], v, strict=True)] if kk in hist else v
+    return runs_by, key_status, hist
 
 
 def _collect_phases(r: RunState, run: Labels, add: Any) -> None:
@@ -497,9 +764,10 @@ def prometheus(
     openmetrics: bool = False,
     alerts: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
     monitor: Mapping[str, Mapping[str, Any]] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
-    """Every run of ``state`` as Prometheus text (``collect`` then ``render_prometheus``)."""
-    fams = collect(state, statuses, now=now, alerts=alerts, monitor=monitor)
+    """``collect`` then ``render_prometheus``: Prometheus text of bounded cardinality."""
+    fams = collect(state, statuses, now=now, alerts=alerts, monitor=monitor, history=history)
     return render_prometheus(fams, openmetrics=openmetrics)
 
 

@@ -1,18 +1,21 @@
-"""Per-phase history across runs, as pure views of reducer state.
+"""Per-phase history across runs, as pure views of run summaries.
 
-A phase key's history is one row per earlier run in which that key ended: its mean
-duration per occurrence, CPU time, peak RSS and items/s, from the run's per-key aggregate
-(so folded repeats and compacted history runs count exactly). Statistics, trends,
-anomalies and the ETA come from ``analysis``.
+Every view takes ``runs``: the catalog's run summaries (``catalog.summarize``), oldest first
+by start, or a reducer ``State`` (summarised once per state version). A phase key's history
+is one row per earlier run in which that key ended: its mean duration per occurrence, CPU
+time, peak RSS and items/s, from the run's per-key aggregate (so folded repeats and
+compacted history runs count exactly). Statistics, trends, anomalies and the ETA come from
+``analysis``. Reading summaries, not logs, is what keeps history's cost flat as runs
+accumulate (issue 13).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import analysis
+from . import analysis, catalog
 from .events import DONE_STATUSES
 from .state import RunState, State
 
@@ -25,9 +28,39 @@ METRICS: dict[str, bool] = {
 }
 HISTORY_LIMIT = 200
 
+Summary = Mapping[str, Any]
+Runs = State | Sequence[Summary]
+"""Catalog summaries oldest first, or a state (its runs summarised)."""
 
-def _start(r: RunState) -> float:
-    return r.start if r.start is not None else (r.first_ts or 0.0)
+# state -> (run id -> (events applied when summarised, summary)), (token, sorted list)
+_cache: weakref.WeakKeyDictionary[State, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def as_summaries(runs: Runs) -> Sequence[Summary]:
+    """``runs`` as summaries oldest first. A state's runs are summarised once each and
+    again only when events were applied to them, so a live run does not make every other
+    run of the state cost again."""
+    if not isinstance(runs, State):
+        return runs
+    c = _cache.get(runs)
+    if c is None:
+        c = _cache[runs] = {"runs": {}, "token": None, "list": []}
+    per: dict[str, tuple[int, dict[str, Any]]] = c["runs"]
+    changed = len(per) != len(runs.runs)
+    for rid, r in runs.runs.items():
+        hit = per.get(rid)
+        if hit is None or hit[0] != r.events:
+            per[rid] = (r.events, catalog.summarize(r))
+            changed = True
+    if changed:
+        for rid in [rid for rid in per if rid not in runs.runs]:
+            del per[rid]
+        c["list"] = sorted((v[1] for v in per.values()), key=catalog.start_of)
+    return c["list"]  # type: ignore[no-any-return]
+
+
+def _start(s: Summary) -> float:
+    return catalog.start_of(s)
 
 
 def run_tags(r: RunState) -> dict[str, str]:
@@ -36,34 +69,24 @@ def run_tags(r: RunState) -> dict[str, str]:
     The log is input, so entries are kept only with a string key; a number or boolean
     value (a hand-written log) is compared as its JSON text, so ``n=1000`` matches ``1000``.
     """
-    raw = r.info.get("tags")
-    if not isinstance(raw, dict):
-        return {}
-    out: dict[str, str] = {}
-    for k, v in raw.items():
-        if not isinstance(k, str):
-            continue
-        if isinstance(v, str):
-            out[k] = v
-        elif isinstance(v, (int, float, bool)):
-            out[k] = json.dumps(v)
-    return out
+    return catalog._tags(r.info.get("tags"))
 
 
-def matches(r: RunState, tags: Mapping[str, str] | None) -> bool:
-    """Whether the run's tags include every ``key=value`` of ``tags`` (None or {}: any run)."""
+def matches(r: RunState | Summary, tags: Mapping[str, str] | None) -> bool:
+    """Whether the run's tags (a ``RunState`` or a summary) include every ``key=value`` of
+    ``tags`` (None or {}: any run)."""
     if not tags:
         return True
-    have = run_tags(r)
+    have = run_tags(r) if isinstance(r, RunState) else (r.get("tags") or {})
     return all(have.get(k) == v for k, v in tags.items())
 
 
 def subset(state: State, keep: Callable[[RunState], bool]) -> State:
     """A state holding only the runs ``keep`` accepts, sharing their ``RunState`` objects.
 
-    Every view here takes a state, so restricting what they see (to runs with some tags,
-    to a baseline without its subject) is cheaper and safer as a narrower state than as a
-    filter threaded through each function. Read only: never feed it events.
+    Restricting what the views see (to runs with some tags, to a baseline without its
+    subject) is cheaper and safer as a narrower state than as a filter threaded through
+    each function. Read only: never feed it events.
     """
     out = State(
         max_phases=state.max_phases,
@@ -76,58 +99,53 @@ def subset(state: State, keep: Callable[[RunState], bool]) -> State:
 
 
 def runs_before(
-    state: State, run_id: str | None, tags: Mapping[str, str] | None = None
-) -> list[RunState]:
-    """Runs that started before ``run_id`` (all runs if None), oldest first; with ``tags``,
-    only runs whose tags include all those ``key=value`` pairs."""
-    cur = state.runs.get(run_id) if run_id is not None else None
-    limit = _start(cur) if cur is not None else None
+    runs: Runs, run_id: str | None = None, tags: Mapping[str, str] | None = None
+) -> list[Summary]:
+    """Runs that started before ``run_id`` (all runs if None or not among ``runs``), oldest
+    first; with ``tags``, only runs whose tags include all those ``key=value`` pairs."""
+    seq = as_summaries(runs)
+    limit: float | None = None
+    if run_id is not None:
+        for s in seq:
+            if s["run"] == run_id:
+                limit = _start(s)
+                break
     out = [
-        r
-        for r in state.runs.values()
-        if r.id != run_id and (limit is None or _start(r) <= limit) and matches(r, tags)
+        s
+        for s in seq
+        if s["run"] != run_id and (limit is None or _start(s) <= limit) and matches(s, tags)
     ]
     out.sort(key=_start)
     return out
 
 
-def key_row(r: RunState, key: str) -> dict[str, Any] | None:
+def key_row(s: Summary | RunState, key: str) -> dict[str, Any] | None:
     """One run's figures for one phase key, or None if the key never ended in it."""
-    agg = r.keys.get(key)
-    if agg is None or agg.count == 0:
+    if isinstance(s, RunState):
+        s = catalog.summarize(s)
+    p = (s.get("phases") or {}).get(key)
+    if p is None or not p.get("count"):
         return None
-    timed = agg.timed  # occurrences that ran: skipped and cached ones have no duration
-    if agg.failed:
-        status = "failed"
-    elif agg.cancelled:
-        status = "cancelled"
-    elif timed == 0:
-        status = "skipped" if agg.skipped else "cached"
-    else:
-        status = "completed"  # skipped or cached repeats beside completed ones do not count
-    n = timed or 1
     return {
-        "run": r.id,
-        "start": r.start,
-        "status": status,
-        "count": agg.count,
-        "duration_ms": round(agg.total_ms / n, 3) if timed else None,
-        "cpu_ms": round(agg.cpu_ms / n, 3) if timed else None,
-        "peak_rss_bytes": agg.peak_rss_bytes,
-        "items": agg.items,
-        "items_per_s": round(agg.items / (agg.total_ms / 1000.0), 2)
-        if agg.items and agg.total_ms > 0
-        else None,
+        "run": s["run"],
+        "start": s.get("start"),
+        "status": p["status"],
+        "count": p["count"],
+        "duration_ms": p.get("duration_ms"),
+        "cpu_ms": p.get("cpu_ms"),
+        "peak_rss_bytes": p.get("peak_rss_bytes"),
+        "items": p.get("items", 0),
+        "items_per_s": p.get("items_per_s"),
     }
 
 
 def rows(
-    state: State, key: str, before: str | None = None, tags: Mapping[str, str] | None = None
+    runs: Runs, key: str, before: str | None = None, tags: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """``key_row`` of each earlier run (with ``tags``: of matching runs) where ``key`` ended."""
     out = []
-    for r in runs_before(state, before, tags):
-        row = key_row(r, key)
+    for s in runs_before(runs, before, tags):
+        row = key_row(s, key)
         if row is not None:
             out.append(row)
     return out
@@ -142,7 +160,7 @@ def _series(rows_: Iterable[Mapping[str, Any]], metric: str) -> list[float]:
 
 
 def phase_history(
-    state: State,
+    runs: Runs,
     key: str,
     *,
     before: str | None = None,
@@ -151,7 +169,7 @@ def phase_history(
 ) -> dict[str, Any]:
     """Every earlier run's figures for ``key`` and their statistics (completed runs); with
     ``tags``, only runs carrying all those tags."""
-    rs = rows(state, key, before, tags)
+    rs = rows(runs, key, before, tags)
     return {
         "phase": key,
         "runs": rs[-limit:],
@@ -161,7 +179,7 @@ def phase_history(
 
 
 def phase_trends(
-    state: State,
+    runs: Runs,
     key: str,
     *,
     before: str | None = None,
@@ -170,7 +188,7 @@ def phase_trends(
 ) -> dict[str, Any]:
     """Trend of each metric over the last ``k`` completed runs of ``key`` (with ``tags``,
     runs carrying all those tags)."""
-    rs = rows(state, key, before, tags)
+    rs = rows(runs, key, before, tags)
     return {
         "phase": key,
         "runs": len(rs),
@@ -179,21 +197,31 @@ def phase_trends(
 
 
 def durations_by_key(
-    state: State, before: str | None = None, tags: Mapping[str, str] | None = None
+    runs: Runs, before: str | None = None, tags: Mapping[str, str] | None = None
 ) -> dict[str, list[float]]:
     """Each phase key's mean duration (ms) per earlier completed run, oldest first (with
     ``tags``, runs carrying all those tags)."""
     out: dict[str, list[float]] = {}
-    for r in runs_before(state, before, tags):
-        for k in r.keys:
-            row = key_row(r, k)
-            if row is not None and row["status"] == "completed":
-                out.setdefault(k, []).append(row["duration_ms"])
+    for s in runs_before(runs, before, tags):
+        for k, d in completed_ms(s):
+            out.setdefault(k, []).append(d)
     return out
 
 
+def completed_ms(s: Summary) -> Iterable[tuple[str, float]]:
+    """(key, mean duration in ms) of each key that completed in the run."""
+    ph = s.get("phases")
+    if isinstance(ph, catalog.Phases):
+        return ph.completed_ms()
+    return [
+        (k, p["duration_ms"])
+        for k, p in (ph or {}).items()
+        if p.get("status") == "completed" and p.get("duration_ms") is not None
+    ]
+
+
 def medians_s(
-    state: State,
+    runs: Runs,
     keys: Iterable[str],
     before: str | None,
     tags: Mapping[str, str] | None = None,
@@ -202,20 +230,21 @@ def medians_s(
     are absent; with ``tags``, runs carrying all those tags)."""
     wanted = set(keys)
     per: dict[str, list[float]] = {k: [] for k in wanted}
-    for r in runs_before(state, before, tags):
-        for k in wanted:
-            row = key_row(r, k)
-            if row is not None and row["status"] == "completed":
-                per[k].append(row["duration_ms"])
+    for s in runs_before(runs, before, tags):
+        for k, d in completed_ms(s):
+            if k in wanted:
+                per[k].append(d)
     return {k: analysis.describe(v)["median"] / 1000.0 for k, v in per.items() if v}
 
 
-def evaluate(state: State, run_id: str, snap: dict[str, Any], now: float) -> None:
-    """Add ETA, weighted progress and anomalies against history to a snapshot (in place)."""
+def evaluate(runs: Runs, run_id: str, snap: dict[str, Any], now: float) -> None:
+    """Add ETA, weighted progress and anomalies against history (``runs``: the earlier runs'
+    summaries; the current one may be among them) to a snapshot (in place)."""
+    earlier = runs_before(runs, run_id)
     flow = snap.get("flow") or []
     plan = [f["id"] for f in flow]
     done = [f["id"] for f in flow if f["status"] in DONE_STATUSES]
-    medians = medians_s(state, plan, run_id)
+    medians = medians_s(earlier, plan, None)
     prog = snap["progress"]
     weighted = analysis.progress(plan, done, medians) if plan else {}
     prog["pct_weighted"] = weighted.get("pct_weighted")
@@ -257,12 +286,12 @@ def evaluate(state: State, run_id: str, snap: dict[str, Any], now: float) -> Non
         prog["eta_basis"] = None
         prog["missing_history"] = []
         prog["overdue"] = []
-    prog["history_runs"] = len(runs_before(state, run_id))
+    prog["history_runs"] = len(earlier)
     anomalies = []
     for p in snap["phases"]:
         if p.get("depth") or p["status"] != "completed" or p.get("duration_ms") is None:
             continue
-        hist = _series(rows(state, p["phase"], run_id), "duration_ms")
+        hist = _series(rows(earlier, p["phase"]), "duration_ms")
         a = analysis.anomaly(p["duration_ms"], hist)
         if a is not None and a.get("flag"):
             anomalies.append(
@@ -277,31 +306,36 @@ def evaluate(state: State, run_id: str, snap: dict[str, Any], now: float) -> Non
     snap["anomalies"] = anomalies
 
 
-def summary(state: State, statuses: Mapping[str, str], now: float | None = None) -> dict[str, Any]:
-    """All runs at a glance: counts by status, open alerts by severity, phase averages."""
+def summary(
+    runs: Runs, statuses: Mapping[str, str] | None = None, now: float | None = None
+) -> dict[str, Any]:
+    """All runs at a glance: counts by status, open alerts by severity, phase averages.
+    ``statuses`` overrides a run's status by id (liveness judged by the caller)."""
     counts = {"running": 0, "completed": 0, "failed": 0, "interrupted": 0, "cancelled": 0}
     alerts = {"open": 0, "info": 0, "warning": 0, "critical": 0}
-    keys: dict[str, dict[str, float]] = {}
-    for r in state.runs.values():
-        st = statuses.get(r.id, r.status)
+    keys: dict[str, list[float]] = {}
+    seq = as_summaries(runs)
+    statuses = statuses or {}
+    for s in seq:
+        st = statuses.get(s["run"], s.get("status") or "running")
         counts[st] = counts.get(st, 0) + 1
-        for a in r.alerts.values():
+        for a in s.get("alerts") or ():
             if a.get("state") in ("raised", "acknowledged") and not a.get("cleared"):
                 alerts["open"] += 1
                 sev = a.get("severity")
                 if isinstance(sev, str):
                     alerts[sev] = alerts.get(sev, 0) + 1
-        for k, agg in r.keys.items():
-            row = keys.setdefault(k, {"count": 0, "total_ms": 0.0})
-            row["count"] += agg.count
-            row["total_ms"] += agg.total_ms
+        for k, p in (s.get("phases") or {}).items():
+            row = keys.setdefault(k, [0, 0.0])
+            row[0] += p.get("count") or 0
+            row[1] += p.get("total_ms") or 0.0
     return {
-        "runs": {"total": len(state.runs), "active": counts["running"], **counts},
+        "runs": {"total": len(seq), "active": counts["running"], **counts},
         "alerts": alerts,
         "phases": {
-            k: {"count": v["count"], "mean_ms": round(v["total_ms"] / v["count"], 3)}
+            k: {"count": int(v[0]), "mean_ms": round(v[1] / v[0], 3)}
             for k, v in sorted(keys.items())
-            if v["count"]
+            if v[0]
         },
     }
 

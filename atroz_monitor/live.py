@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 class LiveView:
     def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
-        self.source = MonitorSource(monitor)
+        # Only its own runs: a snapshot() never reads the directory's other logs.
+        self.source = MonitorSource(monitor, catalog=False)
 
     @property
     def state(self) -> State:
@@ -30,7 +31,7 @@ class LiveView:
     def catch_up(self) -> None:
         """Apply everything written since the last call."""
         src = self.source
-        while src.refresh() and any(f.more for f in list(src._followers.values())):
+        while src.refresh() and src.backlog():
             pass
 
     def quality(self) -> dict[str, Any]:

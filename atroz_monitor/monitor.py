@@ -954,6 +954,7 @@ class Run:
                     fields["open_spans"] = open_spans
                 fields["counters"] = self.health()
                 self._emit(E.RUN_END, fields)
+                mon._catalog_run(self)
             else:
                 self._emit(E.PROCESS_END, fields)
             if self._env_saved is not None:
@@ -1454,6 +1455,8 @@ def _check_log_dir(d: str) -> None:
 
 
 _monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
+HISTORY_RUNS = 200
+"""Earlier runs a live monitor compares with (the catalog's latest)."""
 _active: list[Monitor] = []  # monitors inside their ``with`` block, innermost last
 
 
@@ -1590,7 +1593,7 @@ class Monitor:
                 public_url=public_url,
                 mailer=mailer,
             )
-        self._history_durations: dict[str, list[float]] | None = None
+        self._history: list[dict[str, Any]] | None = None  # see history()
         self._otlp_endpoint = None
         if otlp_endpoint is not None:
             from .otlp import check_endpoint
@@ -1885,46 +1888,58 @@ class Monitor:
                     out.append({"run": run.id, **a})
         return out
 
-    def history_files(self) -> list[str]:
-        """Logs that hold this monitor's history: the other logs of its directory, and
-        ``history=`` paths."""
-        from .reader import discover
-
-        own = {r.path for r in self.runs()}
-        files: list[str] = []
-        if self.is_dir:
-            files += [f for f in discover([self.path]) if f not in own]
-        for p in self.history_paths:
-            try:
-                files += [f for f in discover([p]) if f not in own]
-            except OSError:
-                self._internal(f"history path {p} not found", None)
-        return files
-
-    def _load_history(self, run: Run) -> None:
-        """Per-key durations of earlier runs, for the p95 rule (a background thread: a long
-        history never delays the pipeline; until loaded, the rule has no history)."""
+    def history(self) -> list[dict[str, Any]]:
+        """Summaries of the earlier runs this monitor compares with (the ETA's medians, the
+        p95 alert rule), oldest first: the latest ``HISTORY_RUNS`` of its directory's
+        catalog and of its ``history=`` paths, its own runs left out. Loaded once, on
+        first use, from the catalog's tail: bounded whatever the directory holds (issue 13)."""
+        h = self._history
+        if h is not None:
+            return h
         try:
-            from .history import durations_by_key
-            from .loader import load_state
-
-            files = [f for f in self.history_files() if os.path.exists(f)]
-            try:
-                st, _ = load_state(files)
-            except FileNotFoundError:  # a file pruned between listing and reading
-                st, _ = load_state([f for f in files if os.path.exists(f)])
-            for rid in list(st.runs):
-                if rid == run.id:
-                    del st.runs[rid]
-                else:
-                    st.compact(rid)
-            hist = durations_by_key(st)
-            self._history_durations = hist
-            ev = run.evaluator
-            if ev is not None:
-                ev.set_history(hist)
+            h = self._read_history()
         except Exception as exc:
             self._internal("loading history", exc)
+            h = []
+        self._history = h
+        return h
+
+    def _read_history(self) -> list[dict[str, Any]]:
+        from .catalog import Catalog, start_of, summarize_files
+        from .reader import discover
+
+        own = {r.id for r in self.runs()}
+        out: list[dict[str, Any]] = []
+        if self.is_dir:
+            out += Catalog(self.path).recent(HISTORY_RUNS)
+        for p in self.history_paths:
+            if os.path.isdir(p):
+                out += Catalog(p).recent(HISTORY_RUNS)
+            elif os.path.exists(p):
+                out += summarize_files(discover([p]))  # a file the user named: read it
+            else:
+                self._internal(f"history path {p} not found", None)
+        byid = {s["run"]: s for s in out if s["run"] not in own and s["status"] != "running"}
+        return sorted(byid.values(), key=start_of)[-HISTORY_RUNS:]
+
+    def _catalog_run(self, run: Run) -> None:
+        """Append the ended run's summary to its directory's catalog, so the next run's
+        history is one tail read, not a pass over every log (never raises)."""
+        if run is self._main:
+            # An ended run needs no ETA: free its history now, not when the cyclic collector
+            # gets to this monitor (a service starting run after run would pile them up).
+            self._history = None
+        if not self.is_dir:
+            return
+        try:
+            from .catalog import Catalog, summarize_files
+            from .reader import parts_of
+
+            files = [run.path, *parts_of(run.path)]
+            mine = [s for s in summarize_files(files) if s["run"] == run.id]
+            Catalog(self.path).record(run.path, mine)
+        except Exception as exc:
+            self._internal("cataloguing the run", exc)
 
     def _unread_snapshot(self, run_id: str) -> dict[str, Any]:
         """A snapshot of a run whose log cannot be read back (a full disk, /dev/full): its
@@ -2031,12 +2046,15 @@ class Monitor:
                 run.evaluator = Evaluator(
                     self.alert_rules, ncpu=cgroup.cpu_count(self.limits, os.cpu_count())
                 )
+                if any(r.type == "phase_duration_p95" for r in self.alert_rules):
+                    # The catalog's tail: a few ms, the same with 10,000 earlier runs as
+                    # with none, so no thread (one per run outlived its run before).
+                    from .history import durations_by_key
+
+                    run.evaluator.set_history(durations_by_key(self.history()))
                 from .ack import AckWatch
 
                 run._ackwatch = AckWatch(run)
-                threading.Thread(
-                    target=self._load_history, args=(run,), name="atroz-history", daemon=True
-                ).start()
 
     def _run_ending(self, run: Run) -> None:
         if run is not self._main:

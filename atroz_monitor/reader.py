@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import gzip
 import io
 import json
 import os
 import stat
 import threading
+import time
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ __all__ = [
     "DEFAULT_POLL_BYTES",
     "LOG_SUFFIXES",
     "MAX_CORRUPT_LINES",
+    "MAX_LINE_BYTES",
     "SCHEMA_VERSION",
     "Event",
     "Follower",
@@ -32,6 +35,7 @@ __all__ = [
     "discover",
     "follow",
     "iter_events",
+    "open_log",
 ]
 
 from .events import SCHEMA_VERSION  # noqa: E402  (one source of truth)
@@ -40,6 +44,15 @@ from .events import SCHEMA_VERSION  # noqa: E402  (one source of truth)
 
 MAX_CORRUPT_LINES = 20
 """How many corrupt line numbers a `ReadStats` keeps (the count itself is never capped)."""
+
+MAX_LINE_BYTES = 1 << 20
+"""Longest line a reader accepts (newline included). A longer one is not an event of ours (the
+writer's lines are a few hundred bytes, a traceback a few KiB): it is counted corrupt and skipped
+without ever being held whole, so a 100 MB line or a gzip bomb of one line costs at most this
+much memory, not its size."""
+
+GZ_SETTLE_S = 1.0
+"""A `.gz` changed after it was read is read again once it has been quiet this long."""
 
 DEFAULT_POLL_BYTES = 8 * 1024 * 1024
 """Most bytes one `Follower.poll()` reads, so a huge backlog is consumed in slices."""
@@ -158,6 +171,9 @@ def _parse(
     line `after`; return the length of a torn final chunk, or 0. On exit `where[0]` (if given)
     is the number of the last line taken from `lines`.
 
+    Each item of `lines` is at most `MAX_LINE_BYTES` long (see `_bounded_lines`): a longer line
+    arrives as several chunks, only the last one ending in `\\n`, and is counted corrupt.
+
     This is the hot loop of every reader: a typical line costs one decode, one C scan and a few
     identity checks; anything unusual (whitespace around the object, blank, torn, corrupt) falls
     back to `_slow_line`, which keeps json.loads semantics.
@@ -165,8 +181,9 @@ def _parse(
     scan = _scan_once
     events = 0
     lineno = after
+    it = iter(lines)
     try:
-        for lineno, line in enumerate(lines, after + 1):
+        for lineno, line in enumerate(it, after + 1):
             try:
                 text = line.decode()
                 obj, end = scan(text, 0)
@@ -175,6 +192,16 @@ def _parse(
             except _PARSE_ERRORS:
                 fast = False
             if not fast:
+                if len(line) >= MAX_LINE_BYTES and line[-1:] != b"\n":
+                    # Over-long: `lines` hands it over in bounded chunks; drop them up to and
+                    # including the one with its newline (taken from the same iterator, so
+                    # they are neither numbered nor parsed: a forged event at the tail of a
+                    # huge line is never taken for a line of its own).
+                    _count_corrupt(stats, lineno)
+                    for rest in it:
+                        if rest[-1:] == b"\n":
+                            break
+                    continue
                 if line[-1:] != b"\n" and line.strip(_JSON_SPACE):
                     # Only the chunk at EOF lacks its newline: a crash mid-write. Even if it
                     # parses, the writer never finished it, so it is not an event.
@@ -199,10 +226,64 @@ def _parse(
             where[0] = lineno
 
 
-def _open_binary(path: str) -> io.BufferedIOBase:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+def _bounded_lines(f: Any) -> Iterator[bytes]:
+    """The lines of a binary file, each read with a bound: a line longer than
+    `MAX_LINE_BYTES` comes out as several chunks (`for line in f` would hold it whole).
+    `iter(partial(readline, n), b"")` keeps the per-line cost in C."""
+    return iter(functools.partial(f.readline, MAX_LINE_BYTES), b"")
+
+
+def open_fd(path: str) -> tuple[int, os.stat_result]:
+    """Open a log for reading, refusing anything but a regular file; return (fd, fstat).
+
+    ``O_NONBLOCK`` so that a FIFO (or a device) put where a log was cannot block the open
+    itself (``open(2)`` on a FIFO waits for a writer); the regular-file check then refuses it
+    before any read. For a regular file ``O_NONBLOCK`` changes nothing, but it is cleared anyway.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def open_log(path: str | os.PathLike[str]) -> io.BufferedIOBase:
+    """A log opened for reading as a binary file, decompressed if its name ends in ``.gz``.
+
+    Raises OSError (EINVAL) for anything but a regular file, without blocking on a FIFO:
+    every reader of logs (serve, report, prune) opens through here or `open_fd`.
+    """
+    name = os.fsdecode(path)
+    fd, _ = open_fd(name)
+    try:
+        raw = open(fd, "rb")  # noqa: SIM115  (returned to the caller, who closes it)
+    except BaseException:
+        os.close(fd)
+        raise
+    if name.endswith(".gz"):
+        # GzipFile does not close a fileobj it was given: close both through one wrapper.
+        return _GzipLog(raw)
+    return raw
+
+
+class _GzipLog(gzip.GzipFile):
+    """A GzipFile that owns (and closes) the file it reads, decompressing in bounded steps."""
+
+    def __init__(self, raw: io.BufferedReader) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._owned = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._owned.close()
 
 
 def iter_events(
@@ -215,18 +296,20 @@ def iter_events(
     Blank lines are ignored; corrupt lines and a torn final chunk are counted in `stats` (pass a
     fresh `ReadStats` to see them, final once iteration ends or the iterator is closed;
     `ReadStats.merge` sums several files) and skipped. Unknown kinds and keys pass through
-    untouched. Raises OSError only if the file cannot be opened or read. ``opened`` is called
+    untouched. A line longer than `MAX_LINE_BYTES` is counted corrupt and skipped, never held
+    whole. Raises OSError only if the file cannot be opened or read, or is not a regular file
+    (a FIFO is refused without blocking). ``opened`` is called
     with the open binary file once, e.g. to watch its position for a progress line.
     """
     name = os.fsdecode(path)
     if stats is None:
         stats = ReadStats(name)
     where = [0]
-    with _open_binary(name) as f:
+    with open_log(name) as f:
         if opened is not None:
             opened(f)
         try:
-            torn = yield from _parse(f, stats, 0, where)
+            torn = yield from _parse(_bounded_lines(f), stats, 0, where)
             if torn:
                 stats.torn_offset = f.tell() - torn
         except EOFError:
@@ -282,8 +365,10 @@ class Follower:
         self._raw: io.FileIO | None = None
         self._gzfile: gzip.GzipFile | None = None
         self._ident: tuple[int, ...] = ()
+        self._gzsig: tuple[int, int] = (0, 0)
         self._offset = 0  # bytes consumed from the file (for .gz: decompressed bytes)
         self._pending = b""
+        self._skipping = False  # inside an over-long line, already counted corrupt
         self._lineno = 0
         self._eof = False  # .gz only: fully decompressed
         self._opened = False  # any later (re)open means the consumer's state is stale
@@ -317,6 +402,33 @@ class Follower:
         self.available = False
         self.more = False
 
+    def release(self) -> None:
+        """Close the descriptor but keep the position: the next poll that finds something new
+        reopens the file and reads on from where it was (no reset if it is the same file).
+        A source following thousands of logs keeps descriptors only for the busy ones."""
+        self._close_fd()
+
+    def settled(self) -> tuple[int, int] | None:
+        """``(size, mtime_ns)`` of the file if everything in it has been read (nothing
+        pending, no backlog), else None: a caller may then stop following it and watch
+        only that signature."""
+        if self._closed or self.more or self._pending or not self._ident:
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        if self._identity(st) != self._ident or self._news(st):
+            return None
+        if not self._gz and st.st_size != self._offset:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    @property
+    def holding(self) -> bool:
+        """Whether a descriptor is open now."""
+        return self._fd is not None
+
     def __enter__(self) -> Follower:
         return self
 
@@ -326,14 +438,24 @@ class Follower:
     # -- keeping the descriptor on the file now at the path -----------------------------------
 
     def _identity(self, st: os.stat_result) -> tuple[int, ...]:
-        if self._gz:
-            # A finished .gz is not appended to, so any change of size or mtime means rewritten.
-            return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        # The inode, not the size: a .gz being written grows like a plain log, and counting
+        # each growth as a replacement rebuilt the whole state on every poll (issue 13).
         return (st.st_dev, st.st_ino)
 
     def _sync(self) -> tuple[bool, int]:
-        """Point the descriptor at the file now at the path; return (reset, size to read to)."""
+        """Point the descriptor at the file now at the path; return (reset, size to read to).
+        Leaves the descriptor closed when a released file has nothing new."""
         if self._fd is None:
+            if self._ident:
+                # Released (not lost: _lose forgets the identity). A stat says whether there
+                # is anything to read before a descriptor is spent on it.
+                st = os.stat(self.path)
+                if self._identity(st) == self._ident and (self._gz or st.st_size >= self._offset):
+                    if not self._news(st):
+                        return False, st.st_size
+                    if not (self._gz and self._eof):
+                        self._reopen()
+                        return False, st.st_size
             st = self._open()
             return self._restart(), st.st_size
         # fstat could not see a replacement: our descriptor keeps the old inode alive.
@@ -342,21 +464,35 @@ class Follower:
             self._close_fd()
             st = self._open()
             return self._restart(), st.st_size
-        if not self._gz and st.st_size < self._offset:
+        if self._gz:
+            if self._news(st) and self._eof:
+                # A finished .gz rewritten in place (same inode): read it again, once.
+                self._close_fd()
+                st = self._open()
+                return self._restart(), st.st_size
+        elif st.st_size < self._offset:
             # Truncated in place (`> file`, logrotate copytruncate). A truncate-and-refill that
             # outgrows our offset between two polls is indistinguishable from appending, as for
-            # `tail -F`. (Not for .gz: _offset counts decompressed bytes there, and a rewrite
-            # shows in the identity instead.)
+            # `tail -F`. (Not for .gz: _offset counts decompressed bytes there.)
             return self._restart(), st.st_size
         return False, st.st_size
 
+    def _news(self, st: os.stat_result) -> bool:
+        """Whether the file (same inode) may hold something not read yet."""
+        if not self._gz:
+            return st.st_size != self._offset
+        if not self._eof:
+            return True
+        if (st.st_size, st.st_mtime_ns) == self._gzsig:
+            return False
+        # Changed since it was read to its end: being written (`gzip -k`, a copy). Wait until
+        # it has been quiet for a moment, then read it again, once, not on every poll.
+        return time.time() - st.st_mtime_ns / 1e9 >= GZ_SETTLE_S
+
     def _open(self) -> os.stat_result:
-        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # open_fd refuses a FIFO or a directory put where the log was, without blocking.
+        fd, st = open_fd(self.path)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                # A directory opens fine on Linux and fails only at read time; say so up front.
-                raise OSError(errno.EINVAL, "not a regular file", self.path)
             if self._gz:
                 self._raw = io.FileIO(fd, "rb", closefd=False)
                 self._gzfile = gzip.GzipFile(fileobj=self._raw, mode="rb")
@@ -365,14 +501,31 @@ class Follower:
             raise
         self._fd = fd
         self._ident = self._identity(st)
+        self._gzsig = (st.st_size, st.st_mtime_ns)
         self.available = True
         self.error = None
         return st
+
+    def _reopen(self) -> None:
+        """Open the same file again after `release()` and go on from the position kept."""
+        st = self._open()
+        if self._identity(st) != self._ident:  # pragma: no cover - replaced between two calls
+            raise OSError(errno.ESTALE, "replaced while reopening", self.path)
+        if self._gz and self._offset:
+            # A gzip stream has no random access: decompress up to where we were, discarding.
+            assert self._gzfile is not None
+            left = self._offset
+            while left > 0:
+                chunk = self._gzfile.read1(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
 
     def _restart(self) -> bool:
         """Start reading from byte 0; return True if the consumer had been given earlier data."""
         self._offset = 0
         self._pending = b""
+        self._skipping = False
         self._lineno = 0
         self._eof = False
         self.more = False
@@ -387,6 +540,7 @@ class Follower:
         # A missing log is a normal state (the writer has not started, or is rotating); keep why,
         # so the caller can show it, and retry on the next poll.
         self._close_fd()
+        self._ident = ()  # whatever appears at the path next is read from its start
         self.available = False
         self.more = False
         self.error = f"{type(exc).__name__}: {exc.strerror or exc}"
@@ -460,19 +614,38 @@ class Follower:
                 self.stats.torn_offset = self._offset - len(self._pending)
             self._pending = b""
             self.stats.lines = self.stats.events + self.stats.corrupt + self.stats.torn
+            # Nothing more will come from this stream: keep no descriptor for it (a stat
+            # tells if it is ever rewritten).
+            self._close_fd()
         self.more = not ended
         return events
 
     def _feed(self, data: bytes) -> list[Event]:
+        if self._skipping:
+            # The tail of an over-long line: dropped up to its newline, never buffered.
+            nl = data.find(b"\n")
+            if nl < 0:
+                return []
+            self._skipping = False
+            self._lineno += 1
+            data = data[nl + 1 :]
         if self._pending:
             data = self._pending + data
         end = data.rfind(b"\n") + 1
         self._pending = data[end:]
-        if end == 0:
-            return []
-        complete = data[:end] if end < len(data) else data
-        events = list(_parse(io.BytesIO(complete), self.stats, self._lineno))
-        self._lineno += complete.count(b"\n")
+        events: list[Event] = []
+        if end:
+            complete = data[:end] if end < len(data) else data
+            bio = io.BytesIO(complete)
+            events = list(_parse(_bounded_lines(bio), self.stats, self._lineno))
+            self._lineno += complete.count(b"\n")
+        if len(self._pending) >= MAX_LINE_BYTES:
+            # An unfinished line already longer than any event: count it now and skip the
+            # rest of it as it arrives, so a 100 MB line is never held whole.
+            _count_corrupt(self.stats, self._lineno + 1)
+            self.stats.lines = self.stats.events + self.stats.corrupt + self.stats.torn
+            self._pending = b""
+            self._skipping = True
         return events
 
 

@@ -215,7 +215,7 @@ def build(
     now: float,
     alive: bool | None = None,
     quality: dict[str, Any] | None = None,
-    baseline: State | None = None,
+    baseline: history.Runs | None = None,
     metric: str = "duration",
     threshold: float | None = None,
     noise_floor: float | None = None,
@@ -230,7 +230,7 @@ def build(
         # narrower state also keeps the snapshot's anomalies and ETA to those runs.
         state = history.subset(state, lambda r: r.id == run_id or history.matches(r, tags))
         if baseline is not None:
-            baseline = history.subset(baseline, lambda r: history.matches(r, tags))
+            baseline = [s for s in history.as_summaries(baseline) if history.matches(s, tags)]
     snap = views.snapshot(state, run_id, now=now, alive=alive, quality=quality)
     if replay_alerts is not None:
         known = {a.get("alert") for a in snap["alerts"]}
@@ -344,12 +344,13 @@ def build(
 
 def compare(
     snap: dict[str, Any],
-    baseline: State,
+    baseline: history.Runs,
     metric: str = "duration",
     threshold: float | None = None,
     noise_floor: float | None = None,
 ) -> dict[str, Any]:
-    """Per top-level phase key: the subject against the baseline runs."""
+    """Per top-level phase key: the subject against the baseline runs (a state, or the
+    catalog's summaries of a baseline directory)."""
     field, hmetric, higher_is_worse, floor = METRICS[metric]
     current: dict[str, float] = {}
     for p in snap["phases"]:
@@ -358,60 +359,46 @@ def compare(
             if isinstance(v, (int, float)):
                 current[p["phase"]] = float(v)
     base: dict[str, list[float]] = {}
-    for r in baseline.runs.values():
-        for k in r.keys:
-            row = history.key_row(r, k)
+    base_top: set[str] = set()
+    runs = history.as_summaries(baseline)
+    for s in runs:
+        for k, p in (s.get("phases") or {}).items():
+            if p.get("top"):
+                base_top.add(k)
+            row = history.key_row(s, k)
             if row is None or row["status"] != "completed":
                 continue
-            # Only top-level keys: a key's figure in the snapshot is its top-level phase.
             v = row.get(hmetric)
             if isinstance(v, (int, float)):
                 base.setdefault(k, []).append(float(v))
+    # Only top-level keys: a key's figure in the snapshot is its top-level phase.
     top_keys = {p["phase"] for p in snap["phases"] if p.get("depth", 0) == 0}
-    base_top = {k: v for k, v in base.items() if k in top_keys or _is_top(baseline, k)}
+    base = {k: v for k, v in base.items() if k in top_keys or k in base_top}
     kw: dict[str, Any] = {
         "higher_is_worse": higher_is_worse,
         "noise_floor": floor if noise_floor is None else noise_floor,
     }
     if threshold is not None:
         kw["tolerance"] = kw["single_tolerance"] = threshold / 100.0
-    res = analysis.compare(current, base_top, **kw)
+    res = analysis.compare(current, base, **kw)
     res["metric"] = metric
     res["field"] = field
-    res["baseline_runs"] = len(baseline.runs)
+    res["baseline_runs"] = len(runs)
     res["noise_floor"] = kw["noise_floor"]
     res["tolerance_pct"] = None if threshold is None else threshold
     return res
 
 
-def _is_top(st: State, key: str) -> bool:
-    for r in st.runs.values():
-        for span in r.roots:
-            rec = r.phases.get(span)
-            if rec is not None and rec.phase == key:
-                return True
-        if key in r.folded:
-            return True
-    return False
-
-
-def run_by_run(state: State, limit: int = 6) -> dict[str, Any]:
+def run_by_run(state: history.Runs, limit: int = 6) -> dict[str, Any]:
     """Several runs, no baseline: each top-level key's duration in each run (newest last)."""
     runs = history.runs_before(state, None)[-limit:]
     keys: list[str] = []
-    for r in runs:
-        for span in r.roots:
-            rec = r.phases.get(span)
-            if rec is not None and rec.phase not in keys:
-                keys.append(rec.phase)
-        for k in r.folded:
-            if k not in keys:
+    for s in runs:
+        for k, p in (s.get("phases") or {}).items():
+            if p.get("top") and k not in keys:
                 keys.append(k)
-    table = {
-        k: [(history.key_row(r, k) or {}).get("duration_ms") if k in r.keys else None for r in runs]
-        for k in keys
-    }
-    return {"runs": [r.id for r in runs], "phases": table}
+    table = {k: [(history.key_row(s, k) or {}).get("duration_ms") for s in runs] for k in keys}
+    return {"runs": [s["run"] for s in runs], "phases": table}
 
 
 # -- text ---------------------------------------------------------------------------------
@@ -1154,6 +1141,28 @@ def _progress_reader(paths: list[str], st: State, total_bytes: int, show: bool) 
     return stats
 
 
+def load_summaries(paths: Sequence[str], *, follow_symlinks: bool = False) -> list[dict[str, Any]]:
+    """Run summaries of ``paths``, oldest first: a directory's from its catalog (built or
+    brought up to date from the logs, so a baseline of years of runs reads no log twice),
+    a file's by reading it. ReportError when nothing usable is there."""
+    from .catalog import Catalog, start_of
+
+    out: list[dict[str, Any]] = []
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            out.extend(Catalog(p).summaries())
+        else:
+            files.append(p)
+    if files:
+        st, _, _ = load(files, follow_symlinks=follow_symlinks)
+        out.extend(dict(x) for x in history.as_summaries(st))
+    if not out:
+        raise ReportError(f"no run logs (*.jsonl, *.jsonl.gz) in {', '.join(paths)}")
+    out.sort(key=start_of)
+    return out
+
+
 def load(
     paths: Sequence[str], max_phases: int = 10_000, *, follow_symlinks: bool = False
 ) -> tuple[State, Any, list[str]]:
@@ -1242,10 +1251,11 @@ def _main(args: Any) -> int:
     else:
         run_id = views.latest_run(st) or next(iter(st.runs))
     compare_snap = _compare_target(getattr(args, "compare", None), st, run_id)
-    baseline = None
+    baseline: history.Runs | None = None
     if args.baseline:
-        baseline, _, _ = load(args.baseline, follow_symlinks=follow)
-        baseline.runs.pop(run_id, None)
+        baseline = [
+            s for s in load_summaries(args.baseline, follow_symlinks=follow) if s["run"] != run_id
+        ]
     if tags:
         # Before anything reads it: the html page's runs list and history follow too.
         st = history.subset(st, lambda r: r.id == run_id or history.matches(r, tags))

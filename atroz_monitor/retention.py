@@ -7,9 +7,13 @@ live means no ``run_end`` and either its owner process still runs (same host, pi
 ``pid_start``, as ``loader.liveness`` decides) or a file of it was modified in the last 60 s
 (an owner on another host, or a /proc that cannot tell).
 
-``prune`` removes the oldest runs first (by their newest file's modification time) until every
-limit given holds: ``keep_runs`` newest runs, ``max_bytes`` in total, nothing older than
-``older_than_days``. :class:`Pruner` runs the same on a schedule for ``serve``. Files that
+``prune`` removes the oldest runs first until every limit given holds: ``keep_runs`` newest
+runs, ``max_bytes`` in total, nothing last written longer than ``older_than_days`` ago (by
+the newest file's modification time). Oldest means by the run's start time as its log says,
+taken from the directory's catalog (``catalog.py``), never by file modification times (a
+plain ``cp -r`` gives every file the same new mtime); a run the catalog cannot date falls
+back on its newest file's mtime. Removed and compressed logs leave the catalog with them.
+:class:`Pruner` runs the same on a schedule for ``serve``. Files that
 are not logs are never removed; a directory holding no logs at all but other files is refused
 (a mistyped path must not become a deletion).
 """
@@ -66,6 +70,8 @@ class Removal:
     mtime: float
     """Modification time of the run's newest file."""
     reason: str
+    start: float | None = None
+    """The run's start time (from the catalog), None if unknown."""
     """Which limit removed it: ``older-than``, ``keep-runs`` or ``max-bytes``."""
     error: str | None = None
     """Why removing failed, if it did (the other files of the run are still attempted)."""
@@ -80,6 +86,11 @@ class _Run:
     starts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     ended: set[str] = dataclasses.field(default_factory=set)
     stats: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    start: float | None = None  # the run's start (catalog); None: order by mtime
+
+    @property
+    def order(self) -> float:
+        return self.start if self.start is not None else self.mtime
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,9 +98,11 @@ class _Run:
 
 
 def _open(path: str) -> IO[bytes]:
-    if path.endswith(".gz"):
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")  # noqa: SIM115
+    # reader.open_log: O_NONBLOCK and a regular-file check, so a FIFO swapped in for a log
+    # after the listing cannot hang prune (OSError, like an unreadable log).
+    from .reader import open_log
+
+    return open_log(path)  # type: ignore[return-value]
 
 
 def _first_run(path: str) -> str | None:
@@ -161,6 +174,9 @@ def _log_files(directory: str) -> list[os.DirEntry[str]]:
     except NotADirectoryError:
         raise ValueError(f"{directory}: not a directory") from None
     logs = [e for e in entries if _LOG_NAME.match(e.name) and e.is_file(follow_symlinks=False)]
+    # The catalog (and its temporaries) is the logs' cache: alone, it does not make a
+    # directory "not a log directory" (after --keep-runs 0 it is all that is left).
+    entries = [e for e in entries if not e.name.startswith(".atroz-catalog")]
     if not logs and entries:
         raise ValueError(
             f"{directory}: not a log directory (no .jsonl or .jsonl.gz files among "
@@ -261,8 +277,14 @@ def _gzip_file(path: str) -> str:
     # A dot name ending in .tmp: never mistaken for a log by discover() or by prune.
     tmp = os.path.join(directory, f".{base}.gz.{os.getpid()}.tmp")
     try:
-        with open(path, "rb") as src, open(tmp, "xb") as raw:
-            os.fchmod(raw.fileno(), stat.S_IMODE(st.st_mode))  # as private as the original
+        from .reader import open_fd
+
+        # open_fd: a FIFO swapped in for the log is refused, never waited on. The temporary
+        # file is new (O_EXCL), never a planted link, and as private as the original.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        out = os.open(tmp, flags, 0o600)
+        with open(open_fd(path)[0], "rb") as src, open(out, "wb") as raw:
+            os.fchmod(raw.fileno(), stat.S_IMODE(st.st_mode))
             with gzip.GzipFile(
                 filename=base, mode="wb", fileobj=raw, compresslevel=6, mtime=int(st.st_mtime)
             ) as gz:
@@ -325,7 +347,7 @@ def _plan(
     now: float,
 ) -> list[tuple[_Run, str]]:
     """Which runs go, oldest first, and which limit sends each."""
-    order = sorted(runs, key=lambda r: (r.mtime, r.key))  # oldest first
+    order = sorted(runs, key=lambda r: (r.order, r.key))  # oldest first (by start)
     chosen: dict[str, str] = {}
     if older_than_days is not None:
         cutoff = now - older_than_days * 86400
@@ -383,6 +405,7 @@ def prune(
     _check_limits(keep_runs, max_bytes, older_than_days)
     d = os.fspath(directory)
     runs = _runs(d)
+    cat = _date(d, runs)
     live = {r.key for r in runs.values() if _live(r, proc)}
     plan = _plan(
         list(runs.values()),
@@ -393,8 +416,9 @@ def prune(
         time.time() if now is None else now,
     )
     out: list[Removal] = []
+    gone: list[str] = []
     for r, reason in plan:
-        removal = Removal(r.key, list(r.files), r.bytes, r.mtime, reason)
+        removal = Removal(r.key, list(r.files), r.bytes, r.mtime, reason, r.start)
         if not dry_run:
             if not _unchanged(r):
                 continue  # written to since the scan (a resume, a late worker): keep it
@@ -408,8 +432,28 @@ def prune(
                     errors.append(f"{os.path.basename(path)}: {exc.strerror or exc}")
             if errors:
                 removal.error = "; ".join(errors)
+            gone.extend(r.files)
         out.append(removal)
+    if gone and cat is not None:
+        cat.forget(os.path.basename(f) for f in gone)
     return out
+
+
+def _date(directory: str, runs: dict[str, _Run]) -> Any:
+    """Set each run's start from the directory's catalog (brought up to date from the logs
+    first); returns the catalog, or None when it cannot be read."""
+    from .catalog import Catalog
+
+    try:
+        cat = Catalog(directory)
+        starts = {s["run"]: s.get("start") for s in cat.summaries(include_open=True)}
+    except Exception:
+        return None
+    for r in runs.values():
+        t = starts.get(r.key)
+        if isinstance(t, (int, float)):
+            r.start = float(t)
+    return cat
 
 
 def _compress_kept(
@@ -418,7 +462,9 @@ def _compress_kept(
     """Gzip every plain file of the finished runs in ``directory`` except the runs in ``skip``
     (those a dry run would have removed): (path, error) each."""
     done: list[tuple[str, str | None]] = []
-    for r in sorted(_runs(directory).values(), key=lambda r: (r.mtime, r.key)):
+    runs = _runs(directory)
+    cat = _date(directory, runs)
+    for r in sorted(runs.values(), key=lambda r: (r.order, r.key)):
         plain = [p for p in r.files if not p.endswith(".gz")]
         if not plain or r.key in skip or _live(r, proc):
             continue
@@ -429,6 +475,8 @@ def _compress_kept(
             try:
                 _gzip_file(path)
                 done.append((path, None))
+                if cat is not None:
+                    cat.moved(os.path.basename(path), os.path.basename(path) + ".gz")
             except (OSError, ValueError) as exc:
                 done.append((path, str(exc)))
     return done

@@ -453,7 +453,7 @@ class Runs(Sequence[RunView]):
                 raise ValueError(f"{name} must be >= 0, not {v!r}")
         run = subject if isinstance(subject, RunView) else self[subject]
         if baseline is None:
-            earlier = {r.id for r in history.runs_before(self._state, run.id)}
+            earlier = {s["run"] for s in history.runs_before(self._state, run.id)}
             base = history.subset(self._state, lambda r: r.id in earlier)
         else:
             base = history.subset(baseline._state, lambda r: r.id != run.id)

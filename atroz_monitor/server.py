@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import select
+import selectors
 import socket
 import socketserver
 import sys
@@ -628,8 +629,7 @@ def _changed(src: Source, srv: _HTTPServer, seen: int) -> Any:
 def _gone(sock: socket.socket) -> bool:
     """True if the client closed its end (a readable socket with nothing to read)."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        if not _readable(sock):
             return False
         sock.settimeout(0)
         return sock.recv(4096) == b""  # an SSE client sends nothing; anything is discarded
@@ -663,6 +663,19 @@ def _without_token(query: str) -> str:
     """``query`` minus its ``token`` parameter, every other byte of it as it came."""
     keep = [p for p in query.split("&") if urllib.parse.unquote(p.partition("=")[0]) != "token"]
     return "&".join(p for p in keep if p)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read (or hung up), without waiting. poll(2), not
+    select(2): select cannot watch a descriptor numbered 1024 or above, which a process
+    holding many files (or a host embedding the server) reaches (issue 13)."""
+    if hasattr(select, "poll"):
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        return bool(p.poll(0))
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        return bool(sel.select(0))
 
 
 class Server:

@@ -11,10 +11,11 @@ here, so the view stays a pure function.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import errgroups, history
+from . import errgroups
+from . import history as _history
 from .events import DONE_STATUSES, cpu_avg_pct, phase_errors
 from .state import PhaseRec, RunState, State, error_count
 
@@ -197,8 +198,10 @@ def snapshot(
     alive: bool | None = None,
     quality: Mapping[str, Any] | None = None,
     monitor: Mapping[str, Any] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready view of one run."""
+    """The JSON-ready view of one run. ``history``: the earlier runs' summaries (a
+    catalog's) for the ETA and anomalies; None: the state's other runs."""
     r = state.runs[run_id]
     status = run_status(r, now, alive)
     start = r.start if r.start is not None else r.first_ts
@@ -333,7 +336,7 @@ def snapshot(
         "quality": q,
         "monitor": mon,
     }
-    history.evaluate(state, run_id, snap, now)
+    _history.evaluate(state if history is None else history, run_id, snap, now)
     snap["error_groups"] = errgroups.error_groups(state, run_id)
     return snap
 

@@ -27,6 +27,7 @@ MODULES = [
     "bench_report",
     "bench_server",
     "bench_insights",
+    "bench_history",
 ]
 # Run only when named: slow, and needing a tool the default run does not (valgrind).
 OPTIONAL = ["bench_instructions"]

@@ -311,7 +311,7 @@ def test_directory_mode_writes_one_file_per_run(tmp_path):
                 pass
         with mon.phase("P00"):
             pass
-    assert sorted(os.listdir(d)) == ["job-42.jsonl", "main-1.jsonl"]
+    assert sorted(os.listdir(d)) == [".atroz-catalog", "job-42.jsonl", "main-1.jsonl"]
     job_evs = read_log(d / "job-42.jsonl")
     assert {e["run"] for e in job_evs} == {"job-42"}
     assert job_evs[0]["ev"] == "run_start" and job_evs[0]["meta"] == {"who": "a"}

@@ -30,22 +30,19 @@ OM_ACCEPT = (
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A completed and a failed demo run in one directory."""
+    """A completed demo run, then a failed one (the latest of the pipeline), in one
+    directory."""
     base = tmp_path_factory.mktemp("runs")
     env = dict(os.environ, PYTHONPATH=ROOT)
     env.pop("ATROZ_MONITOR_LOG", None)
     env.pop("ATROZ_MONITOR_RUN", None)
     cmd = [sys.executable, "-m", "atroz_monitor", "demo", "--no-serve", "--out", str(base)]
-    procs = [
-        subprocess.Popen([*cmd, "--duration", "1"], env=env, stdout=subprocess.DEVNULL),
-        subprocess.Popen(
-            [*cmd, "--duration", "1", "--fail", "P07"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
-    assert [p.wait(timeout=60) for p in procs] == [0, 1]
+    ok = subprocess.run([*cmd, "--duration", "1"], env=env, stdout=subprocess.DEVNULL,
+                        timeout=60)  # fmt: skip
+    failed = subprocess.run([*cmd, "--duration", "1", "--fail", "P07"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            timeout=60)  # fmt: skip
+    assert (ok.returncode, failed.returncode) == (0, 1)
     return base
 
 
@@ -94,24 +91,27 @@ def test_openmetrics_parses_strictly(logs: Any) -> None:
         for s in fams["atroz_phases"].samples
         if s.labels["status"] == "failed" and s.labels["phase"] == "P07"
     ]
-    assert sorted(s.value for s in failed) == [0, 1]  # the completed run, the failed one
+    assert [s.value for s in failed] == [1]  # the latest run only: the failed one
+    hist = fams["atroz_history_phase_duration_seconds"]
+    assert hist.type == "histogram"
+    counts = [s for s in hist.samples if s.name.endswith("_count") and s.labels["phase"] == "P07"]
+    assert [s.value for s in counts] == [1]  # P07 completed in the earlier run only
 
 
 def test_families_cover_runs_phases_resources_alerts_and_health(logs: Any) -> None:
-    """Both runs have their info, progress, phase histograms, outcomes, process CPU and RSS,
-    alert and health series; P07 failed once in the failed run."""
+    """The latest run of the pipeline (the failed one) has its info, progress, phase
+    histograms, outcomes, process CPU and RSS, alert and health series; the earlier run
+    has no run-labelled series and counts in the pipeline's history families."""
     text = _text(logs)
     s = _samples(text)
     runs = re.findall(r'atroz_run_info\{run="([^"]+)",name="demo: document analysis",'
                       r'status="(\w+)",host="[^"]*"\} 1', text)  # fmt: skip
-    assert sorted(st for _, st in runs) == ["completed", "failed"]
-    failed = next(r for r, st in runs if st == "failed")
-    ok = next(r for r, st in runs if st == "completed")
+    assert [st for _, st in runs] == ["failed"]
+    failed = runs[0][0]
     assert s[f'atroz_phases_total{{run="{failed}",phase="P07",status="failed"}}'] == 1
-    assert s[f'atroz_run_progress_ratio{{run="{ok}"}}'] == 1
     assert s[f'atroz_run_progress_ratio{{run="{failed}"}}'] == 0.8  # P08, P09 never ran
-    assert s[f'atroz_phase_duration_seconds_count{{run="{ok}",phase="P03.worker"}}'] == 4
-    inf = s[f'atroz_phase_duration_seconds_bucket{{run="{ok}",phase="P03.worker",le="+Inf"}}']
+    assert s[f'atroz_phase_duration_seconds_count{{run="{failed}",phase="P03.worker"}}'] == 4
+    inf = s[f'atroz_phase_duration_seconds_bucket{{run="{failed}",phase="P03.worker",le="+Inf"}}']
     assert inf == 4
     for family in (
         "atroz_process_cpu_seconds_total",
@@ -123,22 +123,44 @@ def test_families_cover_runs_phases_resources_alerts_and_health(logs: Any) -> No
         "atroz_monitor_events_lost_total",
         "atroz_monitor_samples_missed_total",
     ):
-        assert re.search(rf'^{family}\{{run="{ok}"', text, re.M), family
+        assert re.search(rf'^{family}\{{run="{failed}"', text, re.M), family
+    latest: dict[str, dict[str, Any]] = {}  # each alert's last event, from the log itself
+    for f in os.listdir(logs):
+        if f.endswith(".jsonl"):
+            with open(os.path.join(logs, f), encoding="utf-8") as fh:
+                for ev in map(json.loads, fh):
+                    if ev["ev"] == "alert" and ev["run"] == failed:
+                        latest[ev["alert"]] = {**latest.get(ev["alert"], {}), **ev}
     for sev in ("info", "warning", "critical"):
-        assert s[f'atroz_alerts_open{{run="{ok}",severity="{sev}"}}'] == 0
+        want = sum(
+            1
+            for a in latest.values()
+            if a["state"] in ("raised", "acknowledged") and a["severity"] == sev
+        )
+        assert s[f'atroz_alerts_open{{run="{failed}",severity="{sev}"}}'] == want
+    assert len(set(re.findall(r'run="([^"]+)"', text))) == 1
+    pipe = 'pipeline="demo: document analysis"'
+    assert s[f'atroz_history_runs{{{pipe},status="completed"}}'] == 1
+    assert s[f'atroz_history_runs{{{pipe},status="failed"}}'] == 1
+    assert s[f'atroz_history_phase_runs{{{pipe},phase="P07",status="failed"}}'] == 1
+    assert s[f'atroz_history_phase_duration_seconds_count{{{pipe},phase="P00"}}'] == 2
     assert s['atroz_runs{status="failed"}'] == 1
+    assert s['atroz_runs{status="completed"}'] == 1
     assert text.count("# HELP ") == text.count("# TYPE ")
 
 
 def test_errors_total_is_the_count_every_surface_shows(logs: Any) -> None:
-    """atroz_errors_total: the demo run failing in P07.rules (which fails P07 and the run)
-    has 1 error, the snapshot's errors.count; the completed run has 0."""
+    """atroz_errors_total: the demo run failing in P07.rules (which fails P07 and the run,
+    the pipeline's latest, so it keeps run-labelled series) has 1 error, the snapshot's
+    errors.count; the earlier completed run (0 errors) is folded into history, unlabelled."""
     st, _, _ = report.load([str(logs)])
     s = _samples(exporters.prometheus(st, now=time.time()))
     counts = {rid: views.snapshot(st, rid, now=time.time())["errors"]["count"] for rid in st.runs}
     assert sorted(counts.values()) == [0, 1]
-    for rid, n in counts.items():
-        assert s[f'atroz_errors_total{{run="{rid}"}}'] == n
+    failed = next(rid for rid, n in counts.items() if n == 1)
+    done = next(rid for rid, n in counts.items() if n == 0)
+    assert s[f'atroz_errors_total{{run="{failed}"}}'] == 1
+    assert f'atroz_errors_total{{run="{done}"}}' not in s
 
 
 def _synthetic(key: str, durations_ms: list[float], max_phases: int = 10_000) -> State:
@@ -188,6 +210,73 @@ def test_histogram_sends_only_inf_for_calls_summed_by_the_writer() -> None:
     assert buckets == ['atroz_phase_duration_seconds_bucket{run="r1",phase="loop",le="+Inf"} 1003']
     s = _samples(text)
     assert s['atroz_phase_duration_seconds_sum{run="r1",phase="loop"}'] == pytest.approx(2.003)
+
+
+def _history(n: int, keys: int, pipelines: int = 1) -> list[dict[str, Any]]:
+    """``n`` finished runs' catalog summaries (``keys`` phase keys each, durations varying
+    per run), spread over ``pipelines`` names; built from one reduced run with new ids."""
+    from atroz_monitor import catalog
+
+    st = State()
+    evs: list[dict[str, Any]] = [{"ev": "run_start", "ts": 1000.0, "name": "n", "plan": []}]
+    for k in range(keys):
+        evs.append({"ev": "phase_start", "ts": 1000.0 + k, "span": f"1.{k}", "phase": f"K{k:02d}"})
+        evs.append({"ev": "phase_end", "ts": 1000.5 + k, "span": f"1.{k}", "phase": f"K{k:02d}",
+                    "status": "completed", "duration_ms": 500.0, "cpu_ms": 100.0})  # fmt: skip
+    evs.append({"ev": "run_end", "ts": 1000.0 + keys, "status": "completed"})
+    for seq, ev in enumerate(evs, 1):
+        apply(st, {"run": "r", "pid": 1, "seq": seq, **ev})
+    base = catalog.summarize(st.runs["r"])
+    raw = base["phases"].raw
+    out = []
+    for i in range(n):
+        ph = {k: [*v[:8], v[8] * (1 + i % 7), *v[9:]] for k, v in raw.items()}
+        out.append({**base, "run": f"h{i:05d}", "name": f"pipe{i % pipelines}",
+                    "start": 1000.0 + i * 60, "phases": catalog.Phases(ph)})  # fmt: skip
+    return out
+
+
+def test_metrics_on_10000_runs_are_bounded_and_promtool_clean() -> None:
+    """/metrics over 10,000 catalogued runs of 20 phase keys: under 2 MB, accepted by
+    promtool, one run-labelled run (the pipeline's latest), and every run counted once in
+    the history histogram of each key."""
+    text = exporters.prometheus(State(), history=_history(10_000, 20), now=2e9)
+    assert len(text.encode()) < 2_000_000
+    r = _promtool(text)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    assert set(re.findall(r'run="([^"]+)"', text)) == {"h09999"}
+    s = _samples(text)
+    assert s['atroz_history_runs{pipeline="pipe0",status="completed"}'] == 10_000
+    assert s['atroz_history_phase_duration_seconds_count{pipeline="pipe0",phase="K07"}'] == 10_000
+    # durations 0.5 s x (1..7): 0.5, 1.0 fall in le=1.0; runs i % 7 in (0, 1)
+    want = sum(1 for i in range(10_000) if i % 7 in (0, 1))
+    b = 'atroz_history_phase_duration_seconds_bucket{pipeline="pipe0",phase="K07",le="1.0"}'
+    assert s[b] == want
+
+
+def test_series_count_follows_the_documented_formula() -> None:
+    """The series count grows with phases and pipelines, not runs: 100 and 1,000 runs of
+    the same 3 pipelines give the same count, within SCALING.md's bound."""
+
+    def series(n: int) -> int:
+        text = exporters.prometheus(State(), history=_history(n, 5, pipelines=3), now=2e9)
+        return sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
+
+    k, p = 5, 3
+    assert series(100) == series(1000)
+    bound = (p * (30 + 26 * k)) + p * (5 + k * (21 + 5)) + 5
+    assert series(1000) <= bound
+
+
+def test_pipelines_beyond_the_cap_are_summed_as_other() -> None:
+    """Runs of 50 different names: 20 pipelines keep their own series, the rest are summed
+    under pipeline "_other" (a run-unique name cannot explode cardinality)."""
+    text = exporters.prometheus(State(), history=_history(50, 2, pipelines=50), now=2e9)
+    pipes = set(re.findall(r'atroz_history_runs\{pipeline="([^"]+)"', text))
+    assert len(pipes) == exporters.MAX_PIPELINES + 1 and "_other" in pipes
+    s = _samples(text)
+    assert s['atroz_history_runs{pipeline="_other",status="completed"}'] == 30
+    assert len(set(re.findall(r'run="([^"]+)"', text))) == exporters.MAX_PIPELINES
 
 
 def test_label_values_are_escaped() -> None:
@@ -333,8 +422,8 @@ def test_real_prometheus_scrapes_the_documented_config(logs: Any, tmp_path: Any)
         assert set(jobs) == {"atroz", "atroz-open"}, (tmp_path / "prometheus.log").read_text()[
             -2000:
         ]
-        # Two runs x their phase keys (P00..P09 with sub-phases), each one series.
-        assert jobs["atroz"] == jobs["atroz-open"] > 40
+        # The latest run x its phase keys (P00..P09 with sub-phases), each one series.
+        assert jobs["atroz"] == jobs["atroz-open"] > 20
         _, body = _get(f"{base}/api/v1/targets")
         targets = json.loads(body)["data"]["activeTargets"]
         assert {t["labels"]["job"]: t["health"] for t in targets} == {
@@ -353,3 +442,15 @@ def test_real_prometheus_scrapes_the_documented_config(logs: Any, tmp_path: Any)
             proc.wait(timeout=5)
         guarded.close()
         opened.close()
+
+
+def test_history_index_is_reused_and_follows_a_new_list() -> None:
+    """A scrape over the same catalog list reuses its index (same text); a list with one
+    run more counts it (the cache is keyed by the summaries themselves)."""
+    runs = _history(50, 3)
+    first = exporters.prometheus(State(), history=runs, now=2e9)
+    assert exporters.prometheus(State(), history=runs, now=2e9) == first
+    more = runs + _history(51, 3)[50:]
+    s = _samples(exporters.prometheus(State(), history=more, now=2e9))
+    assert s['atroz_history_runs{pipeline="pipe0",status="completed"}'] == 51
+    assert 'run="h00050"' in exporters.prometheus(State(), history=more, now=2e9)

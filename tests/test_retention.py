@@ -45,7 +45,8 @@ def set_age(path: Path, days_ago: float) -> None:
 
 
 def names(directory: Path) -> list[str]:
-    return sorted(os.listdir(directory))
+    """The directory's entries but the catalog (a cache of the logs, kept in step)."""
+    return sorted(n for n in os.listdir(directory) if n != ".atroz-catalog")
 
 
 @pytest.fixture
@@ -74,12 +75,12 @@ def test_older_than_removes_only_old_runs(five: Path) -> None:
 
 def test_max_bytes_removes_until_under_limit(five: Path) -> None:
     """--max-bytes removes the oldest runs until the total fits, and no more."""
-    sizes = {p.stem: p.stat().st_size for p in five.iterdir()}
+    sizes = {p.stem: p.stat().st_size for p in five.glob("*.jsonl")}
     limit = sizes["r4"] + sizes["r5"]
     removed = prune(five, max_bytes=limit)
     assert [r.run for r in removed] == ["r1", "r2", "r3"]
     assert sum(r.bytes for r in removed) == sizes["r1"] + sizes["r2"] + sizes["r3"]
-    assert sum(p.stat().st_size for p in five.iterdir()) <= limit
+    assert sum(p.stat().st_size for p in five.glob("*.jsonl")) <= limit
     assert names(five) == ["r4.jsonl", "r5.jsonl"]
 
 
@@ -417,3 +418,56 @@ def test_marker_scan_finds_run_end_across_chunks(tmp_path: Path) -> None:
     runs = retention._runs(str(tmp_path))
     assert runs["long"].ended == {"long"}
     assert retention._live(runs["long"], "/proc") is False
+
+
+def test_keep_runs_after_cp_r_keeps_the_newest_by_start(tmp_path: Path) -> None:
+    """After a plain ``cp -r`` (new mtimes, here the oldest run written last), --keep-runs 2
+    keeps the two runs that started last, by the start time in their logs."""
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(1, 6):
+        make_run(src, f"r{i}", 0)
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(src), str(copy)], check=True)
+    for i in range(1, 6):
+        set_age(copy / f"r{i}.jsonl", i / DAY)  # r1 modified last: mtime order is reversed
+    removed = prune(copy, keep_runs=2)
+    assert [r.run for r in removed] == ["r1", "r2", "r3"]
+    assert names(copy) == ["r4.jsonl", "r5.jsonl"]
+
+
+def test_prune_keeps_the_catalog_in_step(five: Path) -> None:
+    """Runs removed by prune leave the catalog at once, without a log being read again."""
+    from atroz_monitor import catalog
+
+    prune(five, keep_runs=2)
+    before = catalog.reduced_logs
+    cat = catalog.Catalog(five)
+    assert [s["run"] for s in cat.recent()] == ["r4", "r5"]
+    assert [s["run"] for s in cat.summaries()] == ["r4", "r5"]
+    assert catalog.reduced_logs == before and cat.rebuilt == 0
+
+
+def test_compress_moves_the_catalog_entry(five: Path) -> None:
+    """A compressed log keeps its catalog entry (renamed): no log is read again after."""
+    from atroz_monitor import catalog
+    from atroz_monitor.retention import _compress_kept
+
+    done = _compress_kept(str(five), "/proc", False)
+    assert [os.path.basename(p) for p, err in done if err is None] == [
+        f"r{i}.jsonl" for i in range(1, 6)
+    ]
+    before = catalog.reduced_logs
+    cat = catalog.Catalog(five)
+    got = cat.summaries()
+    assert [s["files"] for s in got] == [[f"r{i}.jsonl.gz"] for i in range(1, 6)]
+    assert catalog.reduced_logs == before and cat.rebuilt == 0
+
+
+def test_directory_left_with_only_its_catalog_is_still_a_log_directory(five: Path) -> None:
+    """After --keep-runs 0 only the catalog is left; pruning again is not refused."""
+    prune(five, keep_runs=0)
+    assert os.listdir(five) == [".atroz-catalog"]
+    assert prune(five, keep_runs=0) == []

@@ -43,7 +43,7 @@ def test_serve_prunes_old_runs_on_a_schedule_and_keeps_the_newest(tmp_path):
     try:
         assert "serving 3 runs" in p.stdout.readline()
         deadline = time.monotonic() + 20
-        while sorted(os.listdir(d)) != ["r2.jsonl"]:
+        while sorted(n for n in os.listdir(d) if n.endswith(".jsonl")) != ["r2.jsonl"]:
             assert time.monotonic() < deadline, os.listdir(d)
             time.sleep(0.05)
     finally:

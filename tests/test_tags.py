@@ -146,7 +146,7 @@ def test_history_views_restricted_to_matching_tags(tmp_path: Path) -> None:
     make_history(tmp_path)
     st, _ = load_state([tmp_path])
     large = {"dataset": "large"}
-    assert [r.id for r in history.runs_before(st, "subject", large)] == ["large-0", "large-1"]
+    assert [s["run"] for s in history.runs_before(st, "subject", large)] == ["large-0", "large-1"]
     assert [row["duration_ms"] for row in history.rows(st, "P00", "subject", large)] == [100.0] * 2
     h = history.phase_history(st, "P01", before="subject", tags=large)
     assert h["count"] == 2 and h["stats"]["duration_ms"]["median"] == 200.0
@@ -158,7 +158,7 @@ def test_history_views_restricted_to_matching_tags(tmp_path: Path) -> None:
     }
     assert history.medians_s(st, ["P00"], "subject", large) == {"P00": 0.1}
     both = {"dataset": "large", "git": "a1"}
-    assert [r.id for r in history.runs_before(st, None, both)] == ["large-1"]
+    assert [s["run"] for s in history.runs_before(st, None, both)] == ["large-1"]
     assert history.runs_before(st, None, {"dataset": "medium"}) == []
 
 

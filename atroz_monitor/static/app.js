@@ -39,6 +39,10 @@
     mode: "live",
     data: null, // static mode: the embedded document
     runs: [],
+    runsTotal: null, // every run the server knows (the stream carries the newest 100)
+    runCounts: null, // {status: runs} over every run, from the server
+    runFilter: "", // the picker's filter text (live mode: asks the server)
+    found: null, // {runs, next} the server's answer to the filter, or null (no filter)
     runsSig: "",
     runId: null,
     followLatest: true,
@@ -523,9 +527,11 @@
     mark(...parts);
   }
 
-  function setRuns(list) {
+  function setRuns(list, total, counts) {
     // Following "latest" needs nothing here: the server sends a snapshot of a new run.
     S.runs = sortRuns(list);
+    S.runsTotal = num(total) ? total : null;
+    S.runCounts = counts && typeof counts === "object" ? counts : null;
     mark("header", "cards");
   }
 
@@ -567,24 +573,87 @@
     node.hidden = sig === "[]";
   }
 
+  const PICKER_MORE = "\u0000more"; // an option value no run id can have
+
+  /** Runs as picker groups: by pipeline name, then by day (local time), newest first. */
+  function pickerGroups(runs) {
+    const groups = new Map();
+    for (const x of runs) {
+      const day = num(x.start) ? new Date(x.start * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" }) : "no start";
+      const name = x.name && x.name !== x.id ? x.name : "unnamed runs";
+      const label = `${name} · ${day}`;
+      if (!groups.has(label)) groups.set(label, []);
+      groups.get(label).push(x);
+    }
+    return groups;
+  }
+
   function renderPicker() {
     const picker = $("run-picker");
-    const runs = S.runs.length ? S.runs : [{ id: run().id, name: run().name, status: run().status }];
-    const sig = JSON.stringify(runs.map((x) => [x.id, x.name, x.status])) + S.runId + S.mode + S.followLatest;
+    const found = S.found;
+    const base = S.runs.length ? S.runs : [{ id: run().id, name: run().name, status: run().status }];
+    const runs = found ? found.runs : base;
+    const sig = JSON.stringify(runs.map((x) => [x.id, x.name, x.status, x.start])) + S.runId + S.mode + S.followLatest + (found ? found.next : "");
     if (sig === S.runsSig) return;
     S.runsSig = sig;
     clear(picker);
     if (S.mode === "live") {
       picker.append(el("option", { value: "latest", text: "Latest run (follow new runs)", selected: S.followLatest }));
     }
-    for (const x of runs) {
-      const label = `${x.name && x.name !== x.id ? `${x.name} · ` : ""}${x.id} (${statusText(x.status)})`;
-      const opt = el("option", { value: x.id, text: label });
-      if (x.id === S.runId && !S.followLatest) opt.selected = true;
-      // A static report embeds one run: the others are listed for context only.
-      if (S.mode === "static" && x.id !== S.runId) opt.disabled = true;
-      picker.append(opt);
+    if (!runs.some((x) => x.id === S.runId) && S.runId && !S.followLatest) {
+      picker.append(el("option", { value: S.runId, text: `${run().name || S.runId} (shown)`, selected: true }));
     }
+    for (const [label, members] of pickerGroups(runs)) {
+      const group = el("optgroup", { label });
+      for (const x of members) {
+        const time = num(x.start) ? new Date(x.start * 1000).toLocaleTimeString() : "";
+        const opt = el("option", { value: x.id, text: `${time} ${x.id} (${statusText(x.status)})`.trim() });
+        if (x.id === S.runId && !S.followLatest) opt.selected = true;
+        // A static report embeds one run: the others are listed for context only.
+        if (S.mode === "static" && x.id !== S.runId) opt.disabled = true;
+        group.append(opt);
+      }
+      picker.append(group);
+    }
+    const total = found ? found.total : S.runsTotal;
+    if (S.mode === "live" && ((found && found.next) || (!found && num(total) && total > runs.length))) {
+      const more = num(total) ? ` (${fmtInt(total - runs.length)} more)` : "";
+      picker.append(el("option", { value: PICKER_MORE, text: `Older runs…${more}` }));
+    }
+    const filter = $("run-filter");
+    if (filter) filter.hidden = S.mode !== "live";
+  }
+
+  /** The picker's filter and "older runs": pages of api/v1/runs (limit + cursor). */
+  async function findRuns(more) {
+    if (S.mode !== "live") return;
+    const q = S.runFilter.trim();
+    const prev = more ? S.found : null;
+    if (!q && !more) {
+      S.found = null;
+      S.runsSig = null;
+      mark("header");
+      return;
+    }
+    let cursor = prev ? prev.next : null;
+    if (more && !prev) {
+      // "Older runs" without a filter: continue after the newest runs the stream gave.
+      const last = S.runs[S.runs.length - 1];
+      if (!last) return;
+      const page = await getJSON(`api/v1/runs?limit=${S.runs.length}`).catch(() => null);
+      cursor = page && page.next_cursor;
+      if (!cursor) return;
+    }
+    const args = new URLSearchParams({ limit: "200" });
+    if (q) args.set("q", q);
+    if (cursor) args.set("cursor", cursor);
+    const asked = S.runFilter;
+    const page = await getJSON(`api/v1/runs?${args}`).catch(() => null);
+    if (!page || asked !== S.runFilter) return; // a newer filter was typed meanwhile
+    const before = prev ? prev.runs : more ? S.runs : [];
+    S.found = { runs: [...before, ...(page.runs || [])], next: page.next_cursor || null, total: num(page.total) ? page.total + before.length : null };
+    S.runsSig = null;
+    mark("header");
   }
 
   function renderDownload() {
@@ -677,8 +746,11 @@
 
   function renderRunCounts() {
     const runs = S.runs.length ? S.runs : [run()];
-    const count = (st) => runs.filter((x) => x.status === st).length;
-    const total = `of ${runs.length} run${runs.length === 1 ? "" : "s"}`;
+    // The server counts every run (the page holds only the newest); a report counts its own.
+    const counts = S.runCounts;
+    const count = (st) => (counts ? counts[st] || 0 : runs.filter((x) => x.status === st).length);
+    const n = num(S.runsTotal) ? S.runsTotal : runs.length;
+    const total = `of ${fmtInt(n)} run${n === 1 ? "" : "s"}`;
     card("card-active", String(count("running")), total, count("running") ? "run" : null);
     card("card-completed", String(count("completed")), total, "ok");
     const interrupted = count("interrupted") + count("cancelled");
@@ -1858,8 +1930,27 @@
     );
   }
 
+  const SPARK_POINTS = 120;
+
+  /** At most SPARK_POINTS points: consecutive runs averaged per bucket (the chart of 1,000
+   * earlier runs stays readable and cheap); each point says which runs it stands for. */
+  function downsample(values) {
+    if (values.length <= SPARK_POINTS) return values.map((v, i) => ({ v, from: i, to: i }));
+    const out = [];
+    const size = values.length / SPARK_POINTS;
+    for (let b = 0; b < SPARK_POINTS; b += 1) {
+      const from = Math.floor(b * size);
+      const to = Math.max(from, Math.floor((b + 1) * size) - 1);
+      let sum = 0;
+      for (let i = from; i <= to; i += 1) sum += values[i];
+      out.push({ v: sum / (to - from + 1), from, to });
+    }
+    return out;
+  }
+
   function sparkline(values, current, median) {
-    const all = current === null ? values : [...values, current];
+    const points = downsample(values);
+    const all = current === null ? points.map((p) => p.v) : [...points.map((p) => p.v), current];
     const W = 360;
     const H = 56;
     // Scaled to the values' own range (labelled), so a 10% change is visible.
@@ -1877,7 +1968,9 @@
     g.append(sv("path", { class: "line", d: all.map((v, i) => `${i ? "L" : "M"}${X(i).toFixed(1)},${Y(v).toFixed(1)}`).join("") }));
     all.forEach((v, i) => {
       const isCur = current !== null && i === all.length - 1;
-      const tip = sv("title", { text: `${isCur ? "this run" : `run ${i + 1}`}: ${fmtMs(v)}` });
+      const p = points[i];
+      const which = isCur ? "this run" : p.from === p.to ? `run ${p.from + 1}` : `runs ${p.from + 1}–${p.to + 1} (mean)`;
+      const tip = sv("title", { text: `${which}: ${fmtMs(v)}` });
       g.append(sv("circle", { class: `pt${isCur ? " current" : ""}`, cx: X(i), cy: Y(v), r: isCur ? 4 : 2.5 }, tip));
     });
     return el("div", { class: "spark" }, g);
@@ -2177,7 +2270,10 @@
     setConn("connecting");
     let list;
     try {
-      list = (await getJSON("api/v1/runs")).runs;
+      const page = await getJSON("api/v1/runs");
+      list = page.runs;
+      S.runsTotal = num(page.total) ? page.total : null;
+      S.runCounts = page.counts && typeof page.counts === "object" ? page.counts : null;
     } catch (err) {
       setConn("offline", String(err.message || err));
       notice("The monitor server cannot be reached; retrying.");
@@ -2231,12 +2327,18 @@
     es.addEventListener("update", (ev) => es === S.es && applyUpdate(parse(ev.data)));
     es.addEventListener("runs", (ev) => {
       const body = es === S.es ? parse(ev.data) : null;
-      if (body) setRuns(body.runs);
+      if (body) setRuns(body.runs, body.total, body.counts);
     });
   }
 
   function pickRun(id) {
     if (S.mode !== "live" || !id) return;
+    if (id === PICKER_MORE) {
+      S.runsSig = null; // put the selection back on the run shown
+      mark("header");
+      findRuns(true);
+      return;
+    }
     S.followLatest = id === "latest";
     const url = new URL(location.href);
     if (S.followLatest) url.searchParams.delete("run");
@@ -2266,6 +2368,17 @@
   function wire() {
     buildHead();
     $("run-picker").addEventListener("change", (ev) => pickRun(ev.target.value));
+    const filter = $("run-filter");
+    if (filter) {
+      let timer = null;
+      filter.addEventListener("input", () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          S.runFilter = filter.value;
+          findRuns(false);
+        }, 250);
+      });
+    }
     $("detail-close").addEventListener("click", closeDetail);
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape") closeDetail();
