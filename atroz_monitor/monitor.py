@@ -1235,7 +1235,7 @@ def _reset(h: Phase) -> None:
 
 
 _monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
-HISTORY_RUNS = 200
+HISTORY_RUNS = 100
 """Earlier runs a live monitor compares with (the catalog's latest)."""
 _active: list[Monitor] = []  # monitors inside their ``with`` block, innermost last
 

@@ -78,6 +78,9 @@ def history_dir(n: int) -> str:
         body = ts.sub(lambda m, s=shift: b'"ts":%d.' % (int(m.group(1)) + s), body)
         with open(os.path.join(d, f"h{i:06d}.jsonl"), "wb") as f:
             f.write(body)
+    from atroz_monitor.catalog import Catalog
+
+    Catalog(d).refresh()  # as the first serve, report --baseline or prune would
     _DIRS[n] = d
     return d
 
