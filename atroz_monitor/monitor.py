@@ -1455,7 +1455,7 @@ def _check_log_dir(d: str) -> None:
 
 
 _monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
-HISTORY_RUNS = 200
+HISTORY_RUNS = 100
 """Earlier runs a live monitor compares with (the catalog's latest)."""
 _active: list[Monitor] = []  # monitors inside their ``with`` block, innermost last
 
