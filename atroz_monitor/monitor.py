@@ -806,12 +806,15 @@ class Run:
                 return
             if not self.live:
                 self._announce()
+            # The run's duration ends here: the monitor's own winding down (the final sample,
+            # the notifications' bounded wait, the OTLP flush) is not the pipeline's time.
+            duration_ms = round((_perf_ns() - self._t0) / 1e6, 3)
             self.ended = True
             self.status = status
             mon = self.monitor
             mon._run_ending(self)
             fields: dict[str, Any] = {"status": status}
-            fields["duration_ms"] = round((_perf_ns() - self._t0) / 1e6, 3)
+            fields["duration_ms"] = duration_ms
             if error is not None:
                 fields["error"] = _format_error(error, mon.redactor)
             if extra:
@@ -825,6 +828,7 @@ class Run:
                 self._flush_hot(hot)
             if self.evaluator is not None:
                 self._alerts(self.evaluator.finish())
+            mon._run_flushing(self)  # after the last alerts: they are notified (or counted)
             if self.owner:
                 open_spans = list(self.active)
                 if open_spans:
@@ -1269,6 +1273,7 @@ class Monitor:
         otlp_endpoint: str | None = None,
         redact: Iterable[Any] = (),
         redact_disable: Iterable[str] = (),
+        notify_wait: float = 0.5,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -1332,6 +1337,13 @@ class Monitor:
                 r if isinstance(r, Rule) else _build(r, f"alert_rules[{i}]")
                 for i, r in enumerate(alert_rules)
             ]
+        if (
+            isinstance(notify_wait, bool)
+            or not isinstance(notify_wait, (int, float))
+            or not 0 <= notify_wait <= 3600
+        ):
+            raise ValueError(f"notify_wait must be seconds between 0 and 3600, not {notify_wait!r}")
+        self.notify_wait = float(notify_wait)
         self._notifier: Any = None
         if webhook is not None or on_alert is not None:
             from .notify import Notifier
@@ -1755,8 +1767,14 @@ class Monitor:
 
             capture.uninstall(self)
             self._capture_installed = False
+
+    def _run_flushing(self, run: Run) -> None:
+        """The main run's last alerts are written: give the notifications their bounded wait
+        (``notify_wait`` in total) and flush OTLP, before ``run_end`` carries their counters."""
+        if run is not self._main:
+            return
         if self._notifier is not None:
-            self._notifier.close()
+            self._notifier.close(self.notify_wait)
         if self._otlp is not None:
             self._otlp.close()  # before run_end: its counters are in it
 

@@ -741,6 +741,13 @@ def quality_line(q: dict[str, Any], mon: dict[str, Any]) -> str:
         parts.append(f"{mon['internal_errors']} monitor internal error(s)")
     if mon.get("samples_missed"):
         parts.append(f"{mon['samples_missed']} sample ticks missed")
+    undelivered = [
+        f"{mon[k]} {label}"
+        for k, label in (("notify_failed", "failed"), ("notify_dropped", "dropped"))
+        if mon.get(k)
+    ]
+    if undelivered:
+        parts.append("alert notifications not delivered: " + ", ".join(undelivered))
     return "; ".join(parts) if parts else "ok"
 
 

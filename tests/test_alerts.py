@@ -432,7 +432,9 @@ def test_webhook_500_down_and_slow_never_hold_the_pipeline(tmp_path):
     """A webhook answering 500 is retried then counted failed; one that is down is counted;
     one that never answers does not keep the run from completing."""
     srv, h = _server(500)
-    mon = _failing_run(tmp_path / "a.jsonl", webhook=f"http://127.0.0.1:{srv.server_port}/")
+    mon = _failing_run(
+        tmp_path / "a.jsonl", webhook=f"http://127.0.0.1:{srv.server_port}/", notify_wait=2.0
+    )
     srv.shutdown()
     # Retried with backoff (0.5 s, 1 s, ...) until the run's 2 s flush budget ran out.
     assert len(h.received) >= 3
