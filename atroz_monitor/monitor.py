@@ -1458,21 +1458,34 @@ class Monitor:
 
     def run(
         self,
-        run_id: str | None = None,
+        job: str | None = None,
+        /,
         *,
         name: str | None = None,
+        run_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
         plan: Any = None,
         tags: Mapping[str, str] | None = None,
     ) -> Run:
-        """Start another concurrent run (a job) with its own ``.phase()``; end it with
-        ``with`` or ``.end()``."""
-        rid = run_id or new_run_id()
-        if not _RUN_ID_RE.match(rid):
-            raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {rid!r}")
+        """Start a job: another concurrent run with its own ``.phase()``; end it with
+        ``with`` or ``.end()``. ``mon.run("job-42")`` names the job: every call is a new
+        run with a new unique id, and the runs of one job share the name, as the runs of a
+        pipeline do. ``run_id=`` picks the id (it must be new: a ``ValueError`` otherwise).
+        The older form ``mon.run("job-42", name="Job 42")`` still means id and name."""
+        if job is not None and name is None:
+            name = job
+        elif job is not None:
+            if run_id is not None:
+                raise ValueError("give the run id once: run(id, name=...) or run(run_id=...)")
+            run_id = job
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"a job's name must be a string, not {type(name).__name__}")
+        if run_id is not None and not (isinstance(run_id, str) and _RUN_ID_RE.match(run_id)):
+            raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {run_id!r}")
         with self._lock:
-            if rid in self._runs:
-                raise ValueError(f"run {rid!r} already exists in this monitor")
+            if run_id is not None and run_id in self._runs:
+                raise ValueError(f"run {run_id!r} already exists in this monitor")
+            rid = run_id or self._fresh_id()
         run = self._new_run(
             rid,
             name=name,
@@ -1484,6 +1497,14 @@ class Monitor:
         if run.writer.last_error is not None:
             self._internal(f"cannot write the run log {run.path}: {run.writer.last_error}", None)
         return run.start()
+
+    def _fresh_id(self) -> str:
+        """A run id not used in this monitor nor in its directory (called under the lock)."""
+        while True:
+            rid = new_run_id()
+            file = os.path.join(self.path, rid + ".jsonl")
+            if rid not in self._runs and not (self.is_dir and os.path.exists(file)):
+                return rid
 
     def runs(self) -> list[Run]:
         with self._lock:
