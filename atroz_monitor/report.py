@@ -1099,6 +1099,10 @@ def main(args: Any) -> int:
             gc.enable()
 
 
+# Earlier runs the gate needs without --baseline: those an anomaly needs (analysis).
+MIN_HISTORY_FOR_GATE = 3
+
+
 def _main(args: Any) -> int:
     from .loader import liveness
 
@@ -1118,6 +1122,16 @@ def _main(args: Any) -> int:
     if tags:
         # Before anything reads it: the html page's runs list and history follow too.
         st = history.subset(st, lambda r: r.id == run_id or history.matches(r, tags))
+    if args.fail_on_regression and baseline is None:
+        # The gate then judges the anomalies against the input's own history, which needs
+        # as many earlier runs as an anomaly does: fewer would be a gate that never fails.
+        earlier = len(history.runs_before(st, run_id))
+        if earlier < MIN_HISTORY_FOR_GATE:
+            raise ReportError(
+                f"--fail-on-regression needs --baseline PATH or at least "
+                f"{MIN_HISTORY_FOR_GATE} earlier runs in the input to compare with "
+                f"(found {earlier})"
+            )
     replay = None
     if args.alerts:
         from .alerts import evaluate_replay, load_rules
@@ -1176,8 +1190,19 @@ def _main(args: Any) -> int:
             raise ReportError(f"--output: cannot write {args.output}: {exc.strerror}") from None
     else:
         sys.stdout.write(text)
-    if args.fail_on_regression and model["comparison"] and model["comparison"]["regressions"]:
-        return 1
+    if args.fail_on_regression:
+        if model["comparison"] is not None:
+            failed = list(model["comparison"]["regressions"])
+            basis = "the baseline"
+        else:
+            worse = (a for a in model["anomalies"] if a.get("direction") == "worse")
+            failed = list(dict.fromkeys(str(a["phase"]) for a in worse))
+            basis = f"{len(history.runs_before(st, run_id))} earlier runs (anomaly)"
+        if failed:
+            sys.stderr.write(
+                f"atroz_monitor report: regression against {basis}: {', '.join(failed)}\n"
+            )
+            return 1
     return 0
 
 
