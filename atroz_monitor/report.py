@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import analysis, history, views
+from .events import json_safe
 from .state import State
 
 REPORT_SCHEMA = 1
@@ -726,6 +727,8 @@ def quality_line(q: dict[str, Any], mon: dict[str, Any]) -> str:
         parts.append(f"schema v{q['newer_schema']} is newer than this reader: known parts read")
     if q.get("seq_gaps"):
         parts.append(f"{q['seq_gaps']} event(s) missing (sequence gaps)")
+    if q.get("bad_values"):
+        parts.append(f"{q['bad_values']} value(s) of a wrong type or out of range read as missing")
     for k, label in (
         ("samples_dropped", "samples dropped from memory"),
         ("phases_folded", "repeated phases folded into aggregates"),
@@ -1158,7 +1161,10 @@ def _main(args: Any) -> int:
     )
     fmt = args.format
     if fmt == "json":
-        text = json.dumps(model, indent=1, default=repr, allow_nan=False) + "\n"
+        try:
+            text = json.dumps(model, indent=1, default=repr, allow_nan=False) + "\n"
+        except ValueError:  # a NaN or infinity (a hostile log, an infinite z): null
+            text = json.dumps(json_safe(model), indent=1, allow_nan=False) + "\n"
     elif fmt == "markdown":
         text = render_markdown(model)
     elif fmt == "html":
