@@ -286,14 +286,18 @@ def summary(state: State, statuses: Mapping[str, str], now: float | None = None)
                 if isinstance(sev, str):
                     alerts[sev] = alerts.get(sev, 0) + 1
         for k, agg in r.keys.items():
-            row = keys.setdefault(k, {"count": 0, "total_ms": 0.0})
+            row = keys.setdefault(k, {"count": 0, "timed": 0, "total_ms": 0.0})
             row["count"] += agg.count
+            row["timed"] += agg.timed  # skipped and cached ones have no duration
             row["total_ms"] += agg.total_ms
     return {
         "runs": {"total": len(state.runs), "active": counts["running"], **counts},
         "alerts": alerts,
         "phases": {
-            k: {"count": v["count"], "mean_ms": round(v["total_ms"] / v["count"], 3)}
+            k: {
+                "count": v["count"],
+                "mean_ms": round(v["total_ms"] / v["timed"], 3) if v["timed"] else None,
+            }
             for k, v in sorted(keys.items())
             if v["count"]
         },

@@ -522,3 +522,20 @@ def test_without_proc_phases_work_and_nothing_is_invented(tmp_path):
     assert samples and all("rss_bytes" not in s and "cpu_s" in s for s in samples)
     assert of_kind(evs, "run_end")[0]["counters"]["sample_source"] == "rusage"
     assert of_kind(evs, "run_start")[0]["pid_start"] is None
+
+
+def test_current_phase_is_restored_when_a_phase_exits(tmp_path):
+    """current_phase() is the innermost open phase, and the enclosing one again once a
+    nested phase has exited (None outside every phase), also after a failure."""
+    with Monitor(tmp_path / "r.jsonl", sample_interval=None, alert_rules=[]) as mon:
+        assert atroz_monitor.current_phase() is None
+        with mon.phase("P00") as outer:
+            assert atroz_monitor.current_phase() is outer
+            with mon.phase("P00.a") as inner:
+                assert atroz_monitor.current_phase() is inner
+            assert atroz_monitor.current_phase() is outer
+            with pytest.raises(RuntimeError):
+                with mon.phase("P00.b"):
+                    raise RuntimeError("x")
+            assert atroz_monitor.current_phase() is outer
+        assert atroz_monitor.current_phase() is None
