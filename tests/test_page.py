@@ -683,6 +683,7 @@ def live_server(demo_runs: dict[str, Any]) -> Iterator[Any]:
     """The real HTTP server over the demo logs."""
     from atroz_monitor import server
     from atroz_monitor import source as source_mod
+
     src = source_mod.FileSource([demo_runs["dir"]])
     srv = server.start_server(src, "127.0.0.1", 0)
     try:
@@ -763,6 +764,7 @@ def test_live_running_phase_turns_completed_without_reload(driver: Any, tmp_path
     then completed, P01 appears, all pushed over SSE without reloading the page."""
     from atroz_monitor import server
     from atroz_monitor import source as source_mod
+
     runs = tmp_path / "runs"
     mon = Monitor(
         runs, plan=[("P00", "Load"), ("P01", "Transform")], sample_interval=0.1, name="live test"
@@ -1181,6 +1183,7 @@ def test_live_same_tags_only_adds_the_tag_filter_to_the_history_requests(
     answers differently with and without the filter and 400s a malformed tag."""
     from atroz_monitor import server
     from atroz_monitor import source as source_mod
+
     src = source_mod.FileSource([shapes["dir"]])
     srv = server.start_server(src, "127.0.0.1", 0)
     try:
