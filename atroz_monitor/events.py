@@ -152,6 +152,12 @@ def _encoder() -> Any:
     return _encoders[0]
 
 
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that any JSON encoder takes with ``allow_nan=False``: non-finite
+    floats become None, cycles and unknown objects strings."""
+    return _clean(obj, set(), 0)
+
+
 def dumps(obj: Any) -> str:
     """Encode one value as compact ASCII JSON; never raises, always valid JSON."""
     try:

@@ -325,15 +325,29 @@ def summary(
                 sev = a.get("severity")
                 if isinstance(sev, str):
                     alerts[sev] = alerts.get(sev, 0) + 1
-        for k, p in (s.get("phases") or {}).items():
-            row = keys.setdefault(k, [0, 0.0])
-            row[0] += p.get("count") or 0
-            row[1] += p.get("total_ms") or 0.0
+        ph = s.get("phases") or {}
+        # Catalog summaries add up from their compact arrays (no dict per key and run).
+        totals = (
+            ph.totals()
+            if isinstance(ph, catalog.Phases)
+            else (
+                (k, p.get("count") or 0, p.get("timed") or 0, p.get("total_ms") or 0.0)
+                for k, p in ph.items()
+            )
+        )
+        for k, count, timed, total in totals:
+            row = keys.setdefault(k, [0, 0, 0.0])
+            row[0] += count
+            row[1] += timed  # skipped and cached ones have no duration
+            row[2] += total
     return {
         "runs": {"total": len(seq), "active": counts["running"], **counts},
         "alerts": alerts,
         "phases": {
-            k: {"count": int(v[0]), "mean_ms": round(v[1] / v[0], 3)}
+            k: {
+                "count": int(v[0]),
+                "mean_ms": round(v[2] / v[1], 3) if v[1] else None,
+            }
             for k, v in sorted(keys.items())
             if v[0]
         },

@@ -927,12 +927,15 @@ class Run:
                 return
             if not self.live:
                 self._announce()
+            # The run's duration ends here: the monitor's own winding down (the final sample,
+            # the notifications' bounded wait, the OTLP flush) is not the pipeline's time.
+            duration_ms = round((_perf_ns() - self._t0) / 1e6, 3)
             self.ended = True
             self.status = status
             mon = self.monitor
             mon._run_ending(self)
             fields: dict[str, Any] = {"status": status}
-            fields["duration_ms"] = round((_perf_ns() - self._t0) / 1e6, 3)
+            fields["duration_ms"] = duration_ms
             if error is not None:
                 fields["error"] = _format_error(error, mon.redactor)
             if extra:
@@ -946,6 +949,7 @@ class Run:
                 self._flush_hot(hot)
             if self.evaluator is not None:
                 self._alerts(self.evaluator.finish())
+            mon._run_flushing(self)  # after the last alerts: they are notified (or counted)
             if self._ackwatch is not None:
                 self._ackwatch.close()  # its descriptor on the log
             if self.owner:
@@ -1499,6 +1503,7 @@ class Monitor:
         dir_mode: int = DIR_MODE,
         trust_dir: bool = False,
         exact_peak: bool = False,
+        notify_wait: float = 0.5,
         _join: bool = False,
     ) -> None:
         p = os.fspath(path)
@@ -1573,6 +1578,13 @@ class Monitor:
                 r if isinstance(r, Rule) else _build(r, f"alert_rules[{i}]")
                 for i, r in enumerate(alert_rules)
             ]
+        if (
+            isinstance(notify_wait, bool)
+            or not isinstance(notify_wait, (int, float))
+            or not 0 <= notify_wait <= 3600
+        ):
+            raise ValueError(f"notify_wait must be seconds between 0 and 3600, not {notify_wait!r}")
+        self.notify_wait = float(notify_wait)
         self._notifier: Any = None
         mailer = None
         if email is not None:
@@ -1719,21 +1731,34 @@ class Monitor:
 
     def run(
         self,
-        run_id: str | None = None,
+        job: str | None = None,
+        /,
         *,
         name: str | None = None,
+        run_id: str | None = None,
         meta: Mapping[str, Any] | None = None,
         plan: Any = None,
         tags: Mapping[str, str] | None = None,
     ) -> Run:
-        """Start another concurrent run (a job) with its own ``.phase()``; end it with
-        ``with`` or ``.end()``."""
-        rid = run_id or new_run_id()
-        if not _RUN_ID_RE.match(rid):
-            raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {rid!r}")
+        """Start a job: another concurrent run with its own ``.phase()``; end it with
+        ``with`` or ``.end()``. ``mon.run("job-42")`` names the job: every call is a new
+        run with a new unique id, and the runs of one job share the name, as the runs of a
+        pipeline do. ``run_id=`` picks the id (it must be new: a ``ValueError`` otherwise).
+        The older form ``mon.run("job-42", name="Job 42")`` still means id and name."""
+        if job is not None and name is None:
+            name = job
+        elif job is not None:
+            if run_id is not None:
+                raise ValueError("give the run id once: run(id, name=...) or run(run_id=...)")
+            run_id = job
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"a job's name must be a string, not {type(name).__name__}")
+        if run_id is not None and not (isinstance(run_id, str) and _RUN_ID_RE.match(run_id)):
+            raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {run_id!r}")
         with self._lock:
-            if rid in self._runs:
-                raise ValueError(f"run {rid!r} already exists in this monitor")
+            if run_id is not None and run_id in self._runs:
+                raise ValueError(f"run {run_id!r} already exists in this monitor")
+            rid = run_id or self._fresh_id()
         run = self._new_run(
             rid,
             name=name,
@@ -1745,6 +1770,14 @@ class Monitor:
         if run.writer.last_error is not None:
             self._internal(f"cannot write the run log {run.path}: {run.writer.last_error}", None)
         return run.start()
+
+    def _fresh_id(self) -> str:
+        """A run id not used in this monitor nor in its directory (called under the lock)."""
+        while True:
+            rid = new_run_id()
+            file = os.path.join(self.path, rid + ".jsonl")
+            if rid not in self._runs and not (self.is_dir and os.path.exists(file)):
+                return rid
 
     def runs(self) -> list[Run]:
         with self._lock:
@@ -2069,8 +2102,14 @@ class Monitor:
 
             capture.uninstall(self)
             self._capture_installed = False
+
+    def _run_flushing(self, run: Run) -> None:
+        """The main run's last alerts are written: give the notifications their bounded wait
+        (``notify_wait`` in total) and flush OTLP, before ``run_end`` carries their counters."""
+        if run is not self._main:
+            return
         if self._notifier is not None:
-            self._notifier.close()
+            self._notifier.close(self.notify_wait)
         if self._otlp is not None:
             self._otlp.close()  # before run_end: its counters are in it
 

@@ -3,7 +3,10 @@
 Alerts are handed over with a non-blocking put on a bounded queue (a full queue drops the
 alert and counts it); one daemon thread calls the callback and POSTs the JSON payload with
 ``urllib``, with a timeout and retries with exponential backoff. Nothing here blocks or
-raises into the pipeline: failures are counted in ``health()``.
+raises into the pipeline: failures are counted in ``health()``. At the end of a run,
+``close(wait)`` gives what is pending a bounded total wait (0.5 s by default); whatever is
+not delivered by then is counted (queued: ``notify_dropped``; in flight:
+``notify_failed``), never waited for.
 
 Webhook payload (``Content-Type: application/json``)::
 
@@ -65,16 +68,30 @@ class Notifier:
         self.retried = 0
         self.callback_errors = 0
         self.last_error: str | None = None
+        # Every accepted item is settled exactly once: by the thread (``_settle``), or by
+        # ``close`` when it gives up (in flight: failed, still queued: dropped), after which
+        # the thread's late outcomes count nothing. So run_end's counters add up.
+        self._accepted = 0
+        self._settled = 0
+        self._inflight = False
+        self._abandoned = False
+        self._count = threading.Lock()
 
     def submit(self, payload: dict[str, Any]) -> None:
         """Queue one notification; never blocks (a full queue drops and counts)."""
         try:
+            if self._abandoned:  # after close gave up: nobody would deliver it
+                raise queue.Full
             self._ensure_thread()
-            self._q.put_nowait(payload)
+            with self._count:
+                self._q.put_nowait(payload)
+                self._accepted += 1
         except queue.Full:
-            self.dropped += 1
+            with self._count:
+                self.dropped += 1
         except Exception as exc:  # a thread that cannot start, say
-            self.dropped += 1
+            with self._count:
+                self.dropped += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
 
     def _ensure_thread(self) -> None:
@@ -85,11 +102,24 @@ class Notifier:
                 self._thread = threading.Thread(target=self._loop, name="atroz-notify", daemon=True)
                 self._thread.start()
 
+    def _settle(self, outcome: str | None) -> None:
+        """Count the outcome of the item in flight, unless ``close`` already counted it."""
+        with self._count:
+            self._inflight = False
+            if not self._abandoned:
+                self._settled += 1
+                if outcome is not None:
+                    setattr(self, outcome, getattr(self, outcome) + 1)
+
     def _loop(self) -> None:
         while True:
             item = self._q.get()
             if item is None:
                 return
+            with self._count:
+                if self._abandoned:
+                    continue  # counted by close()
+                self._inflight = True
             if self.on_alert is not None:
                 try:
                     self.on_alert(item["alert"])
@@ -97,11 +127,15 @@ class Notifier:
                     self.callback_errors += 1
                     self.last_error = f"on_alert: {type(exc).__name__}: {exc}"
             if self.webhook is not None:
-                self._post(item)
+                outcome: str | None = self._post(item)
+            else:
+                outcome = None
             if self.mailer is not None:
-                self.mailer.send(item, self.public_url)
+                self.mailer.send(item, self.public_url)  # counted by the mailer itself
+            self._settle(outcome)
 
-    def _post(self, item: dict[str, Any]) -> None:
+    def _post(self, item: dict[str, Any]) -> str:
+        """Deliver ``item``; the name of the counter its outcome goes to."""
         import urllib.error
         import urllib.request
 
@@ -121,8 +155,7 @@ class Notifier:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     resp.read(65536)
-                self.sent += 1
-                return
+                return "sent"
             except urllib.error.HTTPError as exc:
                 self.last_error = f"webhook answered {exc.code}"
                 if 400 <= exc.code < 500 and exc.code not in (408, 429):
@@ -134,28 +167,45 @@ class Notifier:
                 if self._stop.wait(delay):
                     break
                 delay *= 2
-        self.failed += 1
+        return "failed"
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Flush what is queued (bounded by ``timeout``), then stop the thread."""
+    def close(self, timeout: float = 0.5) -> None:
+        """Give what is queued at most ``timeout`` seconds in total to go out, then stop:
+        what is still queued is counted dropped, what is in flight failed."""
         t = self._thread
         if t is None:
             return
         try:
             self._q.put_nowait(None)
         except queue.Full:
-            self._stop.set()
-        t.join(timeout)
-        if t.is_alive():
-            self._stop.set()  # abandon the retries still to come (counted as failed)
-            t.join(1.0)
+            pass  # the thread finds the queue drained below
+        t.join(max(0.0, timeout))
+        if not t.is_alive():
+            return
+        self._stop.set()  # no more retries or backoff sleeps
+        with self._count:
+            self._abandoned = True
+            pending = self._accepted - self._settled
+            if self._inflight and pending:
+                self.failed += 1
+                pending -= 1
+                if self.last_error is None:
+                    self.last_error = "webhook: still undelivered at the end of the run"
+            self.dropped += pending
+            self._settled = self._accepted
+        while True:  # free the queue now; the thread skips what it still takes
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
 
     def health(self) -> dict[str, Any]:
-        return {
-            "notify_sent": self.sent,
-            "notify_failed": self.failed,
-            "notify_dropped": self.dropped,
-            "notify_retries": self.retried,
-            "notify_callback_errors": self.callback_errors,
-            "notify_last_error": self.last_error,
-        }
+        with self._count:
+            return {
+                "notify_sent": self.sent,
+                "notify_failed": self.failed,
+                "notify_dropped": self.dropped,
+                "notify_retries": self.retried,
+                "notify_callback_errors": self.callback_errors,
+                "notify_last_error": self.last_error,
+            }

@@ -236,6 +236,7 @@ _RULES: dict[str, tuple[_Gate, _Apply]] = {
             or "sk-" in t
             or "sk_" in t
             or ("gh" in t and "_" in t)
+            or "github_pat_" in t  # holds no "gh" of its own
         ),
         _regex(_TOKENS, REDACTED),
     ),
@@ -263,6 +264,7 @@ def _maybe_secret(text: str, low: str) -> bool:
         or "sk-" in text
         or "sk_" in text
         or ("gh" in text and "_" in text)
+        or "github_pat_" in text
     )
 
 

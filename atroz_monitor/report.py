@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import analysis, history, views
+from .events import json_safe
 from .state import State
 
 REPORT_SCHEMA = 1
@@ -831,6 +832,8 @@ def quality_line(q: dict[str, Any], mon: dict[str, Any]) -> str:
         parts.append(f"schema v{q['newer_schema']} is newer than this reader: known parts read")
     if q.get("seq_gaps"):
         parts.append(f"{q['seq_gaps']} event(s) missing (sequence gaps)")
+    if q.get("bad_values"):
+        parts.append(f"{q['bad_values']} value(s) of a wrong type or out of range read as missing")
     for k, label in (
         ("samples_dropped", "samples dropped from memory"),
         ("phases_folded", "repeated phases folded into aggregates"),
@@ -846,6 +849,13 @@ def quality_line(q: dict[str, Any], mon: dict[str, Any]) -> str:
         parts.append(f"{mon['internal_errors']} monitor internal error(s)")
     if mon.get("samples_missed"):
         parts.append(f"{mon['samples_missed']} sample ticks missed")
+    undelivered = [
+        f"{mon[k]} {label}"
+        for k, label in (("notify_failed", "failed"), ("notify_dropped", "dropped"))
+        if mon.get(k)
+    ]
+    if undelivered:
+        parts.append("alert notifications not delivered: " + ", ".join(undelivered))
     return "; ".join(parts) if parts else "ok"
 
 
@@ -1237,6 +1247,10 @@ def main(args: Any) -> int:
             gc.enable()
 
 
+# Earlier runs the gate needs without --baseline: those an anomaly needs (analysis).
+MIN_HISTORY_FOR_GATE = 3
+
+
 def _main(args: Any) -> int:
     from .loader import liveness
 
@@ -1259,6 +1273,16 @@ def _main(args: Any) -> int:
     if tags:
         # Before anything reads it: the html page's runs list and history follow too.
         st = history.subset(st, lambda r: r.id == run_id or history.matches(r, tags))
+    if args.fail_on_regression and baseline is None:
+        # The gate then judges the anomalies against the input's own history, which needs
+        # as many earlier runs as an anomaly does: fewer would be a gate that never fails.
+        earlier = len(history.runs_before(st, run_id))
+        if earlier < MIN_HISTORY_FOR_GATE:
+            raise ReportError(
+                f"--fail-on-regression needs --baseline PATH or at least "
+                f"{MIN_HISTORY_FOR_GATE} earlier runs in the input to compare with "
+                f"(found {earlier})"
+            )
     replay = None
     if args.alerts:
         from .alerts import evaluate_replay, load_rules
@@ -1286,7 +1310,10 @@ def _main(args: Any) -> int:
     add_insights(model, st, run_id, compare_snap, depth=args.depth)
     fmt = args.format
     if fmt == "json":
-        text = json.dumps(model, indent=1, default=repr, allow_nan=False) + "\n"
+        try:
+            text = json.dumps(model, indent=1, default=repr, allow_nan=False) + "\n"
+        except ValueError:  # a NaN or infinity (a hostile log, an infinite z): null
+            text = json.dumps(json_safe(model), indent=1, allow_nan=False) + "\n"
     elif fmt == "markdown":
         text = render_markdown(model)
     elif fmt == "html":
@@ -1327,8 +1354,19 @@ def _main(args: Any) -> int:
             raise ReportError(f"--output: cannot write {args.output}: {exc.strerror}") from None
     else:
         sys.stdout.write(text)
-    if args.fail_on_regression and model["comparison"] and model["comparison"]["regressions"]:
-        return 1
+    if args.fail_on_regression:
+        if model["comparison"] is not None:
+            failed = list(model["comparison"]["regressions"])
+            basis = "the baseline"
+        else:
+            worse = (a for a in model["anomalies"] if a.get("direction") == "worse")
+            failed = list(dict.fromkeys(str(a["phase"]) for a in worse))
+            basis = f"{len(history.runs_before(st, run_id))} earlier runs (anomaly)"
+        if failed:
+            sys.stderr.write(
+                f"atroz_monitor report: regression against {basis}: {', '.join(failed)}\n"
+            )
+            return 1
     return 0
 
 

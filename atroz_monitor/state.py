@@ -13,6 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable
+from math import fsum
 from typing import Any
 
 from .errgroups import Groups
@@ -112,14 +113,14 @@ class KeyAgg:
     def add_many(self, ev: dict[str, Any]) -> None:
         """Fold an ``aggregate`` event (many calls summed by the writer): counts, totals,
         extremes and failures stay exact; the recent-durations window gets the mean."""
-        n = ev.get("count")
-        if type(n) is not int or n <= 0:
+        n = _int(ev.get("count"))
+        if n <= 0:
             return
         self.count += n
         self.bucket_counts = None
         for attr in ("completed", "failed", "cancelled", "skipped", "cached", "items"):
-            v = ev.get(attr)
-            if type(v) is int:
+            v = _int(ev.get(attr))
+            if v > 0:
                 setattr(self, attr, getattr(self, attr) + v)
         total = _num(ev.get("total_ms")) or 0.0
         self.total_ms += total
@@ -129,7 +130,7 @@ class KeyAgg:
             self.min_ms = lo
         if hi is not None and (self.max_ms is None or hi > self.max_ms):
             self.max_ms = hi
-        timed = n - (ev.get("skipped") or 0) - (ev.get("cached") or 0)
+        timed = n - max(0, _int(ev.get("skipped"))) - max(0, _int(ev.get("cached")))
         if timed > 0:
             self.last_ms = total / timed
             if self.recent is not None:
@@ -267,6 +268,7 @@ class RunState:
         self.compacted = False
         self.resumes: list[dict[str, Any]] = []  # a new owner continuing the run
         self.aggregated = 0  # calls recorded as aggregates (hot loops), not one by one
+        self.bad_values = 0  # values of a wrong type, not finite or absurd: read as missing
         # Repeats started beyond max_phases, kept as (key, parent, start event) until they
         # end (then folded at once) or until something needs their record (a child, a
         # log, a metric).
@@ -323,13 +325,104 @@ class State:
 
 _ENVELOPE = ("ev", "ts", "run", "pid", "seq")
 
+# A log is input: any JSON value may stand in any field. A number outside these bounds, or
+# not finite, is no measurement but a corrupt value: read as missing and counted in the
+# run's ``bad_values`` (so every reader does arithmetic on sane numbers only). 1e18 is
+# beyond any real duration (ms: 31 million years), size (bytes: 1 EiB) or count.
+LIMIT = 1e18
+INT_LIMIT = 10**18  # the same for ints (an int compares faster with an int)
+TS_LIMIT = 1e11  # wall-clock seconds: the year 5138, and datetime still formats it
+
 
 def _num(v: Any) -> float | None:
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    """A finite number within +-LIMIT (NaN fails both comparisons), else None."""
+    t = type(v)
+    return v if (t is float or t is int) and -LIMIT <= v <= LIMIT else None
 
 
 def _int(v: Any) -> int:
-    return v if type(v) is int else 0
+    return v if type(v) is int and -INT_LIMIT <= v <= INT_LIMIT else 0
+
+
+# The fields of kept events (samples, logs, artifacts, alerts, run_start, run_end) that
+# readers use as numbers ("n") or strings ("s"); another type there is removed and counted.
+_TYPED = dict.fromkeys(
+    ("duration_ms", "cpu_ms", "children_cpu_ms", "rss_bytes", "rss_start_bytes",
+     "peak_rss_bytes", "items", "total", "cpu_pct", "children_cpu_pct", "children_rss_bytes",
+     "threads", "io_read_bytes", "io_write_bytes", "sys_cpu_pct", "sys_mem_pct", "bytes",
+     "value", "threshold", "raised_ts", "resolved_ts", "gap_s", "prev_pid", "ppid", "ncpu",
+     "sample_interval", "v", "count", "exit_code", "signal", "attempt", "pid_start",
+     "warnings", "errors", "children", "cpu_s", "children_cpu_s", "mem_total_bytes",
+     "rss_peak_bytes", "mem_limit_bytes", "memory_max_bytes", "cpu_quota", "cpu_effective",
+     "max_rss_bytes"),
+    "n",
+) | dict.fromkeys(
+    ("name", "phase", "span", "parent", "status", "level", "msg", "path", "rule",
+     "severity", "state", "type", "scope", "unit", "host", "cwd", "python", "note",
+     "logger", "reason", "thread_name"),
+    "s",
+)  # fmt: skip
+
+
+def _scrub(r: RunState, d: dict[str, Any]) -> dict[str, Any]:
+    """Remove (and count) the values of ``d`` of the wrong type or out of bounds."""
+    bad = None
+    for k, v in d.items():
+        kind = _TYPED.get(k)
+        if kind is None or v is None:
+            continue
+        t = type(v)
+        if kind == "n":
+            if (t is float or t is int) and -LIMIT <= v <= LIMIT:
+                continue
+        elif t is str:
+            continue
+        if bad is None:
+            bad = []
+        bad.append(k)
+    if bad:
+        r.bad_values += len(bad)
+        for k in bad:
+            del d[k]
+    return d
+
+
+def _scrub_sample(r: RunState, d: dict[str, Any]) -> dict[str, Any]:
+    """``_scrub`` for a sample, whose values are all numbers but ``spans``: checked at C
+    speed with the loop only when something is off (a sample a second per process is a
+    large part of a long log). The sum of the magnitudes is NaN or infinite if one value
+    is, a TypeError if one is not a number, and <= LIMIT only if every one is."""
+    spans = d.pop("spans", d)
+    try:
+        if fsum(map(abs, d.values())) <= LIMIT:
+            if spans is not d:
+                d["spans"] = spans
+            return d
+    except (TypeError, ValueError, OverflowError):
+        pass
+    if spans is not d:
+        d["spans"] = spans
+    return _scrub(r, d)
+
+
+def _measure(r: RunState, v: Any) -> float | None:
+    """A duration or CPU time from a phase line: a finite number in [0, LIMIT], else None
+    (counted when a value was there)."""
+    t = type(v)
+    if (t is float or t is int) and 0 <= v <= LIMIT:
+        return v  # type: ignore[no-any-return]
+    if v is not None:
+        r.bad_values += 1
+    return None
+
+
+def _size(r: RunState, v: Any) -> int | None:
+    """A size or count from a phase line: an int in [0, LIMIT], else None (counted)."""
+    if type(v) is int and 0 <= v <= INT_LIMIT:
+        return v
+    if v is not None:
+        r.bad_values += 1
+    return None
 
 
 def apply(state: State, ev: dict[str, Any]) -> State:
@@ -364,7 +457,7 @@ def apply_all(state: State, events: Iterable[dict[str, Any]]) -> int:
             cur_id = run_id
         r.events += 1
         ts = get("ts")
-        if type(ts) is float or type(ts) is int:
+        if (type(ts) is float or type(ts) is int) and -TS_LIMIT < ts < TS_LIMIT:
             last = r.last_ts
             if last is None or ts > last:
                 r.last_ts = ts
@@ -373,6 +466,8 @@ def apply_all(state: State, events: Iterable[dict[str, Any]]) -> int:
             elif ts < r.first_ts:
                 r.first_ts = ts  # first_ts is set with the first last_ts
         else:
+            if ts is not None:
+                r.bad_values += 1  # NaN, 1e308, "x": no time at all
             ts = None
         seq = get("seq")
         pid = get("pid")
@@ -406,7 +501,14 @@ def _writer_switch(r: RunState, pid: Any, seq: int) -> None:
 
 def _run_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
     r.started = True
-    r.info = {k: v for k, v in ev.items() if k not in _ENVELOPE}
+    r.info = info = _scrub(r, {k: v for k, v in ev.items() if k not in _ENVELOPE})
+    lim = info.get("limits")
+    if lim is not None:  # the container's limits: a nested object of numbers
+        if isinstance(lim, dict):
+            info["limits"] = _scrub(r, dict(lim))
+        else:
+            del info["limits"]
+            r.bad_values += 1
     r.start = ts
     pid = ev.get("pid")
     if type(pid) is int:
@@ -418,7 +520,7 @@ def _run_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
     r.end = ts
     status = ev.get("status")
     r.status = status if isinstance(status, str) else "completed"
-    r.end_info = {k: v for k, v in ev.items() if k not in _ENVELOPE}
+    r.end_info = _scrub(r, {k: v for k, v in ev.items() if k not in _ENVELOPE})
     err = ev.get("error")
     r.run_failure = 0
     if r.status == "failed" and isinstance(err, dict):
@@ -461,7 +563,10 @@ def _resumed(state: State, r: RunState, ev: dict[str, Any], ts: float | None) ->
         r.processes.setdefault(pid, {"pid": pid}).update(
             start=ts, owner=True, pid_start=ev.get("pid_start"), argv=ev.get("argv")
         )
-    r.resumes.append({"ts": ts, "pid": pid, "prev_pid": prev, "gap_s": ev.get("gap_s")})
+    r.resumes.append(
+        {"ts": ts, "pid": pid, "prev_pid": prev if type(prev) is int else None,
+         "gap_s": _num(ev.get("gap_s"))}
+    )  # fmt: skip
 
 
 def _process_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
@@ -612,7 +717,7 @@ def _below(r: RunState, prec: PhaseRec, sig: tuple[Any, Any]) -> None:
         r.failures -= 1
 
 
-def _count(r: RunState, sig: tuple[Any, Any]) -> None:
+def _count_error(r: RunState, sig: tuple[Any, Any]) -> None:
     """One more exception in the run's count (the run's own, if it is this one, no more)."""
     r.failures += 1
     if r.run_failure:
@@ -636,7 +741,7 @@ def _count_failure(r: RunState, rec: PhaseRec) -> None:
     if below is not None and sig in below:
         return
     rec.origin = True
-    _count(r, sig)
+    _count_error(r, sig)
 
 
 def error_count(r: RunState) -> int:
@@ -661,7 +766,7 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
         if rec is None:
             return
         d = _num(ev.get("duration_ms"))
-        if ts is not None and d is not None:
+        if ts is not None and d is not None and d >= 0:
             rec.start = ts - d / 1000.0
             if r.end is not None and rec.start > r.end and not rec.late:
                 _make_late(r, rec)
@@ -669,36 +774,42 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     status = get("status")
     rec.status = status if type(status) is str else "completed"
     rec.end = ts
+    # Each check inline for the usual type; the helpers only for anything else (the hot
+    # path of a replay: a function call per field would cost a tenth of the reducer).
     d = get("duration_ms")
-    rec.duration_ms = d = d if type(d) is float or type(d) is int else None
+    if not (type(d) is float and 0.0 <= d <= LIMIT):
+        d = _measure(r, d)
+    rec.duration_ms = d
     c = get("cpu_ms")
-    rec.cpu_ms = c = c if type(c) is float or type(c) is int else None
+    if not (type(c) is float and 0.0 <= c <= LIMIT):
+        c = _measure(r, c)
+    rec.cpu_ms = c
     v = get("children_cpu_ms")
-    if type(v) is float or type(v) is int:
+    if v is not None and _measure(r, v) is not None:
         rec.children_cpu_ms = v
     v = get("rss_bytes")
-    if type(v) is int:
+    if v is not None and (type(v) is int and 0 <= v <= INT_LIMIT or _size(r, v) is not None):
         rec.rss_bytes = v
     v = get("rss_start_bytes")
-    if type(v) is int:
+    if v is not None and (type(v) is int and 0 <= v <= INT_LIMIT or _size(r, v) is not None):
         rec.rss_start_bytes = v
     v = get("peak_rss_bytes")
-    if type(v) is int:
+    if v is not None and (type(v) is int and 0 <= v <= INT_LIMIT or _size(r, v) is not None):
         rec.peak_rss_bytes = v
     v = get("peak_rss_method")
     if type(v) is str:
         rec.peak_rss_method = v
     v = get("items")
-    if type(v) is int:
+    if v is not None and (type(v) is int and 0 <= v <= INT_LIMIT or _size(r, v) is not None):
         rec.items = v
     v = get("total")
-    if type(v) is int:
+    if v is not None and _size(r, v) is not None:
         rec.total = v
     v = get("warnings")
-    if type(v) is int and v > rec.warnings:
+    if v is not None and _size(r, v) is not None and v > rec.warnings:
         rec.warnings = v
     v = get("errors")
-    if type(v) is int and v > rec.errors:
+    if v is not None and _size(r, v) is not None and v > rec.errors:
         rec.errors = v
     if "error" in ev:
         rec.error = ev["error"]
@@ -744,18 +855,22 @@ def _fold_lite(r: RunState, span: str, ev: dict[str, Any]) -> None:
     if status == "failed":  # a repeat kept light has no sub-phase: its exception is its own
         err = get("error")
         sig = _err_sig(err)
-        _count(r, sig)
+        _count_error(r, sig)
         prec = r.phases.get(parent) if parent is not None else None
         if prec is not None:
             _below(r, prec, sig)
     d = get("duration_ms")
-    d = d if type(d) is float or type(d) is int else 0.0
+    if not (type(d) is float and 0.0 <= d <= LIMIT):
+        d = _measure(r, d) or 0.0
     c = get("cpu_ms")
-    c = c if type(c) is float or type(c) is int else 0.0
+    if not (type(c) is float and 0.0 <= c <= LIMIT):
+        c = _measure(r, c) or 0.0
     items = get("items")
-    items = items if type(items) is int else 0
+    if not (type(items) is int and 0 <= items <= INT_LIMIT):
+        items = _size(r, items) or 0
     peak = get("peak_rss_bytes")
-    peak = peak if type(peak) is int else None
+    if peak is not None and not (type(peak) is int and 0 <= peak <= INT_LIMIT):
+        peak = _size(r, peak)
     agg = r.keys.get(key)
     if agg is None:
         agg = r.keys[key] = KeyAgg()
@@ -851,8 +966,8 @@ def _aggregate(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     if k is None:
         k = r.keys[key] = KeyAgg()
     k.add_many(ev)
-    n = ev.get("count")
-    if type(n) is int and n > 0:
+    n = _int(ev.get("count"))
+    if n > 0:
         r.aggregated += n
 
 
@@ -869,12 +984,12 @@ def _progress(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -
     rec = _rec(r, ev.get("span"))
     if rec is None:
         return
-    items = ev.get("items")
-    if type(items) is int:
+    items = _size(r, ev.get("items"))
+    if items is not None:
         rec.items = items
         rec.items_ts = ts
-    total = ev.get("total")
-    if type(total) is int:
+    total = _size(r, ev.get("total"))
+    if total is not None:
         rec.total = total
 
 
@@ -888,17 +1003,28 @@ def _bare(ev: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _stamped(r: RunState, ev: dict[str, Any], ts: float | None) -> dict[str, Any]:
+    """The kept copy of a log, artifact or alert line: scrubbed, without an unusable ts."""
+    d = _scrub(r, _bare(ev))
+    if ts is None:
+        d.pop("ts", None)
+    return d
+
+
 def _sample(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
-    r.samples.append(_bare(ev))
-    rss = ev.get("rss_bytes")
-    if type(rss) is int:
+    sample = _scrub_sample(r, _bare(ev))
+    if ts is None:
+        sample.pop("ts", None)  # NaN or 1e308: no time
+    r.samples.append(sample)
+    rss = sample.get("rss_bytes")
+    if type(rss) is int and rss >= 0:
         if r.peak_rss_bytes is None or rss > r.peak_rss_bytes:
             r.peak_rss_bytes = rss
-        tree = rss + _int(ev.get("children_rss_bytes"))
+        tree = rss + _int(sample.get("children_rss_bytes"))
         if r.peak_tree_rss_bytes is None or tree > r.peak_tree_rss_bytes:
             r.peak_tree_rss_bytes = tree
-    cpu = _num(ev.get("cpu_pct"))
-    spans = ev.get("spans")
+    cpu = _num(sample.get("cpu_pct"))
+    spans = sample.get("spans")
     if isinstance(spans, list):
         for span in spans:
             rec = r.phases.get(span) if isinstance(span, str) else None
@@ -906,7 +1032,11 @@ def _sample(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> 
                 continue
             if cpu is not None and (rec.cpu_peak_pct is None or cpu > rec.cpu_peak_pct):
                 rec.cpu_peak_pct = cpu
-            if type(rss) is int and (rec.peak_rss_bytes is None or rss > rec.peak_rss_bytes):
+            if (
+                type(rss) is int
+                and rss >= 0
+                and (rec.peak_rss_bytes is None or rss > rec.peak_rss_bytes)
+            ):
                 rec.peak_rss_bytes = rss
 
 
@@ -914,7 +1044,7 @@ def _log(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> Non
     level = ev.get("level")
     level = level if level in ("warning", "error") else "warning"
     r.log_counts[level] = r.log_counts.get(level, 0) + 1
-    r.logs.append(_bare(ev))
+    r.logs.append(_stamped(r, ev, ts))
     g = r.errgroups
     if g is None:
         g = r.errgroups = Groups()
@@ -928,14 +1058,14 @@ def _log(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> Non
 
 
 def _artifact(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
-    a = _bare(ev)
+    a = _stamped(r, ev, ts)
     r.artifacts.append(a)
     rec = _rec(r, ev.get("span"))
     if rec is not None:
         if rec.artifacts is None:
             rec.artifacts = []
         if len(rec.artifacts) < MAX_ARTIFACTS_PER_PHASE:
-            rec.artifacts.append({"path": ev.get("path"), "bytes": ev.get("bytes")})
+            rec.artifacts.append({"path": a.get("path"), "bytes": a.get("bytes")})
 
 
 def _metric(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
@@ -1020,7 +1150,7 @@ def _alert(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> N
         return
     r.alert_events += 1
     cur = r.alerts.get(aid)
-    a = _bare(ev)
+    a = _stamped(r, ev, ts)
     if cur is None:
         a.setdefault("raised_ts", ts)
         r.alerts[aid] = a

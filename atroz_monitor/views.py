@@ -268,6 +268,7 @@ def snapshot(
         "samples_dropped": r.samples.dropped,
         "logs_dropped": r.logs.dropped,
         "artifacts_dropped": r.artifacts.dropped,
+        "bad_values": r.bad_values,
     }
     if quality:
         q.update(quality)

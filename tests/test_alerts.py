@@ -443,7 +443,9 @@ def test_webhook_500_down_and_slow_never_hold_the_pipeline(tmp_path):
     """A webhook answering 500 is retried then counted failed; one that is down is counted;
     one that never answers does not keep the run from completing."""
     srv, h = _server(500)
-    mon = _failing_run(tmp_path / "a.jsonl", webhook=f"http://127.0.0.1:{srv.server_port}/")
+    mon = _failing_run(
+        tmp_path / "a.jsonl", webhook=f"http://127.0.0.1:{srv.server_port}/", notify_wait=2.0
+    )
     srv.shutdown()
     # Retried with backoff (0.5 s, 1 s, ...) until the run's 2 s flush budget ran out.
     assert len(h.received) >= 3
@@ -462,3 +464,42 @@ def test_webhook_500_down_and_slow_never_hold_the_pipeline(tmp_path):
     assert [e["ev"] for e in read_log(tmp_path / "c.jsonl")][-1] == "run_end"
     h3.release.set()
     srv3.shutdown()
+
+
+def test_evaluator_opens_one_episode_when_threads_end_a_key_at_once(monkeypatch):
+    """Eight threads end the same slow key at the same moment (a barrier), 20 rounds, one
+    resolving between rounds: each round opens exactly one episode (20 raises, 20
+    resolutions, unique ids), as the evaluator's lock guarantees. A raise is slowed down
+    inside (its value's rounding sleeps) so that without the lock all eight would raise."""
+    from collections import Counter
+
+    import atroz_monitor.alerts as alerts_mod
+
+    def slow_round(v):
+        time.sleep(0.001)  # a thread switch in the middle of a raise
+        return round(v, 3) if isinstance(v, float) else v
+
+    monkeypatch.setattr(alerts_mod, "_round", slow_round)
+    ev = Evaluator([rule("phase_duration", warning=50, cooldown_s=0)], max_per_minute=10**9)
+    got: list[list[dict]] = [[] for _ in range(8)]
+    barrier = threading.Barrier(8, timeout=30)
+
+    def work(i: int) -> None:
+        for n in range(20):
+            barrier.wait()
+            got[i] += ev.phase_end(1000.0 + n, f"s{i}", "P", "completed", 100.0)
+            barrier.wait()
+            if i == 0:
+                got[i] += ev.phase_end(1000.0 + n, "s0", "P", "completed", 10.0)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    alerts = [a for g in got for a in g]
+    raised = Counter(a["alert"] for a in alerts if a["state"] == "raised")
+    resolved = Counter(a["alert"] for a in alerts if a["state"] == "resolved")
+    assert sum(raised.values()) == 20 and len(raised) == 20
+    assert resolved == raised
+    assert ev.active() == []

@@ -471,3 +471,20 @@ def test_stream_resume_from_last_event_id(tmp_path: Path) -> None:
         assert bad is not None and bad.status == 404
     finally:
         src.close()
+
+
+def test_static_traversal_to_a_served_type_outside_the_package_is_404(
+    src: Any, tmp_path: Path
+) -> None:
+    """`..` segments toward a file of a served type (.js) outside the package are refused,
+    plain or percent-encoded: the name check, not the type check, keeps them out."""
+    import urllib.parse
+
+    secret = tmp_path / "secret.js"
+    secret.write_text("const SECRET = 'do-not-serve';\n")
+    static = Path(api.__file__).resolve().parent / "static"
+    rel = os.path.relpath(secret, static)
+    assert rel.startswith("..") and rel.endswith("secret.js")
+    for path in ("/static/" + rel, "/static/" + urllib.parse.quote(rel, safe="")):
+        resp = get(src, path)
+        assert resp.status == 404 and b"do-not-serve" not in resp.body, path

@@ -370,7 +370,7 @@ def test_read_only_run_directory_does_not_stop_the_pipeline(tmp_path: Path) -> N
     (end,) = of_kind(evs, "run_end")
     assert end["status"] == "completed"
     assert {e["phase"] for e in of_kind(evs, "phase_end")} == {"P00", "P01"}
-    assert not (d / "second.jsonl").exists()
+    assert [f.name for f in d.glob("*.jsonl")] == ["first.jsonl"]
     assert raised is None, f"mon.run() raised into the host: {raised}"
     assert live["internal_errors"] + live["write_errors"] >= 1
 
@@ -639,3 +639,99 @@ def test_pool_hot_loop_aggregates_stay_under_their_parent(tmp_path: Path) -> Non
         f"per parent {dict(counts)}: a worker's hot-loop table is keyed by phase key only, "
         "so calls under the second parent are summed into the first parent's aggregate"
     )
+
+
+# ------------------------------------------------------------------- dead webhooks
+
+
+class _Silent:
+    """A TCP server that accepts every connection and never answers."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[Any] = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self.stop.set()
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def _refused_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connections are refused
+    return port
+
+
+def _alerting_pipeline(log: Path, webhook: str, n: int = 20) -> tuple[float, float, Monitor]:
+    """``n`` failing phases (one phase_failed alert each); the body's own time (ms) and the
+    time the ``with`` exit took (s)."""
+    from atroz_monitor.alerts import rule
+
+    mon = Monitor(log, sample_interval=None, alert_rules=[rule("phase_failed")], webhook=webhook)
+    with mon:
+        t0 = time.perf_counter()
+        for i in range(n):
+            try:
+                with mon.phase(f"P{i:02d}"):
+                    time.sleep(0.005)
+                    raise RuntimeError("boom")
+            except RuntimeError:
+                pass
+        t1 = time.perf_counter()
+    t2 = time.perf_counter()
+    return (t1 - t0) * 1000, t2 - t1, mon
+
+
+@pytest.mark.parametrize("dead", ["refused", "silent"])
+def test_dead_webhook_never_holds_the_run_and_every_alert_is_counted(
+    tmp_path: Path, dead: str
+) -> None:
+    """A webhook on a refused port or one that never answers: the run's end waits at most the
+    0.5 s budget (plus scheduling), that wait is not in duration_ms, and all 20 alerts are
+    counted sent, failed or dropped in run_end, the snapshot and the report."""
+    silent = _Silent() if dead == "silent" else None
+    port = silent.port if silent else _refused_port()
+    try:
+        body_ms, exit_s, mon = _alerting_pipeline(tmp_path / "r.jsonl", f"http://127.0.0.1:{port}/")
+    finally:
+        if silent:
+            silent.close()
+    events = read_log(tmp_path / "r.jsonl")
+    assert len(of_kind(events, "alert")) == 20
+    end = of_kind(events, "run_end")[0]
+    c = end["counters"]
+    print(f"\n{dead}: body {body_ms:.0f} ms, run duration_ms {end['duration_ms']:.0f}, "
+          f"exit {exit_s * 1000:.0f} ms, counters sent/failed/dropped "
+          f"{c['notify_sent']}/{c['notify_failed']}/{c['notify_dropped']}")  # fmt: skip
+    assert c["notify_sent"] == 0
+    assert c["notify_failed"] + c["notify_dropped"] == 20
+    assert c["notify_failed"] >= 1  # the one in flight (or given up on) when the wait ended
+    # The body's own time, not the 0.5 s wait (before: 2,044 ms for a ~205 ms body).
+    assert end["duration_ms"] < body_ms + 250
+    assert exit_s < 0.5 + 1.0  # the budget plus room for a loaded machine; was 2-3 s
+    snap = mon.snapshot()
+    assert snap["monitor"]["notify_failed"] + snap["monitor"]["notify_dropped"] == 20
+    from atroz_monitor.report import quality_line
+
+    assert "alert notifications not delivered:" in quality_line(snap["quality"], snap["monitor"])

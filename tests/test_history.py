@@ -263,3 +263,21 @@ def test_history_of_a_thousand_runs_is_bounded_work():
     for k in keys:
         assert history.phase_history(st, k)["count"] == 1000
         assert history.phase_trends(st, k)["duration_ms"]["runs"] == 10
+
+
+def test_mean_duration_leaves_skipped_and_cached_repeats_out():
+    """A key that ran twice (100 ms, 300 ms) and was skipped once and cached once in a run:
+    its history row and the summary's mean are 200 ms, not 100 ms (skips have no time)."""
+    st = S.State()
+    env = {"run": "r1", "pid": 1}
+    S.apply(st, {"ev": "run_start", "ts": 1.0, "seq": 1, **env})
+    for i, (status, ms) in enumerate(
+        [("completed", 100.0), ("skipped", 0.0), ("completed", 300.0), ("cached", 0.0)]
+    ):
+        S.apply(st, {"ev": "phase_start", "ts": 2.0 + i, "span": f"s{i}", "phase": "K", **env})
+        S.apply(st, {"ev": "phase_end", "ts": 2.5 + i, "span": f"s{i}", "phase": "K",
+                     "status": status, "duration_ms": ms, **env})  # fmt: skip
+    S.apply(st, {"ev": "run_end", "ts": 9.0, "status": "completed", **env})
+    row = history.key_row(st.runs["r1"], "K")
+    assert row is not None and (row["count"], row["duration_ms"]) == (4, 200.0)
+    assert history.summary(st, {"r1": "completed"})["phases"]["K"]["mean_ms"] == 200.0

@@ -306,7 +306,7 @@ def test_directory_mode_writes_one_file_per_run(tmp_path):
     """A Monitor given a directory writes <run_id>.jsonl per run, jobs included."""
     d = tmp_path / "runs"
     with Monitor(d, sample_interval=None, run_id="main-1") as mon:
-        with mon.run("job-42", meta={"who": "a"}) as job:
+        with mon.run(run_id="job-42", meta={"who": "a"}) as job:
             with job.phase("J0"):
                 pass
         with mon.phase("P00"):
@@ -318,6 +318,34 @@ def test_directory_mode_writes_one_file_per_run(tmp_path):
     assert [e["phase"] for e in of_kind(job_evs, "phase_end")] == ["J0"]
     main = read_log(d / "main-1.jsonl")
     assert [e["phase"] for e in of_kind(main, "phase_end")] == ["P00"]
+
+
+def test_a_job_run_twice_gets_two_runs_of_one_name(tmp_path):
+    """The README's jobs pattern in a pipeline run twice: two runs named "job-42" with
+    distinct ids, no ValueError (which it raised into the user's thread before)."""
+    d = tmp_path / "runs"
+    for _ in range(2):
+        with Monitor(d, sample_interval=None, alert_rules=[]) as mon:
+            with mon.run("job-42", meta={"who": "a"}) as job:
+                with job.phase("J0"):
+                    pass
+            with mon.run("job-42") as again:  # twice in one monitor too
+                with again.phase("J0"):
+                    pass
+    starts = [read_log(f)[0] for f in sorted(d.glob("*.jsonl"))]
+    jobs = [e for e in starts if e["name"] == "job-42"]
+    assert len(jobs) == 4 and len({e["run"] for e in jobs}) == 4
+    assert len(starts) == 6  # and the two main runs
+
+
+def test_job_run_id_is_kept_and_must_be_new(tmp_path):
+    """run_id= (or the older run("id", name=...)) picks the id; a taken one is a ValueError."""
+    with Monitor(tmp_path / "runs", sample_interval=None, alert_rules=[]) as mon:
+        with mon.run("j-1", name="Job") as job:
+            assert (job.id, job.name) == ("j-1", "Job")
+        with pytest.raises(ValueError, match="already exists"):
+            mon.run(run_id="j-1")
+        assert mon.run("nightly").name == "nightly"
 
 
 def test_concurrent_runs_in_threads_stay_apart(tmp_path):
@@ -337,8 +365,12 @@ def test_concurrent_runs_in_threads_stay_apart(tmp_path):
             t.start()
         for t in ts:
             t.join()
+    by_name = {}
+    for f in d.glob("*.jsonl"):
+        evs = read_log(f)
+        by_name[evs[0]["name"]] = evs
     for i in range(4):
-        evs = read_log(d / f"job-{i}.jsonl")
+        evs = by_name[f"job-{i}"]
         ends = of_kind(evs, "phase_end")
         assert len(ends) == 40
         spans = {e["span"] for e in ends if e["phase"].startswith("step")}
@@ -495,3 +527,20 @@ def test_without_proc_phases_work_and_nothing_is_invented(tmp_path):
     assert samples and all("rss_bytes" not in s and "cpu_s" in s for s in samples)
     assert of_kind(evs, "run_end")[0]["counters"]["sample_source"] == "rusage"
     assert of_kind(evs, "run_start")[0]["pid_start"] is None
+
+
+def test_current_phase_is_restored_when_a_phase_exits(tmp_path):
+    """current_phase() is the innermost open phase, and the enclosing one again once a
+    nested phase has exited (None outside every phase), also after a failure."""
+    with Monitor(tmp_path / "r.jsonl", sample_interval=None, alert_rules=[]) as mon:
+        assert atroz_monitor.current_phase() is None
+        with mon.phase("P00") as outer:
+            assert atroz_monitor.current_phase() is outer
+            with mon.phase("P00.a") as inner:
+                assert atroz_monitor.current_phase() is inner
+            assert atroz_monitor.current_phase() is outer
+            with pytest.raises(RuntimeError):
+                with mon.phase("P00.b"):
+                    raise RuntimeError("x")
+            assert atroz_monitor.current_phase() is outer
+        assert atroz_monitor.current_phase() is None

@@ -690,8 +690,9 @@ def test_embed_json_cannot_close_its_element() -> None:
 @pytest.fixture(scope="module")
 def live_server(demo_runs: dict[str, Any]) -> Iterator[Any]:
     """The real HTTP server over the demo logs."""
-    server = pytest.importorskip("atroz_monitor.server")
-    source_mod = pytest.importorskip("atroz_monitor.source")
+    from atroz_monitor import server
+    from atroz_monitor import source as source_mod
+
     src = source_mod.FileSource([demo_runs["dir"]])
     srv = server.start_server(src, "127.0.0.1", 0)
     try:
@@ -770,8 +771,9 @@ def test_live_requests_stay_on_loopback(driver: Any, live_server: Any) -> None:
 def test_live_running_phase_turns_completed_without_reload(driver: Any, tmp_path: Path) -> None:
     """Over a run still being written, P00 shows running (with a live elapsed clock) and
     then completed, P01 appears, all pushed over SSE without reloading the page."""
-    server = pytest.importorskip("atroz_monitor.server")
-    source_mod = pytest.importorskip("atroz_monitor.source")
+    from atroz_monitor import server
+    from atroz_monitor import source as source_mod
+
     runs = tmp_path / "runs"
     mon = Monitor(
         runs, plan=[("P00", "Load"), ("P01", "Transform")], sample_interval=0.1, name="live test"
@@ -1188,8 +1190,9 @@ def test_live_same_tags_only_adds_the_tag_filter_to_the_history_requests(
     """Live, "same tags only" asks history and trends for ``tag=dataset=small`` and
     ``tag=host_class=m5.xlarge`` and shows the two matching runs instead of three; the API
     answers differently with and without the filter and 400s a malformed tag."""
-    server = pytest.importorskip("atroz_monitor.server")
-    source_mod = pytest.importorskip("atroz_monitor.source")
+    from atroz_monitor import server
+    from atroz_monitor import source as source_mod
+
     src = source_mod.FileSource([shapes["dir"]])
     srv = server.start_server(src, "127.0.0.1", 0)
     try:

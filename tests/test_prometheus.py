@@ -454,3 +454,11 @@ def test_history_index_is_reused_and_follows_a_new_list() -> None:
     s = _samples(exporters.prometheus(State(), history=more, now=2e9))
     assert s['atroz_history_runs{pipeline="pipe0",status="completed"}'] == 51
     assert 'run="h00050"' in exporters.prometheus(State(), history=more, now=2e9)
+
+
+def test_a_duration_exactly_on_a_bound_counts_in_that_bucket() -> None:
+    """Prometheus buckets are `le` (less or equal): 5 ms exactly is in le=0.005 and 2.5 s
+    exactly in le=2.5, not in the next bucket."""
+    s = _samples(exporters.prometheus(_synthetic("P00", [5.0, 2500.0]), now=2000.0))
+    b = 'atroz_phase_duration_seconds_bucket{run="r1",phase="P00",le="%s"}'
+    assert [s[b % le] for le in ("0.005", "0.01", "1.0", "2.5", "+Inf")] == [1, 1, 1, 2, 2]

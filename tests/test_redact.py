@@ -62,6 +62,10 @@ SECRETS: list[tuple[str, str]] = [
     ),
     ("token ghp_" + "A1b2C3d4E5" * 4, "A1b2C3d4E5A1b2"),
     ("xoxb-123456789012-abcdefghijkl", "abcdefghijkl"),
+    # Token shapes alone on their line: no keyword ("token", "key") to catch them instead.
+    ("clone with glpat-ABCdef1234567890xyzW12 now", "ABCdef1234567890xyzW12"),
+    ("maps AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW done", "SyA1b2C3d4E5f6G7h8I9j0Kl"),
+    ("push github_pat_11ABCDEFX0123456789_abcdefXijklmnopqrstuvwxyz", "0123456789_abcdefX"),
     ("OPENAI sk-proj-" + "Zz9" * 10, "Zz9Zz9Zz9"),
     (
         "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."

@@ -333,6 +333,35 @@ def test_regression_gate_exit_codes(tmp_path, current, expected_code, regressed)
     assert json.loads(out)["comparison"]["regressions"] == regressed
 
 
+def test_regression_gate_without_baseline_judges_the_directory_history(tmp_path):
+    """--fail-on-regression without --baseline: exit 1 naming the phase when the latest run
+    is an anomaly (worse) against the earlier runs of its directory, 0 when it is not."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    for i, jitter in enumerate([0, 1, 2, -1, -2]):
+        _synthetic(d / f"b{i}.jsonl", f"b{i}", {"A": 100 + jitter, "B": 200}, 1000.0 + i * 10)
+    _synthetic(d / "cur.jsonl", "cur", {"A": 400, "B": 200}, 5000.0)
+    code, out, err = _report("report", d, "--fail-on-regression", "--format", "json")
+    assert code == 1
+    assert [a["phase"] for a in json.loads(out)["anomalies"]] == ["A"]
+    assert "regression against 5 earlier runs (anomaly): A" in err
+    (d / "cur.jsonl").unlink()
+    _synthetic(d / "cur.jsonl", "cur", {"A": 101, "B": 200}, 5000.0)
+    code, _, err = _report("report", d, "--fail-on-regression", "--format", "json")
+    assert (code, err) == (0, "")
+
+
+def test_regression_gate_without_baseline_or_history_exits_2(tmp_path):
+    """--fail-on-regression on a lone run without --baseline: exit 2 with one message, not a
+    silent 0 (a CI gate that could never fail)."""
+    log = tmp_path / "one.jsonl"
+    _synthetic(log, "only", {"A": 100}, 1000.0)
+    code, out, err = _report("report", log, "--fail-on-regression")
+    assert code == 2 and out == ""
+    assert "needs --baseline PATH or at least 3 earlier runs" in err and "(found 0)" in err
+    assert "Traceback" not in err
+
+
 def test_single_baseline_run_uses_25_percent_and_new_missing_are_listed(tmp_path):
     """With one baseline run: +30% is a regression, +20% is not; new and missing phases
     are listed; --threshold overrides."""

@@ -645,3 +645,60 @@ def test_damaged_error_fields_never_raise_and_count_once(evs):
     st = S.State()
     S.apply_all(st, [{**e, "run": "r", "pid": 1} for e in evs])
     assert S.error_count(st.runs["r"]) == 1
+
+
+def test_acknowledging_a_resolved_alert_keeps_it_resolved():
+    """An acknowledgement that arrives after the resolution (an `ack` from a shell) marks
+    the alert acknowledged but does not reopen it."""
+    base = {"run": "r", "pid": 1, "alert": "a1", "rule": "rss", "severity": "warning"}
+    s = _reduce(
+        [
+            {"ev": "alert", "ts": 1.0, "state": "raised", "value": 9, "threshold": 5, **base},
+            {"ev": "alert", "ts": 2.0, "state": "resolved", **base},
+            {"ev": "alert", "ts": 3.0, "state": "acknowledged", **base},
+        ]
+    )
+    a = s.runs["r"].alerts["a1"]
+    assert (a["state"], a["acknowledged"], a["resolved_ts"]) == ("resolved", True, 2.0)
+
+
+def test_a_resume_interrupts_the_dead_owners_open_phases_at_once():
+    """When a new process resumes the run, the phases its dead owner left open are
+    interrupted right away (before any run_end), and the new owner's own phase runs."""
+    env = {"run": "r"}
+    s = _reduce(
+        [
+            {"ev": "run_start", "ts": 1.0, "pid": 1, "seq": 1, **env},
+            {"ev": "phase_start", "ts": 2.0, "pid": 1, "seq": 2, "span": "1.1", "phase": "P0",
+             **env},
+            {"ev": "phase_start", "ts": 2.5, "pid": 1, "seq": 3, "span": "1.2", "phase": "P0.a",
+             "parent": "1.1", **env},
+            {"ev": "resumed", "ts": 9.0, "pid": 2, "seq": 1, "prev_pid": 1, **env},
+            {"ev": "phase_start", "ts": 9.5, "pid": 2, "seq": 2, "span": "2.1", "phase": "P1",
+             **env},
+        ]
+    )  # fmt: skip
+    r = s.runs["r"]
+    assert {span: r.phases[span].status for span in r.phases} == {
+        "1.1": "interrupted", "1.2": "interrupted", "2.1": "running",
+    }  # fmt: skip
+    assert r.open == {"2.1"}
+    snap = views.snapshot(s, "r", now=10.0, alive=True)
+    assert [p["status"] for p in snap["phases"]] == ["interrupted", "interrupted", "running"]
+
+
+def test_repeats_open_beyond_max_phases_are_counted_folded_at_run_end():
+    """Repeats started beyond max_phases and never ended (kept light) are dropped at
+    run_end and counted in folded_count (quality.phases_folded), never lost silently."""
+    env = {"run": "r", "pid": 1}
+    evs = [{"ev": "run_start", "ts": 1.0, **env},
+           {"ev": "phase_start", "ts": 1.0, "span": "p", "phase": "loop", **env}]  # fmt: skip
+    for i in range(6):  # started, never ended: 2 get records (max 3 with the parent), 4 light
+        evs.append({"ev": "phase_start", "ts": 2.0, "span": f"c{i}", "phase": "item",
+                    "parent": "p", **env})  # fmt: skip
+    evs.append({"ev": "run_end", "ts": 3.0, "status": "failed", **env})
+    s = _reduce(evs, max_phases=3)
+    r = s.runs["r"]
+    assert len(r.phases) == 3 and not r.lite
+    assert r.folded_count == 4
+    assert views.snapshot(s, "r", now=4.0)["quality"]["phases_folded"] == 4
