@@ -961,6 +961,7 @@ class Run:
                 mon._catalog_run(self)
             else:
                 self._emit(E.PROCESS_END, fields)
+            self.writer.release()  # no descriptor held per finished run
             if self._env_saved is not None:
                 for k, v in self._env_saved.items():
                     if v is None:
@@ -1623,14 +1624,14 @@ class Monitor:
         from . import procfs
 
         self._reaped = procfs.reaped_children_cpu_s
-        self._statm: Any = procfs.Statm(proc)
+        self._statm: Any = procfs.shared_statm(proc)  # one descriptor per process, not per run
         if self._statm.fd < 0:
             self._statm = None  # no /proc: the sampler's figures, if any
         # Exact peak RSS (opt-in: the reset also lowers the process's own ru_maxrss).
         self._hwm: Any = None
         if exact_peak:
             try:
-                self._hwm = procfs.HighWater(proc)
+                self._hwm = procfs.shared_high_water(proc)
             except OSError as exc:
                 self._internal(f"exact_peak unavailable, peaks are sampled ({exc})", None)
         self._peak_method = (

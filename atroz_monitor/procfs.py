@@ -437,6 +437,43 @@ class Statm:
         self.fd, self._ident = -1, None
 
 
+# One Statm and one HighWater per process and procfs root: every Monitor of a process reads
+# the same files, so a process that runs pipelines one after another for years holds two
+# descriptors, not two per run. The pid tells a forked child that the instance is its
+# parent's (the descriptor names the parent's file).
+_statms: dict[str, tuple[int, Statm]] = {}
+_high_waters: dict[str, tuple[int, HighWater]] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_statm(root: str = "/proc") -> Statm:
+    """This process's ``Statm`` for ``root`` (opened once, reopened after a fork)."""
+    with _shared_lock:
+        got = _statms.get(root)
+        if got is None or got[1].fd < 0:
+            st = Statm(root)
+        else:
+            st = got[1]
+            if got[0] != os.getpid():
+                st.reopen()
+        _statms[root] = (os.getpid(), st)
+        return st
+
+
+def shared_high_water(root: str = "/proc") -> HighWater:
+    """This process's ``HighWater`` for ``root``; OSError where the kernel has none."""
+    with _shared_lock:
+        got = _high_waters.get(root)
+        if got is None:
+            hw = HighWater(root)
+        else:
+            hw = got[1]
+            if got[0] != os.getpid():
+                hw.reopen()
+        _high_waters[root] = (os.getpid(), hw)
+        return hw
+
+
 def _open_kept(path: str, flags: int) -> tuple[int, tuple[int, int] | None]:
     """A descriptor kept across reads and its identity (-1 and None if it cannot be opened)."""
     try:

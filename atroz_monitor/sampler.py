@@ -142,6 +142,8 @@ class Sampler:
             self._tree.close()
         except Exception:
             pass
+        if self._oom is not None:
+            self._oom.close()  # its descriptor on the cgroup's OOM counter
 
     def health(self) -> dict[str, Any]:
         return {

@@ -125,6 +125,8 @@ class LogWriter:
         "rotations",
         "_partial",
         "mode",
+        "_trust",
+        "_released",
         "__weakref__",
     )
 
@@ -150,6 +152,8 @@ class LogWriter:
         self._warned = False
         self._size = 0
         self.mode = mode  # for the rotation parts
+        self._trust = trust
+        self._released = False  # release(): the descriptor is closed, reopened on demand
         try:
             self._fd: int = open_log(self.path, mode, trust=trust)
         except OSError as exc:
@@ -259,6 +263,8 @@ class LogWriter:
                 self._partial = n < len(data)
                 data = data[n:]
         except OSError as exc:
+            if self._released and self._fd < 0:
+                return self._reopen(data, lines, cont)
             self._failed(exc, lines)
             return False
         except Exception as exc:  # e.g. ValueError from a closed descriptor number
@@ -327,6 +333,30 @@ class LogWriter:
             "events_lost": self.lost,
             "last_write_error": self.last_error,
         }
+
+    def release(self) -> None:
+        """Close the descriptor once the run has ended: a process running one pipeline after
+        another keeps no descriptor per finished run. A later line of this writer (a phase
+        that outlived its run, an acknowledgement) reopens the file first: nothing is lost."""
+        with self._lock:
+            if self._fd >= 0:
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    pass
+                self._fd = -1
+                self._released = True
+
+    def _reopen(self, data: bytes, lines: int, cont: bool) -> bool:
+        """The first write after ``release()``: the same checks as at construction (no link
+        followed, no file of another user), then the write. Called with the lock held."""
+        self._released = False
+        try:
+            self._fd = open_log(self.path, self.mode, trust=self._trust)
+        except OSError as exc:
+            self._failed(exc, lines)
+            return False
+        return self._write(data, lines, cont)
 
     def close(self) -> None:
         with self._lock:

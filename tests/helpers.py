@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import time
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,11 @@ def poll(pred: Any, timeout: float, what: str, step: float = 0.005) -> Any:
             return value
         assert time.monotonic() < end, f"timed out after {timeout}s waiting for {what}"
         time.sleep(step)
+
+
+def ready(fd: Any, timeout: float) -> tuple[list[Any], list[Any], list[Any]]:
+    """``select.select([fd], [], [], timeout)`` through poll(2): select() cannot watch a
+    descriptor numbered 1024 or above, which a long test session can reach."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return ([fd] if p.poll(timeout * 1000) else [], [], [])

@@ -14,7 +14,6 @@ import json
 import os
 import pwd
 import re
-import select
 import shutil
 import socket
 import stat
@@ -31,7 +30,7 @@ from typing import Any
 
 import pytest
 from conftest import require_tool
-from helpers import child_env, poll, read_log
+from helpers import child_env, poll, read_log, ready
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -755,7 +754,7 @@ class Slowloris:
                     sock.send(head[i : i + 1])
                     if self.stop.wait(SLOW_GAP_S):
                         break
-                    readable, _, _ = select.select([sock], [], [], 0)
+                    readable, _, _ = ready(sock, 0)
                     if readable:  # closed, or answered (503, 408): either way, again
                         break
             except OSError:

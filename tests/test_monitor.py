@@ -544,3 +544,38 @@ def test_current_phase_is_restored_when_a_phase_exits(tmp_path):
                     raise RuntimeError("x")
             assert atroz_monitor.current_phase() is outer
         assert atroz_monitor.current_phase() is None
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_monitors_one_after_another_hold_no_descriptor_per_run(tmp_path):
+    """A process running 40 pipelines one after another (sampled, half with exact_peak)
+    holds as many descriptors after the 40th as after the 2nd: the log, statm, the OOM
+    counter and the high-water files are closed or shared, not kept per run."""
+
+    def one(i: int) -> None:
+        with Monitor(tmp_path / "runs", sample_interval=0.02, exact_peak=i % 2 == 0) as m:
+            with m.phase("P00"):
+                pass
+
+    one(0)
+    one(1)
+    before = _open_fds()
+    for i in range(40):
+        one(i)
+    assert _open_fds() == before
+
+
+def test_a_line_written_after_its_run_ended_is_not_lost(tmp_path):
+    """The run's descriptor is released at run_end; an event the run writes afterwards
+    (a phase that outlived its run) reopens the log and lands in it."""
+    m = Monitor(tmp_path / "r.jsonl", sample_interval=None)
+    with m:
+        pass
+    with m.phase("LATE"):
+        pass
+    evs = read_log(tmp_path / "r.jsonl")
+    assert [e["ev"] for e in evs][-3:] == ["run_end", "phase_start", "phase_end"]
+    assert [r.health()["events_lost"] for r in m.runs()] == [0]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import of_kind, poll, read_log
+from helpers import of_kind, poll, read_log, ready
 
 from atroz_monitor import runcmd
 
@@ -351,7 +351,6 @@ def _run_in_terminal(tmp: Path, code: str) -> tuple[int, int]:
     """`run` as the foreground job of a new pseudo-terminal (pty.fork: its session leader);
     returns (run's pid, the master fd) once the command printed 'ready'."""
     import pty
-    import select
 
     argv = [sys.executable, "-m", "atroz_monitor", "run", "--out", str(tmp / "runs"), "--",
             sys.executable, "-c", code]  # fmt: skip
@@ -364,7 +363,7 @@ def _run_in_terminal(tmp: Path, code: str) -> tuple[int, int]:
     deadline = time.monotonic() + 30
     while b"ready" not in seen:
         assert time.monotonic() < deadline, seen
-        if select.select([master], [], [], 0.5)[0]:
+        if ready(master, 0.5)[0]:
             try:
                 seen += os.read(master, 1024)
             except OSError:
@@ -373,7 +372,6 @@ def _run_in_terminal(tmp: Path, code: str) -> tuple[int, int]:
 
 
 def _wait_terminal_run(pid: int, master: int) -> int:
-    import select
 
     deadline = time.monotonic() + 30
     out = b""
@@ -387,7 +385,7 @@ def _wait_terminal_run(pid: int, master: int) -> int:
             os.waitpid(pid, 0)
             os.close(master)
             pytest.fail(f"run did not end within 30 s; the terminal showed {out!r}")
-        if select.select([master], [], [], 0.1)[0]:
+        if ready(master, 0.1)[0]:
             try:
                 out += os.read(master, 1024)  # drain the terminal
             except OSError:

@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ready
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_api import append, build_runs
@@ -732,7 +732,7 @@ def test_head_deadline_counts_from_the_connection_not_each_byte(
             for b in b"GET /api/v1/runs HTTP/1.1\r\nX-Slow: " + b"a" * 100:
                 sock.sendall(bytes([b]))
                 sent += 1
-                readable, _, _ = select.select([sock], [], [], 0.1)
+                readable, _, _ = ready(sock, 0.1)
                 if readable:
                     break
         except OSError:
