@@ -142,8 +142,11 @@ class Sampler:
             self._tree.close()
         except Exception:
             pass
-        if self._oom is not None:
-            self._oom.close()  # its descriptor on the cgroup's OOM counter
+        try:
+            if self._oom is not None:
+                self._oom.close()  # its descriptor on the cgroup's OOM counter
+        except Exception:
+            pass
 
     def health(self) -> dict[str, Any]:
         return {

@@ -114,6 +114,9 @@ def test_an_oom_kill_is_a_critical_alert_and_an_error(tmp_path):
         def poll(self):
             return self.n.pop(0) if self.n else 0
 
+        def close(self):
+            self.n = []
+
     log = tmp_path / "r.jsonl"
     with Monitor(log, sample_interval=3600, alert_rules=[]) as mon:
         mon._sampler._oom = FakeWatch()
