@@ -1,10 +1,10 @@
 """`import atroz_monitor`: time and RSS it adds to a bare interpreter in a clean virtual
 environment, against prometheus_client measured the same way in the same venv and run.
 
-The venv (``benchmarks/.venv-import``, created on first use, reused after) holds only the
-two packages, laid out as an installed wheel lays them out (the package directories copied
-into site-packages, no ``.pth`` file, so ``site`` preloads nothing of ours) and compiled to
-bytecode; this needs no network. prometheus_client is copied from the running
+The venv (``~/.cache/atroz_monitor/import-venv-<python>``, or ``$ATROZ_BENCH_VENV``;
+created on first use, reused after) holds only the two packages, laid out as an installed
+wheel lays them out (the package directories copied into site-packages, no ``.pth`` file,
+so ``site`` preloads nothing of ours) and compiled to bytecode; this needs no network. prometheus_client is copied from the running
 interpreter's installation (pure Python, no dependencies). Each child runs ``-I`` (the
 working directory is not on sys.path, PYTHON* variables are ignored) and reports the time
 around the import (perf_counter) and VmRSS from /proc/self/status before and after it.
@@ -25,7 +25,13 @@ import venv
 from .common import Figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV = os.path.join(ROOT, "benchmarks", ".venv-import")
+# Outside the checkout (linters and tests walk it), one per Python version.
+VENV = os.environ.get("ATROZ_BENCH_VENV") or os.path.join(
+    os.path.expanduser("~"),
+    ".cache",
+    "atroz_monitor",
+    f"import-venv-{sys.implementation.cache_tag}",
+)
 
 _CHILD = """
 import time
