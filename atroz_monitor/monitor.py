@@ -2197,7 +2197,7 @@ def _after_fork_child() -> None:
     _hwm_lock = _thread.allocate_lock()  # another thread may have held it at the fork
     _new_pid()
     # The parent's live runs are not live here (a child joins them at its first event):
-    # the exit hooks come back with the first run this process announces.
+    # the exception hook comes back with the first run this process announces.
     _hooks_lock = _thread.allocate_lock()
     _live_runs = 0
     _remove_hooks()
@@ -2362,7 +2362,7 @@ def _at_exit() -> None:
     # Runs left open at exit (a default monitor, a Monitor never closed) end here; a
     # joined worker writes its process_end. An uncaught exception makes the run failed.
     global _exiting
-    _exiting = True  # the hooks stay: atexit is running (a callback unregistering crashed < 3.10.2)
+    _exiting = True
     failed = getattr(sys, "last_value", None) is not None or _uncaught
     status = E.FAILED if failed else E.COMPLETED
     for m in list(_monitors):
@@ -2374,13 +2374,16 @@ def _at_exit() -> None:
             pass
 
 
-# -- process hooks: installed while a run is live -----------------------------------------
-# An uncaught exception marks the live runs failed, and interpreter exit ends them. Both hooks
-# exist only while this process has a live run, so importing the package (or only reading
-# logs) changes nothing.
+# -- process hooks: installed with the first live run ---------------------------------------
+# An uncaught exception marks the live runs failed, and interpreter exit ends them. Importing
+# the package (or only reading logs) changes nothing: sys.excepthook is wrapped while this
+# process has a live run, and the exit hook is registered with its first run. That one stays
+# (a no-op once no run is live): CPython never reuses the slot atexit.unregister empties, so
+# unregistering at each last run's end would make the n-th run's end scan n dead slots.
 _hooks_lock = _thread.allocate_lock()
 _live_runs = 0  # runs announced and not ended in this process
 _exiting = False
+_atexit_hooked = False
 _uncaught = False
 _hooked_except = False  # our hook is in sys.excepthook's chain
 _prev_excepthook: Any = None
@@ -2393,13 +2396,14 @@ def _excepthook(et: Any, ev: Any, tb: Any) -> None:
 
 
 def _run_live() -> None:
-    global _live_runs, _hooked_except, _prev_excepthook
+    global _live_runs, _hooked_except, _prev_excepthook, _atexit_hooked
     with _hooks_lock:
         _live_runs += 1
         if _live_runs > 1:
             return
-        if not _exiting:  # atexit is already running its callbacks: this one would not run
+        if not _atexit_hooked and not _exiting:  # once atexit runs, this would not run
             atexit.register(_at_exit)
+            _atexit_hooked = True
         if not _hooked_except:
             _prev_excepthook, sys.excepthook = sys.excepthook, _excepthook
             _hooked_except = True
@@ -2416,7 +2420,6 @@ def _run_over() -> None:
 
 def _remove_hooks() -> None:
     global _hooked_except
-    atexit.unregister(_at_exit)
     if sys.excepthook is _excepthook:
         sys.excepthook = _prev_excepthook
         _hooked_except = False
