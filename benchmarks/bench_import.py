@@ -4,8 +4,9 @@ environment, against prometheus_client measured the same way in the same venv an
 The venv (``~/.cache/atroz_monitor/import-venv-<python>``, or ``$ATROZ_BENCH_VENV``;
 created on first use, reused after) holds only the two packages, laid out as an installed
 wheel lays them out (the package directories copied into site-packages, no ``.pth`` file,
-so ``site`` preloads nothing of ours) and compiled to bytecode; this needs no network. prometheus_client is copied from the running
-interpreter's installation (pure Python, no dependencies). Each child runs ``-I`` (the
+so ``site`` preloads nothing of ours) and compiled to bytecode; this needs no network.
+prometheus_client is copied from the running interpreter's installation (pure Python, no
+dependencies). Each child runs ``-I`` (the
 working directory is not on sys.path, PYTHON* variables are ignored) and reports the time
 around the import (perf_counter) and VmRSS from /proc/self/status before and after it.
 Each figure is the median over fresh interpreters.
