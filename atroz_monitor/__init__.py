@@ -11,8 +11,6 @@ or, process-wide: ``import atroz_monitor as monitor; with monitor.phase("P00"): 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .events import SCHEMA_VERSION
 from .monitor import (
     ENV_LOG,
@@ -27,7 +25,11 @@ from .monitor import (
     shutdown,
 )
 
+# typing is not imported at runtime: it would double the package's import time.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .runs import PhaseView, Runs, RunView, load
 
 __version__ = "0.1.0"

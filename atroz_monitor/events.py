@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing's: importing typing would double the import time
 if TYPE_CHECKING:
     from typing import Any
 

@@ -12,28 +12,30 @@ which is the caller's bug to see.
 
 from __future__ import annotations
 
+# Imports are few and cheap: importing the package must cost next to nothing (typing, re,
+# collections, functools and threading are imported where first used; _thread is threading's
+# C core, already loaded).
+import _thread
 import atexit
-import functools
 import itertools
 import os
-import re
 import stat
 import sys
-import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
 
 from . import events as E
+from . import sinks
 from .events import clip, dumps, quote
 from .sinks import FILE_MODE, LogWriter, UnsafeLogError
 
 ENV_LOG = "ATROZ_MONITOR_LOG"
 ENV_RUN = "ATROZ_MONITOR_RUN"
 
+TYPE_CHECKING = False  # not typing's: importing typing would double the import time
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any, TypeVar
 
     F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +47,15 @@ _pid = os.getpid()
 _span_prefix = f"{_pid}."
 _spans = itertools.count(1)
 
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def _valid_run_id(run_id: str) -> bool:
+    import re  # here, not at import: re costs more than the rest of the package to import
+
+    return re.match(_RUN_ID_PATTERN, run_id) is not None  # re caches the compiled pattern
+
+
 PROGRESS_EVERY_S = 0.5  # at most one progress event per phase this often (set_total: always)
 _perf_ns = time.perf_counter_ns
 _pread = os.pread  # the phase boundary's statm read (see procfs.Statm.rss)
@@ -53,7 +63,7 @@ _cpu_ns = time.process_time_ns
 _wall = time.time
 
 
-_tls = threading.local()
+_tls = _thread._local()  # threading.local
 
 
 def _thread_name() -> str:
@@ -62,6 +72,8 @@ def _thread_name() -> str:
     try:
         return _tls.q  # type: ignore[no-any-return]
     except AttributeError:
+        import threading
+
         q = _tls.q = quote(threading.current_thread().name)
         return q
 
@@ -84,6 +96,8 @@ def _normalize_plan(plan: Any) -> list[dict[str, Any]]:
             "plan must be a list of phase ids, (id, name) pairs or {'id': ..., 'name': ...} "
             f"dicts, not {type(plan).__name__}"
         )
+    from collections.abc import Mapping
+
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, entry in enumerate(plan):
@@ -173,6 +187,8 @@ def _tags(tags: Mapping[str, str] | None, env: bool = True) -> dict[str, str]:
                     raise ValueError(f"{ENV_TAGS}: expected key=value pairs, got {part!r}")
                 out[k.strip()] = v.strip()
     if tags is not None:
+        from collections.abc import Mapping
+
         if not isinstance(tags, Mapping):
             raise ValueError(f"tags must be a mapping of strings, not {type(tags).__name__}")
         for k, v in tags.items():
@@ -619,6 +635,8 @@ class Phase:
         code = getattr(fn, "__code__", None)
         # CO_COROUTINE | CO_ITERABLE_COROUTINE, read from the code object so that we do
         # not import inspect or asyncio (tens of ms) just to decorate a function.
+        import functools
+
         if code is not None and code.co_flags & 0x180:
 
             @functools.wraps(fn)
@@ -869,6 +887,7 @@ class Run:
 
     def _announce(self) -> None:
         self.live = True
+        _run_live()
         self._t0 = _perf_ns()
         mon = self.monitor
         red = mon.redactor
@@ -931,6 +950,7 @@ class Run:
             # the notifications' bounded wait, the OTLP flush) is not the pipeline's time.
             duration_ms = round((_perf_ns() - self._t0) / 1e6, 3)
             self.ended = True
+            _run_over()
             self.status = status
             mon = self.monitor
             mon._run_ending(self)
@@ -1053,6 +1073,8 @@ class Run:
         _check_key(key)
 
         def deco(fn: F) -> F:
+            import functools
+
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
                 for attempt in self.attempts(
@@ -1398,7 +1420,7 @@ def _exists(pid: int) -> bool:
     return True
 
 
-_hwm_lock = threading.Lock()
+_hwm_lock = _thread.allocate_lock()
 
 
 def _fold_hwm() -> None:
@@ -1507,6 +1529,9 @@ class Monitor:
         notify_wait: float = 0.5,
         _join: bool = False,
     ) -> None:
+        from collections.abc import Mapping
+
+        _hook_fork()  # before anything below makes a writer or a thread a fork must reset
         p = os.fspath(path)
         if not isinstance(p, str) or not p:
             raise ValueError(f"path must be a file or directory path, not {path!r}")
@@ -1524,8 +1549,8 @@ class Monitor:
             raise ValueError(f"max_phases must be a positive integer, not {max_phases!r}")
         if meta is not None and not isinstance(meta, Mapping):
             raise ValueError(f"meta must be a mapping, not {type(meta).__name__}")
-        if run_id is not None and not _RUN_ID_RE.match(run_id):
-            raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {run_id!r}")
+        if run_id is not None and not _valid_run_id(run_id):
+            raise ValueError(f"run_id must match {_RUN_ID_PATTERN}: {run_id!r}")
         if detail not in DETAILS:
             raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
         if type(aggregate_above) is not int or aggregate_above < 1:
@@ -1613,7 +1638,7 @@ class Monitor:
 
             self._otlp_endpoint = check_endpoint(otlp_endpoint)  # ValueError here, not later
         self._otlp: Any = None
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._runs: dict[str, Run] = {}
         self._internal_errors = 0
         self._internal_last: str | None = None
@@ -1678,7 +1703,7 @@ class Monitor:
         A run that is unknown here or already ended is an error at construction."""
         from .reader import discover, iter_events
 
-        if not _RUN_ID_RE.match(run_id):
+        if not _valid_run_id(run_id):
             raise ValueError(f"resume: not a run id: {run_id!r}")
         file = os.path.join(self.path, run_id + ".jsonl") if self.is_dir else self.path
         found: dict[str, Any] | None = None
@@ -1754,8 +1779,8 @@ class Monitor:
             run_id = job
         if name is not None and not isinstance(name, str):
             raise ValueError(f"a job's name must be a string, not {type(name).__name__}")
-        if run_id is not None and not (isinstance(run_id, str) and _RUN_ID_RE.match(run_id)):
-            raise ValueError(f"run_id must match {_RUN_ID_RE.pattern}: {run_id!r}")
+        if run_id is not None and not (isinstance(run_id, str) and _valid_run_id(run_id)):
+            raise ValueError(f"run_id must match {_RUN_ID_PATTERN}: {run_id!r}")
         with self._lock:
             if run_id is not None and run_id in self._runs:
                 raise ValueError(f"run {run_id!r} already exists in this monitor")
@@ -2120,7 +2145,7 @@ class Monitor:
 
     # -- fork ---------------------------------------------------------------------------
     def _after_fork_child(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._sampler = None  # threads do not survive fork; the parent samples the tree
         self._otlp = None
         self._rss = None
@@ -2161,12 +2186,22 @@ class Monitor:
                 run.end(E.COMPLETED)
 
 
-def _after_fork_child() -> None:
-    global _pid, _span_prefix, _spans, _hwm_lock
-    _hwm_lock = threading.Lock()  # another thread may have held it at the fork
+def _new_pid() -> None:
+    global _pid, _span_prefix, _spans
     _pid = os.getpid()
     _span_prefix = f"{_pid}."
     _spans = itertools.count(1)
+
+
+def _after_fork_child() -> None:
+    global _hwm_lock, _hooks_lock, _live_runs
+    _hwm_lock = _thread.allocate_lock()  # another thread may have held it at the fork
+    _new_pid()
+    # The parent's live runs are not live here (a child joins them at its first event):
+    # the exception hook comes back with the first run this process announces.
+    _hooks_lock = _thread.allocate_lock()
+    _live_runs = 0
+    _remove_hooks()
     for m in list(_monitors):
         try:
             m._after_fork_child()
@@ -2174,13 +2209,27 @@ def _after_fork_child() -> None:
             pass
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_child)
+# os.register_at_fork cannot be undone, so it waits for the first Monitor: importing the
+# package leaves the interpreter as it was.
+_fork_hooked = False
+
+
+def _hook_fork() -> None:
+    global _fork_hooked
+    with _hooks_lock:
+        if _fork_hooked:
+            return
+        _fork_hooked = True
+        if _pid != os.getpid():
+            _new_pid()  # forked after the import, before any Monitor: no handler ran
+        if hasattr(os, "register_at_fork"):  # absent on Windows, where nothing forks
+            os.register_at_fork(after_in_child=sinks.after_fork_in_child)
+            os.register_at_fork(after_in_child=_after_fork_child)
 
 
 # -- the process-wide default monitor ---------------------------------------------------
 _default: Monitor | None = None
-_default_lock = threading.Lock()
+_default_lock = _thread.allocate_lock()
 _default_auto = False  # created by us (configure or the environment): we end it at exit
 
 
@@ -2208,7 +2257,7 @@ def _from_env(path: Any, kwargs: dict[str, Any]) -> Monitor:
         if not env_log:
             raise ValueError(f"no path given and {ENV_LOG} is not set")
         if env_run:
-            if not _RUN_ID_RE.match(env_run):
+            if not _valid_run_id(env_run):
                 raise ValueError(f"{ENV_RUN} is not a valid run id: {env_run!r}")
             kwargs.setdefault("sample_interval", None)  # the owner samples the tree
             return Monitor(env_log, run_id=env_run, _join=True, **kwargs)
@@ -2313,6 +2362,8 @@ def shutdown(status: str = E.COMPLETED) -> None:
 def _at_exit() -> None:
     # Runs left open at exit (a default monitor, a Monitor never closed) end here; a
     # joined worker writes its process_end. An uncaught exception makes the run failed.
+    global _exiting
+    _exiting = True
     failed = getattr(sys, "last_value", None) is not None or _uncaught
     status = E.FAILED if failed else E.COMPLETED
     for m in list(_monitors):
@@ -2324,15 +2375,54 @@ def _at_exit() -> None:
             pass
 
 
+# -- process hooks: installed with the first live run ---------------------------------------
+# An uncaught exception marks the live runs failed, and interpreter exit ends them. Importing
+# the package (or only reading logs) changes nothing: sys.excepthook is wrapped while this
+# process has a live run, and the exit hook is registered with its first run. That one stays
+# (a no-op once no run is live): CPython never reuses the slot atexit.unregister empties, so
+# unregistering at each last run's end would make the n-th run's end scan n dead slots.
+_hooks_lock = _thread.allocate_lock()
+_live_runs = 0  # runs announced and not ended in this process
+_exiting = False
+_atexit_hooked = False
 _uncaught = False
-_prev_excepthook = sys.excepthook
+_hooked_except = False  # our hook is in sys.excepthook's chain
+_prev_excepthook: Any = None
 
 
 def _excepthook(et: Any, ev: Any, tb: Any) -> None:
     global _uncaught
     _uncaught = True
-    _prev_excepthook(et, ev, tb)
+    (_prev_excepthook or sys.__excepthook__)(et, ev, tb)
 
 
-sys.excepthook = _excepthook
-atexit.register(_at_exit)
+def _run_live() -> None:
+    global _live_runs, _hooked_except, _prev_excepthook, _atexit_hooked
+    with _hooks_lock:
+        _live_runs += 1
+        if _live_runs > 1:
+            return
+        if not _atexit_hooked and not _exiting:  # once atexit runs, this would not run
+            atexit.register(_at_exit)
+            _atexit_hooked = True
+        if not _hooked_except:
+            _prev_excepthook, sys.excepthook = sys.excepthook, _excepthook
+            _hooked_except = True
+
+
+def _run_over() -> None:
+    global _live_runs
+    with _hooks_lock:
+        if _live_runs > 0:
+            _live_runs -= 1
+            if _live_runs == 0 and not _exiting:
+                _remove_hooks()
+
+
+def _remove_hooks() -> None:
+    global _hooked_except
+    if sys.excepthook is _excepthook:
+        sys.excepthook = _prev_excepthook
+        _hooked_except = False
+    # else someone wrapped our hook after us: it stays in their chain (and is not installed
+    # again, which would make it call itself).

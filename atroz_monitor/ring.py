@@ -43,6 +43,8 @@ class Ring(Generic[T]):
         # Items removed by clear() are discarded on purpose, not evicted: keeping them apart lets
         # `dropped` mean exactly "lost to lack of room" while indices keep counting up.
         self._cleared = 0
+        if not _fork_hooked:
+            _hook_fork()
         _RINGS.add(self)
 
     def append(self, item: T) -> None:
@@ -127,5 +129,16 @@ def _after_fork_in_child() -> None:
         ring._reset_lock()
 
 
-if hasattr(os, "register_at_fork"):  # absent on Windows, where there is no fork to survive
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# Registered with the first ring, not at import: os.register_at_fork cannot be undone, and
+# importing a module should leave the interpreter as it was.
+_fork_hooked = False
+_fork_lock = threading.Lock()
+
+
+def _hook_fork() -> None:
+    global _fork_hooked
+    with _fork_lock:
+        if not _fork_hooked:
+            _fork_hooked = True
+            if hasattr(os, "register_at_fork"):  # absent on Windows: no fork to survive
+                os.register_at_fork(after_in_child=_after_fork_in_child)

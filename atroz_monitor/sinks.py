@@ -13,16 +13,16 @@ user could have planted (``O_NOFOLLOW``; rotation parts are new files, ``O_EXCL`
 
 from __future__ import annotations
 
+import _thread  # threading's C core: threading itself costs more to import than this package
 import errno
 import os
 import stat
 import sys
-import threading
 import weakref
-from typing import TYPE_CHECKING
 
 from .events import quote
 
+TYPE_CHECKING = False  # not typing's: importing typing would double the import time
 if TYPE_CHECKING:
     from typing import Any
 
@@ -145,7 +145,7 @@ class LogWriter:
         self.part = 1
         self.rotations = 0
         self._partial = False  # part of a line is in the file (a write failed mid-line)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.write_errors = 0
         self.lost = 0
         self.last_error: str | None = None
@@ -369,7 +369,7 @@ class LogWriter:
 
     def _after_fork_child(self) -> None:
         # A lock held by another thread at fork time stays held forever in the child.
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._reset_identity()
         self.write_errors = self.lost = 0
         self._warned = False
@@ -378,10 +378,8 @@ class LogWriter:
 _writers: weakref.WeakSet[LogWriter] = weakref.WeakSet()
 
 
-def _after_fork_child() -> None:
+def after_fork_in_child() -> None:
+    """Make every writer usable in a forked child (monitor.py registers this at the first
+    Monitor, which creates every writer: importing the package registers nothing)."""
     for w in list(_writers):
         w._after_fork_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_child)
