@@ -15,11 +15,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
 SEVERITIES = ("info", "warning", "critical")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
@@ -66,6 +70,10 @@ class Rule:
     id: str = ""
     params: Mapping[str, float] = field(default_factory=dict)
     cooldown_s: float = 60.0
+    if TYPE_CHECKING:  # set by __post_init__; declared for mypy only, so fields() is unchanged
+        _levels: tuple[tuple[float, str], ...] = field(init=False)
+        _below: bool = field(init=False)
+        _gate: float | None = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -85,19 +93,19 @@ class Rule:
 
     def passes(self, value: float) -> bool:
         """Whether ``value`` passes any threshold (a cheap test before ``severity``)."""
-        gate = self._gate  # type: ignore[attr-defined]
+        gate = self._gate
         if gate is None:
             return False
-        return value < gate if self._below else value > gate  # type: ignore[attr-defined]
+        return value < gate if self._below else value > gate
 
     def severity(self, value: float) -> tuple[str, float] | None:
         """The highest severity whose threshold ``value`` passes, with that threshold."""
-        if self._below:  # type: ignore[attr-defined]
-            for thr, sev in self._levels:  # type: ignore[attr-defined]
+        if self._below:
+            for thr, sev in self._levels:
                 if value < thr:
                     return sev, thr
         else:
-            for thr, sev in self._levels:  # type: ignore[attr-defined]
+            for thr, sev in self._levels:
                 if value > thr:
                     return sev, thr
         return None
@@ -214,15 +222,15 @@ def load_rules(path: str | os.PathLike[str]) -> list[Rule]:
             data = json.loads(raw)
         except ValueError as exc:
             raise ValueError(f"{p}: not valid JSON: {exc}") from None
-    else:
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            raise ValueError(f"{p}: TOML needs Python 3.11+; use alerts.json") from None
+    elif sys.version_info >= (3, 11):  # tomllib is standard from 3.11
+        import tomllib
+
         try:
             data = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{p}: not valid TOML: {exc}") from None
+    else:
+        raise ValueError(f"{p}: TOML needs Python 3.11+; use alerts.json")
     return parse_rules(data, p)
 
 
@@ -243,7 +251,7 @@ class Active:
 class Evaluator:
     """Judges one run against rules; returns ``alert`` event fields (without envelope)."""
 
-    Active = Active
+    Active: TypeAlias = Active  # the class, for the sampler: no import on every tick
 
     def __init__(
         self,
@@ -251,7 +259,7 @@ class Evaluator:
         *,
         history: Mapping[str, Sequence[float]] | None = None,
         mem_total: int | None = None,
-        ncpu: int | None = None,
+        ncpu: float | None = None,  # a CPU quota may be fractional
         max_per_minute: int = 30,
     ) -> None:
         self.rules = list(rules)
@@ -342,7 +350,7 @@ class Evaluator:
         self._recent.append(ts)
         self.last_raise[k] = ts
         n = self.episodes[k] = self.episodes.get(k, 0) + 1
-        a = {
+        a: dict[str, Any] = {
             "alert": f"{r.id}:{scope}:{n}",
             "rule": r.id,
             "type": r.type,

@@ -114,7 +114,9 @@ def uninstall(monitor: Monitor) -> None:
         if logging is not None and _handler is not None:
             logging.getLogger().removeHandler(_handler)
         _handler = None
-        warnings = sys.modules.get("warnings")
-        if warnings is not None and warnings.showwarning is _showwarning:
-            warnings.showwarning = _prev_showwarning
+        if "warnings" in sys.modules:  # install() imported it; uninstall never imports it
+            import warnings
+
+            if warnings.showwarning is _showwarning:
+                warnings.showwarning = _prev_showwarning
         _prev_showwarning = None

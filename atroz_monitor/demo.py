@@ -228,8 +228,8 @@ def run_pipeline(
             _burn(t * 0.6)
         with mon.phase("P08.write", "Write outputs"):
             path = os.path.join(out_dir, "report.json")
-            with open(path, "w") as f:
-                json.dump({"documents": len(docs), "signals": 12}, f)
+            with open(path, "w") as out:
+                json.dump({"documents": len(docs), "signals": 12}, out)
             p.artifact(path)
             _burn(t * 0.3)
         p.add_items(1)

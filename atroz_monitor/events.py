@@ -14,12 +14,14 @@ import os
 
 TYPE_CHECKING = False  # not typing's: importing typing would double the import time
 if TYPE_CHECKING:
+    from json import JSONEncoder
     from typing import Any
 
 try:  # the C escaper, without importing the json package (import time matters here)
-    from _json import encode_basestring_ascii as quote
+    from _json import encode_basestring_ascii as _quote
 except ImportError:  # pragma: no cover - other interpreters
-    from json.encoder import encode_basestring_ascii as quote  # type: ignore[attr-defined]
+    from json.encoder import encode_basestring_ascii as _quote
+quote = _quote  # assigned, not imported as: mypy --strict then sees it exported to sinks/monitor
 
 SCHEMA_VERSION = 1
 
@@ -136,10 +138,10 @@ def _clean(obj: Any, path: set[int], depth: int) -> Any:
     return _clean(_default(obj), path, depth + 1)
 
 
-_encoders: list[Any] = []
+_encoders: list[JSONEncoder] = []
 
 
-def _encoder() -> Any:
+def _encoder() -> JSONEncoder:
     """The JSON encoder, built on first use: ``import atroz_monitor`` stays cheap."""
     if not _encoders:
         import json

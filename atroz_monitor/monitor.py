@@ -36,7 +36,8 @@ ENV_RUN = "ATROZ_MONITOR_RUN"
 TYPE_CHECKING = False  # not typing's: importing typing would double the import time
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
-    from typing import Any, TypeVar
+    from contextvars import Token
+    from typing import Any, Literal, TypeVar
 
     F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,6 +101,7 @@ def _normalize_plan(plan: Any) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
+    extra: dict[Any, Any]  # a mapping entry's keys besides id and name (checked below)
     for i, entry in enumerate(plan):
         if isinstance(entry, str):
             pid, name, extra = entry, entry, {}
@@ -338,6 +340,40 @@ class Phase:
         "_hot",
         "_counts",
     )
+    # The slots' types (annotations only: no class attribute, nothing at runtime).
+    _run: Run
+    key: str
+    name: str
+    meta: Mapping[str, Any] | None
+    _parent_arg: Phase | str | None
+    _qkey: str  # the key, JSON-quoted
+    _qname: str
+    _head: str  # the members the start and end lines share
+    span: str | None
+    parent: str | None
+    status: str | None
+    items: int
+    total: int | None
+    warnings: int
+    errors: int
+    _token: Token[Phase | None] | None  # None: the explicit form sets no context token
+    _prev: Phase | None
+    _pid: int
+    _t0: int  # perf_counter_ns
+    _cpu0: int  # process_time_ns
+    _ccpu0: float
+    _rss0: int | None
+    peak_rss: int | None
+    _prog_t: float
+    _last_activity: float
+    _pending: tuple[str, float, str] | None  # a deferred start line: kind, time, body
+    _figures: str | None
+    attempt: int | None
+    _outcome: tuple[str, str | None] | None  # ("skipped" or "cached", reason)
+    _detail: str | None
+    _agg: _Hot | None
+    _hot: dict[str, _Hot] | None
+    _counts: dict[str, list[Any]] | None
 
     def __init__(
         self,
@@ -353,8 +389,8 @@ class Phase:
         # Only what is read before __enter__, which sets the rest (kept short: hot path).
         self.attempt = attempt
         self._detail = detail
-        self._hot: dict[str, _Hot] | None = None
-        self._counts: dict[str, list[Any]] | None = None  # p.count(): name -> _CountEntry
+        self._hot = None
+        self._counts = None  # p.count(): name -> _CountEntry
         self._run = run
         self.key = key
         self.meta = meta
@@ -371,8 +407,8 @@ class Phase:
                 self.name = name
                 self._qname = quote(name)
         # Read before entering (a second entry, repr, an exit after a failed entry).
-        self.span: str | None = None
-        self.status: str | None = None
+        self.span = None
+        self.status = None
         self._pid = 0
 
     # -- context manager, sync and async ------------------------------------------------
@@ -452,7 +488,7 @@ class Phase:
             self.items = self.warnings = self.errors = 0
             self.total = None
             self._outcome = None
-            self._figures: str | None = None
+            self._figures = None
             # RSS read at the boundary itself (one pread), after folding the exact peak so
             # far into the phases already open: this one starts from its own figure.
             if mon._hwm is not None:
@@ -506,7 +542,9 @@ class Phase:
             self._run.monitor._internal("phase enter", exc)
         return self
 
-    def __exit__(self, et: Any, exc: BaseException | None, tb: Any, _ctx: bool = True) -> bool:
+    def __exit__(
+        self, et: Any, exc: BaseException | None, tb: Any, _ctx: bool = True
+    ) -> Literal[False]:
         t1 = _perf_ns()
         cpu1 = _cpu_ns()
         try:
@@ -551,7 +589,9 @@ class Phase:
                 self._hot = None
             if _ctx:
                 try:
-                    _current.reset(self._token)
+                    # The explicit form's None raises TypeError, handled as any foreign token
+                    # (no test here: hot path); hence the ignore, not a stub error.
+                    _current.reset(self._token)  # type: ignore[arg-type]
                 except (ValueError, RuntimeError, TypeError):
                     _current.set(self._prev)  # exited in another context than it entered
             elif _current.get() is self:
@@ -771,7 +811,7 @@ def _check_detail(detail: Any) -> str | None:
 def _check_attempt(attempt: Any) -> int | None:
     if attempt is not None and (type(attempt) is not int or attempt < 1):
         raise ValueError(f"attempt must be a positive integer, not {attempt!r}")
-    return attempt  # type: ignore[no-any-return]
+    return attempt
 
 
 class Attempts:
@@ -995,7 +1035,7 @@ class Run:
     def __enter__(self) -> Run:
         return self.start()
 
-    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None:
             self.end(E.COMPLETED)
         elif _is_cancel(exc) and not isinstance(exc, SystemExit):
@@ -1248,7 +1288,7 @@ class Run:
             h._last_activity = time.perf_counter()
         self._emit(ev, fields)
 
-    def _emit(self, ev: str, fields: Mapping[str, Any]) -> None:
+    def _emit(self, ev: str, fields: dict[str, Any]) -> None:
         if not self.live and ev not in (E.RUN_START, E.PROCESS_START):
             self.start()
         self.writer.emit(ev, _wall(), E.members(fields))
@@ -1445,7 +1485,7 @@ def _reset(h: Phase) -> None:
     tok = h._token
     h._token = None
     try:
-        _current.reset(tok)
+        _current.reset(tok)  # type: ignore[arg-type]  # None raises TypeError, handled below
     except (ValueError, RuntimeError, TypeError):
         # Exited in another context than it entered (a generator, a task switch):
         # fall back to restoring the phase that was current on entry.
@@ -1828,7 +1868,7 @@ class Monitor:
         self._main.start()
         return self
 
-    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         try:
             if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
                 self.close(E.COMPLETED)
@@ -2297,7 +2337,7 @@ class _NullPhase:
     def __enter__(self) -> _NullPhase:
         return self
 
-    def __exit__(self, *a: Any) -> bool:
+    def __exit__(self, *a: Any) -> Literal[False]:
         return False
 
     async def __aenter__(self) -> _NullPhase:

@@ -258,7 +258,8 @@ def _gil_holding_pread() -> Callable[[int, int, int], bytes]:
         while True:
             n = call(fd, buf, size, offset)
             if n >= 0:
-                return buf[:n]
+                # typeshed types every Array slice as list; a c_char array's slice is bytes.
+                return buf[:n]  # type: ignore[return-value]
             err = get_errno()
             if err != errno.EINTR:
                 raise OSError(err, os.strerror(err))

@@ -212,7 +212,8 @@ def snapshot(
         if stop is not None:
             duration = max(0.0, (stop - start) * 1000.0)
     info = r.info
-    raw_plan = info.get("plan") if isinstance(info.get("plan"), list) else []
+    plan_field = info.get("plan")
+    raw_plan: list[Any] = plan_field if isinstance(plan_field, list) else []
     # The log is input: keep only well-formed plan entries (a damaged line may say anything).
     plan = [
         p if isinstance(p.get("name"), str) else {**p, "name": p["id"]}
@@ -245,14 +246,14 @@ def snapshot(
             attempts.setdefault(v["phase"], []).append(v["status"])
     flow = []
     for p in plan:
-        v = by_key.get(p["id"])
+        latest = by_key.get(p["id"])
         tries = attempts.get(p["id"], [])
         entry = {
             "id": p["id"],
             "name": p.get("name"),
-            "status": v["status"] if v else "pending",
-            "span": v["span"] if v else None,
-            "duration_ms": v["duration_ms"] if v else None,
+            "status": latest["status"] if latest else "pending",
+            "span": latest["span"] if latest else None,
+            "duration_ms": latest["duration_ms"] if latest else None,
             "attempts": len(tries),
             "failed_attempts": sum(1 for t in tries if t == "failed"),
         }
@@ -276,6 +277,7 @@ def snapshot(
     mon: dict[str, Any] = dict(counters) if isinstance(counters, dict) else {}
     if monitor:
         mon.update(monitor)
+    owner_pid = next((p["pid"] for p in r.processes.values() if p.get("owner")), None)
     snap = {
         "schema": SNAPSHOT_VERSION,
         "run": {
@@ -290,8 +292,7 @@ def snapshot(
             "argv": info.get("argv"),
             "cwd": info.get("cwd"),
             "python": info.get("python"),
-            "pid": r.processes
-            and next((p["pid"] for p in r.processes.values() if p.get("owner")), None),
+            "pid": r.processes and owner_pid,
             "ncpu": info.get("ncpu"),
             "sample_interval": info.get("sample_interval"),
             "v": info.get("v"),
