@@ -766,3 +766,15 @@ def test_access_log_text_is_printable_and_reversible(text: str) -> None:
     assert all(" " <= ch <= "~" for ch in out) and '"' not in out
     back = re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), out)
     assert back == text
+
+
+def test_serve_warms_metrics_so_the_first_scrape_is_cached(runs_dir: Path) -> None:
+    """serve builds /metrics once at start (``_warm``): afterwards the cached answer is the
+    exposition itself, so a scraper never pays the build over a long history."""
+    src = FileSource([runs_dir])
+    try:
+        server._warm(src)
+        body = src.cached(("metrics", False), lambda: b"not built at start")
+        assert body.startswith(b"# HELP ") and b"atroz_run_info" in body
+    finally:
+        src.close()
