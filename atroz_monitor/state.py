@@ -796,6 +796,15 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     v = get("peak_rss_bytes")
     if v is not None and (type(v) is int and 0 <= v <= INT_LIMIT or _size(r, v) is not None):
         rec.peak_rss_bytes = v
+        # The owner's phase peaks come from boundary reads the samples may not have seen:
+        # the run's peak is never below one of its own process's phases.
+        proc = r.processes.get(rec.pid)
+        if (
+            proc is not None
+            and proc.get("owner")
+            and (r.peak_rss_bytes is None or v > r.peak_rss_bytes)
+        ):
+            r.peak_rss_bytes = v
     v = get("peak_rss_method")
     if type(v) is str:
         rec.peak_rss_method = v

@@ -702,3 +702,23 @@ def test_repeats_open_beyond_max_phases_are_counted_folded_at_run_end():
     assert len(r.phases) == 3 and not r.lite
     assert r.folded_count == 4
     assert views.snapshot(s, "r", now=4.0)["quality"]["phases_folded"] == 4
+
+
+def test_the_runs_peak_is_never_below_one_of_its_own_phases():
+    """The owner's phase read 150 bytes at a boundary the samples (100) missed: the run's
+    peak is 150; a pool worker's phase (another process, 500) does not raise it."""
+    evs = [
+        {"ev": "run_start", "ts": 1.0, "run": "r", "pid": 1, "seq": 1},
+        {"ev": "sample", "ts": 1.1, "run": "r", "pid": 1, "seq": 2, "rss_bytes": 100},
+        {"ev": "phase_start", "ts": 1.2, "run": "r", "pid": 1, "seq": 3, "span": "1.1",
+         "phase": "P"},
+        {"ev": "phase_end", "ts": 1.3, "run": "r", "pid": 1, "seq": 4, "span": "1.1",
+         "phase": "P", "status": "completed", "peak_rss_bytes": 150},
+        {"ev": "phase_start", "ts": 1.2, "run": "r", "pid": 2, "seq": 1, "span": "2.1",
+         "phase": "W"},
+        {"ev": "phase_end", "ts": 1.3, "run": "r", "pid": 2, "seq": 2, "span": "2.1",
+         "phase": "W", "status": "completed", "peak_rss_bytes": 500},
+    ]  # fmt: skip
+    st = S.State()
+    S.apply_all(st, evs)
+    assert views.snapshot(st, "r", now=2.0)["resources"]["peak_rss_bytes"] == 150
