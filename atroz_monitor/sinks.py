@@ -338,14 +338,7 @@ class LogWriter:
         """Close the descriptor once the run has ended: a process running one pipeline after
         another keeps no descriptor per finished run. A later line of this writer (a phase
         that outlived its run, an acknowledgement) reopens the file first: nothing is lost."""
-        with self._lock:
-            if self._fd >= 0:
-                try:
-                    os.close(self._fd)
-                except OSError:
-                    pass
-                self._fd = -1
-                self._released = True
+        self._close_fd(reopen=True)
 
     def _reopen(self, data: bytes, lines: int, cont: bool) -> bool:
         """The first write after ``release()``: the same checks as at construction (no link
@@ -359,6 +352,9 @@ class LogWriter:
         return self._write(data, lines, cont)
 
     def close(self) -> None:
+        self._close_fd(reopen=False)
+
+    def _close_fd(self, reopen: bool) -> None:
         with self._lock:
             if self._fd >= 0:
                 try:
@@ -366,6 +362,9 @@ class LogWriter:
                 except OSError:
                     pass
                 self._fd = -1
+                self._released = reopen  # released: the next write reopens; closed: never
+            elif not reopen:
+                self._released = False
 
     def _after_fork_child(self) -> None:
         # A lock held by another thread at fork time stays held forever in the child.
