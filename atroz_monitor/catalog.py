@@ -401,7 +401,7 @@ def _header() -> bytes:
     return encode({"catalog": FORMAT})
 
 
-def _valid_entry(obj: Any) -> TypeGuard[dict[str, Any]]:
+def valid_entry(obj: Any) -> TypeGuard[dict[str, Any]]:
     """A well-formed entry (its summaries' ``phases`` wrapped as ``Phases`` on the way)."""
     if not (
         isinstance(obj, dict)
@@ -451,7 +451,7 @@ def units(names: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def _sig(directory: str, files: Sequence[str]) -> list[list[Any]] | None:
+def unit_sig(directory: str, files: Sequence[str]) -> list[list[Any]] | None:
     out: list[list[Any]] = []
     for n in files:
         try:
@@ -523,7 +523,7 @@ class Catalog:
             if not line:
                 continue
             obj = decode(line)
-            if not _valid_entry(obj):
+            if not valid_entry(obj):
                 bad += 1
                 continue
             entries[obj["f"]] = obj
@@ -585,7 +585,7 @@ class Catalog:
                 del self._entries[base]
                 changed = True
         for base, files in groups.items():
-            sig = _sig(self.directory, files)
+            sig = unit_sig(self.directory, files)
             if sig is None:
                 continue  # vanished while listing: the next refresh sees it
             ent = self._entries.get(base)
@@ -640,7 +640,7 @@ class Catalog:
         picked: list[dict[str, Any]] = []
         for ent in entries:
             files = [f[0] for f in ent["sig"] if isinstance(f, list) and f]
-            if _sig(self.directory, files) != ent["sig"]:
+            if unit_sig(self.directory, files) != ent["sig"]:
                 continue
             picked.extend(s for s in ent["runs"] if s.get("run") != exclude)
         return _judge(sorted(picked, key=start_of), False, now, self.stale_after)[-limit:]
@@ -657,7 +657,7 @@ class Catalog:
         files = units(n for n in _listed_parts(self.directory, base) if n.endswith(_SUFFIXES)).get(
             base, [base]
         )
-        sig = _sig(self.directory, files)
+        sig = unit_sig(self.directory, files)
         if sig is None:
             return
         ent = {"f": base, "sig": sig, "runs": [dict(s, files=files) for s in summaries]}
@@ -690,7 +690,7 @@ class Catalog:
         ent = self._entries.pop(old, None)
         if ent is None:
             return
-        sig = _sig(self.directory, [new])
+        sig = unit_sig(self.directory, [new])
         if sig is not None and len(ent["sig"]) == 1:
             runs = [dict(s, files=[new]) for s in ent["runs"]]
             self._entries[new] = {"f": new, "sig": sig, "runs": runs}
@@ -758,7 +758,7 @@ class Catalog:
                 buf = lines[0] if pos > 0 else b""
                 for line in reversed(lines[1:] if pos > 0 else lines):
                     obj = decode(line, light=True) if line else None
-                    if _valid_entry(obj) and obj["f"] not in found:
+                    if valid_entry(obj) and obj["f"] not in found:
                         found[obj["f"]] = obj
                         order.append(obj["f"])
                         if len(found) >= limit:

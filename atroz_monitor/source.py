@@ -199,17 +199,6 @@ def _is_file(e: os.DirEntry[str]) -> bool:
         return False
 
 
-def _unit_sig(directory: str, files: list[str]) -> list[list[Any]] | None:
-    out: list[list[Any]] = []
-    for n in files:
-        try:
-            st = os.stat(os.path.join(directory, n))
-        except OSError:
-            return None
-        out.append([n, st.st_size, st.st_mtime_ns])
-    return out
-
-
 def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]] | None:
     """``{unit: (signature, compacted summaries)}`` from a directory's catalog file, read a
     line at a time (each line checksummed: a torn or corrupt one is skipped, its log is then
@@ -228,19 +217,7 @@ def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]]
             if not line.endswith(b"\n"):
                 continue  # torn (a writer mid-append) or longer than any entry: not trusted
             obj = catalog.decode(line[:-1])
-            if not (
-                isinstance(obj, dict)
-                and isinstance(obj.get("f"), str)
-                and isinstance(obj.get("sig"), list)
-                and isinstance(obj.get("runs"), list)
-                and all(
-                    isinstance(x, dict)
-                    and isinstance(x.get("run"), str)
-                    and isinstance(x.get("phases"), dict)
-                    and all(isinstance(v, list) for v in x["phases"].values())
-                    for x in obj["runs"]
-                )
-            ):
+            if not catalog.valid_entry(obj):
                 continue
             out[obj["f"]] = (obj["sig"], [_compact(x) for x in obj["runs"]])
     return out
@@ -1591,7 +1568,7 @@ class FileSource(Source):
         names = _log_names(directory)
         groups = catalog.units(names)
         entries = _read_catalog(directory)
-        current = {base: _unit_sig(directory, files) for base, files in groups.items()}
+        current = {base: catalog.unit_sig(directory, files) for base, files in groups.items()}
         if entries is None:
             stale = len(current)
         else:

@@ -368,10 +368,10 @@ def test_summary_survives_the_catalog_line(durations, status):
     ent = {"f": "r.jsonl", "sig": [["r.jsonl", 1, 2]], "runs": [s]}
     line = catalog.encode_entry(ent)
     full = catalog.decode(line)
-    assert catalog._valid_entry(full)
+    assert catalog.valid_entry(full)
     assert catalog.plain(full["runs"][0]) == catalog.plain(s)
     light = catalog.decode(line, light=True)
-    assert catalog._valid_entry(light)
+    assert catalog.valid_entry(light)
     lp = light["runs"][0]["phases"]
     for k, ms in durations.items():
         assert lp[k]["duration_ms"] == round(ms, 3) and lp[k]["count"] == 1
