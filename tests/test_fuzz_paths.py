@@ -159,13 +159,17 @@ def _apply(
         for n in ns:
             ev = json.loads(lines[name][n])
             target: Any = ev
-            for k in path[:-1]:
-                target = target[int(k)] if isinstance(target, list) else target[k]
-            last = path[-1]
-            if isinstance(target, list):
-                target[int(last)] = value
-            else:
-                target[last] = value
+            try:
+                for k in path[:-1]:
+                    target = target[int(k)] if isinstance(target, list) else target[k]
+                last = path[-1]
+                if isinstance(target, list):
+                    target[int(last)] = value
+                else:
+                    target[last] = value
+            except (TypeError, KeyError, IndexError, ValueError):
+                # an earlier mutation replaced a container on this path: nothing to mutate
+                continue
             lines[name][n] = json.dumps(ev).encode()  # NaN and Infinity as Python writes them
 
 
