@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -51,8 +52,13 @@ def test_demo_runs_ten_phases_with_workers_and_summary(tmp_path):
     assert [e for e in evs if e["ev"] == "metric"]
     assert [e for e in evs if e["ev"] == "log" and e["level"] == "warning"]
     assert evs[-1]["ev"] == "run_end" and evs[-1]["status"] == "completed"
-    for key in ("P00", "Document Assembly", "P09", "Archival", "data quality: ok"):
+    for key in ("P00", "Document Assembly", "P09", "Archival"):
         assert key in r.stdout
+    # On a loaded machine the sampler may miss a tick, which the summary must then say;
+    # nothing else may be wrong with the data.
+    quality = re.search(r"^data quality: (.*)$", r.stdout, re.M)
+    assert quality is not None
+    assert re.fullmatch(r"ok|\d+ sample ticks? missed", quality.group(1)), quality.group(1)
 
 
 def test_demo_fail_makes_that_phase_fail(tmp_path):
