@@ -123,13 +123,14 @@ def rule(
     type: str, *, phase: str | None = None, id: str = "", cooldown_s: float = 60.0, **kw: float
 ) -> Rule:
     """Build and validate a rule: ``rule("phase_duration", phase="P03", warning=60000)``."""
-    return _build(
+    return build_rule(
         {"type": type, "phase": phase, "id": id, "cooldown_s": cooldown_s, **kw},
         f"rule {id or type!r}",
     )
 
 
-def _build(entry: Mapping[str, Any], where: str) -> Rule:
+def build_rule(entry: Mapping[str, Any], where: str) -> Rule:
+    """One rule from its table/object; ``where`` names it in the ValueError a bad one raises."""
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where}: a rule must be a table/object, not {type(entry).__name__}")
     t = entry.get("type")
@@ -200,7 +201,7 @@ def parse_rules(data: Any, source: str = "rules") -> list[Rule]:
     ids: set[str] = set()
     for i, e in enumerate(entries):
         name = e.get("id") if isinstance(e, Mapping) else None
-        r = _build(e, f"{source}: rules[{i}]" + (f" ({name!r})" if name else ""))
+        r = build_rule(e, f"{source}: rules[{i}]" + (f" ({name!r})" if name else ""))
         if r.id in ids:
             raise ValueError(f"{source}: rules[{i}]: duplicate rule id {r.id!r}")
         ids.add(r.id)

@@ -839,9 +839,9 @@ def _metrics(source: Source, headers: Mapping[str, str]) -> Response:
             st = State(max_phases=held.max_phases)
             st.runs = {**extra, **held.runs}
             runs = held.runs.items()
-            statuses = {rid: source._status(r, now) for rid, r in runs}
-            alerts = {rid: source._alerts_of(r) for rid, r in runs}
-            monitor = {rid: m for rid in st.runs if (m := source._monitor_info(rid)) is not None}
+            statuses = {rid: source.run_status(r, now) for rid, r in runs}
+            alerts = {rid: source.alerts_of(r) for rid, r in runs}
+            monitor = {rid: m for rid in st.runs if (m := source.monitor_info(rid)) is not None}
             return exporters.collect(
                 st, statuses, now=now, alerts=alerts, monitor=monitor, history=history_
             )

@@ -12,7 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .monitor import Monitor, Run
 
 _lock = threading.Lock()
 _monitors: list[Monitor] = []
@@ -22,11 +22,11 @@ _guard = threading.local()  # no recursion when recording itself warns or logs
 
 
 def _target() -> Any:
-    from .monitor import _current, _pid
+    from .monitor import open_phase
 
-    h = _current.get()
-    if h is not None and h._pid == _pid and h.status is None:
-        return h._run, h
+    h = open_phase()
+    if h is not None:
+        return h.run, h
     with _lock:
         mon = _monitors[-1] if _monitors else None
     return (mon.main, None) if mon is not None else (None, None)
@@ -39,7 +39,7 @@ def _record(level: str, msg: str, source: str, **extra: Any) -> None:
     try:
         run, h = _target()
         if run is not None and not run.ended:
-            run._log(level, msg, h, source, **extra)
+            run.log(level, msg, h, source, **extra)
     except Exception:
         pass
     finally:
@@ -86,6 +86,33 @@ def _make_handler() -> Any:
         return False
 
     return Handler(logging.WARNING)
+
+
+class LogCapture:
+    """Component (see component.py): captures logging and warnings into the monitor's runs
+    from the start of the first run this process owns to the end of its main run."""
+
+    closes_after_alerts = False
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.installed = False
+
+    def start(self, run: Run) -> None:
+        if not self.installed:
+            install(self.monitor)
+            self.installed = True
+
+    def close(self) -> None:
+        if self.installed:
+            uninstall(self.monitor)
+            self.installed = False
+
+    def health(self) -> dict[str, Any]:
+        return {}
+
+    def after_fork(self) -> None:
+        pass  # the child records into the runs it joins: the capture stays
 
 
 def install(monitor: Monitor) -> None:

@@ -191,7 +191,7 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
         "last_ts": r.last_ts,
         "duration_ms": dur,
         "host": host if isinstance(host, str) else None,
-        "tags": _tags(tags),
+        "tags": clean_tags(tags),
         "files": list(files),
         "plan": plan_keys,
         "phases": Phases(phases),
@@ -297,7 +297,7 @@ def _default(o: Any) -> Any:
     return repr(o)
 
 
-def _tags(raw: Any) -> dict[str, str]:
+def clean_tags(raw: Any) -> dict[str, str]:
     """Tags as history compares them: string keys; numbers and booleans as their JSON."""
     if not isinstance(raw, dict):
         return {}

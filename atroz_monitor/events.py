@@ -103,7 +103,8 @@ TRACEBACK_LIMIT = 8_000  # characters kept of a formatted traceback
 MESSAGE_LIMIT = 4_000  # characters kept of a log message
 
 
-def _default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps``'s ``default=``: what a non-JSON value of a field is written as."""
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
     if isinstance(obj, os.PathLike):
@@ -124,7 +125,7 @@ def _clean(obj: Any, path: set[int], depth: int) -> Any:
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     if depth > 64:
-        return _default(obj)
+        return json_default(obj)
     if isinstance(obj, (dict, list, tuple, set, frozenset)):
         if id(obj) in path:
             return "<cycle>"
@@ -135,7 +136,7 @@ def _clean(obj: Any, path: set[int], depth: int) -> Any:
             return [_clean(v, path, depth + 1) for v in obj]
         finally:
             path.discard(id(obj))
-    return _clean(_default(obj), path, depth + 1)
+    return _clean(json_default(obj), path, depth + 1)
 
 
 _encoders: list[JSONEncoder] = []
@@ -148,7 +149,7 @@ def _encoder() -> JSONEncoder:
 
         _encoders.append(
             json.JSONEncoder(
-                ensure_ascii=True, separators=(",", ":"), default=_default, allow_nan=False
+                ensure_ascii=True, separators=(",", ":"), default=json_default, allow_nan=False
             )
         )
     return _encoders[0]
@@ -169,7 +170,7 @@ def dumps(obj: Any) -> str:
         try:
             return _encoder().encode(_clean(obj, set(), 0))
         except Exception:
-            return quote(_default(obj))
+            return quote(json_default(obj))
 
 
 def members(fields: dict[str, Any]) -> str:

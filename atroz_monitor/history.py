@@ -69,7 +69,7 @@ def run_tags(r: RunState) -> dict[str, str]:
     The log is input, so entries are kept only with a string key; a number or boolean
     value (a hand-written log) is compared as its JSON text, so ``n=1000`` matches ``1000``.
     """
-    return catalog._tags(r.info.get("tags"))
+    return catalog.clean_tags(r.info.get("tags"))
 
 
 def matches(r: RunState | Summary, tags: Mapping[str, str] | None) -> bool:

@@ -36,7 +36,7 @@ class LiveView:
 
     def quality(self) -> dict[str, Any]:
         """Read quality of the monitor's main run."""
-        return self.source.read(lambda st: self.source._quality(self.monitor.run_id))  # type: ignore[no-any-return]
+        return self.source.read(lambda st: self.source.run_quality(self.monitor.run_id))  # type: ignore[no-any-return]
 
     def snapshot(self, run_id: str) -> dict[str, Any]:
         self.catch_up()

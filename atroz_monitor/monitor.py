@@ -39,6 +39,11 @@ if TYPE_CHECKING:
     from contextvars import Token
     from typing import Any, Literal, TypeVar
 
+    from .component import Component
+    from .notify import Notifier
+    from .redact import Redactor
+    from .sampler import Sampler, Sampling
+
     F = TypeVar("F", bound=Callable[..., Any])
 
 _current: ContextVar[Phase | None] = ContextVar("atroz_monitor_phase", default=None)
@@ -82,6 +87,13 @@ def _thread_name() -> str:
 def current_phase() -> Phase | None:
     """The phase active in this thread or asyncio task, or None."""
     return _current.get()
+
+
+def open_phase() -> Phase | None:
+    """The phase active in this thread or task if it is still open and was entered in this
+    process (one inherited across a fork is not), else None: where a log line belongs."""
+    h = _current.get()
+    return h if h is not None and h._pid == _pid and h.status is None else None
 
 
 def new_run_id() -> str:
@@ -331,7 +343,7 @@ class Phase:
         "peak_rss",
         "_prog_t",
         "_last_activity",
-        "_pending",
+        "pending",
         "_figures",
         "attempt",
         "_outcome",
@@ -366,7 +378,9 @@ class Phase:
     peak_rss: int | None
     _prog_t: float
     _last_activity: float
-    _pending: tuple[str, float, str] | None  # a deferred start line: kind, time, body
+    # A deferred start line (kind, time, body): public, LogWriter.emit_deferred and
+    # emit_after_deferred take it and clear it under the writer's lock.
+    pending: tuple[str, float, str] | None
     _figures: str | None
     attempt: int | None
     _outcome: tuple[str, str | None] | None  # ("skipped" or "cached", reason)
@@ -422,7 +436,7 @@ class Phase:
                 run.start()
             pid = _pid
             if self.status is None and self.span is not None and self._pid == pid:
-                run.monitor._internal("phase entered twice", None)
+                run.monitor.note_internal_error("phase entered twice", None)
                 return self
             prev = _current.get()
             parg = self._parent_arg
@@ -440,7 +454,7 @@ class Phase:
                 p = None
             if p is not None:
                 parent = p.span
-                if p._pending is not None:
+                if p.pending is not None:
                     # A parent's start line must precede its children's.
                     run.writer.emit_deferred(p)
             else:
@@ -532,14 +546,14 @@ class Phase:
                 # Deferred: written with the end line in one system call, or by the sampler
                 # at its next tick if the phase is still running then (so a running phase
                 # shows live and in a crashed log within one sample interval).
-                self._pending = ("phase_start", _wall(), body)
+                self.pending = ("phase_start", _wall(), body)
             else:
-                self._pending = None
+                self.pending = None
                 run.writer.emit("phase_start", _wall(), body)
             # Last, with every field set: the sampler thread reads the open phases.
             run.active[span] = self
         except Exception as exc:
-            self._run.monitor._internal("phase enter", exc)
+            self._run.monitor.note_internal_error("phase enter", exc)
         return self
 
     def __exit__(
@@ -657,7 +671,7 @@ class Phase:
                     )
                 )
         except Exception as e:
-            self._run.monitor._internal("phase exit", e)
+            self._run.monitor.note_internal_error("phase exit", e)
         return False  # the host's exception propagates unchanged
 
     async def __aenter__(self) -> Phase:
@@ -704,7 +718,7 @@ class Phase:
                 self._prog_t = t
                 self._run._progress(self)
         except Exception as exc:
-            self._run.monitor._internal("add_items", exc)
+            self._run.monitor.note_internal_error("add_items", exc)
 
     def set_total(self, n: int) -> None:
         """Declare how many items this phase will process (progress % and ETA)."""
@@ -714,7 +728,7 @@ class Phase:
             if self.span is not None:
                 self._run._progress(self)
         except Exception as exc:
-            self._run.monitor._internal("set_total", exc)
+            self._run.monitor.note_internal_error("set_total", exc)
 
     def artifact(self, path: str | os.PathLike[str], **meta: Any) -> None:
         """Record an output file; its size is recorded when the file exists."""
@@ -752,7 +766,7 @@ class Phase:
                 ent[3] = t
                 self._run._count_flush(h, ent)
         except Exception as exc:
-            self._run.monitor._internal("count", exc)
+            self._run.monitor.note_internal_error("count", exc)
 
     def skip(self, reason: str | None = None) -> None:
         """End this phase as ``skipped`` (not run: nothing to do, a condition not met) when
@@ -766,11 +780,11 @@ class Phase:
 
     def warning(self, msg: str) -> None:
         """Record a warning attributed to this phase."""
-        self._run._log("warning", msg, self, "api")
+        self._run.log("warning", msg, self, "api")
 
     def error(self, msg: str) -> None:
         """Record an error attributed to this phase (the phase itself goes on)."""
-        self._run._log("error", msg, self, "api")
+        self._run.log("error", msg, self, "api")
 
     def use_figures(
         self,
@@ -791,6 +805,11 @@ class Phase:
         if max_rss_bytes is not None:
             body += f',"max_rss_bytes":{int(max_rss_bytes)}'
         self._figures = body + f',"figures_source":{quote(source)},"peak_rss_method":"tree_sampled"'
+
+    @property
+    def run(self) -> Run:
+        """The run this phase belongs to."""
+        return self._run
 
     @property
     def elapsed_s(self) -> float:
@@ -922,7 +941,7 @@ class Run:
             if not self.live and not self.ended:
                 self._announce()
         except Exception as exc:
-            self.monitor._internal("run start", exc)
+            self.monitor.note_internal_error("run start", exc)
         return self
 
     def _announce(self) -> None:
@@ -938,7 +957,7 @@ class Run:
         }
         if self.owner and self._resumed is not None:
             last = self._resumed.get("last_ts")
-            self._emit(
+            self.emit(
                 E.RESUMED,
                 {
                     "prev_pid": self._resumed.get("prev_pid"),
@@ -964,13 +983,13 @@ class Run:
                 "sample_interval": mon.sample_interval,
                 "ncpu": os.cpu_count(),
             }
-            self._emit(E.RUN_START, fields)
+            self.emit(E.RUN_START, fields)
             if self is mon._main:
                 self._env_saved = {k: os.environ.get(k) for k in (ENV_LOG, ENV_RUN)}
                 os.environ[ENV_LOG] = self.path
                 os.environ[ENV_RUN] = self.id
         else:
-            self._emit(E.PROCESS_START, {"ppid": os.getppid(), **common})
+            self.emit(E.PROCESS_START, {"ppid": os.getppid(), **common})
         mon._run_started(self)
 
     def end(
@@ -1001,7 +1020,7 @@ class Run:
             if extra:
                 fields.update(extra)
             for h in list(self.active.values()):
-                if h._pending is not None:
+                if h.pending is not None:
                     self.writer.emit_deferred(h)
                 for hot in (h._hot or {}).values():
                     self._flush_hot(hot)
@@ -1017,10 +1036,10 @@ class Run:
                 if open_spans:
                     fields["open_spans"] = open_spans
                 fields["counters"] = self.health()
-                self._emit(E.RUN_END, fields)
+                self.emit(E.RUN_END, fields)
                 mon._catalog_run(self)
             else:
-                self._emit(E.PROCESS_END, fields)
+                self.emit(E.PROCESS_END, fields)
             self.writer.release()  # no descriptor held per finished run
             if self._env_saved is not None:
                 for k, v in self._env_saved.items():
@@ -1030,7 +1049,7 @@ class Run:
                         os.environ[k] = v
                 self._env_saved = None
         except Exception as exc:
-            self.monitor._internal("run end", exc)
+            self.monitor.note_internal_error("run end", exc)
 
     def __enter__(self) -> Run:
         return self.start()
@@ -1191,7 +1210,7 @@ class Run:
                 h.items += int(items)
             h.__exit__(None, None, None, False)
         except Exception as exc:
-            self.monitor._internal("complete_phase", exc)
+            self.monitor.note_internal_error("complete_phase", exc)
 
     def fail_phase(self, phase: Phase | str, error: BaseException | str) -> None:
         """Mark a phase started with ``start_phase`` failed."""
@@ -1200,7 +1219,7 @@ class Run:
             exc = error if isinstance(error, BaseException) else RuntimeError(str(error))
             h.__exit__(type(exc), exc, None, False)
         except Exception as e:
-            self.monitor._internal("fail_phase", e)
+            self.monitor.note_internal_error("fail_phase", e)
 
     # -- recording internals (hot path) -------------------------------------------------
     def _finish_hot(
@@ -1249,7 +1268,7 @@ class Run:
         if not hot.count:
             return
         owner = hot.owner
-        if owner is not None and owner._pending is not None:
+        if owner is not None and owner.pending is not None:
             self.writer.emit_deferred(owner)  # the parent's start line comes first
         fields = {
             "phase": hot.key, "name": hot.name, "parent": hot.parent, "count": hot.count,
@@ -1262,15 +1281,21 @@ class Run:
         }  # fmt: skip
         hot._reset()
         hot.first_ts = None
-        self._emit(E.AGGREGATE, fields)
+        self.emit(E.AGGREGATE, fields)
 
     def _progress(self, h: Phase) -> None:
-        if h._pending is not None:
+        if h.pending is not None:
             self.writer.emit_deferred(h)
         body = f',"span":"{h.span}","phase":{h._qkey},"items":{h.items}'
         if h.total is not None:
             body += f',"total":{h.total}'
         self.writer.emit(E.PROGRESS, _wall(), body)
+
+    def attach_alerting(self, evaluator: Any, ackwatch: Any) -> None:
+        """Give this run its alert evaluator (``alerts.Evaluator``) and the watch that brings
+        it acknowledgements other processes append (``ack.AckWatch``, closed at run end)."""
+        self.evaluator = evaluator
+        self._ackwatch = ackwatch
 
     def _target(self, h: Phase | None) -> Phase | None:
         if h is None:
@@ -1281,19 +1306,25 @@ class Run:
 
     def _event(self, ev: str, fields: dict[str, Any], h: Phase | None) -> None:
         if h is not None and h.span is not None:
-            if h._pending is not None:
+            if h.pending is not None:
                 self.writer.emit_deferred(h)
             fields["span"] = h.span
             fields["phase"] = h.key
             h._last_activity = time.perf_counter()
-        self._emit(ev, fields)
+        self.emit(ev, fields)
 
-    def _emit(self, ev: str, fields: dict[str, Any]) -> None:
+    # -- what the sampler, log capture and alerting use (the run's public method set) -------
+    def emit(self, ev: str, fields: dict[str, Any]) -> None:
+        """Write one event of kind ``ev`` with ``fields`` (announcing the run first if it is
+        not live yet). The sampler writes its ``sample`` events through this."""
         if not self.live and ev not in (E.RUN_START, E.PROCESS_START):
             self.start()
         self.writer.emit(ev, _wall(), E.members(fields))
 
-    def _log(self, level: str, msg: Any, h: Phase | None, source: str, **extra: Any) -> None:
+    def log(self, level: str, msg: Any, h: Phase | None, source: str, **extra: Any) -> None:
+        """Write a ``log`` event (redacted, clipped) counted on phase ``h`` (or the current
+        phase when it belongs to this run); ``source`` says where it came from (``api``,
+        ``logging``, ``warnings``, ``monitor``). Never raises."""
         try:
             h = self._target(h)
             if h is not None:
@@ -1308,7 +1339,7 @@ class Run:
             fields.update(extra)
             self._event(E.LOG, fields, h)
         except Exception as exc:
-            self.monitor._internal("log", exc)
+            self.monitor.note_internal_error("log", exc)
 
     def _artifact(self, path: Any, h: Phase | None, meta: Mapping[str, Any]) -> None:
         try:
@@ -1325,7 +1356,7 @@ class Run:
                 fields["meta"] = self.monitor.redactor.redact_obj(dict(meta))
             self._event(E.ARTIFACT, fields, h)
         except Exception as exc:
-            self.monitor._internal("artifact", exc)
+            self.monitor.note_internal_error("artifact", exc)
 
     def _metric(self, name: Any, value: Any, h: Phase | None, meta: Mapping[str, Any]) -> None:
         try:
@@ -1337,7 +1368,7 @@ class Run:
                 fields["meta"] = self.monitor.redactor.redact_obj(dict(meta))
             self._event(E.METRIC, fields, h)
         except Exception as exc:
-            self.monitor._internal("metric", exc)
+            self.monitor.note_internal_error("metric", exc)
 
     def _count_name(self, name: Any) -> str:
         """A counter's name, redacted and JSON-quoted (once per name and phase)."""
@@ -1349,7 +1380,7 @@ class Run:
         if not inc:
             return
         ent[1] = 0
-        if h._pending is not None:
+        if h.pending is not None:
             self.writer.emit_deferred(h)  # the phase's start line comes first
         body = f',"name":{ent[2]},"inc":{E.number(inc)},"span":"{h.span}","phase":{h._qkey}'
         self.writer.emit(E.COUNT, _wall(), body)
@@ -1367,7 +1398,7 @@ class Run:
             body = f',"name":{self._count_name(name)},"inc":{E.number(n)}'
             self.writer.emit(E.COUNT, _wall(), body)
         except Exception as exc:
-            self.monitor._internal("count", exc)
+            self.monitor.note_internal_error("count", exc)
 
     # -- module-level-style conveniences ------------------------------------------------
     def artifact(self, path: str | os.PathLike[str], **meta: Any) -> None:
@@ -1383,10 +1414,10 @@ class Run:
         self._metric(name, value, None, meta)
 
     def warning(self, msg: str) -> None:
-        self._log("warning", msg, None, "api")
+        self.log("warning", msg, None, "api")
 
     def error(self, msg: str) -> None:
-        self._log("error", msg, None, "api")
+        self.log("error", msg, None, "api")
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON-ready view of this run (``docs/FORMAT.md``)."""
@@ -1397,7 +1428,7 @@ class Run:
         """Write alert events and hand them to the notifiers."""
         notifier = self.monitor._notifier
         for a in alerts:
-            self._emit(E.ALERT, a)
+            self.emit(E.ALERT, a)
             if notifier is not None:
                 notifier.submit(
                     {
@@ -1409,19 +1440,29 @@ class Run:
                     }
                 )
 
-    def _oom_killed(self, n: int) -> None:
+    def open_phases(self, before_ns: int) -> list[Phase]:
+        """The phases open in this run that were entered before ``before_ns``
+        (``perf_counter_ns``), their deferred start lines written: the phases a reading
+        taken at that time covers (one entered during the reading must not take it)."""
+        active = [h for h in list(self.active.values()) if h._t0 <= before_ns]
+        for h in active:
+            if h.pending is not None:  # a start line still deferred: it is written now
+                self.writer.emit_deferred(h)
+        return active
+
+    def note_oom_kills(self, n: int) -> None:
         """The OOM killer ended processes in this run's cgroup: an error log and a critical
         alert (one episode per kill, never rate-limited away)."""
         self._oom_seen = getattr(self, "_oom_seen", 0) + n
         msg = f"the OOM killer ended {n} process(es) in this run's cgroup (memory limit reached)"
-        self._log("error", msg, None, "monitor")
+        self.log("error", msg, None, "monitor")
         self._alerts(
             [{"alert": f"oom_kill:run:{self._oom_seen}", "rule": "oom_kill", "type": "oom_kill",
               "severity": "critical", "state": "raised", "scope": "run", "phase": None,
               "span": None, "value": n, "threshold": 0, "unit": "kills", "msg": msg}]
         )  # fmt: skip
 
-    def _sample_alerts(self, fields: Mapping[str, Any], active: list[Phase]) -> None:
+    def sample_alerts(self, fields: Mapping[str, Any], active: list[Phase]) -> None:
         """Resource, stall and throughput rules on the sampler thread."""
         ev = self.evaluator
         if ev is None:
@@ -1521,6 +1562,160 @@ def _check_log_dir(d: str) -> None:
         )
 
 
+def _check_options(
+    path: Any,
+    sample_interval: Any,
+    max_phases: Any,
+    meta: Any,
+    run_id: Any,
+    detail: Any,
+    aggregate_above: Any,
+    max_bytes: Any,
+    file_mode: Any,
+    dir_mode: Any,
+) -> None:
+    """Monitor's own option checks: a clear ValueError for the first bad one."""
+    from collections.abc import Mapping
+
+    p = os.fspath(path)
+    if not isinstance(p, str) or not p:
+        raise ValueError(f"path must be a file or directory path, not {path!r}")
+    if sample_interval is not None and (
+        isinstance(sample_interval, bool)
+        or not isinstance(sample_interval, (int, float))
+        or not sample_interval > 0
+        or sample_interval != sample_interval
+    ):
+        raise ValueError(
+            f"sample_interval must be a positive number of seconds or None, not {sample_interval!r}"
+        )
+    if not isinstance(max_phases, int) or max_phases < 1:
+        raise ValueError(f"max_phases must be a positive integer, not {max_phases!r}")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise ValueError(f"meta must be a mapping, not {type(meta).__name__}")
+    if run_id is not None and not _valid_run_id(run_id):
+        raise ValueError(f"run_id must match {_RUN_ID_PATTERN}: {run_id!r}")
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
+    if type(aggregate_above) is not int or aggregate_above < 1:
+        raise ValueError(f"aggregate_above must be a positive integer: {aggregate_above!r}")
+    if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 4096):
+        raise ValueError(f"max_bytes must be an integer >= 4096, not {max_bytes!r}")
+    for what, m, need in (("file_mode", file_mode, 0o600), ("dir_mode", dir_mode, 0o700)):
+        if type(m) is not int or m & ~0o777 or m & need != need:
+            raise ValueError(f"{what} must be permission bits including {need:#o}: {m!r}")
+
+
+def _prepare_log_place(p: str, is_dir: bool, dir_mode: int, join: bool, trust: bool) -> None:
+    """Create the run directory (or the log file's parent) and refuse one another user
+    controls, unless trusted."""
+    if is_dir:
+        try:
+            os.makedirs(p, mode=dir_mode, exist_ok=True)  # the umask still applies
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot create the run directory {p!r}: {exc.strerror}"
+            ) from None
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise PermissionError(f"the run directory {p!r} is not writable")
+    elif not join:
+        _make_parent(p, dir_mode)
+    if not trust:
+        _check_log_dir(p if is_dir else os.path.dirname(os.path.abspath(p)) or ".")
+
+
+def _alert_rules(alert_rules: Iterable[Any] | None, join: bool) -> list[Any]:
+    """The monitor's rules: the defaults (none for a joining process), or the given list of
+    ``alerts.Rule`` and rule tables."""
+    from collections.abc import Mapping
+
+    from .alerts import Rule, build_rule, default_rules
+
+    if alert_rules is None:
+        return [] if join else default_rules()
+    if isinstance(alert_rules, (str, bytes, Mapping)):
+        raise ValueError("alert_rules must be a list of rules (or [] for none)")
+    return [
+        r if isinstance(r, Rule) else build_rule(r, f"alert_rules[{i}]")
+        for i, r in enumerate(alert_rules)
+    ]
+
+
+def _check_notify_wait(notify_wait: Any) -> float:
+    if (
+        isinstance(notify_wait, bool)
+        or not isinstance(notify_wait, (int, float))
+        or not 0 <= notify_wait <= 3600
+    ):
+        raise ValueError(f"notify_wait must be seconds between 0 and 3600, not {notify_wait!r}")
+    return float(notify_wait)
+
+
+def _notifier(
+    webhook: str | None,
+    on_alert: Callable[[dict[str, Any]], Any] | None,
+    webhook_format: str,
+    email: Mapping[str, Any] | None,
+    public_url: str | None,
+    notify_wait: float,
+) -> Notifier | None:
+    """The notifier for the alert settings, or None when nothing is to be notified. A bad
+    setting or an unreadable mail password fails here, at construction."""
+    mailer = None
+    if email is not None:
+        from .mailer import mailer_from
+
+        mailer = mailer_from(email)
+    if public_url is not None and not (
+        isinstance(public_url, str) and public_url.startswith(("http://", "https://"))
+    ):
+        raise ValueError(f"public_url must be an http:// or https:// URL, not {public_url!r}")
+    if webhook is None and on_alert is None and mailer is None:
+        return None
+    from .notify import Notifier
+
+    return Notifier(
+        webhook,
+        on_alert,
+        webhook_format=webhook_format,
+        public_url=public_url,
+        mailer=mailer,
+        close_wait=notify_wait,
+    )
+
+
+def _is_run_dir(p: str, join: bool) -> bool:
+    """A ".jsonl" name, or anything that exists and is not a directory (a file, /dev/full),
+    is one log file; any other path is a directory of per-run logs."""
+    return not (p.endswith(".jsonl") or join or (os.path.exists(p) and not os.path.isdir(p)))
+
+
+def _check_otlp_endpoint(endpoint: str | None) -> str | None:
+    """The OTLP endpoint, checked now: a bad one is a ValueError here, not later."""
+    if endpoint is None:
+        return None
+    from .otlp import check_endpoint
+
+    return check_endpoint(endpoint)
+
+
+def _redactor(patterns: Iterable[Any], disable: Iterable[str]) -> Redactor:
+    """Secrets never reach the log: argv, metadata, messages, paths and metric names are
+    redacted before they are written (a bad user pattern fails here)."""
+    from .redact import Redactor
+
+    return Redactor(tuple(patterns), disable=tuple(disable))
+
+
+def _read_limits(proc: str) -> dict[str, Any]:
+    from . import cgroup
+
+    try:
+        return cgroup.limits(proc=proc)
+    except Exception as exc:  # never a reason not to record
+        return {"version": None, "note": f"cgroup limits unreadable: {exc}"}
+
+
 _monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
 HISTORY_RUNS = 100
 """Earlier runs a live monitor compares with (the catalog's latest)."""
@@ -1569,125 +1764,58 @@ class Monitor:
         notify_wait: float = 0.5,
         _join: bool = False,
     ) -> None:
-        from collections.abc import Mapping
-
         _hook_fork()  # before anything below makes a writer or a thread a fork must reset
         p = os.fspath(path)
-        if not isinstance(p, str) or not p:
-            raise ValueError(f"path must be a file or directory path, not {path!r}")
-        if sample_interval is not None and (
-            isinstance(sample_interval, bool)
-            or not isinstance(sample_interval, (int, float))
-            or not sample_interval > 0
-            or sample_interval != sample_interval
-        ):
-            raise ValueError(
-                f"sample_interval must be a positive number of seconds or None, "
-                f"not {sample_interval!r}"
-            )
-        if not isinstance(max_phases, int) or max_phases < 1:
-            raise ValueError(f"max_phases must be a positive integer, not {max_phases!r}")
-        if meta is not None and not isinstance(meta, Mapping):
-            raise ValueError(f"meta must be a mapping, not {type(meta).__name__}")
-        if run_id is not None and not _valid_run_id(run_id):
-            raise ValueError(f"run_id must match {_RUN_ID_PATTERN}: {run_id!r}")
-        if detail not in DETAILS:
-            raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
-        if type(aggregate_above) is not int or aggregate_above < 1:
-            raise ValueError(f"aggregate_above must be a positive integer: {aggregate_above!r}")
-        self.detail = detail
-        self.aggregate_above = aggregate_above
-        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 4096):
-            raise ValueError(f"max_bytes must be an integer >= 4096, not {max_bytes!r}")
-        self.max_bytes = max_bytes
+        _check_options(path, sample_interval, max_phases, meta, run_id, detail, aggregate_above,
+                       max_bytes, file_mode, dir_mode)  # fmt: skip
+        self.detail, self.aggregate_above, self.max_bytes = detail, aggregate_above, max_bytes
         self.plan = _normalize_plan(plan)
         self.sample_interval = float(sample_interval) if sample_interval is not None else None
         self.capture = bool(capture)
-        self.max_phases = max_phases
-        self.proc = proc
+        self.max_phases, self.proc = max_phases, proc
         self.host = os.uname().nodename if hasattr(os, "uname") else "unknown"
-        # A ".jsonl" name, or anything that exists and is not a directory (a file, /dev/full),
-        # is one log file; any other path is a directory of per-run logs.
-        self.is_dir = not (
-            p.endswith(".jsonl") or _join or (os.path.exists(p) and not os.path.isdir(p))
-        )
-        for what, m, need in (("file_mode", file_mode, 0o600), ("dir_mode", dir_mode, 0o700)):
-            if type(m) is not int or m & ~0o777 or m & need != need:
-                raise ValueError(f"{what} must be permission bits including {need:#o}: {m!r}")
+        self.is_dir = _is_run_dir(p, _join)
         self.file_mode, self.dir_mode = file_mode, dir_mode
         # A process joining a run appends to the log its owner already accepted (perhaps
         # with trust_dir=True); links are refused all the same (O_NOFOLLOW).
         self.trust_dir = bool(trust_dir) or _join
-        if self.is_dir:
-            try:
-                os.makedirs(p, mode=dir_mode, exist_ok=True)  # the umask still applies
-            except OSError as exc:
-                raise OSError(
-                    exc.errno, f"cannot create the run directory {p!r}: {exc.strerror}"
-                ) from None
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise PermissionError(f"the run directory {p!r} is not writable")
-        elif not _join:
-            _make_parent(p, dir_mode)
-        if not self.trust_dir:
-            _check_log_dir(p if self.is_dir else os.path.dirname(os.path.abspath(p)) or ".")
+        _prepare_log_place(p, self.is_dir, dir_mode, _join, self.trust_dir)
         self.path = os.path.abspath(p)
         self.history_paths = [os.fspath(h) for h in history or ()]
-        from .alerts import Rule, _build, default_rules
-
-        if alert_rules is None:
-            self.alert_rules = [] if _join else default_rules()
-        else:
-            if isinstance(alert_rules, (str, bytes, Mapping)):
-                raise ValueError("alert_rules must be a list of rules (or [] for none)")
-            self.alert_rules = [
-                r if isinstance(r, Rule) else _build(r, f"alert_rules[{i}]")
-                for i, r in enumerate(alert_rules)
-            ]
-        if (
-            isinstance(notify_wait, bool)
-            or not isinstance(notify_wait, (int, float))
-            or not 0 <= notify_wait <= 3600
-        ):
-            raise ValueError(f"notify_wait must be seconds between 0 and 3600, not {notify_wait!r}")
-        self.notify_wait = float(notify_wait)
-        self._notifier: Any = None
-        mailer = None
-        if email is not None:
-            from .mailer import mailer_from
-
-            mailer = mailer_from(email)  # a bad setting or an unreadable password fails here
-        if public_url is not None and not (
-            isinstance(public_url, str) and public_url.startswith(("http://", "https://"))
-        ):
-            raise ValueError(f"public_url must be an http:// or https:// URL, not {public_url!r}")
-        if webhook is not None or on_alert is not None or mailer is not None:
-            from .notify import Notifier
-
-            self._notifier = Notifier(
-                webhook,
-                on_alert,
-                webhook_format=webhook_format,
-                public_url=public_url,
-                mailer=mailer,
-            )
+        self.alert_rules = _alert_rules(alert_rules, _join)
+        self.notify_wait = _check_notify_wait(notify_wait)
+        self._notifier = _notifier(
+            webhook, on_alert, webhook_format, email, public_url, self.notify_wait
+        )
         self._history: list[dict[str, Any]] | None = None  # see history()
-        self._otlp_endpoint = None
-        if otlp_endpoint is not None:
-            from .otlp import check_endpoint
-
-            self._otlp_endpoint = check_endpoint(otlp_endpoint)  # ValueError here, not later
-        self._otlp: Any = None
+        otlp_endpoint = _check_otlp_endpoint(otlp_endpoint)
         self._lock = _thread.RLock()
         self._runs: dict[str, Run] = {}
-        self._internal_errors = 0
+        self._internal_errors, self._internal_warned = 0, False
         self._internal_last: str | None = None
-        self._internal_warned = False
+        self._open_boundary_readers(proc, exact_peak)
+        self._view: Any = None
+        self._entered = False
+        self.redactor = _redactor(redact, redact_disable)
+        self.limits = _read_limits(proc)
+        self.tags = self.redactor.redact_obj(_tags(tags))
+        self._make_components(otlp_endpoint)
+        resumed = None if resume is None else self._find_resumable(resume, run_id)
+        # Construct the main run now so that an unwritable path fails here, not later.
+        self._main = self._new_run(
+            resume or run_id or new_run_id(), name=name, meta=meta, plan=self.plan,
+            owner=not _join, tags=self.tags, resumed=resumed,
+        )  # fmt: skip
+        _monitors.add(self)
+
+    def _open_boundary_readers(self, proc: str, exact_peak: bool) -> None:
+        """What phase boundaries read: the shared statm descriptor, the opt-in exact peak,
+        and the sampler's latest figures (none yet)."""
+        from . import procfs
+
         self._rss: int | None = None  # latest sampled RSS (bytes)
         # (RUSAGE_CHILDREN, tree total, live children's part) at the sampler's last read
         self._ccpu: tuple[float, float, tuple[tuple[int, float], ...]] | None = None
-        from . import procfs
-
         self._reaped = procfs.reaped_children_cpu_s
         self._statm: Any = procfs.shared_statm(proc)  # one descriptor per process, not per run
         if self._statm.fd < 0:
@@ -1698,51 +1826,46 @@ class Monitor:
             try:
                 self._hwm = procfs.shared_high_water(proc)
             except OSError as exc:
-                self._internal(f"exact_peak unavailable, peaks are sampled ({exc})", None)
+                self.note_internal_error(f"exact_peak unavailable, peaks are sampled ({exc})", None)
         self._peak_method = (
             ',"peak_rss_method":"hwm"' if self._hwm is not None else ',"peak_rss_method":"sampled"'
         )
-        self._sampler: Any = None
-        self._sampler_done: Any = None  # the stopped sampler, for its final counters
-        self._capture_installed = False
-        self._view: Any = None
-        self._entered = False
-        from .redact import Redactor
 
-        # Secrets never reach the log: argv, metadata, messages, paths and metric names are
-        # redacted before they are written (a bad user pattern fails here).
-        self.redactor = Redactor(tuple(redact), disable=tuple(redact_disable))
-        from . import cgroup
+    def _make_components(self, otlp_endpoint: str | None) -> None:
+        """The parts started with the runs this process owns (see component.py), in the
+        order they start, report health and close."""
+        comps: list[Component] = []
+        self._sampling: Sampling | None = None
+        if self.sample_interval is not None:
+            from .sampler import Sampling
 
-        try:
-            self.limits = cgroup.limits(proc=proc)
-        except Exception as exc:  # never a reason not to record
-            self.limits = {"version": None, "note": f"cgroup limits unreadable: {exc}"}
-        self.tags = self.redactor.redact_obj(_tags(tags))
-        resumed: dict[str, Any] | None = None
-        if resume is not None:
-            if run_id is not None and run_id != resume:
-                raise ValueError("give run_id or resume, not both")
-            resumed = self._find_resumable(resume)
-        rid = resume or run_id or new_run_id()
-        # Construct the main run now so that an unwritable path fails here, not later.
-        self._main = self._new_run(
-            rid,
-            name=name,
-            meta=meta,
-            plan=self.plan,
-            owner=not _join,
-            tags=self.tags,
-            resumed=resumed,
-        )
-        _monitors.add(self)
+            self._sampling = Sampling(self, self.sample_interval, self.proc)
+            comps.append(self._sampling)
+        if self.capture:
+            from .capture import LogCapture
+
+            comps.append(LogCapture(self))
+        if self._notifier is not None:
+            comps.append(self._notifier)
+        from .component import Alerting, OtlpPush
+
+        if otlp_endpoint is not None:
+            comps.append(OtlpPush(self, otlp_endpoint))
+        comps.append(Alerting(self))
+        self._components = comps
+        # The running sampler, or None: the phase hot path asks this one attribute whether
+        # a start line may wait for the sampler's next tick.
+        self._sampler: Sampler | None = None
 
     # -- runs ---------------------------------------------------------------------------
-    def _find_resumable(self, run_id: str) -> dict[str, Any]:
+    def _find_resumable(self, run_id: str, given_id: str | None = None) -> dict[str, Any]:
         """The interrupted run ``run_id`` to continue: its last event time and owner pid.
-        A run that is unknown here or already ended is an error at construction."""
+        A run that is unknown here or already ended is an error at construction, and so is
+        another ``run_id=`` (``given_id``) given beside ``resume=``."""
         from .reader import discover, iter_events
 
+        if given_id is not None and given_id != run_id:
+            raise ValueError("give run_id or resume, not both")
         if not _valid_run_id(run_id):
             raise ValueError(f"resume: not a run id: {run_id!r}")
         file = os.path.join(self.path, run_id + ".jsonl") if self.is_dir else self.path
@@ -1834,7 +1957,9 @@ class Monitor:
             lenient=True,  # after construction: never raise into the host for the disk
         )
         if run.writer.last_error is not None:
-            self._internal(f"cannot write the run log {run.path}: {run.writer.last_error}", None)
+            self.note_internal_error(
+                f"cannot write the run log {run.path}: {run.writer.last_error}", None
+            )
         return run.start()
 
     def _fresh_id(self) -> str:
@@ -1953,7 +2078,7 @@ class Monitor:
         except KeyError:
             return self._unread_snapshot(run_id or self._main.id)
         except Exception as exc:
-            self._internal("snapshot", exc)
+            self.note_internal_error("snapshot", exc)
             return {"run": {"id": run_id or self._main.id}, "error": f"{type(exc).__name__}: {exc}"}
 
     # -- serving ------------------------------------------------------------------------
@@ -1998,7 +2123,7 @@ class Monitor:
         try:
             h = self._read_history()
         except Exception as exc:
-            self._internal("loading history", exc)
+            self.note_internal_error("loading history", exc)
             h = []
         self._history = h
         return h
@@ -2017,7 +2142,7 @@ class Monitor:
             elif os.path.exists(p):
                 out += summarize_files(discover([p]))  # a file the user named: read it
             else:
-                self._internal(f"history path {p} not found", None)
+                self.note_internal_error(f"history path {p} not found", None)
         byid = {s["run"]: s for s in out if s["run"] not in own and s["status"] != "running"}
         return sorted(byid.values(), key=start_of)[-HISTORY_RUNS:]
 
@@ -2038,7 +2163,7 @@ class Monitor:
             mine = [s for s in summarize_files(files) if s["run"] == run.id]
             Catalog(self.path).record(run.path, mine)
         except Exception as exc:
-            self._internal("cataloguing the run", exc)
+            self.note_internal_error("cataloguing the run", exc)
 
     def _unread_snapshot(self, run_id: str) -> dict[str, Any]:
         """A snapshot of a run whose log cannot be read back (a full disk, /dev/full): its
@@ -2060,7 +2185,10 @@ class Monitor:
         return snap
 
     # -- health -------------------------------------------------------------------------
-    def _internal(self, where: str, exc: BaseException | None) -> None:
+    def note_internal_error(self, where: str, exc: BaseException | None) -> None:
+        """Count an internal failure (``where``, and ``exc`` if any) in the run's counters;
+        the first one is also written to stderr. The monitor's parts call this instead of
+        raising into the pipeline."""
         self._internal_errors += 1
         self._internal_last = f"{where}: {type(exc).__name__}: {exc}" if exc else where
         if not self._internal_warned:
@@ -2078,15 +2206,8 @@ class Monitor:
             "internal_errors": self._internal_errors,
             "last_internal_error": self._internal_last,
         }
-        s = self._sampler or self._sampler_done
-        if s is not None:
-            h.update(s.health())
-        if self._notifier is not None:
-            h.update(self._notifier.health())
-            if self._notifier.mailer is not None:
-                h.update(self._notifier.mailer.health())
-        if self._otlp is not None:
-            h.update(self._otlp.health())
+        for c in self._components:
+            h.update(c.health())
         return h
 
     def _pid_start(self) -> int | None:
@@ -2096,6 +2217,15 @@ class Monitor:
             return pid_start_time(os.getpid(), self.proc)
         except Exception:
             return None
+
+    def publish_reading(
+        self, rss: int | None, children_cpu: tuple[float, float, tuple[tuple[int, float], ...]]
+    ) -> None:
+        """The sampler's latest reading, for phase boundaries to use (so ``phase()`` never
+        reads /proc itself): the RSS in bytes, and the children's CPU as (RUSAGE_CHILDREN,
+        tree total, live direct children's ``(pid, cpu_s)``) at that read."""
+        self._rss = rss
+        self._ccpu = children_cpu
 
     def _children_cpu(self) -> float:
         """Children's CPU seconds now, on one scale across phase boundaries: the exact
@@ -2118,76 +2248,44 @@ class Monitor:
 
     def children_rss_peak(self) -> int | None:
         """The highest RSS of this process's descendants (summed) the sampler has seen."""
-        s = self._sampler or self._sampler_done
-        return None if s is None else s.peak_children_rss
+        return None if self._sampling is None else self._sampling.children_rss_peak()
 
     # -- run start/end side effects -----------------------------------------------------
     def _run_started(self, run: Run) -> None:
         if run.owner:
-            if self.sample_interval is not None and self._sampler is None:
-                from .sampler import Sampler
-
-                self._sampler = Sampler(self, self.sample_interval, self.proc)
-                self._sampler.start()
-            if self.capture and not self._capture_installed:
-                from . import capture
-
-                capture.install(self)
-                self._capture_installed = True
-            if run is self._main and self._otlp_endpoint is not None and self._otlp is None:
-                from .otlp import Pusher
-
-                self._otlp = Pusher(self, self._otlp_endpoint)
-            if self.alert_rules and run.evaluator is None:
-                from . import cgroup
-                from .alerts import Evaluator
-
-                run.evaluator = Evaluator(
-                    self.alert_rules, ncpu=cgroup.cpu_count(self.limits, os.cpu_count())
-                )
-                if any(r.type == "phase_duration_p95" for r in self.alert_rules):
-                    # The catalog's tail: a few ms, the same with 10,000 earlier runs as
-                    # with none, so no thread (one per run outlived its run before).
-                    from .history import durations_by_key
-
-                    run.evaluator.set_history(durations_by_key(self.history()))
-                from .ack import AckWatch
-
-                run._ackwatch = AckWatch(run)
+            for c in self._components:
+                c.start(run)
+            self._sampler = self._sampling.running if self._sampling is not None else None
 
     def _run_ending(self, run: Run) -> None:
-        if run is not self._main:
-            return
-        s = self._sampler
-        if s is not None:
-            s.stop()  # one final sample, so short runs have at least one
-            self._sampler = None
-            self._sampler_done = s
-        if self._capture_installed:
-            from . import capture
-
-            capture.uninstall(self)
-            self._capture_installed = False
+        """The main run is ending: close the components that end before its last alerts
+        (the sampler's final reading, the log capture)."""
+        if run is self._main:
+            self._close_components(after_alerts=False)
 
     def _run_flushing(self, run: Run) -> None:
         """The main run's last alerts are written: give the notifications their bounded wait
         (``notify_wait`` in total) and flush OTLP, before ``run_end`` carries their counters."""
-        if run is not self._main:
-            return
-        if self._notifier is not None:
-            self._notifier.close(self.notify_wait)
-        if self._otlp is not None:
-            self._otlp.close()  # before run_end: its counters are in it
+        if run is self._main:
+            self._close_components(after_alerts=True)
 
-    def _owned_live_runs(self) -> list[Run]:
+    def _close_components(self, after_alerts: bool) -> None:
+        for c in self._components:
+            if c.closes_after_alerts is after_alerts:
+                c.close()
+        self._sampler = self._sampling.running if self._sampling is not None else None
+
+    def owned_live_runs(self) -> list[Run]:
+        """The runs this process owns that are live and not ended: the ones it samples."""
         with self._lock:
             return [r for r in self._runs.values() if r.owner and r.live and not r.ended]
 
     # -- fork ---------------------------------------------------------------------------
     def _after_fork_child(self) -> None:
         self._lock = _thread.RLock()
+        for c in self._components:
+            c.after_fork()
         self._sampler = None  # threads do not survive fork; the parent samples the tree
-        self._otlp = None
         self._rss = None
         self._ccpu = None
         self._view = None

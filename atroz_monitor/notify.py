@@ -21,10 +21,16 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .monitor import Run
 
 
 class Notifier:
+    """Delivers alerts to a webhook, a callback and a mailer from one daemon thread; a
+    component of the monitor (see component.py)."""
+
     def __init__(
         self,
         webhook: str | None = None,
@@ -37,6 +43,7 @@ class Notifier:
         webhook_format: str = "generic",
         public_url: str | None = None,
         mailer: Any = None,
+        close_wait: float = 0.5,
     ) -> None:
         if webhook is not None and not (
             webhook.startswith("http://") or webhook.startswith("https://")
@@ -53,6 +60,7 @@ class Notifier:
         self.webhook_format = webhook_format  # the body: alertmsg.body (generic, slack, teams)
         self.public_url = public_url  # messages link to the run's page there
         self.mailer = mailer  # mailer.Mailer: one email per alert, from this thread
+        self.close_wait = close_wait  # close()'s bound: the monitor's notify_wait
         self.webhook = webhook
         self.on_alert = on_alert
         self.timeout = timeout
@@ -169,9 +177,21 @@ class Notifier:
                 delay *= 2
         return "failed"
 
-    def close(self, timeout: float = 0.5) -> None:
-        """Give what is queued at most ``timeout`` seconds in total to go out, then stop:
-        what is still queued is counted dropped, what is in flight failed."""
+    # -- the component protocol (component.py): started with the notifier's first alert ----
+    closes_after_alerts = True  # the main run's last alerts are sent (or counted) first
+
+    def start(self, run: Run) -> None:
+        pass  # the thread starts with the first alert submitted
+
+    def after_fork(self) -> None:
+        pass  # a forked child's runs are joined, not owned: it raises no alerts to send
+
+    def close(self, timeout: float | None = None) -> None:
+        """Give what is queued at most ``timeout`` seconds (default ``close_wait``) in total
+        to go out, then stop: what is still queued is counted dropped, what is in flight
+        failed."""
+        if timeout is None:
+            timeout = self.close_wait
         t = self._thread
         if t is None:
             return
@@ -200,8 +220,9 @@ class Notifier:
                 break
 
     def health(self) -> dict[str, Any]:
+        """The delivery counters, and the mailer's when there is one."""
         with self._count:
-            return {
+            h = {
                 "notify_sent": self.sent,
                 "notify_failed": self.failed,
                 "notify_dropped": self.dropped,
@@ -209,3 +230,6 @@ class Notifier:
                 "notify_callback_errors": self.callback_errors,
                 "notify_last_error": self.last_error,
             }
+        if self.mailer is not None:
+            h.update(self.mailer.health())
+        return h

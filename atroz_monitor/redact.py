@@ -438,9 +438,9 @@ class Redactor:
                 return self.redact(os.fsdecode(obj))
             except Exception:
                 pass  # a hostile __fspath__: fall through to repr
-        from .events import _default
+        from .events import json_default
 
-        return self.redact(str(_default(obj)))
+        return self.redact(str(json_default(obj)))
 
     @staticmethod
     def _argv(src: list[Any] | tuple[Any, ...], items: list[Any]) -> None:

@@ -307,7 +307,7 @@ def _record(mon: Any, h: Any, rc: int, oom: bool = False, killed: float | None =
         killed = None
     if oom and killed is None:
         msg = "command killed by the OOM killer (memory limit reached)"
-        mon.main._oom_killed(1)
+        mon.main.note_oom_kills(1)
     if killed is not None:
         msg = f"command killed by SIGKILL: still running {killed:g} s after a forwarded signal"
     status = E.CANCELLED if sig in CANCEL_SIGNALS or killed is not None else E.FAILED

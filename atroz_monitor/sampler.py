@@ -14,10 +14,51 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from .monitor import Monitor, Run
+
+
+class Sampling:
+    """Component (see component.py): one ``Sampler`` thread, from the start of the first
+    run this process owns to the end of the monitor's main run."""
+
+    closes_after_alerts = False
+
+    def __init__(self, monitor: Monitor, interval: float, proc: str = "/proc") -> None:
+        self.monitor = monitor
+        self.interval = interval
+        self.proc = proc
+        self.running: Sampler | None = None
+        self.done: Sampler | None = None  # the stopped sampler, for its final counters
+
+    def start(self, run: Run) -> None:
+        if self.running is None:
+            s = Sampler(self.monitor, self.interval, self.proc)
+            s.start()
+            self.running = s
+
+    def close(self) -> None:
+        s = self.running
+        if s is not None:
+            s.stop()  # one final sample, so short runs have at least one
+            self.running = None
+            self.done = s
+
+    def health(self) -> dict[str, Any]:
+        s = self.running or self.done
+        return {} if s is None else s.health()
+
+    def after_fork(self) -> None:
+        self.running = None  # threads do not survive fork; the parent samples the tree
+
+    def children_rss_peak(self) -> int | None:
+        """The highest RSS of the process's descendants (summed) seen so far."""
+        s = self.running or self.done
+        return None if s is None else s.peak_children_rss
 
 
 class Sampler:
+    """The sampling thread and its readers (``start``, ``stop``, ``health``)."""
+
     def __init__(self, monitor: Monitor, interval: float, proc: str = "/proc") -> None:
         from .procfs import RusageSampler, TreeSampler
 
@@ -102,19 +143,15 @@ class Sampler:
             except Exception:
                 new_ooms = 0
         rss = reading.get("rss_bytes")
-        mon._rss = rss
         tree = self._tree
-        mon._ccpu = (tree.reaped_s, tree.tree_s, tree.direct)
+        mon.publish_reading(rss, (tree.reaped_s, tree.tree_s, tree.direct))
         crss = reading.get("children_rss_bytes")
         if type(crss) is int and (self.peak_children_rss is None or crss > self.peak_children_rss):
             self.peak_children_rss = crss
-        for run in mon._owned_live_runs():
+        for run in mon.owned_live_runs():
             # Only the phases open before the reading began: one that started during it
             # (after a free, say) must not take a figure older than its own start.
-            active = [h for h in list(run.active.values()) if h._t0 <= t_read]
-            for h in active:
-                if h._pending is not None:  # a start line still deferred: it runs now
-                    run.writer.emit_deferred(h)
+            active = run.open_phases(t_read)
             if rss is not None:
                 for h in active:
                     if h.peak_rss is None or rss > h.peak_rss:
@@ -122,15 +159,15 @@ class Sampler:
             # Two decimals are plenty for percentages and seconds, and keep lines short.
             fields = {k: round(v, 2) if type(v) is float else v for k, v in reading.items()}
             fields["spans"] = [h.span for h in active]
-            run._emit("sample", fields)
+            run.emit("sample", fields)
             if new_ooms:
-                run._oom_killed(new_ooms)
+                run.note_oom_kills(new_ooms)
                 self.oom_kills += new_ooms
             if run.evaluator is not None:
                 try:
-                    run._sample_alerts(fields, active)
+                    run.sample_alerts(fields, active)
                 except Exception as exc:
-                    mon._internal("alert evaluation", exc)
+                    mon.note_internal_error("alert evaluation", exc)
 
     def stop(self) -> None:
         self._stop.set()

@@ -194,14 +194,14 @@ class LogWriter:
             return seq if self._write(line.encode("ascii"), 1) else 0
 
     def emit_deferred(self, holder: Any) -> None:
-        """Write a deferred line held in ``holder._pending`` (``(ev, ts, body)``), if it is
+        """Write a deferred line held in ``holder.pending`` (``(ev, ts, body)``), if it is
         still pending. The check and the write happen under the lock, so a line is written
         once whichever thread gets there first."""
         with self._lock:
-            pend = holder._pending
+            pend = holder.pending
             if pend is None:
                 return
-            holder._pending = None
+            holder.pending = None
             self._seq += 1
             ev, ts, body = pend
             line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{self._seq}{body}}}\n'
@@ -211,14 +211,14 @@ class LogWriter:
         """Write ``holder``'s deferred line (if still pending) and this event in ONE write:
         a short phase costs one system call for its two lines."""
         with self._lock:
-            pend = holder._pending
+            pend = holder.pending
             seq = self._seq + 1
             if pend is None:
                 self._seq = seq
                 line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq}{body}}}\n'
                 self._write(line.encode("ascii"), 1)
                 return
-            holder._pending = None
+            holder.pending = None
             self._seq = seq + 1
             ev0, ts0, body0 = pend
             rp = self._rp
@@ -366,7 +366,8 @@ class LogWriter:
             elif not reopen:
                 self._released = False
 
-    def _after_fork_child(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock, this process's identity, zeroed loss counters."""
         # A lock held by another thread at fork time stays held forever in the child.
         self._lock = _thread.allocate_lock()
         self._reset_identity()
@@ -381,4 +382,4 @@ def after_fork_in_child() -> None:
     """Make every writer usable in a forked child (monitor.py registers this at the first
     Monitor, which creates every writer: importing the package registers nothing)."""
     for w in list(_writers):
-        w._after_fork_child()
+        w.after_fork()

@@ -245,7 +245,7 @@ class Source:
     """The state of every run in a set of followed log files; thread-safe.
 
     Subclasses say which files to follow (``_files``) and may override what is known about a
-    run beyond its log (``_alive_override``, ``_monitor_info``).
+    run beyond its log (``_alive_override``, ``monitor_info``).
     """
 
     follow_symlinks = False
@@ -315,7 +315,8 @@ class Source:
         """``"ask"`` to use ``loader.liveness``; else the answer itself."""
         return "ask"
 
-    def _monitor_info(self, run_id: str) -> dict[str, Any] | None:
+    def monitor_info(self, run_id: str) -> dict[str, Any] | None:
+        """The recording monitor's counters for a run it records in this process, else None."""
         return None
 
     # -- public reading API --------------------------------------------------------------
@@ -423,7 +424,7 @@ class Source:
                     RunEntry(
                         float(start) if isinstance(start, (int, float)) else 0.0,
                         r.id,
-                        self._status(r, now),
+                        self.run_status(r, now),
                         name if isinstance(name, str) else str(name),
                     )
                 )
@@ -452,7 +453,7 @@ class Source:
     def statuses(self) -> dict[str, str]:
         with self._lock:
             out = {rid: s["status"] for rid, s in self._parked_runs.items()}
-            out.update((rid, self._status(r)) for rid, r in self.state.runs.items())
+            out.update((rid, self.run_status(r)) for rid, r in self.state.runs.items())
             return out
 
     def summaries(self) -> list[dict[str, Any]]:
@@ -1191,7 +1192,7 @@ class Source:
         for rid in touched:
             r = st.runs.get(rid)
             if r is not None:
-                s = self._status(r, now)
+                s = self.run_status(r, now)
                 if self._statuses.get(rid) != s:
                     runs_changed = True
                     touched[rid].spans = None
@@ -1256,7 +1257,7 @@ class Source:
             self._evaluate_alerts({rid: RunChange(None, 0, 0) for rid in st.runs})
             now = time.time()
             for rid, r in st.runs.items():
-                self._statuses[rid] = self._status(r, now)
+                self._statuses[rid] = self.run_status(r, now)
             self._bump(Change(0, {}, True, True, True))
 
     def _check_statuses(self) -> bool:
@@ -1269,7 +1270,7 @@ class Source:
             for rid, r in self.state.runs.items():
                 if r.end is not None and self._statuses.get(rid) == r.status:
                     continue  # an ended run's status is final: no liveness to ask
-                s = self._status(r, now)
+                s = self.run_status(r, now)
                 if self._statuses.get(rid) != s:
                     self._statuses[rid] = s
                     touched[rid] = RunChange(None, r.samples.total, r.logs.total)
@@ -1296,7 +1297,8 @@ class Source:
         self._liveness[r.id] = (now, alive)
         return alive
 
-    def _status(self, r: RunState, now: float | None = None) -> str:
+    def run_status(self, r: RunState, now: float | None = None) -> str:
+        """Run ``r``'s status at ``now`` (default: the time now), its liveness asked."""
         return views.run_status(r, time.time() if now is None else now, self._alive(r))
 
     def _files_of(self, run_id: str) -> list[str]:
@@ -1305,7 +1307,8 @@ class Source:
     def _is_available(self, run_id: str) -> bool:
         return all(self._available.get(p, True) for p in self._files_of(run_id))
 
-    def _quality(self, run_id: str) -> dict[str, Any]:
+    def run_quality(self, run_id: str) -> dict[str, Any]:
+        """The read statistics of run ``run_id``'s files, summed, and which are unreadable."""
         files = self._files_of(run_id)
         total = ReadStats(path="")
         down = []
@@ -1326,7 +1329,7 @@ class Source:
         return q
 
     def _run_row(self, r: RunState) -> dict[str, Any]:
-        status = self._status(r)
+        status = self.run_status(r)
         start = r.start if r.start is not None else r.first_ts
         stop = r.end if r.end is not None else (time.time() if status == "running" else r.last_ts)
         duration = (
@@ -1362,13 +1365,14 @@ class Source:
             "host": r.info.get("host"),
             "alerts_open": sum(
                 1
-                for a in self._alerts_of(r)
+                for a in self.alerts_of(r)
                 if a.get("state") in ("raised", "acknowledged") and not a.get("cleared")
             ),
             "available": self._is_available(r.id),
         }
 
-    def _alerts_of(self, r: RunState) -> list[dict[str, Any]]:
+    def alerts_of(self, r: RunState) -> list[dict[str, Any]]:
+        """Run ``r``'s alerts: the recorded ones, merged with the served rules' replay."""
         extra = self._rule_alerts.get(r.id)
         if not extra:
             return list(r.alerts.values())
@@ -1411,13 +1415,13 @@ class Source:
             run_id,
             now=time.time(),
             alive=self._alive(r),
-            quality=self._quality(run_id),
-            monitor=self._monitor_info(run_id),
+            quality=self.run_quality(run_id),
+            monitor=self.monitor_info(run_id),
             history=self._history_for(r),
         )
         if self._rule_alerts.get(run_id):
             snap["alerts"] = sorted(
-                self._alerts_of(r), key=lambda a: a.get("raised_ts") or a.get("ts") or 0
+                self.alerts_of(r), key=lambda a: a.get("raised_ts") or a.get("ts") or 0
             )
         v = View(
             version=self.version,
@@ -1637,7 +1641,7 @@ class MonitorSource(Source):
             return True
         return "ask"
 
-    def _monitor_info(self, run_id: str) -> dict[str, Any] | None:
+    def monitor_info(self, run_id: str) -> dict[str, Any] | None:
         run = self._own(run_id)
         if run is None:
             return None

@@ -94,8 +94,8 @@ MUTANTS: tuple[Mutant, ...] = (
       "                    pass\n                except (ValueError, RuntimeError, TypeError):\n"
       "                    pass\n            elif _current.get() is self:\n                pass\n",
       ("tests/test_monitor.py",), False, "Phase.__exit__ no longer restores the current phase"),
-    M("notify_wait_ignored", "monitor.py", "self._notifier.close(self.notify_wait)",
-      "self._notifier.close(3.0)", ("tests/test_faults.py", "-k", "dead_webhook"), False,
+    M("notify_wait_ignored", "notify.py", "            timeout = self.close_wait\n",
+      "            timeout = 3.0\n", ("tests/test_faults.py", "-k", "dead_webhook"), False,
       "the run's end waits 3 s for a dead webhook"),
     M("wait_in_duration", "monitor.py", '                fields["counters"] = self.health()\n',
       '                fields["counters"] = self.health()\n'
