@@ -274,65 +274,6 @@ def test_apply_never_raises_on_any_field_values(events):
         json.dumps(views.snapshot(s, rid, now=2e9))
 
 
-def test_a_million_repeats_fold_into_bounded_state():
-    """Beyond max_phases, repeats fold into their parent's aggregate: bounded records,
-    exact counts and totals."""
-    s = S.State(max_phases=100)
-    apply = S.apply
-    apply(
-        s,
-        {
-            "ev": "phase_start",
-            "run": "r",
-            "pid": 1,
-            "span": "p",
-            "phase": "loop",
-            "name": "loop",
-            "parent": None,
-            "ts": 0.0,
-        },
-    )
-    n = 20_000
-    for i in range(n):
-        span = f"c{i}"
-        apply(
-            s,
-            {
-                "ev": "phase_start",
-                "run": "r",
-                "pid": 1,
-                "span": span,
-                "phase": "item",
-                "name": "item",
-                "parent": "p",
-                "ts": 1.0,
-            },
-        )
-        apply(
-            s,
-            {
-                "ev": "phase_end",
-                "run": "r",
-                "pid": 1,
-                "span": span,
-                "phase": "item",
-                "name": "item",
-                "parent": "p",
-                "ts": 1.0,
-                "status": "completed",
-                "duration_ms": 2.0,
-            },
-        )
-    r = s.runs["r"]
-    assert len(r.phases) <= 101
-    assert r.keys["item"].count == n and r.keys["item"].total_ms == 2.0 * n
-    parent = r.phases["p"]
-    kept = sum(1 for c in parent.children if r.phases[c].phase == "item")
-    assert parent.folded["item"].count + kept == n
-    assert r.folded_count == parent.folded["item"].count
-    assert r.phases["c0"].phase == "item"  # the first one of the key keeps its detail
-
-
 def test_run_without_end_is_running_or_interrupted_by_liveness_and_silence():
     """A log without run_end is running while its writer lives, interrupted once it does
     not; with unknown liveness, silence beyond max(3 x interval, 10 s) means interrupted."""
@@ -595,36 +536,6 @@ def test_cpu_average_needs_a_phase_of_one_clock_tick():
     assert [p["cpu_pct"] for p in snap["phases"]] == [None, 50.0]
 
 
-def test_a_failure_in_a_folded_repeat_is_counted_once():
-    """Beyond max_phases, a loop's repeat that fails (folded away at once, or kept light)
-    counts 1 error; its parent failing with the same exception adds none; a repeat whose
-    failure the parent caught still counts 1."""
-    err = {"type": "IOError", "msg": "disk"}
-
-    def run(parent_fails: bool) -> int:
-        evs = [{"ev": "phase_start", "ts": 1.0, "span": "1.1", "phase": "P", "parent": None}]
-        for i in range(2, 12):
-            last = i == 11
-            evs += [
-                {"ev": "phase_start", "ts": 1.0 + i / 100, "span": f"1.{i}", "phase": "L",
-                 "parent": "1.1"},
-                {"ev": "phase_end", "ts": 1.005 + i / 100, "span": f"1.{i}", "phase": "L",
-                 "parent": "1.1", "status": "failed" if last else "completed",
-                 **({"error": err} if last else {})},
-            ]  # fmt: skip
-        evs.append({"ev": "phase_end", "ts": 2.0, "span": "1.1", "phase": "P", "parent": None,
-                    "status": "failed" if parent_fails else "completed",
-                    **({"error": err} if parent_fails else {})})  # fmt: skip
-        for i, e in enumerate(evs, 1):
-            e.update(run="r", pid=1, seq=i)
-        st = S.State(max_phases=4)
-        S.apply_all(st, evs)
-        assert st.runs["r"].folded_count > 0
-        return S.error_count(st.runs["r"])
-
-    assert (run(True), run(False)) == (1, 1)
-
-
 @settings(max_examples=200, deadline=None)
 @given(
     st.permutations(
@@ -685,23 +596,6 @@ def test_a_resume_interrupts_the_dead_owners_open_phases_at_once():
     assert r.open == {"2.1"}
     snap = views.snapshot(s, "r", now=10.0, alive=True)
     assert [p["status"] for p in snap["phases"]] == ["interrupted", "interrupted", "running"]
-
-
-def test_repeats_open_beyond_max_phases_are_counted_folded_at_run_end():
-    """Repeats started beyond max_phases and never ended (kept light) are dropped at
-    run_end and counted in folded_count (quality.phases_folded), never lost silently."""
-    env = {"run": "r", "pid": 1}
-    evs = [{"ev": "run_start", "ts": 1.0, **env},
-           {"ev": "phase_start", "ts": 1.0, "span": "p", "phase": "loop", **env}]  # fmt: skip
-    for i in range(6):  # started, never ended: 2 get records (max 3 with the parent), 4 light
-        evs.append({"ev": "phase_start", "ts": 2.0, "span": f"c{i}", "phase": "item",
-                    "parent": "p", **env})  # fmt: skip
-    evs.append({"ev": "run_end", "ts": 3.0, "status": "failed", **env})
-    s = _reduce(evs, max_phases=3)
-    r = s.runs["r"]
-    assert len(r.phases) == 3 and not r.lite
-    assert r.folded_count == 4
-    assert views.snapshot(s, "r", now=4.0)["quality"]["phases_folded"] == 4
 
 
 def test_the_runs_peak_is_never_below_one_of_its_own_phases():
