@@ -120,6 +120,16 @@ def test_cpu_avg_pct_is_cpu_over_wall_above_one_clock_tick() -> None:
     assert E.cpu_avg_pct(1.0, 0.0) is None
 
 
+def test_items_per_s_is_a_finite_rate_or_none() -> None:
+    """500 items in 2 s is 250.0/s; no items, no duration, a duration below the writer's
+    1 us resolution (a damaged line's 5e-324 ms) or an infinite result give None."""
+    assert E.items_per_s(500, 2000.0) == 250.0
+    assert E.items_per_s(1, 0.001) == 1_000_000.0
+    assert [E.items_per_s(n, d) for n, d in ((0, 5.0), (5, 0.0), (5, None), (5, "1"))] == [None] * 4
+    assert E.items_per_s(1, 5e-324) is None
+    assert E.items_per_s(1e308, 0.5) is None
+
+
 def test_phase_errors_adds_the_exception_of_a_failed_phase() -> None:
     """A phase's errors are its logged errors plus one when it failed."""
     assert E.phase_errors(2, "failed") == 3
