@@ -65,3 +65,36 @@ def test_demo_prints_suggestions_against_its_history(
     text = capsys.readouterr().out
     assert f"history: 5 earlier run(s) in {out}" in text
     assert "getting_slower: P05 (Cross-Referencing) got slower run after run" in text
+
+
+def test_the_plan_shares_add_up_to_the_whole_duration() -> None:
+    """The ten phases' shares of --duration sum to 1, so the run lasts about --duration."""
+    assert [k for k, _, _ in demo.PLAN] == [f"P0{i}" for i in range(10)]
+    assert sum(share for _, _, share in demo.PLAN) == pytest.approx(1.0)
+
+
+def test_burn_spends_real_cpu() -> None:
+    """_burn(0.05) does hashing steps and uses CPU the process clock sees (the work is CPU,
+    not sleep; how much depends on the machine's load, so no share is asserted)."""
+    c0 = time.process_time()
+    steps = demo._burn(0.05)
+    assert steps > 0
+    assert time.process_time() - c0 > 0
+
+
+def test_main_with_fail_returns_1_and_leaves_the_later_phases_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main(fail="P02") in-process: exit code 1, the message on stderr, P02 failed with
+    DemoFailure, P03-P09 never started, the run failed; its artifacts are on disk."""
+    out = tmp_path / "runs"
+    assert demo.main(duration=1.0, fail="P02", out=str(out), interval=0.2) == 1
+    assert "the pipeline failed as asked: P02: validation rule R-17" in capsys.readouterr().err
+    (log,) = [p for p in out.iterdir() if p.name.endswith(".jsonl")]
+    evs = [json.loads(line) for line in log.read_text().splitlines()]
+    tops = {e["phase"]: e for e in evs if e["ev"] == "phase_end" and "." not in e["phase"]}
+    assert sorted(tops) == ["P00", "P01", "P02"]
+    assert tops["P02"]["status"] == "failed" and tops["P02"]["error"]["type"] == "DemoFailure"
+    assert evs[-1]["ev"] == "run_end" and evs[-1]["status"] == "failed"
+    arts = [e["path"] for e in evs if e["ev"] == "artifact"]
+    assert arts and all(os.path.isfile(a) for a in arts)
