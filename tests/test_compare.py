@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from synthetic import MIB, PHASES, T0, Run, random_run, snap_of, state_of
 
-from atroz_monitor.compare import compare_runs
+from atroz_monitor.compare import MAX_BARS, compare_runs
 from atroz_monitor.state import State
 
 
@@ -78,3 +78,60 @@ def test_compare_runs_of_any_two_runs_is_consistent(
     same = compare_runs(sa, sa)
     assert all(not r["status_changed"] for r in same["phases"])
     assert all(d in (None, 0.0) for r in same["phases"] for d in r["delta"].values())
+
+
+def test_a_key_run_in_a_loop_is_compared_as_a_whole() -> None:
+    """P00 three times for 1 s in A against once for 1 s in B: A's row sums 3 s over 3
+    calls, +2 s (+200%) against B."""
+    a = Run("A")
+    for i in range(3):
+        a.phase("P00", float(i), 1.0)
+    b = Run("B", T0 - 1000)
+    b.phase("P00", 0.0, 1.0)
+    st = state_of(a.end(3.0), b.end(1.0))
+    (row,) = [r for r in compare_runs(snap_of(st, "A"), snap_of(st, "B"))["phases"]
+              if r["key"] == "P00"]  # fmt: skip
+    assert (row["a"]["count"], row["a"]["duration_ms"], row["b"]["count"]) == (3, 3000.0, 1)
+    assert (row["delta"]["duration_ms"], row["delta_pct"]["duration_ms"]) == (2000.0, 200.0)
+
+
+def test_a_retried_key_has_its_latest_status() -> None:
+    """P01 failed, then completed on a second attempt, in A; completed in B: no status
+    change (a retry that succeeded is completed)."""
+    a = Run("A")
+    a.phase("P01", 0.0, 1.0, status="failed", error={"type": "E", "msg": "m"})
+    a.phase("P01", 1.0, 1.0)
+    b = Run("B", T0 - 1000)
+    b.phase("P01", 0.0, 1.0)
+    st = state_of(a.end(2.0), b.end(1.0))
+    c = compare_runs(snap_of(st, "A"), snap_of(st, "B"))
+    (row,) = [r for r in c["phases"] if r["key"] == "P01"]
+    assert (row["a"]["status"], row["status_changed"]) == ("completed", False)
+    assert c["totals"]["status_changed"] == []
+
+
+def test_a_planned_key_that_never_ran_has_no_figures() -> None:
+    """P01 is in A's plan but A stopped before it: its row is pending with no figures and
+    no deltas."""
+    a = Run("A")
+    a.phase("P00", 0.0, 1.0)
+    b = Run("B", T0 - 1000)
+    b.phase("P00", 0.0, 1.0)
+    b.phase("P01", 1.0, 1.0)
+    st = state_of(a.end(1.0), b.end(2.0))
+    (row,) = [r for r in compare_runs(snap_of(st, "A"), snap_of(st, "B"))["phases"]
+              if r["key"] == "P01"]  # fmt: skip
+    assert (row["a"]["count"], row["a"]["duration_ms"], row["only"]) == (0, None, None)
+    assert set(row["delta"].values()) == {None}
+
+
+def test_the_timelines_keep_the_first_max_bars_phases() -> None:
+    """A run of 400 top-level phases: each timeline holds the first MAX_BARS (300)."""
+    a = Run("A")
+    for i in range(400):
+        a.phase(f"K{i:03}", i * 0.01, 0.01)
+    st = state_of(a.end(4.0))
+    snap = snap_of(st, "A")
+    g = compare_runs(snap, snap)["gantt"]
+    assert len(g["a"]) == len(g["b"]) == MAX_BARS == 300
+    assert g["a"][-1]["phase"] == "K299"
