@@ -53,7 +53,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeGuard
 
-from .events import phase_errors
+from .events import items_per_s, phase_errors
 from .state import RunState, State, error_count
 
 FILE = ".atroz-catalog"
@@ -235,7 +235,7 @@ def _expand(key: str, raw: Sequence[Any]) -> dict[str, Any]:
     items = d.get("items") or 0
     d["duration_ms"] = round(total / timed, 3) if timed else None
     d["cpu_ms"] = round(cpu / timed, 3) if timed else None
-    d["items_per_s"] = round(items / (total / 1000.0), 2) if items and total > 0 else None
+    d["items_per_s"] = items_per_s(items, total)
     return d
 
 

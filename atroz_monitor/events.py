@@ -90,6 +90,16 @@ def cpu_avg_pct(cpu_ms: float | None, duration_ms: float | None) -> float | None
     return round(cpu_ms / duration_ms * 100.0, 1)
 
 
+def items_per_s(items: Any, duration_ms: Any) -> float | None:
+    """Items per second over a duration, to 2 decimals; None without items or over less
+    than the writer's resolution (1 us): a damaged line's subnormal duration would divide
+    by zero or give an infinite rate, which JSON cannot carry."""
+    if not items or type(duration_ms) not in (int, float) or not duration_ms >= 0.001:
+        return None
+    rate = items / (duration_ms / 1000.0)
+    return round(rate, 2) if math.isfinite(rate) else None
+
+
 def phase_errors(logged: int, status: Any) -> int:
     """A phase's errors: the error log events attributed to it, plus its exception when it
     failed (raised there or in a sub-phase; the run's count has each exception once)."""

@@ -1253,7 +1253,7 @@ class Run:
                 hot.min_ms = ms
             if hot.max_ms is None or ms > hot.max_ms:
                 hot.max_ms = ms
-        hot.items += h.items
+            hot.items += h.items  # as state.KeyAgg.add: a call that did not run adds none
         hot.errors += h.errors
         if hot.first_ts is None:
             hot.first_ts = _wall()

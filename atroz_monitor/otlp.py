@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .events import cpu_avg_pct, phase_errors
+from .events import cpu_avg_pct, items_per_s, phase_errors
 from .reader import Follower
 
 __all__ = [
@@ -393,8 +393,9 @@ class SpanBuilder:
         if items or total is not None:
             attrs["atroz.items"] = items
             attrs["atroz.total"] = total
-            if _num(items) and items and dur:
-                attrs["atroz.items_per_s"] = round(items / (dur / 1000.0), 2)
+            rate = items_per_s(items, dur) if _num(items) else None
+            if rate is not None:
+                attrs["atroz.items_per_s"] = rate
         if o.artifacts:
             attrs["atroz.artifacts"] = o.artifacts
         for k, v in o.metrics.items():

@@ -106,7 +106,7 @@ MUTANTS: tuple[Mutant, ...] = (
       "        if False:\n", ("tests/test_monitor.py",), False,
       "mon.run(name) taken as an id again (a second run raises)"),
     M("undelivered_uncounted", "notify.py", "            self.dropped += pending\n", "",
-      ("tests/test_faults.py", "-k", "dead_webhook"), False,
+      ("tests/test_notify.py", "tests/test_faults.py", "-k", "close or dead_webhook"), False,
       "alerts still queued at the end of the run not counted"),
     # -- the reducer and the views ----------------------------------------------------------
     M("resume_keeps_open", "state.py", '            rec.status = "interrupted"\n'
@@ -118,7 +118,8 @@ MUTANTS: tuple[Mutant, ...] = (
       'merged["state"] = "acknowledged"', ("tests/test_state.py",), False,
       "acknowledging a resolved alert reopens it"),
     M("lite_not_folded", "state.py", "    r.folded_count += len(r.lite)\n", "",
-      ("tests/test_state.py",), False, "repeats beyond max_phases left out of folded_count"),
+      ("tests/test_aggregation.py", "-k", "max_phases"), False,
+      "repeats beyond max_phases left out of folded_count"),
     M("bucket_bound", "state.py", "i = bisect_left(_BUCKET_MS, ms)",
       "i = bisect_left(_BUCKET_MS, ms + 1e-9)", ("tests/test_prometheus.py",), False,
       "a duration exactly on a bound goes to the next bucket"),

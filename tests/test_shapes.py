@@ -160,58 +160,6 @@ def test_tags_from_arguments_and_environment(tmp_path, monkeypatch):
         Monitor(tmp_path / "x.jsonl")
 
 
-def test_a_million_calls_in_a_hot_loop_are_a_few_exact_lines(tmp_path):
-    """1,000,000 calls of one key: with detail="auto" the loop switches to aggregates
-    after 100 calls; the log stays small and count, items and failures are exact."""
-    log = tmp_path / "hot.jsonl"
-    n = 1_000_000
-    with Monitor(log, sample_interval=None, alert_rules=[]) as mon:
-        with mon.phase("P00"):
-            for i in range(n):
-                try:
-                    with mon.phase("item") as p:
-                        p.add_items(3)
-                        if i % 100_000 == 99_999:
-                            raise ValueError(i)
-                except ValueError:
-                    pass
-    evs = read_log(log)
-    assert len(evs) < 1_000
-    aggs = of_kind(evs, "aggregate")
-    single = [e for e in of_kind(evs, "phase_end") if e["phase"] == "item"]
-    assert sum(a["count"] for a in aggs) + len(single) == n
-    assert len(single) == 100
-    st, _ = load_state([log])
-    k = st.runs[mon.run_id].keys["item"]
-    assert k.count == n and k.items == 3 * n and k.failed == 10
-    assert (
-        abs(k.total_ms - (sum(a["total_ms"] for a in aggs) + sum(e["duration_ms"] for e in single)))
-        < 1e-6 * n
-    )
-    snap = snapshot(st, mon.run_id, now=time.time())
-    assert snap["quality"]["calls_aggregated"] == n - 100
-
-
-def test_detail_all_and_aggregate_per_phase(tmp_path):
-    """detail="all" records every call; detail="aggregate" sums from the first call,
-    also when set on one phase only."""
-    log = tmp_path / "d.jsonl"
-    with Monitor(log, sample_interval=None, alert_rules=[], detail="all") as mon:
-        for _ in range(500):
-            with mon.phase("every"):
-                pass
-        for _ in range(50):
-            with mon.phase("summed", detail="aggregate"):
-                pass
-    evs = read_log(log)
-    assert len([e for e in of_kind(evs, "phase_end") if e["phase"] == "every"]) == 500
-    aggs = [e for e in of_kind(evs, "aggregate") if e["phase"] == "summed"]
-    assert sum(a["count"] for a in aggs) == 50
-    assert not [e for e in of_kind(evs, "phase_end") if e["phase"] == "summed"]
-    with pytest.raises(ValueError, match="detail"):
-        Monitor(tmp_path / "x.jsonl", detail="some")
-
-
 def test_dag_plan_is_validated():
     """A DAG plan's 'after' must name planned phases and form no cycle."""
     ok = [

@@ -13,7 +13,6 @@ from pathlib import Path
 from test_api import append
 
 from atroz_monitor import Monitor
-from atroz_monitor.live import LiveView
 from atroz_monitor.source import CHANGES, FileSource, MonitorSource
 
 
@@ -231,16 +230,3 @@ def test_monitor_source_serves_its_live_run_with_health(tmp_path: Path) -> None:
             assert [f["status"] for f in snap["flow"]] == ["completed"]
         finally:
             src.close()
-
-
-def test_live_view_and_monitor_snapshot_still_work(tmp_path: Path) -> None:
-    """LiveView(monitor).snapshot/catch_up and Monitor.snapshot() read the run back."""
-    with Monitor(tmp_path / "r.jsonl", plan=["A"], sample_interval=None, capture=False) as m:
-        with m.phase("A") as p:
-            p.add_items(3)
-        lv = LiveView(m)
-        lv.catch_up()
-        assert m.run_id in lv.state.runs
-        assert lv.snapshot(m.run_id)["phases"][0]["items"] == 3
-        assert m.snapshot()["progress"]["done"] == 1
-        assert wait_for(lambda: m.snapshot()["run"]["status"] == "running")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import math
 import os
 import re
 import socket
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 from helpers import of_kind, read_log
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atroz_monitor import Monitor, otlp
 
@@ -487,3 +490,55 @@ def test_documented_collector_config_receives_the_push_endpoint() -> None:
     traces = conf["service"]["pipelines"]["traces"]
     assert traces["receivers"] == ["otlp"]
     assert set(traces["exporters"]) <= set(conf["exporters"])
+
+
+# -- property tests: the encoding rules and the span builder on any input ----------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+_ANY_KEYS = {"boolValue", "intValue", "doubleValue", "stringValue", "arrayValue"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_any_value_of_any_json_value_is_one_strict_otlp_value(v: Any) -> None:
+    """Any JSON value: None for null and non-finite floats, else exactly one AnyValue key,
+    strict JSON (no NaN), ints outside int64 as strings, strings within MAX_VALUE_CHARS."""
+    a = otlp.any_value(v)
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        assert a is None
+        return
+    assert a is not None and len(a) == 1 and set(a) <= _ANY_KEYS
+    json.dumps(a, allow_nan=False)
+    if "intValue" in a:
+        assert -(2**63) <= int(a["intValue"]) < 2**63 and int(a["intValue"]) == v
+    if "stringValue" in a:
+        assert len(a["stringValue"]) <= otlp.MAX_VALUE_CHARS
+
+
+_KINDS = st.sampled_from(
+    ["run_start", "process_start", "phase_start", "phase_end", "log", "alert", "artifact",
+     "metric", "run_end", "sample"]
+)  # fmt: skip
+_FIELDS = st.sampled_from(
+    ["span", "phase", "name", "parent", "ts", "status", "duration_ms", "cpu_ms", "items",
+     "total", "error", "msg", "level", "plan", "pid", "attempt", "meta", "rule", "value"]
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_KINDS, st.dictionaries(_FIELDS, _JSON, max_size=8)), max_size=30))
+def test_span_builder_never_raises_and_gives_strict_json(
+    events: list[tuple[str, dict[str, Any]]],
+) -> None:
+    """Any events with any field values (a damaged log): the builder ignores or maps each,
+    never raises, and every span it hands out is strict JSON with a 16-hex span id."""
+    b = otlp.SpanBuilder()
+    for kind, fields in events:
+        b.feed({"pid": 7, "span": "7.1", **fields, "ev": kind, "run": "r"})
+    for _key, span in b.take() + b.take_all():
+        json.dumps(span, allow_nan=False)
+        assert HEX16.match(span["spanId"]) and HEX32.match(span["traceId"])
