@@ -927,6 +927,9 @@ class Run:
         self._explicit_done: set[str] = set()
         self.live = False  # run_start / process_start written
         self.ended = False
+        # From end() until run_end is written: still sampled, so the sampler's final
+        # reading (taken as the main run ends) lands in this run's log.
+        self.winding_down = False
         self.status: str | None = None
         self._t0 = 0
         self._env_saved: dict[str, str | None] | None = None
@@ -1012,6 +1015,7 @@ class Run:
             _run_over()
             self.status = status
             mon = self.monitor
+            self.winding_down = True
             mon._run_ending(self)
             fields: dict[str, Any] = {"status": status}
             fields["duration_ms"] = duration_ms
@@ -1040,6 +1044,7 @@ class Run:
                 mon._catalog_run(self)
             else:
                 self.emit(E.PROCESS_END, fields)
+            self.winding_down = False
             self.writer.release()  # no descriptor held per finished run
             if self._env_saved is not None:
                 for k, v in self._env_saved.items():
@@ -1049,6 +1054,7 @@ class Run:
                         os.environ[k] = v
                 self._env_saved = None
         except Exception as exc:
+            self.winding_down = False
             self.monitor.note_internal_error("run end", exc)
 
     def __enter__(self) -> Run:
@@ -2276,9 +2282,14 @@ class Monitor:
         self._sampler = self._sampling.running if self._sampling is not None else None
 
     def owned_live_runs(self) -> list[Run]:
-        """The runs this process owns that are live and not ended: the ones it samples."""
+        """The runs this process owns that are live and whose ``run_end`` is not written yet:
+        the ones it samples (the final reading at the main run's end included)."""
         with self._lock:
-            return [r for r in self._runs.values() if r.owner and r.live and not r.ended]
+            return [
+                r
+                for r in self._runs.values()
+                if r.owner and r.live and (not r.ended or r.winding_down)
+            ]
 
     # -- fork ---------------------------------------------------------------------------
     def _after_fork_child(self) -> None:

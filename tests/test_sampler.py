@@ -46,6 +46,26 @@ def test_a_run_shorter_than_one_interval_has_a_sample(tmp_path: Path) -> None:
     assert (h["samples"], h["sample_errors"], h["sample_source"]) == (2, 0, "procfs")
 
 
+def test_the_final_reading_is_written_before_run_end(tmp_path: Path) -> None:
+    """The reading the sampler takes as the run ends is a ``sample`` line of that run, after
+    the last phase and before ``run_end``, with the resident set /proc/self/statm shows then
+    (memory allocated after the last tick is seen)."""
+    log = tmp_path / "a.jsonl"
+    with Monitor(log, sample_interval=60, alert_rules=[]) as mon:
+        with mon.phase("P"):
+            pass
+        block = bytearray(64 * MIB)  # touched: resident from here to the end
+        expect = _statm_rss()
+    evs = read_log(log)
+    kinds = [e["ev"] for e in evs]
+    assert kinds[-2:] == ["sample", "run_end"]
+    assert kinds.count("sample") == 2
+    last = evs[-2]
+    assert last["spans"] == []
+    assert abs(last["rss_bytes"] - expect) <= 2 * MIB
+    assert len(block) == 64 * MIB
+
+
 def test_samples_name_the_open_phases_and_raise_their_peak(tmp_path: Path) -> None:
     """64 MiB touched inside a phase: a sample taken meanwhile names the phase's span and
     reads at least 60 MiB above the RSS before (statm), and the phase's peak is at least
