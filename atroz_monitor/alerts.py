@@ -477,7 +477,8 @@ class Evaluator:
         self, ts: float, s: Mapping[str, Any], active: Sequence[Active] = ()
     ) -> list[dict[str, Any]]:
         # Runs on every sampler tick. A reading that passes no threshold while no alert of
-        # its rule is open costs one comparison: no message, no scope string, no call.
+        # its rule is open costs one comparison: no message, no scope string, no call (the
+        # rules that walk the running phases, stall and throughput, pay one call a reading).
         out: list[dict[str, Any]] = []
         rss = s.get("rss_bytes")
         tree = (rss or 0) + (s.get("children_rss_bytes") or 0) if rss is not None else None
@@ -542,56 +543,75 @@ class Evaluator:
                         f"process tree at {pct:.0f}% of the machine for {lasted:.0f} s",
                     )
                 elif t == "stall":
-                    low = tree_cpu is not None and tree_cpu < r.params["cpu_floor_pct"]
-                    for a in active:
-                        if not self._matches(r, a.key):
-                            continue
-                        idle = ts - max(a.last_activity, a.start)
-                        value = idle if low else 0.0
-                        if r.passes(value):
-                            self._level(
-                                out,
-                                r,
-                                f"span:{a.span}",
-                                ts,
-                                value,
-                                f"phase {a.key} made no progress for {idle:.1f} s "
-                                f"with CPU at {tree_cpu or 0:.0f}%",
-                                a.key,
-                                a.span,
-                            )
-                        elif opened:
-                            self._settle(out, r, f"span:{a.span}", value)
-                    # A stalled phase that ended is no longer stalled.
-                    if opened:
-                        live = {f"span:{a.span}" for a in active}
-                        for rid, scope in list(opened):
-                            if rid == r.id and scope not in live:
-                                res = self._resolve(r, scope)
-                                if res is not None:
-                                    out.append(res)
+                    self._sample_stall(out, r, ts, tree_cpu, active)
                 elif t == "throughput":
-                    for a in active:
-                        el = ts - a.start
-                        if not self._matches(r, a.key):
-                            continue
-                        if el < r.params["min_elapsed_s"]:
-                            continue
-                        rate = a.items / el if el > 0 else 0.0
-                        if r.passes(rate):
-                            self._level(
-                                out,
-                                r,
-                                f"phase:{a.key}",
-                                ts,
-                                rate,
-                                f"phase {a.key} processing {rate:.1f} items/s",
-                                a.key,
-                                a.span,
-                            )
-                        elif opened:
-                            self._settle(out, r, f"phase:{a.key}", rate)
+                    self._sample_throughput(out, r, ts, active)
         return out
+
+    def _sample_stall(
+        self,
+        out: list[dict[str, Any]],
+        r: Rule,
+        ts: float,
+        tree_cpu: float | None,
+        active: Sequence[Active],
+    ) -> None:
+        """The ``stall`` rule on one reading: each running phase idle while CPU is low."""
+        opened = self.open
+        low = tree_cpu is not None and tree_cpu < r.params["cpu_floor_pct"]
+        for a in active:
+            if not self._matches(r, a.key):
+                continue
+            idle = ts - max(a.last_activity, a.start)
+            value = idle if low else 0.0
+            if r.passes(value):
+                self._level(
+                    out,
+                    r,
+                    f"span:{a.span}",
+                    ts,
+                    value,
+                    f"phase {a.key} made no progress for {idle:.1f} s "
+                    f"with CPU at {tree_cpu or 0:.0f}%",
+                    a.key,
+                    a.span,
+                )
+            elif opened:
+                self._settle(out, r, f"span:{a.span}", value)
+        # A stalled phase that ended is no longer stalled.
+        if opened:
+            live = {f"span:{a.span}" for a in active}
+            for rid, scope in list(opened):
+                if rid == r.id and scope not in live:
+                    res = self._resolve(r, scope)
+                    if res is not None:
+                        out.append(res)
+
+    def _sample_throughput(
+        self, out: list[dict[str, Any]], r: Rule, ts: float, active: Sequence[Active]
+    ) -> None:
+        """The ``throughput`` rule on one reading: each running phase's items/s so far."""
+        opened = self.open
+        for a in active:
+            el = ts - a.start
+            if not self._matches(r, a.key):
+                continue
+            if el < r.params["min_elapsed_s"]:
+                continue
+            rate = a.items / el if el > 0 else 0.0
+            if r.passes(rate):
+                self._level(
+                    out,
+                    r,
+                    f"phase:{a.key}",
+                    ts,
+                    rate,
+                    f"phase {a.key} processing {rate:.1f} items/s",
+                    a.key,
+                    a.span,
+                )
+            elif opened:
+                self._settle(out, r, f"phase:{a.key}", rate)
 
     def _settle(self, out: list[dict[str, Any]], r: Rule, scope: str, value: float) -> None:
         """The reading passes no threshold: resolve the rule's open alert in ``scope``."""

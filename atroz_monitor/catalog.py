@@ -114,59 +114,8 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
     (``running`` without ``run_end``; the catalog and the views judge liveness).
     """
     r = run
-    names: dict[str, str] = {}
-    top: set[str] = set()
-    extra: dict[str, list[float]] = {}  # key -> [errors, warnings, children_cpu_ms, n_ccpu]
-    for rec in r.phases.values():
-        names.setdefault(rec.phase, rec.name)
-        if rec.parent is None:
-            top.add(rec.phase)
-        if rec.end is None:
-            continue
-        e = extra.get(rec.phase)
-        if e is None:
-            e = extra[rec.phase] = [0, 0, 0.0, 0]
-        e[0] += phase_errors(rec.errors, rec.status)  # its exception counts, as everywhere
-        e[1] += rec.warnings
-        if rec.children_cpu_ms is not None:
-            e[2] += rec.children_cpu_ms
-            e[3] += 1
     plan = r.info.get("plan")
-    if isinstance(plan, list):
-        for item in plan:
-            if isinstance(item, dict) and isinstance(item.get("id"), str):
-                nm = item.get("name")
-                if isinstance(nm, str):
-                    names.setdefault(item["id"], nm)
-    phases: dict[str, list[Any]] = {}
-    top.update(r.folded)  # folded top-level repeats
-    # In start order (records), then keys known only from aggregates (folded, compacted).
-    for key in [*names, *r.keys]:
-        agg = r.keys.get(key)
-        if agg is None or agg.count == 0 or key in phases:
-            continue
-        timed = agg.timed
-        e = extra.get(key) or [0, 0, 0.0, 0]
-        nm = names.get(key, key)
-        phases[key] = [
-            None if nm == key else nm,
-            _key_status(agg),
-            agg.count,
-            timed,
-            agg.completed,
-            agg.failed,
-            agg.cancelled,
-            1 if key in top or not r.phases else 0,
-            round(agg.total_ms, 3),
-            agg.min_ms,
-            agg.max_ms,
-            round(agg.cpu_ms, 3),
-            round(e[2] / e[3], 3) if e[3] else None,
-            agg.peak_rss_bytes,
-            agg.items,
-            int(e[0]),
-            int(e[1]),
-        ]
+    phases = _phase_rows(r, plan)
     start = r.start if r.start is not None else r.first_ts
     end = r.end
     dur = r.end_info.get("duration_ms")
@@ -203,6 +152,71 @@ def summarize(run: RunState, files: Sequence[str] = ()) -> dict[str, Any]:
         "events": r.events,
         "seq_gaps": r.seq_gaps,
     }
+
+
+def _phase_rows(r: RunState, plan: Any) -> dict[str, list[Any]]:
+    """One stored row per phase key that ended in the run (``_RAW`` order): in start
+    order, then keys known only from aggregates (folded, compacted)."""
+    names, top, extra = _key_extras(r)
+    if isinstance(plan, list):
+        for item in plan:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                nm = item.get("name")
+                if isinstance(nm, str):
+                    names.setdefault(item["id"], nm)
+    phases: dict[str, list[Any]] = {}
+    top.update(r.folded)  # folded top-level repeats
+    # In start order (records), then keys known only from aggregates (folded, compacted).
+    for key in [*names, *r.keys]:
+        agg = r.keys.get(key)
+        if agg is None or agg.count == 0 or key in phases:
+            continue
+        timed = agg.timed
+        e = extra.get(key) or [0, 0, 0.0, 0]
+        nm = names.get(key, key)
+        phases[key] = [
+            None if nm == key else nm,
+            _key_status(agg),
+            agg.count,
+            timed,
+            agg.completed,
+            agg.failed,
+            agg.cancelled,
+            1 if key in top or not r.phases else 0,
+            round(agg.total_ms, 3),
+            agg.min_ms,
+            agg.max_ms,
+            round(agg.cpu_ms, 3),
+            round(e[2] / e[3], 3) if e[3] else None,
+            agg.peak_rss_bytes,
+            agg.items,
+            int(e[0]),
+            int(e[1]),
+        ]
+    return phases
+
+
+def _key_extras(r: RunState) -> tuple[dict[str, str], set[str], dict[str, list[float]]]:
+    """From the phase records: each key's first name, the top-level keys, and per key the
+    sums the aggregate lacks: [errors, warnings, children_cpu_ms, records with it]."""
+    names: dict[str, str] = {}
+    top: set[str] = set()
+    extra: dict[str, list[float]] = {}  # key -> [errors, warnings, children_cpu_ms, n_ccpu]
+    for rec in r.phases.values():
+        names.setdefault(rec.phase, rec.name)
+        if rec.parent is None:
+            top.add(rec.phase)
+        if rec.end is None:
+            continue
+        e = extra.get(rec.phase)
+        if e is None:
+            e = extra[rec.phase] = [0, 0, 0.0, 0]
+        e[0] += phase_errors(rec.errors, rec.status)  # its exception counts, as everywhere
+        e[1] += rec.warnings
+        if rec.children_cpu_ms is not None:
+            e[2] += rec.children_cpu_ms
+            e[3] += 1
+    return names, top, extra
 
 
 def pipeline(s: Mapping[str, Any]) -> str:

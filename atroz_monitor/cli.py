@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class UsageError(Exception):
@@ -93,6 +93,13 @@ def _follow_flag(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="atroz-monitor", description="Per-phase observability for pipelines.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in (_add_demo, _add_report, _add_serve, _add_export, _add_run, _add_prune, _add_ack):
+        add(sub)  # in this order in --help
+    return p
+
+
+def _add_demo(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """The ``demo`` subcommand."""
     d = sub.add_parser(
         "demo",
         help="run a simulated 10-phase pipeline with its live dashboard",
@@ -126,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not serve the live dashboard; print the summary and exit",
     )
+
+
+def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """The ``report`` subcommand."""
     r = sub.add_parser(
         "report",
         help="evaluate runs from their logs (text, markdown, json, html)",
@@ -144,6 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="sub-phase levels shown (default 1; 0 = top level only)",
     )
     r.add_argument("--alerts", metavar="FILE", help="alert rules (toml/json) judged on replay")
+    _add_report_comparison(r)
+    r.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour (auto: on a terminal, unless NO_COLOR is set)",
+    )
+    r.add_argument(
+        "--errors",
+        type=_nonneg_int,
+        default=10,
+        metavar="N",
+        help="errors and warnings listed (default 10)",
+    )
+    _follow_flag(r)
+
+
+def _add_report_comparison(r: argparse.ArgumentParser) -> None:
+    """``report``'s options that compare the run with a baseline or another run."""
     r.add_argument(
         "--baseline",
         nargs="+",
@@ -187,20 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 1 when a regression is flagged (CI gate)",
     )
-    r.add_argument(
-        "--color",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="colour (auto: on a terminal, unless NO_COLOR is set)",
-    )
-    r.add_argument(
-        "--errors",
-        type=_nonneg_int,
-        default=10,
-        metavar="N",
-        help="errors and warnings listed (default 10)",
-    )
-    _follow_flag(r)
+
+
+def _add_serve(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """The ``serve`` subcommand."""
     s = sub.add_parser("serve", help="serve the live dashboard and JSON API over run logs")
     s.add_argument(
         "paths",
@@ -246,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         help="retention: remove runs older than this",
     )
+
+
+def _add_export(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """The ``export`` subcommand."""
     x = sub.add_parser(
         "export",
         help="export runs as a Chrome/Perfetto trace, Prometheus text or OTLP/JSON",
@@ -258,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--run", metavar="ID", help="the run to export (default: the latest)")
     x.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     _follow_flag(x)
+
+
+def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """The ``run`` subcommand."""
     u = sub.add_parser(
         "run",
         help="run any command as a monitored run (its whole process tree sampled)",
@@ -286,14 +314,18 @@ def build_parser() -> argparse.ArgumentParser:
     # REMAINDER: everything from the command on is the command's, options included.
     u.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG ...]")
 
-    def _size(text: str) -> int:
-        from .retention import parse_size
 
-        try:
-            return parse_size(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+def _size(text: str) -> int:
+    from .retention import parse_size
 
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_prune(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """The ``prune`` subcommand."""
     pr = sub.add_parser(
         "prune",
         help="apply retention to a log directory (remove whole old runs, compress)",
@@ -323,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--compress", action="store_true", help="gzip the finished plain logs that are kept"
     )
+
+
+def _add_ack(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """The ``ack`` subcommand."""
     a = sub.add_parser(
         "ack",
         help="acknowledge an alert, or clear the acknowledged ones, from any shell",
@@ -343,84 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="hide the run's acknowledged alerts from the active list",
     )
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "demo":
-            from . import demo
-
-            if args.fail is not None and args.fail not in {k for k, _, _ in demo.PLAN}:
-                raise UsageError(f"--fail: unknown phase {args.fail!r} (one of P00 ... P09)")
-            return demo.main(
-                args.duration, args.fail, args.out, args.interval, serve=not args.no_serve
-            )
-        if args.command == "report":
-            from . import report
-
-            try:
-                return report.main(args)
-            except report.ReportError as exc:
-                raise UsageError(f"report: {exc}") from None
-        if args.command == "serve":
-            from . import server
-
-            if args.port is not None and not 0 <= args.port <= 65535:
-                raise UsageError(f"--port: must be between 0 and 65535, got {args.port}")
-            pruners = _pruners(args)
-            return server.serve_main(
-                args.paths,
-                args.host,
-                args.port,
-                token_file=args.token_file,
-                allow_hosts=args.allow_host,
-                access_log=args.access_log,
-                alerts=args.alerts,
-                pruners=pruners,
-                prune_every=args.prune_every,
-                follow_symlinks=args.follow_symlinks,
-            )
-        if args.command == "export":
-            from . import exporters
-
-            try:
-                return exporters.main(
-                    args.paths,
-                    args.format,
-                    args.run,
-                    args.output,
-                    follow_symlinks=args.follow_symlinks,
-                )
-            except exporters.ExportError as exc:
-                raise UsageError(f"export: {exc}") from None
-        if args.command == "run":
-            from . import runcmd
-
-            cmd = list(args.cmd)
-            if cmd[:1] == ["--"]:  # argparse keeps the separator in a REMAINDER (<= 3.12)
-                cmd = cmd[1:]
-            if not cmd:
-                raise UsageError(f"run: no command given; usage: {RUN_USAGE}")
-            return runcmd.main(cmd, args.out, args.interval, args.name)
-        if args.command == "ack":
-            from . import ack
-
-            if args.clear == (args.alert_id is not None):
-                raise UsageError("ack: give an ALERT_ID or --clear (one of the two)")
-            try:
-                return ack.main(args.path, args.alert_id, args.note, args.run, args.clear)
-            except ack.AckError as exc:
-                raise UsageError(f"ack: {exc}") from None
-        if args.command == "prune":
-            from . import retention
-
-            try:
-                return retention.main(args)
-            except ValueError as exc:
-                raise UsageError(f"prune: {exc}") from None
+        command = _COMMANDS.get(args.command)
+        if command is not None:
+            return command(args)
         parser.print_help(sys.stderr)
         return 2
     except UsageError as exc:
@@ -431,3 +398,98 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    if args.fail is not None and args.fail not in {k for k, _, _ in demo.PLAN}:
+        raise UsageError(f"--fail: unknown phase {args.fail!r} (one of P00 ... P09)")
+    return demo.main(args.duration, args.fail, args.out, args.interval, serve=not args.no_serve)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from . import report
+
+    try:
+        return report.main(args)
+    except report.ReportError as exc:
+        raise UsageError(f"report: {exc}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from . import server
+
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise UsageError(f"--port: must be between 0 and 65535, got {args.port}")
+    pruners = _pruners(args)
+    return server.serve_main(
+        args.paths,
+        args.host,
+        args.port,
+        token_file=args.token_file,
+        allow_hosts=args.allow_host,
+        access_log=args.access_log,
+        alerts=args.alerts,
+        pruners=pruners,
+        prune_every=args.prune_every,
+        follow_symlinks=args.follow_symlinks,
+    )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from . import exporters
+
+    try:
+        return exporters.main(
+            args.paths,
+            args.format,
+            args.run,
+            args.output,
+            follow_symlinks=args.follow_symlinks,
+        )
+    except exporters.ExportError as exc:
+        raise UsageError(f"export: {exc}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import runcmd
+
+    cmd = list(args.cmd)
+    if cmd[:1] == ["--"]:  # argparse keeps the separator in a REMAINDER (<= 3.12)
+        cmd = cmd[1:]
+    if not cmd:
+        raise UsageError(f"run: no command given; usage: {RUN_USAGE}")
+    return runcmd.main(cmd, args.out, args.interval, args.name)
+
+
+def _ack(args: argparse.Namespace) -> int:
+    from . import ack
+
+    if args.clear == (args.alert_id is not None):
+        raise UsageError("ack: give an ALERT_ID or --clear (one of the two)")
+    try:
+        return ack.main(args.path, args.alert_id, args.note, args.run, args.clear)
+    except ack.AckError as exc:
+        raise UsageError(f"ack: {exc}") from None
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from . import retention
+
+    try:
+        return retention.main(args)
+    except ValueError as exc:
+        raise UsageError(f"prune: {exc}") from None
+
+
+# Each subcommand's work lives in the module that owns it; these adapt the arguments.
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _demo,
+    "report": _report,
+    "serve": _serve,
+    "export": _export,
+    "run": _run,
+    "ack": _ack,
+    "prune": _prune,
+}

@@ -138,62 +138,7 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], *, depth: int = 1) 
     """
     fa, fb = _key_figures(a, depth), _key_figures(b, depth)
     ra, rb = _run(a), _run(b)
-
-    def rank(k: str) -> tuple[Any, ...]:
-        x, y = fa.get(k), fb.get(k)
-        first = x or y or {}
-        return (
-            min(x["plan"] if x else 10**9, y["plan"] if y else 10**9),
-            0 if x else 1,
-            _num(first.get("offset_ms")) or 0.0,
-            k,
-        )
-
-    # Top-level keys in plan order, then as they ran; each key's sub-phase keys beneath it.
-    kids: dict[str | None, list[str]] = {}
-    for k in set(fa) | set(fb):
-        parent = (fa.get(k) or fb[k]).get("parent")
-        kids.setdefault(parent if parent != k else None, []).append(k)
-    order: list[str] = []
-    seen: set[str] = set()
-    stack = sorted(kids.get(None, []), key=rank, reverse=True)
-    while stack:
-        k = stack.pop()
-        if k in seen:
-            continue
-        seen.add(k)
-        order.append(k)
-        stack.extend(sorted(kids.get(k, []), key=rank, reverse=True))
-    order += sorted((k for k in set(fa) | set(fb) if k not in seen), key=rank)
-    rows = []
-    for k in order:
-        x, y = fa.get(k), fb.get(k)
-        side = {
-            name: None
-            if row is None
-            else {
-                f: row[f]
-                for f in ("status", "count", "offset_ms", "duration_ms", "cpu_ms")
-                + ("peak_rss_bytes", "items_per_s")
-            }
-            for name, row in (("a", x), ("b", y))
-        }
-        delta: dict[str, float | None] = {}
-        pct: dict[str, float | None] = {}
-        for f in FIGURES:
-            delta[f], pct[f] = _delta(_num(x.get(f)) if x else None, _num(y.get(f)) if y else None)
-        rows.append(
-            {
-                "key": k,
-                "name": (x or y or {}).get("name", k),
-                "depth": min(r["depth"] for r in (x, y) if r is not None),
-                **side,
-                "delta": delta,
-                "delta_pct": pct,
-                "status_changed": x is not None and y is not None and x["status"] != y["status"],
-                "only": "a" if y is None else ("b" if x is None else None),
-            }
-        )
+    rows = [_row(k, fa.get(k), fb.get(k)) for k in _key_order(fa, fb)]
     bars_a, bars_b = _bars(a, depth), _bars(b, depth)
     ends = [bar["offset_ms"] + bar["duration_ms"] for bar in bars_a + bars_b]
     axis = max([_num(ra["duration_ms"]) or 0.0, _num(rb["duration_ms"]) or 0.0, *ends])
@@ -213,4 +158,66 @@ def compare_runs(a: Mapping[str, Any], b: Mapping[str, Any], *, depth: int = 1) 
         "phases": rows,
         "axis_ms": round(axis, 3),
         "gantt": {"a": bars_a, "b": bars_b},
+    }
+
+
+def _key_order(
+    fa: Mapping[str, Mapping[str, Any]], fb: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Top-level keys in plan order, then as they ran (in ``a``, then ``b``); each key's
+    sub-phase keys beneath it."""
+
+    def rank(k: str) -> tuple[Any, ...]:
+        x, y = fa.get(k), fb.get(k)
+        first = x or y or {}
+        return (
+            min(x["plan"] if x else 10**9, y["plan"] if y else 10**9),
+            0 if x else 1,
+            _num(first.get("offset_ms")) or 0.0,
+            k,
+        )
+
+    kids: dict[str | None, list[str]] = {}
+    for k in set(fa) | set(fb):
+        parent = (fa.get(k) or fb[k]).get("parent")
+        kids.setdefault(parent if parent != k else None, []).append(k)
+    order: list[str] = []
+    seen: set[str] = set()
+    stack = sorted(kids.get(None, []), key=rank, reverse=True)
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        order.append(k)
+        stack.extend(sorted(kids.get(k, []), key=rank, reverse=True))
+    order += sorted((k for k in set(fa) | set(fb) if k not in seen), key=rank)
+    return order
+
+
+def _row(k: str, x: Mapping[str, Any] | None, y: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Key ``k`` in both runs (``x`` in ``a``, ``y`` in ``b``; None where it did not run)."""
+    side = {
+        name: None
+        if row is None
+        else {
+            f: row[f]
+            for f in ("status", "count", "offset_ms", "duration_ms", "cpu_ms")
+            + ("peak_rss_bytes", "items_per_s")
+        }
+        for name, row in (("a", x), ("b", y))
+    }
+    delta: dict[str, float | None] = {}
+    pct: dict[str, float | None] = {}
+    for f in FIGURES:
+        delta[f], pct[f] = _delta(_num(x.get(f)) if x else None, _num(y.get(f)) if y else None)
+    return {
+        "key": k,
+        "name": (x or y or {}).get("name", k),
+        "depth": min(r["depth"] for r in (x, y) if r is not None),
+        **side,
+        "delta": delta,
+        "delta_pct": pct,
+        "status_changed": x is not None and y is not None and x["status"] != y["status"],
+        "only": "a" if y is None else ("b" if x is None else None),
     }

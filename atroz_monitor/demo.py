@@ -100,18 +100,42 @@ def run_pipeline(
     batches (modulo ``INDEX_CYCLE``), each costing time and memory.
     """
     budget = {pid: duration * share for pid, _, share in PLAN}
-    batches = runs_before % INDEX_CYCLE
+    job = _Job(mon, budget, fail, out_dir, runs_before % INDEX_CYCLE)
     os.makedirs(out_dir, exist_ok=True)
-    keep: list[bytearray] = []  # memory the pipeline holds on to between phases
+    for step in _STEPS:
+        step(job)
 
-    def maybe_fail(key: str) -> None:
-        if fail == key:
+
+class _Job:
+    """What the demo's phases share: the monitor, each phase's time budget, the documents,
+    the memory the pipeline holds on to between phases, and which phase must fail."""
+
+    def __init__(
+        self, mon: Monitor, budget: dict[str, float], fail: str | None, out_dir: str, batches: int
+    ) -> None:
+        self.mon = mon
+        self.budget = budget
+        self.fail = fail
+        self.out_dir = out_dir
+        self.batches = batches
+        self.docs: list[bytes] = []
+        self.keep: list[bytearray] = []  # memory the pipeline holds on to between phases
+
+    def maybe_fail(self, key: str) -> None:
+        if self.fail == key:
             raise DemoFailure(f"{key}: validation rule R-17 rejected 3 of 120 documents")
 
+
+def _assemble(job: _Job) -> None:
+    """P00: Document Assembly."""
+    mon = job.mon
+    keep = job.keep
+    out_dir = job.out_dir
+
     with mon.phase("P00", "Document Assembly") as p:
-        t = budget["P00"]
+        t = job.budget["P00"]
         with mon.phase("P00.fetch", "Fetch sources") as s:
-            docs = _docs(120)
+            docs = job.docs = _docs(120)
             s.add_items(len(docs))
             _burn(t * 0.4)
         with mon.phase("P00.merge", "Merge and deduplicate") as s:
@@ -124,10 +148,17 @@ def run_pipeline(
         with open(path, "wb") as f:
             f.write(b"".join(docs))
         p.artifact(path)
-        maybe_fail("P00")
+        job.maybe_fail("P00")
+
+
+def _extract_text(job: _Job) -> None:
+    """P01: Text Extraction."""
+    mon = job.mon
+    docs = job.docs
+    keep = job.keep
 
     with mon.phase("P01", "Text Extraction") as p:
-        t = budget["P01"]
+        t = job.budget["P01"]
         p.set_total(len(docs))
         with mon.phase("P01.ocr", "OCR"):
             for _ in docs:
@@ -137,10 +168,16 @@ def run_pipeline(
             keep.append(bytearray(32 * 1024 * 1024))
             _burn(t * 0.35)
         log.warning("P01: 2 documents had no text layer; OCR confidence below 0.6")
-        maybe_fail("P01")
+        job.maybe_fail("P01")
+
+
+def _normalize(job: _Job) -> None:
+    """P02: Normalization."""
+    mon = job.mon
+    docs = job.docs
 
     with mon.phase("P02", "Normalization") as p:
-        t = budget["P02"]
+        t = job.budget["P02"]
         for sub, label in (("P02.unicode", "Unicode NFC"), ("P02.tokens", "Tokenize")):
             with mon.phase(sub, label) as s:
                 _burn(t * 0.45)
@@ -149,10 +186,16 @@ def run_pipeline(
         p.metric("tokens", 183_402)
         for i in (7, 42, 88):  # similar warnings: one error group of three on the page
             p.warning(f"doc {i}: replaced {i % 5 + 1} invalid UTF-8 sequences")
-        maybe_fail("P02")
+        job.maybe_fail("P02")
+
+
+def _recognize_entities(job: _Job) -> None:
+    """P03: Entity Recognition."""
+    mon = job.mon
+    docs = job.docs
 
     with mon.phase("P03", "Entity Recognition") as p:
-        t = budget["P03"]
+        t = job.budget["P03"]
         chunks = 4
         per_chunk = len(docs) // chunks
         ctx = _pool_context()
@@ -169,10 +212,17 @@ def run_pipeline(
         p.add_items(len(docs))
         p.metric("entities", entities)
         p.metric("workers", len({r["pid"] for r in results}))
-        maybe_fail("P03")
+        job.maybe_fail("P03")
+
+
+def _detect_signals(job: _Job) -> None:
+    """P04: Signal Detection."""
+    mon = job.mon
+    docs = job.docs
+    keep = job.keep
 
     with mon.phase("P04", "Signal Detection") as p:
-        t = budget["P04"]
+        t = job.budget["P04"]
         with mon.phase("P04.features", "Feature extraction") as s:
             keep.append(bytearray(48 * 1024 * 1024))
             _burn(t * 0.5)
@@ -184,10 +234,17 @@ def run_pipeline(
                 s.count("signals", d[0] % 3)  # a counter: summed over the run, /metrics
         p.add_items(len(docs))
         p.metric("signals", 12)
-        maybe_fail("P04")
+        job.maybe_fail("P04")
+
+
+def _cross_reference(job: _Job) -> None:
+    """P05: Cross-Referencing."""
+    mon = job.mon
+    docs = job.docs
+    batches = job.batches
 
     with mon.phase("P05", "Cross-Referencing") as p:
-        t = budget["P05"]
+        t = job.budget["P05"]
         with mon.phase("P05.index", "Build index") as s:
             index = {hashlib.sha1(d[:64]).hexdigest(): i for i, d in enumerate(docs)}
             held = [bytearray(INDEX_BATCH_BYTES) for _ in range(batches)]
@@ -199,10 +256,17 @@ def run_pipeline(
             s.add_items(len(index))
         p.add_items(len(docs))
         p.warning("P05: 4 references point to documents outside this batch")
-        maybe_fail("P05")
+        job.maybe_fail("P05")
+
+
+def _score(job: _Job) -> None:
+    """P06: Scoring."""
+    mon = job.mon
+    docs = job.docs
+    keep = job.keep
 
     with mon.phase("P06", "Scoring") as p:
-        t = budget["P06"]
+        t = job.budget["P06"]
         del keep[:2]  # the early buffers are released: RSS falls
         with mon.phase("P06.model", "Score documents") as s:
             for _ in range(len(docs)):
@@ -210,20 +274,33 @@ def run_pipeline(
                 s.add_items(1)
         p.add_items(len(docs))
         p.metric("mean_score", 0.73)
-        maybe_fail("P06")
+        job.maybe_fail("P06")
+
+
+def _validate(job: _Job) -> None:
+    """P07: Validation."""
+    mon = job.mon
+    docs = job.docs
 
     with mon.phase("P07", "Validation") as p:
-        t = budget["P07"]
+        t = job.budget["P07"]
         with mon.phase("P07.schema", "Schema checks"):
             _burn(t * 0.4)
         with mon.phase("P07.rules", "Business rules") as s:
             _burn(t * 0.5)
             s.add_items(len(docs))
-            maybe_fail("P07")
+            job.maybe_fail("P07")
         p.add_items(len(docs))
 
+
+def _write_report(job: _Job) -> None:
+    """P08: Report Generation."""
+    mon = job.mon
+    docs = job.docs
+    out_dir = job.out_dir
+
     with mon.phase("P08", "Report Generation") as p:
-        t = budget["P08"]
+        t = job.budget["P08"]
         with mon.phase("P08.render", "Render report"):
             _burn(t * 0.6)
         with mon.phase("P08.write", "Write outputs"):
@@ -233,10 +310,17 @@ def run_pipeline(
             p.artifact(path)
             _burn(t * 0.3)
         p.add_items(1)
-        maybe_fail("P08")
+        job.maybe_fail("P08")
+
+
+def _archive(job: _Job) -> None:
+    """P09: Archival."""
+    mon = job.mon
+    docs = job.docs
+    keep = job.keep
 
     with mon.phase("P09", "Archival") as p:
-        t = budget["P09"]
+        t = job.budget["P09"]
         keep.clear()
         with mon.phase("P09.compress", "Compress") as s:
             _burn(t * 0.6)
@@ -244,7 +328,21 @@ def run_pipeline(
         with mon.phase("P09.upload", "Upload"):
             time.sleep(t * 0.3)  # waiting on I/O: wall time without CPU
         p.add_items(len(docs))
-        maybe_fail("P09")
+        job.maybe_fail("P09")
+
+
+_STEPS = (
+    _assemble,
+    _extract_text,
+    _normalize,
+    _recognize_entities,
+    _detect_signals,
+    _cross_reference,
+    _score,
+    _validate,
+    _write_report,
+    _archive,
+)
 
 
 def main(

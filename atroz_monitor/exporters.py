@@ -157,8 +157,6 @@ def collect(
     log alone. ``alerts`` replaces a run's alerts (rule alerts evaluated on replay),
     ``monitor`` its writer's health (a live monitor's counters), both by run id.
     """
-    from . import catalog
-    from . import history as _history
     from .views import run_status
 
     now = time.time() if now is None else now
@@ -179,27 +177,9 @@ def collect(
     # History's part is computed once per history list (a scrape of an unchanged catalog
     # costs a pass over its ids, not over its runs' phases); held runs go on top of it.
     hidx = _history_index(history or ())
-    held = {s["run"]: s for s in _history.as_summaries(state)} if live else {}
-    latest = dict(hidx.latest)
-    by_status = dict(hidx.by_status)
-    extra: list[Mapping[str, Any]] = []  # ended held runs the history does not have
-    for r in live:
-        st = status_of[r.id]
-        s = {**held[r.id], "status": st}
-        if r.id not in hidx.ids:
-            by_status[st] = by_status.get(st, 0) + 1
-            if st != "running":
-                extra.append(s)
-        elif st != "running":
-            continue  # its catalog summary already counts
-        pipe = catalog.pipeline(s)
-        cur = latest.get(pipe)
-        if cur is None or (catalog.start_of(s), s["run"]) >= (catalog.start_of(cur), cur["run"]):
-            latest.pop(pipe, None)
-            latest[pipe] = s
+    latest, by_status, extra = _with_held_runs(state, live, status_of, hidx)
     # The pipelines that ran last, by their latest run's start.
-    order = sorted(latest.items(), key=lambda kv: (catalog.start_of(kv[1]), kv[1]["run"]))
-    top = dict(order[-MAX_PIPELINES:])
+    top = _latest_pipelines(latest)
     shown = {s["run"] for s in top.values()}
     for r in live:
         if status_of[r.id] == "running" or r.id in shown:
@@ -219,6 +199,43 @@ def collect(
     agg = hidx.agg if not extra else _merge(hidx.agg, _aggregate(extra))
     _collect_history(agg, set(top), add)
     return list(fam.values())
+
+
+def _with_held_runs(
+    state: State, live: Sequence[RunState], status_of: Mapping[str, str], hidx: _HistoryIndex
+) -> tuple[dict[str, Mapping[str, Any]], dict[str, int], list[Mapping[str, Any]]]:
+    """The history's latest run per pipeline and runs per status, with the runs ``state``
+    holds on top; and the ended held runs the history does not have."""
+    from . import catalog
+    from . import history as _history
+
+    held = {s["run"]: s for s in _history.as_summaries(state)} if live else {}
+    latest = dict(hidx.latest)
+    by_status = dict(hidx.by_status)
+    extra: list[Mapping[str, Any]] = []  # ended held runs the history does not have
+    for r in live:
+        st = status_of[r.id]
+        s = {**held[r.id], "status": st}
+        if r.id not in hidx.ids:
+            by_status[st] = by_status.get(st, 0) + 1
+            if st != "running":
+                extra.append(s)
+        elif st != "running":
+            continue  # its catalog summary already counts
+        pipe = catalog.pipeline(s)
+        cur = latest.get(pipe)
+        if cur is None or (catalog.start_of(s), s["run"]) >= (catalog.start_of(cur), cur["run"]):
+            latest.pop(pipe, None)
+            latest[pipe] = s
+    return latest, by_status, extra
+
+
+def _latest_pipelines(latest: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The ``MAX_PIPELINES`` pipelines that ran last, by their latest run's start."""
+    from . import catalog
+
+    order = sorted(latest.items(), key=lambda kv: (catalog.start_of(kv[1]), kv[1]["run"]))
+    return dict(order[-MAX_PIPELINES:])
 
 
 class _HistoryIndex(NamedTuple):
@@ -848,30 +865,61 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
     """
     run = snap["run"]
     phases = snap.get("phases") or []
+    t0 = _trace_t0(run, phases)
+    owner = _owner_pid(snap)
+    # Times first (children clamped into their parents on the same thread), then tracks.
+    placed, rows = _place_slices(snap, phases, t0, owner)
+    rows_sorted = sorted(
+        rows, key=lambda r: (r["ts"], -(r["te"] - r["ts"]), r["p"].get("depth", 0))
+    )
+    tids = _assign_tracks(rows_sorted)
+    events = _phase_events(rows_sorted, placed)
+    span_lane = {s: (r["pid"], r["tid"]) for s, r in placed.items()}
+    events += _sample_events(snap, t0, owner)
+    events += _log_events(snap, t0, owner, span_lane)
+    events += _alert_events(snap, t0, owner)
+    run_name = run.get("name") or run.get("id")
+    meta = _trace_metadata(snap, tids, events, owner, run_name)
+    return {
+        "traceEvents": meta + events,
+        "displayTimeUnit": "ms",
+        "otherData": {
+            "run": run.get("id"),
+            "name": run_name,
+            "status": run.get("status"),
+            "host": run.get("host"),
+            "start_unix_s": t0,
+            "exporter": "atroz_monitor",
+        },
+    }
+
+
+def _trace_t0(run: Mapping[str, Any], phases: Sequence[Mapping[str, Any]]) -> float:
+    """The trace's zero: the run's start, else its earliest phase start, else 0."""
     t0 = _num(run.get("start"))
     if t0 is None:
         starts = [s for p in phases if (s := _num(p.get("start"))) is not None]
         t0 = min(starts) if starts else 0.0
-    owner = _owner_pid(snap)
+    return t0
 
-    def us(t: float) -> float:
-        return round((t - t0) * 1e6, 3)
 
-    # Lanes: (pid, thread name) -> tracks, each a stack of the open slices' ends.
-    tids: dict[int, dict[tuple[str, int], int]] = {}
-    stacks: dict[tuple[int, int], list[float]] = {}
+def _us(t: float, t0: float) -> float:
+    """Microseconds from the trace's zero, as the Trace Event Format counts."""
+    return round((t - t0) * 1e6, 3)
 
-    def pid_of(p: Mapping[str, Any]) -> int:
-        pid = p.get("pid")
-        return pid if type(pid) is int else (owner if owner is not None else 0)
 
-    # Times first (children clamped into their parents on the same thread), then tracks.
+def _place_slices(
+    snap: Mapping[str, Any], phases: Sequence[Any], t0: float, owner: int | None
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Each phase's slice times (a child clamped into its parent on the same thread), by
+    span and in the snapshot's order."""
     placed: dict[str, dict[str, Any]] = {}
     rows = []
     for p in phases:  # depth-first: a parent comes before its children
         start, end, ended = _interval(p, snap)
-        ts, te = us(start), us(end)
-        pid = pid_of(p)
+        ts, te = _us(start, t0), _us(end, t0)
+        pid = p.get("pid")
+        pid = pid if type(pid) is int else (owner if owner is not None else 0)
         thread = str(p.get("thread")) if p.get("thread") is not None else "thread ?"
         parent = placed.get(p.get("parent")) if p.get("parent") is not None else None
         if parent is not None and (parent["pid"], parent["thread"]) == (pid, thread):
@@ -880,9 +928,15 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
         row = {"p": p, "pid": pid, "thread": thread, "ts": ts, "te": max(te, ts), "ended": ended}
         placed[str(p.get("span"))] = row
         rows.append(row)
-    rows_sorted = sorted(
-        rows, key=lambda r: (r["ts"], -(r["te"] - r["ts"]), r["p"].get("depth", 0))
-    )
+    return placed, rows
+
+
+def _assign_tracks(rows_sorted: Sequence[dict[str, Any]]) -> dict[int, dict[tuple[str, int], int]]:
+    """Set each row's ``tid``: the first track of its thread where it nests (an overlap
+    without nesting opens the next track). Returns pid -> (thread, slot) -> tid."""
+    # Lanes: (pid, thread name) -> tracks, each a stack of the open slices' ends.
+    tids: dict[int, dict[tuple[str, int], int]] = {}
+    stacks: dict[tuple[int, int], list[float]] = {}
     for row in rows_sorted:
         pid, thread = row["pid"], row["thread"]
         lanes = tids.setdefault(pid, {})
@@ -899,74 +953,45 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
                 row["tid"] = tid
                 break
             slot += 1
+    return tids
 
+
+_SLICE_ARGS = (
+    "span",
+    "phase",
+    "name",
+    "status",
+    "parent",
+    "duration_ms",
+    "cpu_ms",
+    "cpu_pct",
+    "children_cpu_ms",
+    "rss_bytes",
+    "peak_rss_bytes",
+    "rss_delta_bytes",
+    "items",
+    "total",
+    "items_per_s",
+    "warnings",
+    "errors",
+)
+
+
+def _phase_events(
+    rows_sorted: Sequence[dict[str, Any]], placed: Mapping[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per phase: its slice, a flow arrow from a parent on another track, its error."""
     events: list[dict[str, Any]] = []
     flows = 0
     for row in rows_sorted:
         p = row["p"]
-        args: dict[str, Any] = {
-            k: p.get(k)
-            for k in (
-                "span",
-                "phase",
-                "name",
-                "status",
-                "parent",
-                "duration_ms",
-                "cpu_ms",
-                "cpu_pct",
-                "children_cpu_ms",
-                "rss_bytes",
-                "peak_rss_bytes",
-                "rss_delta_bytes",
-                "items",
-                "total",
-                "items_per_s",
-                "warnings",
-                "errors",
-            )
-            if p.get(k) is not None
-        }
-        if p.get("metrics"):
-            args["metrics"] = p["metrics"]
-        if not row["ended"]:
-            args["open"] = True  # no end line (yet): drawn to the last event of the run
-        ev: dict[str, Any] = {
-            "name": _phase_label(p),
-            "cat": "phase",
-            "ph": "X",
-            "ts": row["ts"],
-            "dur": round(row["te"] - row["ts"], 3),
-            "pid": row["pid"],
-            "tid": row["tid"],
-            "args": args,
-        }
-        cname = {"failed": "terrible", "cancelled": "bad", "interrupted": "bad"}.get(
-            str(p.get("status"))
-        )
-        if cname:
-            ev["cname"] = cname  # chrome://tracing colours; Perfetto ignores it
-        events.append(ev)
+        events.append(_phase_slice(row))
         parent = placed.get(p.get("parent")) if p.get("parent") is not None else None
         if parent is not None and (parent["pid"], parent["tid"]) != (row["pid"], row["tid"]):
             # A sub-phase on another track (a worker process, a thread): an arrow from the
             # parent's slice to the child's start.
             flows += 1
-            at = min(max(row["ts"], parent["ts"]), parent["te"])
-            common = {"name": "sub-phase", "cat": "flow", "id": flows}
-            events.append(
-                {**common, "ph": "s", "ts": at, "pid": parent["pid"], "tid": parent["tid"]}
-            )
-            events.append(
-                {
-                    **common,
-                    "ph": "f",
-                    "bp": "e",
-                    "ts": row["ts"],
-                    "pid": row["pid"],
-                    "tid": row["tid"],
-                }
-            )
+            events += _flow_arrow(flows, parent, row)
         err = p.get("error")
         if isinstance(err, dict) and row["ended"]:
             events.append(
@@ -981,18 +1006,61 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
                     "args": {"span": p.get("span"), "phase": p.get("phase"), **err},
                 }
             )
+    return events
 
-    span_lane = {s: (r["pid"], r["tid"]) for s, r in placed.items()}
+
+def _phase_slice(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A phase as a complete event (``X``) with its figures as args."""
+    p = row["p"]
+    args: dict[str, Any] = {k: p.get(k) for k in _SLICE_ARGS if p.get(k) is not None}
+    if p.get("metrics"):
+        args["metrics"] = p["metrics"]
+    if not row["ended"]:
+        args["open"] = True  # no end line (yet): drawn to the last event of the run
+    ev: dict[str, Any] = {
+        "name": _phase_label(p),
+        "cat": "phase",
+        "ph": "X",
+        "ts": row["ts"],
+        "dur": round(row["te"] - row["ts"], 3),
+        "pid": row["pid"],
+        "tid": row["tid"],
+        "args": args,
+    }
+    cname = {"failed": "terrible", "cancelled": "bad", "interrupted": "bad"}.get(
+        str(p.get("status"))
+    )
+    if cname:
+        ev["cname"] = cname  # chrome://tracing colours; Perfetto ignores it
+    return ev
+
+
+def _flow_arrow(n: int, parent: Mapping[str, Any], row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Flow ``n``: from the parent's slice (at the child's start, clamped) to the child."""
+    at = min(max(row["ts"], parent["ts"]), parent["te"])
+    common = {"name": "sub-phase", "cat": "flow", "id": n}
+    return [
+        {**common, "ph": "s", "ts": at, "pid": parent["pid"], "tid": parent["tid"]},
+        {**common, "ph": "f", "bp": "e", "ts": row["ts"], "pid": row["pid"], "tid": row["tid"]},
+    ]
+
+
+_COUNTERS = (
+    ("CPU %", (("process", "cpu_pct"), ("children", "children_cpu_pct"))),
+    ("Memory bytes", (("rss", "rss_bytes"), ("children rss", "children_rss_bytes"))),
+    ("System %", (("cpu", "sys_cpu_pct"), ("memory", "sys_mem_pct"))),
+)
+
+
+def _sample_events(snap: Mapping[str, Any], t0: float, owner: int | None) -> list[dict[str, Any]]:
+    """Samples as counter events (``C``), one track per counter and pid."""
+    events: list[dict[str, Any]] = []
     for s in (snap.get("resources") or {}).get("samples") or []:
         ts_s, pid = _num(s.get("ts")), s.get("pid")
         if ts_s is None:
             continue
         pid = pid if type(pid) is int else (owner or 0)
-        for name, series in (
-            ("CPU %", (("process", "cpu_pct"), ("children", "children_cpu_pct"))),
-            ("Memory bytes", (("rss", "rss_bytes"), ("children rss", "children_rss_bytes"))),
-            ("System %", (("cpu", "sys_cpu_pct"), ("memory", "sys_mem_pct"))),
-        ):
+        for name, series in _COUNTERS:
             cargs = {label: v for label, key in series if (v := _num(s.get(key))) is not None}
             if cargs:
                 events.append(
@@ -1000,11 +1068,22 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
                         "name": name,
                         "cat": "resources",
                         "ph": "C",
-                        "ts": us(ts_s),
+                        "ts": _us(ts_s, t0),
                         "pid": pid,
                         "args": cargs,
                     }
                 )
+    return events
+
+
+def _log_events(
+    snap: Mapping[str, Any],
+    t0: float,
+    owner: int | None,
+    span_lane: Mapping[str, tuple[int, int]],
+) -> list[dict[str, Any]]:
+    """Log lines as instant events on their phase's track (else their process's)."""
+    events: list[dict[str, Any]] = []
     for item in (snap.get("logs") or {}).get("items") or []:
         ts_l = _num(item.get("ts"))
         if ts_l is None:
@@ -1020,12 +1099,18 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
                 "cat": level,
                 "ph": "i",
                 "s": "p",
-                "ts": us(ts_l),
+                "ts": _us(ts_l, t0),
                 "pid": pid,
                 "tid": tid,
                 "args": {k: v for k, v in item.items() if k not in ("ts", "pid")},
             }
         )
+    return events
+
+
+def _alert_events(snap: Mapping[str, Any], t0: float, owner: int | None) -> list[dict[str, Any]]:
+    """Alerts raised and resolved as global instant events."""
+    events: list[dict[str, Any]] = []
     for a in snap.get("alerts") or []:
         label = a.get("rule") or a.get("alert")
         akeys = ("alert", "rule", "severity", "state", "value", "threshold", "msg")
@@ -1041,20 +1126,30 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
                     "cat": "alert",
                     "ph": "i",
                     "s": "g",
-                    "ts": us(t),
+                    "ts": _us(t, t0),
                     "pid": owner or 0,
                     "tid": 0,
                     "args": aargs,
                 }
             )
+    return events
 
+
+def _trace_metadata(
+    snap: Mapping[str, Any],
+    tids: Mapping[int, Mapping[tuple[str, int], int]],
+    events: Sequence[Mapping[str, Any]],
+    owner: int | None,
+    run_name: Any,
+) -> list[dict[str, Any]]:
+    """Process and thread names and order (``M`` events): the owner first, then by start."""
+    run = snap["run"]
     meta: list[dict[str, Any]] = []
     procs = {p.get("pid"): p for p in snap.get("processes") or [] if type(p.get("pid")) is int}
     pids = sorted(
         set(tids) | {e["pid"] for e in events},
         key=lambda x: (x != owner, (procs.get(x) or {}).get("start") or 0.0, x),
     )
-    run_name = run.get("name") or run.get("id")
     for order, pid in enumerate(pids):
         proc = procs.get(pid) or {}
         if pid == owner:
@@ -1062,53 +1157,36 @@ def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
         else:
             ppid = proc.get("ppid")
             pname = f"pid {pid}" + (f" (child of {ppid})" if type(ppid) is int else "")
-        meta.append(
-            {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": pname}}
-        )
-        meta.append(
+        meta += [
+            {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": pname}},
             {
                 "name": "process_sort_index",
                 "ph": "M",
                 "pid": pid,
                 "tid": 0,
                 "args": {"sort_index": order},
-            }
-        )
-        meta.append(
+            },
             {
                 "name": "process_labels",
                 "ph": "M",
                 "pid": pid,
                 "tid": 0,
                 "args": {"labels": f"run {run.get('id')}"},
-            }
-        )
+            },
+        ]
         for (thread, slot), tid in (tids.get(pid) or {}).items():
             tname = thread if slot == 0 else f"{thread} ({slot + 1})"
-            meta.append(
-                {"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": tname}}
-            )
-            meta.append(
+            meta += [
+                {"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": tname}},
                 {
                     "name": "thread_sort_index",
                     "ph": "M",
                     "pid": pid,
                     "tid": tid,
                     "args": {"sort_index": tid},
-                }
-            )
-    return {
-        "traceEvents": meta + events,
-        "displayTimeUnit": "ms",
-        "otherData": {
-            "run": run.get("id"),
-            "name": run_name,
-            "status": run.get("status"),
-            "host": run.get("host"),
-            "start_unix_s": t0,
-            "exporter": "atroz_monitor",
-        },
-    }
+                },
+            ]
+    return meta
 
 
 # -- OpenTelemetry (OTLP/JSON) -----------------------------------------------------------------

@@ -239,6 +239,48 @@ def build(
     run = snap["run"]
     rows = _ordered(snap, depth)
     top = [p for p in rows if p.get("depth", 0) == 0]
+    comparison = None
+    if baseline is not None:
+        comparison = compare(snap, baseline, metric, threshold, noise_floor)
+    runs_table = None
+    if baseline is None and len(state.runs) > 1:
+        runs_table = run_by_run(state)
+    logs = snap["logs"]["items"]
+    return {
+        "report": REPORT_SCHEMA,
+        "generated": now,
+        "run": run,
+        "quality": snap["quality"],
+        "monitor": snap["monitor"],
+        "progress": snap["progress"],
+        "flow": snap["flow"],
+        "phases": rows,
+        "critical_path": _critical_rows(snap),
+        "slowest": _slowest_rows(top, run.get("duration_ms") or 0.0),
+        "errors": _errors_section(snap),
+        "warnings": {
+            "count": snap["logs"]["warnings"],
+            "items": [g for g in logs if g.get("level") == "warning"],
+        },
+        "alerts": snap["alerts"],
+        "error_groups": snap.get("error_groups"),
+        "counters": snap.get("counters") or {},
+        "anomalies": snap["anomalies"],
+        "history": _history_rows(state, run_id, top),
+        "resources": {
+            **_samples_series(snap["resources"]["samples"]),
+            "peak_rss_bytes": snap["resources"]["peak_rss_bytes"],
+            "peak_tree_rss_bytes": snap["resources"]["peak_tree_rss_bytes"],
+        },
+        "comparison": comparison,
+        "runs_table": runs_table,
+        "baseline_tags": dict(tags or {}),
+        "snapshot": snap,
+    }
+
+
+def _critical_rows(snap: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The top-level phases on the run's critical path."""
     chain = analysis.critical_path(
         [
             {"span": p["span"], "parent": p["parent"], "start": p["start"], "end": p["end"]}
@@ -248,12 +290,56 @@ def build(
     )
     by_span = {p["span"]: p for p in snap["phases"]}
     crit = [by_span[s] for s in chain if s in by_span and by_span[s].get("depth", 0) == 0]
+    return [
+        {
+            "span": p["span"],
+            "phase": p["phase"],
+            "name": p["name"],
+            "duration_ms": p["duration_ms"],
+        }
+        for p in crit
+    ]
+
+
+def _slowest_rows(top: Sequence[Mapping[str, Any]], dur: float) -> list[dict[str, Any]]:
+    """The five slowest top-level phases, each with its share of the run."""
     slowest = sorted(
         (p for p in top if p.get("duration_ms") is not None),
         key=lambda p: -(p["duration_ms"] or 0),
     )[:5]
-    dur = run.get("duration_ms") or 0.0
-    # History per top-level key: median, this run's value, trend.
+    return [
+        {
+            "span": p["span"],
+            "phase": p["phase"],
+            "name": p["name"],
+            "duration_ms": p["duration_ms"],
+            # A late phase ran after the run: no share of it.
+            "share_pct": round(p["duration_ms"] / dur * 100, 1)
+            if dur and not p.get("late")
+            else None,
+        }
+        for p in slowest
+    ]
+
+
+def _errors_section(snap: Mapping[str, Any]) -> dict[str, Any]:
+    """The report's errors: the one count, the error lines, each exception once."""
+    logs = snap["logs"]["items"]
+    return {
+        # The one count (views.errors_view): error log lines plus each exception once.
+        "count": snap["errors"]["count"],
+        "logged": snap["errors"]["logged"],
+        "items": [g for g in logs if g.get("level") == "error"],
+        # Each exception once, at the phase that raised it (then the run's own).
+        "failed_phases": [
+            {"span": x["span"], "phase": x["phase"] or "run", "error": x["error"]}
+            for x in snap["errors"]["exceptions"]
+        ],
+    }
+
+
+def _history_rows(state: State, run_id: str, top: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per top-level key with earlier runs: median, p95, this run's value, change, trend."""
     hist: dict[str, Any] = {}
     for key in dict.fromkeys(p["phase"] for p in top):
         h = history.phase_history(state, key, before=run_id)
@@ -273,74 +359,7 @@ def build(
             "trend": tr["duration_ms"],
             "series_ms": [r["duration_ms"] for r in h["runs"]][-20:],
         }
-    comparison = None
-    if baseline is not None:
-        comparison = compare(snap, baseline, metric, threshold, noise_floor)
-    runs_table = None
-    if baseline is None and len(state.runs) > 1:
-        runs_table = run_by_run(state)
-    logs = snap["logs"]["items"]
-    return {
-        "report": REPORT_SCHEMA,
-        "generated": now,
-        "run": run,
-        "quality": snap["quality"],
-        "monitor": snap["monitor"],
-        "progress": snap["progress"],
-        "flow": snap["flow"],
-        "phases": rows,
-        "critical_path": [
-            {
-                "span": p["span"],
-                "phase": p["phase"],
-                "name": p["name"],
-                "duration_ms": p["duration_ms"],
-            }
-            for p in crit
-        ],
-        "slowest": [
-            {
-                "span": p["span"],
-                "phase": p["phase"],
-                "name": p["name"],
-                "duration_ms": p["duration_ms"],
-                # A late phase ran after the run: no share of it.
-                "share_pct": round(p["duration_ms"] / dur * 100, 1)
-                if dur and not p.get("late")
-                else None,
-            }
-            for p in slowest
-        ],
-        "errors": {
-            # The one count (views.errors_view): error log lines plus each exception once.
-            "count": snap["errors"]["count"],
-            "logged": snap["errors"]["logged"],
-            "items": [g for g in logs if g.get("level") == "error"],
-            # Each exception once, at the phase that raised it (then the run's own).
-            "failed_phases": [
-                {"span": x["span"], "phase": x["phase"] or "run", "error": x["error"]}
-                for x in snap["errors"]["exceptions"]
-            ],
-        },
-        "warnings": {
-            "count": snap["logs"]["warnings"],
-            "items": [g for g in logs if g.get("level") == "warning"],
-        },
-        "alerts": snap["alerts"],
-        "error_groups": snap.get("error_groups"),
-        "counters": snap.get("counters") or {},
-        "anomalies": snap["anomalies"],
-        "history": hist,
-        "resources": {
-            **_samples_series(snap["resources"]["samples"]),
-            "peak_rss_bytes": snap["resources"]["peak_rss_bytes"],
-            "peak_tree_rss_bytes": snap["resources"]["peak_tree_rss_bytes"],
-        },
-        "comparison": comparison,
-        "runs_table": runs_table,
-        "baseline_tags": dict(tags or {}),
-        "snapshot": snap,
-    }
+    return hist
 
 
 def compare(
@@ -488,6 +507,28 @@ def render_text(
 ) -> str:
     """The terminal report, fitting 100 columns."""
     st = _Style(color)
+    out = _header_text(model, st)
+    out += _phase_tables_text(model, st, unicode)
+    out += _resources_text(model, st, unicode)
+    out += _highlights_text(model, st)
+    out += _errors_text(model, st, errors_max)
+    out += _groups_text(model.get("error_groups"), st, errors_max)
+    if model.get("counters"):
+        out += ["", st("counters", "1") + "  " + clean(_counters(model["counters"]), 88)]
+    out += _alerts_text(model, st, errors_max)
+    out += _history_text(model, st, unicode)
+    if model["comparison"] is not None:
+        out += _comparison_text(model["comparison"], st)
+    if model["runs_table"] is not None:
+        out += _runs_table_text(model["runs_table"])
+    out += _suggestions_text(model.get("suggestions") or [], st)
+    if model.get("compare") is not None:
+        out += _compare_text(model["compare"], st, unicode)
+    return "\n".join(out)
+
+
+def _header_text(model: Mapping[str, Any], st: _Style) -> list[str]:
+    """The run's header: identity, command, tags, limits, resumes, progress, quality, error."""
     run = model["run"]
     q = model["quality"]
     mon = model["monitor"]
@@ -537,6 +578,13 @@ def render_text(
     if isinstance(run.get("error"), dict):
         e = run["error"]
         out.append(st("error ", "31") + clean(f"{e.get('type')}: {e.get('msg')}", 90))
+    return out
+
+
+def _phase_tables_text(model: Mapping[str, Any], st: _Style, unicode: bool) -> list[str]:
+    """The phases twice: times with a timeline bar, then resources, items and counts."""
+    run = model["run"]
+    out: list[str] = []
     rows = model["phases"]
     run_ms = run.get("duration_ms") or 0.0
     pending = [f for f in model["flow"] if f["status"] == "pending"]
@@ -584,6 +632,15 @@ def render_text(
             f"{_num(p.get('items_per_s'), '{:.1f}'):>9} {p.get('warnings') or '':>4} "
             f"{p.get('errors') or '':>4} {len(p.get('artifacts') or []) or '':>4}"
         )
+    return out
+
+
+def _resources_text(model: Mapping[str, Any], st: _Style, unicode: bool) -> list[str]:
+    """CPU and RSS over the run on one time axis, with the top-level phases' starts marked."""
+    run = model["run"]
+    rows = model["phases"]
+    run_ms = run.get("duration_ms") or 0.0
+    out: list[str] = []
     res = model["resources"]
     if res["ts"]:
         out.append("")
@@ -617,6 +674,13 @@ def render_text(
                 labels[i : i + len(key)] = list(key[: w - i])
         out.append(" " * 14 + "".join(marks))
         out.append(" " * 14 + "".join(labels)[:w])
+    return out
+
+
+def _highlights_text(model: Mapping[str, Any], st: _Style) -> list[str]:
+    """The critical path and the slowest phases."""
+    run_ms = model["run"].get("duration_ms") or 0.0
+    out: list[str] = []
     if model["critical_path"] or model["slowest"]:
         out.append("")
         chain = model["critical_path"]
@@ -641,6 +705,12 @@ def render_text(
                     90,
                 )
             )
+    return out
+
+
+def _errors_text(model: Mapping[str, Any], st: _Style, errors_max: int) -> list[str]:
+    """Failed phases, then error and warning lines in time order, at most ``errors_max``."""
+    out: list[str] = []
     errs, warns = model["errors"], model["warnings"]
     if errs["count"] or warns["count"] or errs["failed_phases"]:
         out.append("")
@@ -664,9 +734,12 @@ def render_text(
         more = errs["logged"] + warns["count"] - min(len(shown), errors_max)
         if more > 0:
             out.append(f"  ... and {more} more")
-    out += _groups_text(model.get("error_groups"), st, errors_max)
-    if model.get("counters"):
-        out += ["", st("counters", "1") + "  " + clean(_counters(model["counters"]), 88)]
+    return out
+
+
+def _alerts_text(model: Mapping[str, Any], st: _Style, errors_max: int) -> list[str]:
+    """The alerts, at most ``errors_max``, each with who acknowledged it."""
+    out: list[str] = []
     if model["alerts"]:
         out.append("")
         out.append(st("alerts", "1") + f" ({len(model['alerts'])})")
@@ -678,6 +751,12 @@ def render_text(
             ack = _ack_text(a)
             if ack:
                 out.append("  " + " " * 24 + clean(ack, 74))
+    return out
+
+
+def _history_text(model: Mapping[str, Any], st: _Style, unicode: bool) -> list[str]:
+    """Each top-level key against its history: median, change, trend, sparkline, anomaly."""
+    out: list[str] = []
     if model["history"] or model["anomalies"]:
         out.append("")
         out.append(st("against history", "1"))
@@ -699,14 +778,7 @@ def render_text(
                 f"{_num(delta, '{:+.0f}%'):>7} {clean(trend, 10):<10} "
                 f"{sparkline(h['series_ms'], 20, unicode)}{flag}"
             )
-    if model["comparison"] is not None:
-        out += _comparison_text(model["comparison"], st)
-    if model["runs_table"] is not None:
-        out += _runs_table_text(model["runs_table"])
-    out += _suggestions_text(model.get("suggestions") or [], st)
-    if model.get("compare") is not None:
-        out += _compare_text(model["compare"], st, unicode)
-    return "\n".join(out)
+    return out
 
 
 def _counters(counters: Mapping[str, Any]) -> str:
@@ -963,6 +1035,24 @@ def _md(text: Any) -> str:
 
 def render_markdown(model: dict[str, Any]) -> str:
     """GitHub-flavoured Markdown, for $GITHUB_STEP_SUMMARY and pull-request comments."""
+    out = _md_header(model)
+    out += _md_phases(model)
+    out += _md_errors(model)
+    out += _groups_markdown(model.get("error_groups"))
+    if model.get("counters"):
+        out += ["", f"**Counters:** {_md(_counters(model['counters']))}"]
+    out += _md_alerts(model)
+    out += _md_history(model)
+    out += _md_comparison(model)
+    out += _md_runs_table(model)
+    out += _suggestions_markdown(model.get("suggestions") or [])
+    if model.get("compare") is not None:
+        out += _compare_markdown(model["compare"])
+    return "\n".join(out) + "\n"
+
+
+def _md_header(model: Mapping[str, Any]) -> list[str]:
+    """The title and the run's one-paragraph summary, its tags and the baseline's."""
     run = model["run"]
     out = [
         f"## atroz_monitor: run `{clean(run['id']).replace('`', '')}` {run['status']}",
@@ -979,6 +1069,13 @@ def render_markdown(model: dict[str, Any]) -> str:
             f"History and baseline: only runs tagged {_md(_tag_list(model['baseline_tags']))}.",
             "",
         ]
+    return out
+
+
+def _md_phases(model: Mapping[str, Any]) -> list[str]:
+    """The phase table (pending planned phases last) and the critical path."""
+    run = model["run"]
+    out: list[str] = []
     out += [
         "| phase | name | status | start | duration | share | cpu avg | peak rss | rss change "
         "| items | items/s | warnings | errors |",
@@ -1015,6 +1112,12 @@ def render_markdown(model: dict[str, Any]) -> str:
                 f"{_md(c['phase'])} ({fmt_ms(c['duration_ms'])})" for c in model["critical_path"]
             ),
         ]
+    return out
+
+
+def _md_errors(model: Mapping[str, Any]) -> list[str]:
+    """Failed phases, then up to 20 error and warning lines."""
+    out: list[str] = []
     failed = model["errors"]["failed_phases"]
     if failed or model["errors"]["items"] or model["warnings"]["items"]:
         out += [
@@ -1032,9 +1135,12 @@ def render_markdown(model: dict[str, Any]) -> str:
             )
         for g in (model["errors"]["items"] + model["warnings"]["items"])[:20]:
             out.append(f"| {g.get('level')} | {_md(g.get('phase') or '-')} | {_md(g.get('msg'))} |")
-    out += _groups_markdown(model.get("error_groups"))
-    if model.get("counters"):
-        out += ["", f"**Counters:** {_md(_counters(model['counters']))}"]
+    return out
+
+
+def _md_alerts(model: Mapping[str, Any]) -> list[str]:
+    """The alerts table."""
+    out: list[str] = []
     if model["alerts"]:
         out += [
             "",
@@ -1049,6 +1155,12 @@ def render_markdown(model: dict[str, Any]) -> str:
                 f"| {_md(a.get('phase') or '-')} | {_md(a.get('value'))} "
                 f"| {_md(a.get('threshold'))} | {_md(a.get('msg'))} |"
             )
+    return out
+
+
+def _md_history(model: Mapping[str, Any]) -> list[str]:
+    """Each top-level key against its history."""
+    out: list[str] = []
     if model["history"]:
         out += [
             "",
@@ -1064,6 +1176,12 @@ def render_markdown(model: dict[str, Any]) -> str:
                 f"| {fmt_ms(h.get('current_ms'))} | {_num(h.get('delta_pct'), '{:+.0f}%')} "
                 f"| {h['trend'].get('direction')} | {'yes' if k in anomalous else ''} |"
             )
+    return out
+
+
+def _md_comparison(model: Mapping[str, Any]) -> list[str]:
+    """The ``--baseline`` verdict per key, and the count of regressions."""
+    out: list[str] = []
     c = model["comparison"]
     if c is not None:
         out += [
@@ -1087,6 +1205,12 @@ def render_markdown(model: dict[str, Any]) -> str:
         for k in c["missing"]:
             out.append(f"| {_md(k)} | | | | | | missing |")
         out += ["", f"{len(c['regressions'])} regression(s)."]
+    return out
+
+
+def _md_runs_table(model: Mapping[str, Any]) -> list[str]:
+    """Several runs without a baseline: each key's duration run by run."""
+    out: list[str] = []
     t = model["runs_table"]
     if t is not None:
         out += [
@@ -1098,10 +1222,7 @@ def render_markdown(model: dict[str, Any]) -> str:
         ]
         for k, vals in t["phases"].items():
             out.append(f"| {_md(k)} | " + " | ".join(fmt_ms(v) for v in vals) + " |")
-    out += _suggestions_markdown(model.get("suggestions") or [])
-    if model.get("compare") is not None:
-        out += _compare_markdown(model["compare"])
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _round(v: Any) -> Any:
@@ -1257,13 +1378,7 @@ def _main(args: Any) -> int:
     tags = parse_tags(getattr(args, "baseline_tag", None))
     follow = bool(getattr(args, "follow_symlinks", False))
     st, stats, files = load(args.paths, follow_symlinks=follow)
-    if args.run:
-        if args.run not in st.runs:
-            known = ", ".join(sorted(st.runs)[:8])
-            raise ReportError(f"--run: no run {args.run!r} in the input (runs: {known})")
-        run_id = args.run
-    else:
-        run_id = views.latest_run(st) or next(iter(st.runs))
+    run_id = _subject(st, args.run)
     compare_snap = _compare_target(getattr(args, "compare", None), st, run_id)
     baseline: history.Runs | None = None
     if args.baseline:
@@ -1274,24 +1389,8 @@ def _main(args: Any) -> int:
         # Before anything reads it: the html page's runs list and history follow too.
         st = history.subset(st, lambda r: r.id == run_id or history.matches(r, tags))
     if args.fail_on_regression and baseline is None:
-        # The gate then judges the anomalies against the input's own history, which needs
-        # as many earlier runs as an anomaly does: fewer would be a gate that never fails.
-        earlier = len(history.runs_before(st, run_id))
-        if earlier < MIN_HISTORY_FOR_GATE:
-            raise ReportError(
-                f"--fail-on-regression needs --baseline PATH or at least "
-                f"{MIN_HISTORY_FOR_GATE} earlier runs in the input to compare with "
-                f"(found {earlier})"
-            )
-    replay = None
-    if args.alerts:
-        from .alerts import evaluate_replay, load_rules
-
-        try:
-            rules = load_rules(args.alerts)
-        except ValueError as exc:
-            raise ReportError(str(exc)) from None
-        replay = evaluate_replay(st, run_id, rules)
+        _check_gate_history(st, run_id)
+    replay = _replay_alerts(args.alerts, st, run_id) if args.alerts else None
     now = time.time()
     model = build(
         st,
@@ -1308,65 +1407,120 @@ def _main(args: Any) -> int:
         tags=tags,
     )
     add_insights(model, st, run_id, compare_snap, depth=args.depth)
+    _write(args.output, _render(args, model, st, files, run_id, now))
+    if args.fail_on_regression:
+        return _gate_verdict(model, st, run_id)
+    return 0
+
+
+def _subject(st: State, run: str | None) -> str:
+    """The run reported: ``--run``, else the latest; ReportError for an unknown id."""
+    if run:
+        if run not in st.runs:
+            known = ", ".join(sorted(st.runs)[:8])
+            raise ReportError(f"--run: no run {run!r} in the input (runs: {known})")
+        return run
+    return views.latest_run(st) or next(iter(st.runs))
+
+
+def _check_gate_history(st: State, run_id: str) -> None:
+    """``--fail-on-regression`` without ``--baseline`` judges the anomalies against the
+    input's own history, which needs as many earlier runs as an anomaly does: fewer would be
+    a gate that never fails."""
+    earlier = len(history.runs_before(st, run_id))
+    if earlier < MIN_HISTORY_FOR_GATE:
+        raise ReportError(
+            f"--fail-on-regression needs --baseline PATH or at least "
+            f"{MIN_HISTORY_FOR_GATE} earlier runs in the input to compare with "
+            f"(found {earlier})"
+        )
+
+
+def _replay_alerts(path: str, st: State, run_id: str) -> list[dict[str, Any]]:
+    """The alerts the rules in ``path`` raise on replay of the run."""
+    from .alerts import evaluate_replay, load_rules
+
+    try:
+        rules = load_rules(path)
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
+    return evaluate_replay(st, run_id, rules)
+
+
+def _render(
+    args: Any, model: dict[str, Any], st: State, files: Sequence[str], run_id: str, now: float
+) -> str:
+    """The report in ``args.format``."""
     fmt = args.format
     if fmt == "json":
         try:
-            text = json.dumps(model, indent=1, default=repr, allow_nan=False) + "\n"
+            return json.dumps(model, indent=1, default=repr, allow_nan=False) + "\n"
         except ValueError:  # a NaN or infinity (a hostile log, an infinite z): null
-            text = json.dumps(json_safe(model), indent=1, allow_nan=False) + "\n"
-    elif fmt == "markdown":
-        text = render_markdown(model)
-    elif fmt == "html":
-        from . import page
+            return json.dumps(json_safe(model), indent=1, allow_nan=False) + "\n"
+    if fmt == "markdown":
+        return render_markdown(model)
+    if fmt == "html":
+        return _render_html(model, st, files, run_id, now)
+    out_tty = args.output is None and sys.stdout.isatty()
+    color = (args.color == "always" or (args.color == "auto" and out_tty)) and not os.environ.get(
+        "NO_COLOR"
+    )
+    enc = (sys.stdout.encoding or "").lower() if args.output is None else "utf-8"
+    return render_text(model, color=color, unicode="utf" in enc, errors_max=args.errors) + "\n"
 
-        own = [f for f in files if os.path.basename(f).startswith(run_id)] or (
-            files if len(files) == 1 else []
-        )
-        if own:  # the page's ack command names the log (exactly, when it is known)
-            model["snapshot"]["quality"].setdefault("files", [os.path.abspath(f) for f in own])
-        data = {
-            "snapshot": model["snapshot"],
-            "runs": [
-                _run_row(st, r, now)
-                for r in sorted(st.runs, key=lambda x: _start(st, x), reverse=True)
-            ],
-            "history": {k: history.phase_history(st, k) for k in model["history"]},
-            "trends": {k: history.phase_trends(st, k) for k in model["history"]},
-            "generated": now,
-            "insights": {"history": model["charts"], "suggestions": model["suggestions"]},
-            "compare": model["compare"],
-        }
-        text = page.render_static(data)
-    else:
-        out_tty = args.output is None and sys.stdout.isatty()
-        color = (
-            args.color == "always" or (args.color == "auto" and out_tty)
-        ) and not os.environ.get("NO_COLOR")
-        enc = (sys.stdout.encoding or "").lower() if args.output is None else "utf-8"
-        text = render_text(model, color=color, unicode="utf" in enc, errors_max=args.errors) + "\n"
-    if args.output:
+
+def _render_html(
+    model: dict[str, Any], st: State, files: Sequence[str], run_id: str, now: float
+) -> str:
+    """The static page: the snapshot, the runs list, history and insights embedded."""
+    from . import page
+
+    own = [f for f in files if os.path.basename(f).startswith(run_id)] or (
+        files if len(files) == 1 else []
+    )
+    if own:  # the page's ack command names the log (exactly, when it is known)
+        model["snapshot"]["quality"].setdefault("files", [os.path.abspath(f) for f in own])
+    data = {
+        "snapshot": model["snapshot"],
+        "runs": [
+            _run_row(st, r, now) for r in sorted(st.runs, key=lambda x: _start(st, x), reverse=True)
+        ],
+        "history": {k: history.phase_history(st, k) for k in model["history"]},
+        "trends": {k: history.phase_trends(st, k) for k in model["history"]},
+        "generated": now,
+        "insights": {"history": model["charts"], "suggestions": model["suggestions"]},
+        "compare": model["compare"],
+    }
+    return page.render_static(data)
+
+
+def _write(output: str | None, text: str) -> None:
+    """``text`` to ``--output`` (never through a planted link), else to stdout."""
+    if output:
         from .sinks import nofollow_opener
 
         try:
-            with open(args.output, "w", encoding="utf-8", opener=nofollow_opener) as f:
+            with open(output, "w", encoding="utf-8", opener=nofollow_opener) as f:
                 f.write(text)
         except OSError as exc:
-            raise ReportError(f"--output: cannot write {args.output}: {exc.strerror}") from None
+            raise ReportError(f"--output: cannot write {output}: {exc.strerror}") from None
     else:
         sys.stdout.write(text)
-    if args.fail_on_regression:
-        if model["comparison"] is not None:
-            failed = list(model["comparison"]["regressions"])
-            basis = "the baseline"
-        else:
-            worse = (a for a in model["anomalies"] if a.get("direction") == "worse")
-            failed = list(dict.fromkeys(str(a["phase"]) for a in worse))
-            basis = f"{len(history.runs_before(st, run_id))} earlier runs (anomaly)"
-        if failed:
-            sys.stderr.write(
-                f"atroz_monitor report: regression against {basis}: {', '.join(failed)}\n"
-            )
-            return 1
+
+
+def _gate_verdict(model: Mapping[str, Any], st: State, run_id: str) -> int:
+    """``--fail-on-regression``: 1 (and the regressed keys on stderr) when the baseline
+    comparison, or without one the anomalies, flag a key as worse; else 0."""
+    if model["comparison"] is not None:
+        failed = list(model["comparison"]["regressions"])
+        basis = "the baseline"
+    else:
+        worse = (a for a in model["anomalies"] if a.get("direction") == "worse")
+        failed = list(dict.fromkeys(str(a["phase"]) for a in worse))
+        basis = f"{len(history.runs_before(st, run_id))} earlier runs (anomaly)"
+    if failed:
+        sys.stderr.write(f"atroz_monitor report: regression against {basis}: {', '.join(failed)}\n")
+        return 1
     return 0
 
 

@@ -823,6 +823,10 @@ def _warm(source: Source) -> None:
         pass
 
 
+class _ServeError(Exception):
+    """Bad input to ``serve``: its one line on stderr, exit 2."""
+
+
 def serve_main(
     paths: Sequence[str],
     host: str = "127.0.0.1",
@@ -839,69 +843,13 @@ def serve_main(
 ) -> int:
     """The ``serve`` command. Bad input: one line on stderr, exit 2."""
     out = out if out is not None else sys.stdout
-
-    def fail(msg: str) -> int:
-        sys.stderr.write(f"atroz-monitor serve: {msg}\n")
-        return 2
-
-    token = None
-    if token_file is not None:
-        try:
-            with open(token_file, encoding="utf-8") as f:
-                token = f.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            return fail(
-                f"cannot read the token file {token_file!r}: "
-                f"{getattr(exc, 'strerror', None) or exc}"
-            )
-        if not token:
-            return fail(f"the token file {token_file!r} is empty")
-    token = token or os.environ.get(ENV_TOKEN) or None
     try:
-        if token is not None:
-            check_token(token)
-        if not _is_loopback(host) and token is None:
-            raise ValueError(
-                f"refusing to serve on {host} without a token (--token-file FILE or {ENV_TOKEN})"
-            )
-        hook = _alert_hook(alerts) if alerts is not None else None
-        source: Source = FileSource(
-            paths or ["atroz-runs"], alerts=hook, follow_symlinks=follow_symlinks
-        )
-    except FileNotFoundError as exc:
-        return fail(f"no such log file or directory: {exc.filename}")
-    except (ValueError, OSError) as exc:
-        return fail(str(exc))
-    server = None
-    candidates = [port] if port is not None else list(range(DEFAULT_PORT, DEFAULT_PORT + 50))
-    last_err: OSError | None = None
-    for p in candidates:
-        try:
-            server = start_server(
-                source,
-                host,
-                p,
-                token=token,
-                allow_hosts=allow_hosts,
-                access_log=access_log,
-                _own_source=True,
-            )
-            break
-        except OSError as exc:
-            last_err = exc
-            if exc.errno != errno.EADDRINUSE or port is not None:
-                break
-        except ValueError as exc:
-            source.close()
-            return fail(str(exc))
-    if server is None:
-        source.close()
-        if last_err is not None and last_err.errno == errno.EADDRINUSE and port is not None:
-            return fail(f"port {port} is already in use")
-        return fail(
-            f"cannot listen on {host}:{port if port is not None else DEFAULT_PORT}: "
-            f"{last_err.strerror if last_err else 'unknown error'}"
-        )
+        token = _read_token(token_file)
+        source = _open_source(paths, host, token, alerts, follow_symlinks)
+        server = _listen(source, host, port, token, allow_hosts, access_log)
+    except _ServeError as exc:
+        sys.stderr.write(f"atroz-monitor serve: {exc}\n")
+        return 2
     # The first build of /metrics over a long history (about 0.4 s of CPU for 10,000 runs)
     # is done once now, off the request path: the first scrape is served from the cache.
     threading.Thread(target=_warm, args=(source,), name="atroz-warm", daemon=True).start()
@@ -914,22 +862,9 @@ def serve_main(
         pass  # not the main thread
     try:
         # Inside the try: a Ctrl-C right after the URL is printed still exits cleanly.
-        n = len(source.run_ids())
-        out.write(f"atroz-monitor: serving {n} run{'s' if n != 1 else ''} at {server.url}\n")
-        if token is not None:
-            out.write("  a token is required: open the URL once with ?token=<token>\n")
-        if not _is_loopback(host) and not allow_hosts:
-            out.write("  note: browsers must use an address allowed by --allow-host NAME\n")
-        out.write("  press Ctrl-C to stop\n")
-        out.flush()
+        _announce(out, source, server.url, host, token, allow_hosts)
         if pruners and prune_every:
-            # Retention on a schedule (off by default): whole runs, never one being written.
-            def prune_loop() -> None:
-                while not stop.wait(prune_every):
-                    for p in pruners:
-                        p.run_once()
-
-            threading.Thread(target=prune_loop, name="atroz-prune", daemon=True).start()
+            _start_pruning(stop, pruners, prune_every)
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:
@@ -937,3 +872,112 @@ def serve_main(
     finally:
         server.close()
     return 0
+
+
+def _read_token(token_file: str | None) -> str | None:
+    """The token: from ``--token-file`` (which must hold one), else the environment."""
+    token = None
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _ServeError(
+                f"cannot read the token file {token_file!r}: "
+                f"{getattr(exc, 'strerror', None) or exc}"
+            ) from None
+        if not token:
+            raise _ServeError(f"the token file {token_file!r} is empty")
+    return token or os.environ.get(ENV_TOKEN) or None
+
+
+def _open_source(
+    paths: Sequence[str],
+    host: str,
+    token: str | None,
+    alerts: str | None,
+    follow_symlinks: bool,
+) -> Source:
+    """The runs served, once the token and the address are known to be acceptable."""
+    try:
+        if token is not None:
+            check_token(token)
+        if not _is_loopback(host) and token is None:
+            raise ValueError(
+                f"refusing to serve on {host} without a token (--token-file FILE or {ENV_TOKEN})"
+            )
+        hook = _alert_hook(alerts) if alerts is not None else None
+        return FileSource(paths or ["atroz-runs"], alerts=hook, follow_symlinks=follow_symlinks)
+    except FileNotFoundError as exc:
+        raise _ServeError(f"no such log file or directory: {exc.filename}") from None
+    except (ValueError, OSError) as exc:
+        raise _ServeError(str(exc)) from None
+
+
+def _listen(
+    source: Source,
+    host: str,
+    port: int | None,
+    token: str | None,
+    allow_hosts: Sequence[str],
+    access_log: bool,
+) -> Server:
+    """The server on ``port``, else on the first free one from ``DEFAULT_PORT``; the
+    source is closed when none can listen."""
+    candidates = [port] if port is not None else list(range(DEFAULT_PORT, DEFAULT_PORT + 50))
+    last_err: OSError | None = None
+    for p in candidates:
+        try:
+            return start_server(
+                source,
+                host,
+                p,
+                token=token,
+                allow_hosts=allow_hosts,
+                access_log=access_log,
+                _own_source=True,
+            )
+        except OSError as exc:
+            last_err = exc
+            if exc.errno != errno.EADDRINUSE or port is not None:
+                break
+        except ValueError as exc:
+            source.close()
+            raise _ServeError(str(exc)) from None
+    source.close()
+    if last_err is not None and last_err.errno == errno.EADDRINUSE and port is not None:
+        raise _ServeError(f"port {port} is already in use")
+    raise _ServeError(
+        f"cannot listen on {host}:{port if port is not None else DEFAULT_PORT}: "
+        f"{last_err.strerror if last_err else 'unknown error'}"
+    )
+
+
+def _announce(
+    out: Any,
+    source: Source,
+    url: str,
+    host: str,
+    token: str | None,
+    allow_hosts: Sequence[str],
+) -> None:
+    """Where the runs are served, and what a browser needs to reach them."""
+    n = len(source.run_ids())
+    out.write(f"atroz-monitor: serving {n} run{'s' if n != 1 else ''} at {url}\n")
+    if token is not None:
+        out.write("  a token is required: open the URL once with ?token=<token>\n")
+    if not _is_loopback(host) and not allow_hosts:
+        out.write("  note: browsers must use an address allowed by --allow-host NAME\n")
+    out.write("  press Ctrl-C to stop\n")
+    out.flush()
+
+
+def _start_pruning(stop: threading.Event, pruners: Sequence[Any], every: float) -> None:
+    """Retention on a schedule (off by default): whole runs, never one being written."""
+
+    def prune_loop() -> None:
+        while not stop.wait(every):
+            for p in pruners:
+                p.run_once()
+
+    threading.Thread(target=prune_loop, name="atroz-prune", daemon=True).start()
