@@ -16,8 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "atroz_monitor"
 STDLIB_PRIVATES = {
     "os._exit",  # exit without cleanup: a forked child must not run the parent's atexit
     "sys._getframe",
-    "_thread._local",
-    "argparse._SubParsersAction",  # the type add_subparsers() returns, only in annotations  # threading.local without importing threading
+    "_thread._local",  # threading.local without importing threading
+    "argparse._SubParsersAction",  # the type add_subparsers() returns, only in annotations
 }
 # namedtuple's public methods and fields carry an underscore so they cannot clash with fields.
 NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
