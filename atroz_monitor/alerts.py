@@ -649,6 +649,28 @@ def _round(v: float) -> float:
 # -- replay -------------------------------------------------------------------------------
 
 
+def alert_id(a: Mapping[str, Any]) -> str:
+    """An alert's identity across the log and a replay (``alert``; ``id`` in older logs)."""
+    return str(a.get("alert") or a.get("id"))
+
+
+def merge_alerts(
+    recorded: Iterable[Mapping[str, Any]], replayed: Iterable[Mapping[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The one merge of a run's recorded alerts with those ``--alerts`` rules raised on
+    replay (``serve`` and ``report`` both call it, so they show one state per alert).
+
+    For an alert both hold, the recorded one wins: the log carries its acknowledgement and
+    clearing, which a replay cannot know. Oldest raise first.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for a in replayed or ():
+        merged[alert_id(a)] = dict(a)
+    for a in recorded:
+        merged[alert_id(a)] = dict(a)
+    return sorted(merged.values(), key=lambda a: a.get("raised_ts") or a.get("ts") or 0)
+
+
 def evaluate_replay(
     state: Any,
     run_id: str,

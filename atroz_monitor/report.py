@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import analysis, history, views
+from .alerts import merge_alerts
 from .events import json_safe
 from .state import State
 
@@ -234,8 +235,7 @@ def build(
             baseline = [s for s in history.as_summaries(baseline) if history.matches(s, tags)]
     snap = views.snapshot(state, run_id, now=now, alive=alive, quality=quality)
     if replay_alerts is not None:
-        known = {a.get("alert") for a in snap["alerts"]}
-        snap["alerts"] = snap["alerts"] + [a for a in replay_alerts if a["alert"] not in known]
+        snap["alerts"] = merge_alerts(snap["alerts"], replay_alerts)
     run = snap["run"]
     rows = _ordered(snap, depth)
     top = [p for p in rows if p.get("depth", 0) == 0]
