@@ -148,6 +148,26 @@ def _ordered(snap: dict[str, Any], depth: int) -> list[dict[str, Any]]:
     return out
 
 
+def static_history(st: State, run_id: str, keys: list[str]) -> dict[str, Any]:
+    """What ``report --format html`` embeds for the page's history of each key in ``keys``
+    (``history``, ``trends``, and with the run's tags ``history_same_tags``,
+    ``trends_same_tags``): the runs before ``run_id``, computed here, never in the page."""
+    out: dict[str, Any] = {
+        "history": {k: history.phase_history(st, k, before=run_id) for k in keys},
+        "trends": {k: history.phase_trends(st, k, before=run_id) for k in keys},
+    }
+    tags = st.runs[run_id].info.get("tags")
+    if isinstance(tags, dict) and tags:
+        same = {str(k): str(v) for k, v in tags.items()}
+        out["history_same_tags"] = {
+            k: history.phase_history(st, k, before=run_id, tags=same) for k in keys
+        }
+        out["trends_same_tags"] = {
+            k: history.phase_trends(st, k, before=run_id, tags=same) for k in keys
+        }
+    return out
+
+
 # More than COLLAPSE_OVER repeats of one key under one parent (a loop): the first
 # REPEAT_ROWS are shown one by one and the rest as one summed row.
 COLLAPSE_OVER = 8
@@ -159,11 +179,8 @@ def _repeat_row(
 ) -> dict[str, Any]:
     """One row standing for many repeats of ``key`` under ``parent`` (a loop): the records
     beyond the first few plus what the reducer folded into aggregates."""
-    n = len(recs) + (folded or {}).get("count", 0)
-    dur = sum(r.get("duration_ms") or 0.0 for r in recs) + (folded or {}).get("total_ms", 0.0)
-    cpu = sum(r.get("cpu_ms") or 0.0 for r in recs) + (folded or {}).get("cpu_ms", 0.0)
-    failed = sum(1 for r in recs if r["status"] == "failed") + (folded or {}).get("failed", 0)
-    items = sum(r.get("items") or 0 for r in recs) + (folded or {}).get("items", 0)
+    agg = views.repeat_aggregate(recs, folded)  # counted where the page's rows are
+    n, dur, cpu, failed, items = agg.count, agg.total_ms, agg.cpu_ms, agg.failed, agg.items
     starts = [r["offset_ms"] for r in recs if r.get("offset_ms") is not None]
     ends = [
         r["offset_ms"] + (r.get("duration_ms") or 0.0)
@@ -1330,8 +1347,10 @@ def _main(args: Any) -> int:
                 _run_row(st, r, now)
                 for r in sorted(st.runs, key=lambda x: _start(st, x), reverse=True)
             ],
-            "history": {k: history.phase_history(st, k) for k in model["history"]},
-            "trends": {k: history.phase_trends(st, k) for k in model["history"]},
+            # The runs before this one, as the live page asks for (?before=) and as the
+            # text report's history reads; with the run's tags, also those runs carrying
+            # them (the page's "same tags only" switch shows these, computing nothing).
+            **static_history(st, run_id, list(model["history"])),
             "generated": now,
             "insights": {"history": model["charts"], "suggestions": model["suggestions"]},
             "compare": model["compare"],

@@ -396,6 +396,8 @@ def test_stream_snapshot_then_update_with_only_what_changed(tmp_path: Path) -> N
             "error_groups",
             "counters",
             "folded",
+            "aggregates",
+            "attempts",
             "quality",
             "monitor",
             "keys",

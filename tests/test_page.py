@@ -29,7 +29,7 @@ from browser import (
     wait_until,
 )
 
-from atroz_monitor import Monitor, cli, history, page, views
+from atroz_monitor import Monitor, cli, page, report, views
 from atroz_monitor.loader import load_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,8 +135,7 @@ def static_data(paths: list[Path], run_id: str) -> dict[str, Any]:
     return {
         "snapshot": snap,
         "runs": [run_row(views.snapshot(st, rid, now=now)) for rid in st.runs],
-        "history": {k: history.phase_history(st, k, before=run_id) for k in keys},
-        "trends": {k: history.phase_trends(st, k, before=run_id) for k in keys},
+        **report.static_history(st, run_id, keys),
         "generated": now,
     }
 
