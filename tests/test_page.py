@@ -1076,6 +1076,50 @@ def test_skipped_and_cached_phases_show_their_reasons(driver: Any, shapes: dict[
     assert text_of(driver, ".reason-line") == "◆ cached: prices unchanged since 2026-01-01"
 
 
+def test_page_shows_the_snapshots_figures_verbatim(
+    driver: Any, shapes: dict[str, Any], tmp_path: Path
+) -> None:
+    """The page renders the figures the snapshot and the report carry, computing none: a
+    doctored aggregate count (12,345), average phase (4,321 ms), slowest phase, retry badge
+    (5/7, 4 failed) and P02 history median/p95 (777/888 ms) show as given, though none
+    agrees with the rows beside them."""
+    import copy
+
+    data = copy.deepcopy(shapes["data"])
+    snap = data["snapshot"]
+    p00 = next(p for p in snap["phases"] if p["phase"] == "P00")
+    (row,) = snap["aggregates"][p00["span"]]["rows"]
+    row["count"] = 12345
+    snap["aggregates"][p00["span"]]["calls"] = 12345
+    snap["progress"]["mean_top_ms"] = 4321.0
+    snap["progress"]["slowest_top"] = {"span": p00["span"], "phase": "P05", "duration_ms": 999.0}
+    p03 = next(f for f in snap["flow"] if f["id"] == "P03")
+    p03["tries"] = {"n": 5, "of": 7, "failed": 4}
+    stats = data["history"]["P02"]["stats"]["duration_ms"]
+    stats.update(median=777.0, p95=888.0)
+    path = tmp_path / "doctored.html"
+    path.write_text(page.render_static(data), encoding="utf-8")
+    open_page(driver, path.as_uri())
+    count = driver.execute_script(
+        "return document.querySelector('#phase-body tr.agg').dataset.count"
+    )
+    assert count == "12345"
+    pill = driver.execute_script(
+        "return document.querySelector(`#gantt g[data-span='${arguments[0]}'] .count-pill`)"
+        "?.textContent",
+        p00["span"],
+    )
+    assert pill.startswith("×12,345")
+    assert text_of(driver, "#card-avg .card-value") == "4.32 s"
+    assert text_of(driver, "#card-avg .card-sub") == "slowest P05 999 ms"
+    tries = driver.execute_script(
+        "return document.querySelector('#flow li[data-phase=P03] .tries').textContent"
+    )
+    assert tries == "↻ attempt 5/7 · 4 failed"
+    detail = open_detail(driver, "P02")
+    assert "Median777 ms" in detail and "p95888 ms" in detail
+
+
 def test_hot_loop_shows_one_aggregate_row_with_the_exact_count(
     driver: Any, shapes: dict[str, Any]
 ) -> None:
