@@ -654,6 +654,25 @@ def alert_id(a: Mapping[str, Any]) -> str:
     return str(a.get("alert") or a.get("id"))
 
 
+def open_summary(alerts: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Open alerts (raised or acknowledged, not cleared): ``open`` and one count per
+    severity. The page's alert card, the runs list and the report read this one count."""
+    out = {"open": 0, **{sev: 0 for sev in SEVERITIES}}
+    for a in alerts:
+        if a.get("state") in ("raised", "acknowledged") and not a.get("cleared"):
+            out["open"] += 1
+            sev = a.get("severity")
+            if sev in _RANK:
+                out[str(sev)] += 1
+    return out
+
+
+def with_alerts(snap: dict[str, Any], alerts: list[dict[str, Any]]) -> None:
+    """Set a snapshot's ``alerts`` and the ``alerts_open`` summary of them together."""
+    snap["alerts"] = alerts
+    snap["alerts_open"] = open_summary(alerts)
+
+
 def merge_alerts(
     recorded: Iterable[Mapping[str, Any]], replayed: Iterable[Mapping[str, Any]] | None
 ) -> list[dict[str, Any]]:

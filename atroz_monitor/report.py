@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import analysis, history, views
-from .alerts import merge_alerts
+from .alerts import merge_alerts, with_alerts
 from .events import json_safe
 from .state import State
 
@@ -148,6 +148,15 @@ def _ordered(snap: dict[str, Any], depth: int) -> list[dict[str, Any]]:
     return out
 
 
+def run_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Runs by status (the page's run cards; the server's ``counts`` in live mode)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        st = str(r.get("status"))
+        out[st] = out.get(st, 0) + 1
+    return out
+
+
 def static_history(st: State, run_id: str, keys: list[str]) -> dict[str, Any]:
     """What ``report --format html`` embeds for the page's history of each key in ``keys``
     (``history``, ``trends``, and with the run's tags ``history_same_tags``,
@@ -252,7 +261,7 @@ def build(
             baseline = [s for s in history.as_summaries(baseline) if history.matches(s, tags)]
     snap = views.snapshot(state, run_id, now=now, alive=alive, quality=quality)
     if replay_alerts is not None:
-        snap["alerts"] = merge_alerts(snap["alerts"], replay_alerts)
+        with_alerts(snap, merge_alerts(snap["alerts"], replay_alerts))
     run = snap["run"]
     rows = _ordered(snap, depth)
     top = [p for p in rows if p.get("depth", 0) == 0]
@@ -1341,12 +1350,13 @@ def _main(args: Any) -> int:
         )
         if own:  # the page's ack command names the log (exactly, when it is known)
             model["snapshot"]["quality"].setdefault("files", [os.path.abspath(f) for f in own])
+        rows = [
+            _run_row(st, r, now) for r in sorted(st.runs, key=lambda x: _start(st, x), reverse=True)
+        ]
         data = {
             "snapshot": model["snapshot"],
-            "runs": [
-                _run_row(st, r, now)
-                for r in sorted(st.runs, key=lambda x: _start(st, x), reverse=True)
-            ],
+            "runs": rows,
+            "run_counts": run_counts(rows),
             # The runs before this one, as the live page asks for (?before=) and as the
             # text report's history reads; with the run's tags, also those runs carrying
             # them (the page's "same tags only" switch shows these, computing nothing).

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import catalog, loader, reader, views
-from .alerts import merge_alerts
+from .alerts import merge_alerts, open_summary, with_alerts
 from .events import dumps
 from .reader import LOG_SUFFIXES, Follower, ReadStats
 from .state import RunState, State, apply
@@ -1003,7 +1003,7 @@ class Source:
                 "pct": round(done / len(plan) * 100.0, 1) if plan else None,
             },
             "host": s.get("host"),
-            "alerts_open": sum(1 for a in alerts if a.get("state") in ("raised", "acknowledged")),
+            "alerts_open": open_summary(alerts)["open"],
             "available": rid not in self._parked_gone,
         }
 
@@ -1092,7 +1092,7 @@ class Source:
             st, run_id, now=time.time(), alive=None, quality=q, history=self._history_for(r)
         )
         if rule_alerts:
-            snap["alerts"] = merge_alerts(r.alerts.values(), rule_alerts)
+            with_alerts(snap, merge_alerts(r.alerts.values(), rule_alerts))
         return View(
             version=self.version,
             built=time.monotonic(),
@@ -1349,11 +1349,7 @@ class Source:
                 "pct": round(done / len(plan_ids) * 100.0, 1) if plan_ids else None,
             },
             "host": r.info.get("host"),
-            "alerts_open": sum(
-                1
-                for a in self._alerts_of(r)
-                if a.get("state") in ("raised", "acknowledged") and not a.get("cleared")
-            ),
+            "alerts_open": open_summary(self._alerts_of(r))["open"],
             "available": self._is_available(r.id),
         }
 
@@ -1401,7 +1397,7 @@ class Source:
             history=self._history_for(r),
         )
         if self._rule_alerts.get(run_id):
-            snap["alerts"] = self._alerts_of(r)
+            with_alerts(snap, self._alerts_of(r))
         v = View(
             version=self.version,
             built=now_m,

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import errgroups
 from . import history as _history
+from .alerts import with_alerts
 from .events import DONE_STATUSES, cpu_avg_pct, phase_errors
 from .state import KeyAgg, PhaseRec, RunState, State, error_count
 
@@ -246,10 +247,10 @@ def snapshot(
         "artifacts": {"items": r.artifacts.snapshot(), "total": r.artifacts.total},
         "metrics": {k: dict(v) for k, v in r.metrics.items()},
         "counters": dict(r.counters),
-        "alerts": sorted(r.alerts.values(), key=lambda a: a.get("raised_ts") or 0),
         "quality": _quality_view(r, quality),
         "monitor": _monitor_view(r, monitor),
     }
+    with_alerts(snap, sorted(r.alerts.values(), key=lambda a: a.get("raised_ts") or 0))
     _history.evaluate(state if history is None else history, run_id, snap, now)
     snap["error_groups"] = errgroups.error_groups(state, run_id)
     return snap
@@ -357,9 +358,12 @@ def _tries(
 
 
 def progress_view(flow: list[dict[str, Any]], phases: list[dict[str, Any]]) -> dict[str, Any]:
-    """Planned phases done, the running spans, and the finished top-level phases' mean
-    duration and slowest one (the page's "average phase" card)."""
+    """Planned phases done, the running spans, the finished top-level phases' mean
+    duration and slowest one (the page's "average phase" card), and ``bar``: the page's
+    progress bar over the flow (the top-level phases when no plan was recorded)."""
     done = sum(1 for f in flow if f["status"] in DONE)
+    steps = flow or [{"id": v["phase"], "status": v["status"]} for v in phases if v["depth"] == 0]
+    steps_done = sum(1 for f in steps if f["status"] in DONE)
     tops = [
         v
         for v in phases
@@ -376,13 +380,18 @@ def progress_view(flow: list[dict[str, Any]], phases: list[dict[str, Any]]) -> d
         "running": [v["span"] for v in phases if v["status"] == "running"],
         "finished_top": len(tops),
         "mean_top_ms": _r(sum(v["duration_ms"] for v in tops) / len(tops)) if tops else None,
-        "slowest_top": {
-            "span": slow["span"],
-            "phase": slow["phase"],
-            "duration_ms": slow["duration_ms"],
-        }
-        if slow
-        else None,  # fmt: skip
+        "slowest_top": (
+            {"span": slow["span"], "phase": slow["phase"], "duration_ms": slow["duration_ms"]}
+            if slow
+            else None
+        ),
+        "bar": {
+            "done": steps_done,
+            "total": len(steps),
+            "pct": _r(steps_done / len(steps) * 100.0, 1) if steps else 0.0,
+            "failed": any(f["status"] == "failed" for f in steps),
+            "running": [f["id"] for f in steps if f["status"] == "running"],
+        },
     }
 
 

@@ -393,6 +393,7 @@ def test_stream_snapshot_then_update_with_only_what_changed(tmp_path: Path) -> N
             "samples",
             "logs",
             "alerts",
+            "alerts_open",
             "error_groups",
             "counters",
             "folded",

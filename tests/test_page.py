@@ -30,6 +30,7 @@ from browser import (
 )
 
 from atroz_monitor import Monitor, cli, page, report, views
+from atroz_monitor.alerts import with_alerts
 from atroz_monitor.loader import load_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,9 +133,11 @@ def static_data(paths: list[Path], run_id: str) -> dict[str, Any]:
     now = time.time()
     snap = views.snapshot(st, run_id, now=now, quality=stats.to_dict())
     keys = sorted({p["phase"] for p in snap["phases"]})
+    rows = [run_row(views.snapshot(st, rid, now=now)) for rid in st.runs]
     return {
         "snapshot": snap,
-        "runs": [run_row(views.snapshot(st, rid, now=now)) for rid in st.runs],
+        "runs": rows,
+        "run_counts": report.run_counts(rows),
         **report.static_history(st, run_id, keys),
         "generated": now,
     }
@@ -226,7 +229,8 @@ def static_pages(
         "fail": static_data([demo_runs["dir"]], demo_runs["fail"]),
         "evil": static_data([evil_dir], evil_id),
     }
-    docs["evil"]["snapshot"]["alerts"] = [
+    # Through alerts.with_alerts, as every surface sets them (the open counts with them).
+    with_alerts(docs["evil"]["snapshot"], [
         {
             "alert": "a1",
             "rule": EVIL_PHASE,
@@ -250,7 +254,7 @@ def static_pages(
             "phase": "P01",
             "raised_ts": time.time(),
         },
-    ]
+    ])  # fmt: skip
     pages = {}
     for name, data in docs.items():
         path = out / f"{name}.html"

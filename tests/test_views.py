@@ -195,3 +195,54 @@ def test_static_report_history_is_the_runs_before_and_with_the_same_tags(tmp_pat
     assert [r["run"] for r in same["runs"]] == ["r1"]
     assert same["stats"]["duration_ms"]["median"] == 100.0
     assert doc["trends_same_tags"]["A"]["duration_ms"]["direction"] == "insufficient"
+
+
+def test_progress_bar_counts_the_flow_or_the_top_level_phases(tmp_path: Path) -> None:
+    """No plan: the bar counts the top-level phases (2 of 3 done, one failed, C running)."""
+    log = tmp_path / "r.jsonl"
+    write_log(log, "r", [("1", "A", 0.0, 0.1, "completed"), ("2", "B", 0.1, 0.1, "failed")])
+    lines = log.read_text().splitlines()[:-1]  # no run_end
+    lines.append(json.dumps({"ev": "phase_start", "ts": T0 + 0.3, "run": "r", "pid": 1,
+                             "span": "3", "phase": "C"}))  # fmt: skip
+    log.write_text("\n".join(lines) + "\n")
+    st_, _ = load_state([log])
+    bar = views.snapshot(st_, "r", now=T0 + 0.4, alive=True)["progress"]["bar"]
+    assert bar == {"done": 2, "total": 3, "pct": 66.7, "failed": True, "running": ["C"]}
+
+
+def test_alerts_open_summary_counts_open_alerts_by_severity() -> None:
+    """Raised and acknowledged count as open, resolved and cleared do not: 2 open, 1
+    critical, 1 warning."""
+    from atroz_monitor.alerts import open_summary
+
+    alerts = [
+        {"alert": "a", "state": "raised", "severity": "critical"},
+        {"alert": "b", "state": "acknowledged", "severity": "warning"},
+        {"alert": "c", "state": "acknowledged", "severity": "warning", "cleared": True},
+        {"alert": "d", "state": "resolved", "severity": "critical"},
+    ]
+    assert open_summary(alerts) == {"open": 2, "info": 0, "warning": 1, "critical": 1}
+
+
+def test_snapshot_alerts_open_matches_a_live_failed_phase_alert(tmp_path: Path) -> None:
+    """A run whose phase failed under the phase_failed rule: the snapshot's alerts_open
+    counts that one open alert."""
+    from atroz_monitor.alerts import rule
+
+    with Monitor(tmp_path, sample_interval=None, alert_rules=[rule("phase_failed")],
+                 run_id="f") as m:  # fmt: skip
+        try:
+            with m.phase("B"):
+                raise KeyError("b")
+        except KeyError:
+            pass
+    st_, _ = load_state([tmp_path])
+    snap = views.snapshot(st_, "f", now=T0, alive=False)
+    assert len(snap["alerts"]) == 1
+    assert snap["alerts_open"]["open"] == 1
+
+
+def test_report_run_counts_counts_runs_by_status() -> None:
+    """report.run_counts: two completed, one failed."""
+    rows = [{"status": "completed"}, {"status": "failed"}, {"status": "completed"}]
+    assert report.run_counts(rows) == {"completed": 2, "failed": 1}

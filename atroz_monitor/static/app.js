@@ -450,6 +450,7 @@
       snap.alerts = u.alerts;
       parts.add("alerts");
     }
+    if (u.alerts_open !== undefined) snap.alerts_open = u.alerts_open;
     if (u.error_groups && typeof u.error_groups === "object") {
       snap.error_groups = u.error_groups;
       parts.add("groups");
@@ -684,23 +685,18 @@
     card("card-avg", fmtMs(prog.mean_top_ms), `slowest ${slow.phase} ${fmtMs(slow.duration_ms)}`, "info");
   }
 
-  function openAlerts() {
-    return (S.snap.alerts || []).filter((a) => (a.state === "raised" || a.state === "acknowledged") && !a.cleared);
-  }
-
   function renderAlertCard() {
-    const open = openAlerts();
-    const by = (sev) => open.filter((a) => a.severity === sev).length;
-    const sub = open.length ? `${by("critical")} critical · ${by("warning")} warning` : "none open";
-    card("card-alerts", String(open.length), sub, open.length ? (by("critical") ? "fail" : "warn") : "ok");
+    const o = S.snap.alerts_open || {}; // alerts.open_summary
+    const n = num(o.open) ? o.open : 0;
+    const sub = n ? `${o.critical || 0} critical · ${o.warning || 0} warning` : "none open";
+    card("card-alerts", String(n), sub, n ? (o.critical ? "fail" : "warn") : "ok");
   }
 
   function renderRunCounts() {
-    const runs = S.runs.length ? S.runs : [run()];
     // The server counts every run (the page holds only the newest); a report counts its own.
-    const counts = S.runCounts;
-    const count = (st) => (counts ? counts[st] || 0 : runs.filter((x) => x.status === st).length);
-    const n = num(S.runsTotal) ? S.runsTotal : runs.length;
+    const counts = S.runCounts || {};
+    const count = (st) => (num(counts[st]) ? counts[st] : 0);
+    const n = num(S.runsTotal) ? S.runsTotal : S.runs.length;
     const total = `of ${fmtInt(n)} run${n === 1 ? "" : "s"}`;
     card("card-active", String(count("running")), total, count("running") ? "run" : null);
     card("card-completed", String(count("completed")), total, "ok");
@@ -763,7 +759,7 @@
       }
     }
     drawFlowEdges(layout);
-    renderProgress(items);
+    renderProgress();
   }
 
   /**
@@ -882,16 +878,17 @@
     node.button.setAttribute("title", label);
   }
 
-  function renderProgress(items) {
-    const done = items.filter((f) => FINISHED.has(f.status)).length;
-    const pct = items.length ? (done / items.length) * 100 : 0;
+  function renderProgress() {
+    const b = (S.snap.progress || {}).bar || {}; // views.progress_view
+    const pct = num(b.pct) ? b.pct : 0;
     const bar = $("progress");
     bar.setAttribute("aria-valuenow", String(Math.round(pct)));
-    bar.classList.toggle("failed", items.some((f) => f.status === "failed"));
+    bar.classList.toggle("failed", Boolean(b.failed));
     bar.querySelector(".progress-bar").style.width = `${pct}%`;
-    const running = items.filter((f) => f.status === "running").map((f) => f.id);
-    setText($("progress-text"), `${done} of ${items.length} done${running.length ? ` · running ${running.join(", ")}` : ""}`);
+    const running = Array.isArray(b.running) ? b.running : [];
+    setText($("progress-text"), `${b.done || 0} of ${b.total || 0} done${running.length ? ` · running ${running.join(", ")}` : ""}`);
   }
+
 
   // ---------------------------------------------------------------- tooltips
   function phaseTip(p) {
@@ -1975,7 +1972,7 @@
   function renderAlerts() {
     const alerts = [...(S.snap.alerts || [])].reverse();
     const list = clear($("alerts"));
-    setText($("alerts-count"), String(openAlerts().length));
+    setText($("alerts-count"), String((S.snap.alerts_open || {}).open || 0));
     if (!alerts.length) {
       list.append(el("li", { class: "empty", text: "No alerts for this run." }));
       return;
@@ -2259,6 +2256,8 @@
     const data = parse(node.textContent) || {};
     S.data = data;
     S.runs = sortRuns(data.runs);
+    S.runCounts = data.run_counts && typeof data.run_counts === "object" ? data.run_counts : {}; // report.run_counts
+    S.runsTotal = S.runs.length;
     S.followLatest = false;
     setConn("static", num(data.generated) ? `report generated ${fmtClock(data.generated)}` : "static report");
     if (!data.snapshot) {
