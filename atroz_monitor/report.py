@@ -145,6 +145,10 @@ def _ordered(snap: dict[str, Any], depth: int) -> list[dict[str, Any]]:
     run_level = {"span": "run", "depth": -1, "offset_ms": 0.0}
     for key, agg in (snap.get("folded") or {}).items():
         out.append(_repeat_row(run_level, key, [], agg))
+    run_ms = snap["run"].get("duration_ms")
+    for row in out:
+        if row.get("aggregate"):  # a phase's share is the snapshot's; a summed row's alike
+            row["share_pct"] = views.share_pct(row["duration_ms"], run_ms)
     return out
 
 
@@ -278,7 +282,6 @@ def build(
         (p for p in top if p.get("duration_ms") is not None),
         key=lambda p: -(p["duration_ms"] or 0),
     )[:5]
-    dur = run.get("duration_ms") or 0.0
     # History per top-level key: median, this run's value, trend.
     hist: dict[str, Any] = {}
     for key in dict.fromkeys(p["phase"] for p in top):
@@ -330,10 +333,7 @@ def build(
                 "phase": p["phase"],
                 "name": p["name"],
                 "duration_ms": p["duration_ms"],
-                # A late phase ran after the run: no share of it.
-                "share_pct": round(p["duration_ms"] / dur * 100, 1)
-                if dur and not p.get("late")
-                else None,
+                "share_pct": p.get("share_pct"),  # views: none for a late phase
             }
             for p in slowest
         ],
@@ -576,14 +576,8 @@ def render_text(
     for p in rows:
         ind = "  " * p.get("depth", 0)
         extent = p.get("extent_ms", p.get("duration_ms"))
-        share = (
-            f"{p['duration_ms'] / run_ms * 100:.0f}%"
-            if run_ms
-            and p.get("duration_ms") is not None
-            and p.get("depth", 0) == 0
-            and not p.get("late")
-            else ""
-        )
+        pct = p.get("share_pct") if p.get("depth", 0) == 0 else None
+        share = f"{pct:.0f}%" if pct is not None else ""
         out.append(
             f"{clean(ind + p['phase'], 12):<12} {clean(_label(p), 20):<20} "
             f"{st.status(p['status'], 6)} {fmt_ms(p.get('offset_ms')):>8} "
@@ -945,14 +939,8 @@ def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
     ]
     for p in rows:
         indent = "  " * p.get("depth", 0)
-        share = (
-            f"{p['duration_ms'] / dur * 100:.0f}%"
-            if dur
-            and p.get("duration_ms") is not None
-            and p.get("depth", 0) == 0
-            and not p.get("late")
-            else ""
-        )
+        pct = p.get("share_pct") if p.get("depth", 0) == 0 else None
+        share = f"{pct:.0f}%" if pct is not None else ""
         lines.append(
             f"{clean(indent + p['phase'], 12):<12} {clean(_label(p), 24):<24} "
             f"{STATUS_MARK.get(p['status'], p['status']):<7} {_dur(p):>9} "

@@ -50,6 +50,14 @@ def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
 
 
+def share_pct(ms: float | None, run_ms: float | None) -> float | None:
+    """A duration's share of the run's, in percent (1 decimal): the one formula the page,
+    the report and the snapshot use."""
+    if ms is None or not run_ms or run_ms <= 0:
+        return None
+    return round(ms / run_ms * 100.0, 1)
+
+
 def phase_view(
     rec: PhaseRec,
     run_start: float | None,
@@ -217,15 +225,18 @@ def snapshot(
     _span_children(phases, samples)
     attempts = attempts_view(phases)
     flow = flow_view(plan, phases, attempts)
+    run = _run_view(r, status, start, now, plan)
+    for v in phases:  # a late phase ran after the run: no share of it
+        v["share_pct"] = None if v["late"] else share_pct(v["duration_ms"], run["duration_ms"])
     snap = {
         "schema": SNAPSHOT_VERSION,
-        "run": _run_view(r, status, start, now, plan),
+        "run": run,
         "progress": progress_view(flow, phases),
         "flow": flow,
         "phases": phases,
         "keys": {k: a.to_dict() for k, a in r.keys.items()},
         "folded": {k: a.to_dict() for k, a in r.folded.items()},
-        "aggregates": aggregates_view(phases, r.folded),
+        "aggregates": aggregates_view(phases, r.folded, run["duration_ms"]),
         "attempts": attempts,
         "processes": sorted(
             (dict(p) for p in r.processes.values()), key=lambda p: p.get("start") or 0
@@ -443,7 +454,7 @@ def repeat_aggregate(
 
 
 def aggregates_view(
-    phases: list[dict[str, Any]], top_folded: Mapping[str, KeyAgg]
+    phases: list[dict[str, Any]], top_folded: Mapping[str, KeyAgg], run_ms: float | None = None
 ) -> dict[str, dict[str, Any]]:
     """Hot loops recorded as aggregates, per parent span ("" for the top level): one row per
     key, the writer's sums plus the calls of that key recorded one by one before aggregation
@@ -467,6 +478,7 @@ def aggregates_view(
             **agg.to_dict(),
         }
         del row["last_ms"], row["peak_rss_bytes"]
+        row["share_pct"] = share_pct(row["total_ms"], run_ms)
         group = out.setdefault(parent, {"calls": 0, "rows": []})
         group["calls"] += agg.count
         group["rows"].append(row)

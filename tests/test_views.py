@@ -246,3 +246,16 @@ def test_report_run_counts_counts_runs_by_status() -> None:
     """report.run_counts: two completed, one failed."""
     rows = [{"status": "completed"}, {"status": "failed"}, {"status": "completed"}]
     assert report.run_counts(rows) == {"completed": 2, "failed": 1}
+
+
+def test_share_of_the_run_is_one_formula_for_phases_and_aggregates(tmp_path: Path) -> None:
+    """Phases of 100 and 300 ms in a 400 ms run: shares 25.0 and 75.0 %, in the snapshot and
+    in the report's slowest list."""
+    log = tmp_path / "r.jsonl"
+    write_log(log, "r", [("1", "A", 0.0, 0.1, "completed"), ("2", "B", 0.1, 0.3, "completed")])
+    st_, _ = load_state([log])
+    snap = views.snapshot(st_, "r", now=T0 + 100.0, alive=False)
+    assert {p["phase"]: p["share_pct"] for p in snap["phases"]} == {"A": 25.0, "B": 75.0}
+    model = report.build(st_, "r", now=T0 + 100.0)
+    assert [(s["phase"], s["share_pct"]) for s in model["slowest"]] == [("B", 75.0), ("A", 25.0)]
+    assert views.share_pct(50.0, 0.0) is None and views.share_pct(None, 10.0) is None

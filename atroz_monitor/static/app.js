@@ -735,7 +735,6 @@
   function renderFlow() {
     const list = $("flow");
     const items = flowItems();
-    const total = runDurationMs() || 0;
     const longest = Math.max(1, ...items.map((f) => durationOfFlow(f) || 0));
     const layout = dagLayout(items);
     list.classList.toggle("dag", Boolean(layout));
@@ -749,7 +748,7 @@
         S.flowNodes.set(key, node);
       }
       if (list.children[i] !== node.li) list.insertBefore(node.li, list.children[i] || null);
-      updateFlowNode(node, f, total, longest);
+      updateFlowNode(node, f, longest);
       placeFlowNode(node, layout, f.id);
     });
     for (const [key, node] of S.flowNodes) {
@@ -850,7 +849,7 @@
     return p ? liveDuration(p) : f.duration_ms;
   }
 
-  function updateFlowNode(node, f, total, longest) {
+  function updateFlowNode(node, f, longest) {
     const status = f.status || "pending";
     const dur = durationOfFlow(f);
     node.li.setAttribute("class", `flow-step ${statusClass(status)}`);
@@ -868,7 +867,8 @@
     node.parts.tries.classList.toggle("bad", Boolean(tries && tries.failed));
     const reason = p && p.reason ? ` (${p.reason})` : "";
     const attempts = tries ? `, ${attemptText(tries)}, ${tries.failed} failed` : "";
-    const share = num(dur) && total > 0 ? `, ${Math.round((dur / total) * 100)}% of the run` : "";
+    const sh = p ? shareOf(p) : null;
+    const share = num(sh) ? `, ${Math.round(sh * 100)}% of the run` : "";
     node.parts.bar.style.width = num(dur) ? `${Math.max(2, (dur / longest) * 100)}%` : "0";
     node.button.dataset.span = f.span || "";
     node.button.disabled = !f.span;
@@ -1322,11 +1322,17 @@
     { id: "pid", label: "PID", val: (p) => p.pid, fmt: (v) => (num(v) ? String(v) : "–") },
   ];
 
+  /** A phase's share of the run, as a fraction: the snapshot's ``share_pct`` (views.share_pct).
+   * While a live run runs, its duration grows between updates: the share follows the live
+   * clock there, with the same formula (as the durations do, liveDuration). */
   function shareOf(p) {
     if (p.late) return null; // it ran after the run: no share of it
-    const total = runDurationMs();
-    const d = liveDuration(p);
-    return num(d) && total > 0 ? d / total : null;
+    if (S.mode === "live" && runRunning()) {
+      const total = runDurationMs();
+      const d = liveDuration(p);
+      return num(d) && total > 0 ? d / total : null;
+    }
+    return num(p.share_pct) ? p.share_pct / 100 : null;
   }
 
   function buildHead() {
@@ -1524,7 +1530,6 @@
     node.tr.setAttribute("class", `agg depth-${Math.min(a.depth, 3)}`);
     node.tr.setAttribute("title", aggregateTip(a));
     node.tr.dataset.count = String(a.count);
-    const total = runDurationMs();
     const text = {
       phase: a.phase,
       name: aggregateText(a),
@@ -1532,7 +1537,7 @@
       duration_ms: fmtMs(a.total_ms),
       cpu_ms: fmtMs(a.cpu_ms),
       items: a.items ? fmtInt(a.items) : "–",
-      share: num(total) && total > 0 ? `${Math.round((a.total_ms / total) * 100)}%` : "–",
+      share: num(a.share_pct) ? `${Math.round(a.share_pct)}%` : "–", // views.aggregates_view
     };
     for (const c of COLS) {
       if (c.id === "status") continue;
