@@ -1432,3 +1432,37 @@ def test_interrupted_phase_bar_spans_its_child_and_a_late_phase_stays_on_top(
     assert order.index("9.1") > order.index("1.2")  # a root row, not P00's child
     assert "Duration≥ 3.69 s" in open_detail(driver, "P03")
     assert console_errors(driver) == []
+
+
+def _fmt_ms(ms: float) -> str:
+    """app.js fmtMs for 1 ms <= ms < 1 s (what these figures are)."""
+    assert 1 <= ms < 1000
+    return f"{math.floor(ms + 0.5)} ms"
+
+
+def test_static_report_page_and_json_report_show_the_same_figures(
+    driver: Any, shapes: dict[str, Any], tmp_path: Path
+) -> None:
+    """`report --format html` and `report --format json` of one run: the page shows the
+    JSON report's P02 median and p95, P02's share of the run and the hot loop's call count."""
+    rid = shapes["id"]
+    html, js = tmp_path / "r.html", tmp_path / "r.json"
+    for fmt, out in (("html", html), ("json", js)):
+        args = ["report", str(shapes["dir"]), "--run", rid, "--format", fmt, "-o", str(out)]
+        assert cli.main(args) == 0
+    model = json.loads(js.read_text())
+    hist = model["history"]["P02"]
+    p02 = next(p for p in model["phases"] if p["phase"] == "P02")
+    (agg,) = [p for p in model["phases"] if p.get("aggregate") and p["phase"] == "P00.item"]
+    open_page(driver, html.as_uri())
+    count = driver.execute_script(
+        "return document.querySelector('#phase-body tr.agg').dataset.count"
+    )
+    assert int(count) == agg["count"] + sum(
+        1 for p in model["phases"] if p["phase"] == "P00.item" and not p.get("aggregate")
+    )
+    detail = open_detail(driver, "P02")
+    assert f"Earlier runs{hist['runs']}" in detail
+    assert f"Median{_fmt_ms(hist['median_ms'])}" in detail
+    assert f"p95{_fmt_ms(hist['p95_ms'])}" in detail
+    assert f"Share of run{math.floor(p02['share_pct'] + 0.5)}%" in detail
