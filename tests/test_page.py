@@ -1466,3 +1466,56 @@ def test_static_report_page_and_json_report_show_the_same_figures(
     assert f"Median{_fmt_ms(hist['median_ms'])}" in detail
     assert f"p95{_fmt_ms(hist['p95_ms'])}" in detail
     assert f"Share of run{math.floor(p02['share_pct'] + 0.5)}%" in detail
+
+
+def test_live_page_follows_the_snapshots_aggregates_and_retries(
+    driver: Any, tmp_path: Path
+) -> None:
+    """A page left open while a hot loop of 300 calls and a retried phase run shows, without
+    a reload, the aggregate row's count (300, from snapshot.aggregates) and the flow's retry
+    badge (attempt 2/2, 1 failed, from flow.tries), as the server's snapshot says."""
+    from atroz_monitor import server
+    from atroz_monitor import source as source_mod
+
+    runs = tmp_path / "runs"
+    mon = Monitor(runs, plan=[("P00", "Loop"), ("P01", "Train")], sample_interval=None)
+    mon.start()
+    src = srv = None
+    try:
+        src = source_mod.FileSource([runs])
+        srv = server.start_server(src, "127.0.0.1", 0)
+        open_page(driver, srv.url)
+        driver.execute_script("window.__same_page = 9")
+        wait_for(driver, "return document.querySelector('#flow li[data-phase=P00]') !== null")
+        with mon.phase("P00", "Loop"):
+            for _ in range(300):
+                with mon.phase("P00.item", "item"):
+                    pass
+        for attempt in mon.attempts("P01", 2, "Train"):
+            with attempt as p:
+                if p.attempt == 1:
+                    raise ValueError("flaky")
+        wait_for(
+            driver,
+            "return document.querySelector('#phase-body tr.agg')?.dataset.count === '300'",
+        )
+        wait_for(
+            driver,
+            "return document.querySelector('#flow li[data-phase=P01] .tries')?.textContent"
+            " === '↻ attempt 2/2 · 1 failed'",
+        )
+        rid = mon.run_id
+        snap = src.snapshot(rid)
+        (group,) = snap["aggregates"].values()
+        assert [r["count"] for r in group["rows"]] == [300]
+        assert next(f for f in snap["flow"] if f["id"] == "P01")["tries"] == {
+            "n": 2, "of": 2, "failed": 1
+        }  # fmt: skip
+        assert driver.execute_script("return window.__same_page") == 9
+        assert console_errors(driver) == []
+    finally:
+        mon.close()
+        if srv is not None:
+            srv.close()
+        if src is not None:
+            src.close()

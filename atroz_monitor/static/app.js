@@ -66,6 +66,7 @@
     attempts: new Map(), // span -> its retry group (snapshot.attempts)
     aggs: new Map(), // parent span ("" top level) -> aggregate rows (snapshot.aggregates)
     aggCalls: new Map(), // parent span -> every call aggregated under it
+    derivedSig: "", // the aggregates and attempts last indexed
     sameTags: false, // history restricted to runs with this run's tags
     expanded: new Set(), // aggregate rows whose individually recorded calls are listed
     rowNodes: new Map(),
@@ -409,6 +410,7 @@
     S.spans = new Map((snap.phases || []).map((p) => [p.span, p]));
     rebuildOrder();
     indexDerived();
+    S.derivedSig = JSON.stringify([snap.aggregates, snap.attempts]);
     S.samples = ((snap.resources && snap.resources.samples) || []).slice(-MAX_SAMPLES);
     S.logs = ((snap.logs && snap.logs.items) || []).slice(-MAX_LOGS);
     syncClock(snap.run);
@@ -469,8 +471,13 @@
     if (u.aggregates !== undefined || u.attempts !== undefined) {
       if (u.aggregates !== undefined) snap.aggregates = u.aggregates;
       if (u.attempts !== undefined) snap.attempts = u.attempts;
-      indexDerived();
-      ["flow", "gantt", "table", "detail"].forEach((x) => parts.add(x));
+      // Every update carries them whole: redraw only when they changed.
+      const sig = JSON.stringify([snap.aggregates, snap.attempts]);
+      if (sig !== S.derivedSig) {
+        S.derivedSig = sig;
+        indexDerived();
+        ["flow", "gantt", "table", "detail"].forEach((x) => parts.add(x));
+      }
     }
     if (u.resources) snap.resources = { ...u.resources, samples: [] };
     if (u.log_counts) snap.logs = { ...u.log_counts, items: [] };
