@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .events import items_rate
+
 __all__ = ["FIGURES", "MAX_BARS", "compare_runs"]
 
 #: The figures compared per phase key (all higher-is-worse except items/s).
@@ -51,7 +53,7 @@ def _key_figures(snap: Mapping[str, Any], depth: int) -> dict[str, dict[str, Any
                 "duration_ms": total if timed else p.get("duration_ms"),
                 "cpu_ms": _num(agg.get("cpu_ms")) if timed else p.get("cpu_ms"),
                 "peak_rss_bytes": agg.get("peak_rss_bytes", p.get("peak_rss_bytes")),
-                "items_per_s": round(items / (total / 1000.0), 2)
+                "items_per_s": items_rate(items, total)
                 if items and total
                 else p.get("items_per_s"),
                 "status": p["status"],

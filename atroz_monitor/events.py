@@ -90,6 +90,11 @@ def cpu_avg_pct(cpu_ms: float | None, duration_ms: float | None) -> float | None
     return round(cpu_ms / duration_ms * 100.0, 1)
 
 
+def items_rate(items: float | None, duration_ms: float | None) -> float | None:
+    """Items per second over a duration (2 decimals): every surface's ``items_per_s``."""
+    return round(items / (duration_ms / 1000.0), 2) if items and duration_ms else None
+
+
 def phase_errors(logged: int, status: Any) -> int:
     """A phase's errors: the error log events attributed to it, plus its exception when it
     failed (raised there or in a sub-phase; the run's count has each exception once)."""

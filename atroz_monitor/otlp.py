@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .events import cpu_avg_pct, phase_errors
+from .events import cpu_avg_pct, items_rate, phase_errors
 from .reader import Follower
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "any_value",
     "attributes",
     "check_endpoint",
-    "items_rate",
     "nanos",
     "phase_attributes",
     "phase_span",
@@ -453,11 +452,6 @@ def resource_fields(
         "process.parent_pid": ppid if type(ppid) is int else None,
         "atroz.process.owner": owner,
     }
-
-
-def items_rate(items: float | None, duration_ms: float | None) -> float | None:
-    """Items per second over a phase's duration (the snapshot's ``items_per_s``)."""
-    return round(items / (duration_ms / 1000.0), 2) if items and duration_ms else None
 
 
 def span_event(kind: str, ev: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import analysis, history, views
 from .alerts import merge_alerts, with_alerts
-from .events import json_safe
+from .events import cpu_avg_pct, items_rate, json_safe
 from .state import State
 
 REPORT_SCHEMA = 1
@@ -215,9 +215,9 @@ def _repeat_row(
         "duration_ms": round(dur, 3),
         "extent_ms": round(last - first, 3) if last is not None and first is not None else None,
         "cpu_ms": round(cpu, 3),
-        "cpu_pct": round(cpu / dur * 100, 1) if dur else None,
+        "cpu_pct": cpu_avg_pct(cpu, dur),
         "items": items,
-        "items_per_s": round(items / (dur / 1000), 2) if items and dur else None,
+        "items_per_s": items_rate(items, dur),
         "warnings": sum(r.get("warnings") or 0 for r in recs),
         "errors": sum(r.get("errors") or 0 for r in recs),
         "artifacts": [],

@@ -17,7 +17,7 @@ from typing import Any
 from . import errgroups
 from . import history as _history
 from .alerts import with_alerts
-from .events import DONE_STATUSES, cpu_avg_pct, phase_errors
+from .events import DONE_STATUSES, cpu_avg_pct, items_rate, phase_errors
 from .state import KeyAgg, PhaseRec, RunState, State, error_count
 
 SNAPSHOT_VERSION = 1
@@ -105,7 +105,7 @@ def phase_view(
         "peak_rss_method": rec.peak_rss_method,
         "items": rec.items,
         "total": rec.total,
-        "items_per_s": _r(rec.items / (dur / 1000.0), 2) if rec.items and dur else None,
+        "items_per_s": items_rate(rec.items, dur),
         "items_ts": rec.items_ts,
         "warnings": rec.warnings,
         "errors": phase_errors(rec.errors, status),

@@ -259,3 +259,12 @@ def test_share_of_the_run_is_one_formula_for_phases_and_aggregates(tmp_path: Pat
     model = report.build(st_, "r", now=T0 + 100.0)
     assert [(s["phase"], s["share_pct"]) for s in model["slowest"]] == [("B", 75.0), ("A", 25.0)]
     assert views.share_pct(50.0, 0.0) is None and views.share_pct(None, 10.0) is None
+
+
+def test_items_rate_is_one_formula_for_snapshot_report_and_compare() -> None:
+    """events.items_rate: 500 items in 250 ms is 2,000/s; nothing without items or time."""
+    from atroz_monitor.events import items_rate
+
+    assert items_rate(500, 250.0) == 2000.0
+    assert items_rate(0, 250.0) is None and items_rate(5, 0.0) is None
+    assert items_rate(1, 3.0) == 333.33
