@@ -670,6 +670,47 @@ def _round(v: float) -> float:
 # -- replay -------------------------------------------------------------------------------
 
 
+def alert_id(a: Mapping[str, Any]) -> str:
+    """An alert's identity across the log and a replay (``alert``; ``id`` in older logs)."""
+    return str(a.get("alert") or a.get("id"))
+
+
+def open_summary(alerts: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Open alerts (raised or acknowledged, not cleared): ``open`` and one count per
+    severity. The page's alert card, the runs list and the report read this one count."""
+    out = {"open": 0, **{sev: 0 for sev in SEVERITIES}}
+    for a in alerts:
+        if a.get("state") in ("raised", "acknowledged") and not a.get("cleared"):
+            out["open"] += 1
+            sev = a.get("severity")
+            if sev in _RANK:
+                out[str(sev)] += 1
+    return out
+
+
+def with_alerts(snap: dict[str, Any], alerts: list[dict[str, Any]]) -> None:
+    """Set a snapshot's ``alerts`` and the ``alerts_open`` summary of them together."""
+    snap["alerts"] = alerts
+    snap["alerts_open"] = open_summary(alerts)
+
+
+def merge_alerts(
+    recorded: Iterable[Mapping[str, Any]], replayed: Iterable[Mapping[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The one merge of a run's recorded alerts with those ``--alerts`` rules raised on
+    replay (``serve`` and ``report`` both call it, so they show one state per alert).
+
+    For an alert both hold, the recorded one wins: the log carries its acknowledgement and
+    clearing, which a replay cannot know. Oldest raise first.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for a in replayed or ():
+        merged[alert_id(a)] = dict(a)
+    for a in recorded:
+        merged[alert_id(a)] = dict(a)
+    return sorted(merged.values(), key=lambda a: a.get("raised_ts") or a.get("ts") or 0)
+
+
 def evaluate_replay(
     state: Any,
     run_id: str,

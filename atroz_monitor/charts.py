@@ -185,7 +185,8 @@ def history_view(
     Per phase and metric (``HEAT_METRICS``): ``values`` (one per run, None where the phase
     did not complete there), ``median`` of those values, ``level`` per run (log2 of value /
     median, clamped to +-1: 0 is typical, 1 twice the median, -1 half; None without a
-    value) and ``trend`` (``analysis.trend`` of the values, Theil-Sen over ``trend_k``).
+    value), ``ratio`` per run (value / median, 2 decimals: the cell's tooltip) and ``trend``
+    (``analysis.trend`` of the values, Theil-Sen over ``trend_k``).
     ``status`` per run is the phase's status there (None: absent).
     """
     shown = list(rows[-limit:]) if limit > 0 else []
@@ -218,6 +219,7 @@ def history_view(
                 "values": values,
                 "median": med,
                 "level": level,
+                "ratio": [None if v is None or not med else round(v / med, 2) for v in values],
                 "trend": analysis.trend(present, k=trend_k),
             }
         phases.append(entry)

@@ -23,7 +23,15 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .otlp import attributes, nanos, span_id, trace_id
+from .otlp import (
+    attributes,
+    phase_span,
+    resource_fields,
+    service_name,
+    span_event,
+    span_id,
+    trace_id,
+)
 from .state import DURATION_BUCKETS_S, KeyAgg, RunState, State, error_count
 
 __all__ = [
@@ -1192,10 +1200,6 @@ def _trace_metadata(
 # -- OpenTelemetry (OTLP/JSON) -----------------------------------------------------------------
 
 
-def _attrs(pairs: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
-    return attributes(dict(pairs))
-
-
 def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
     """The run as an OTLP/JSON ``ExportTraceServiceRequest`` (one trace, one span per phase).
 
@@ -1207,138 +1211,30 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
 
     run = snap["run"]
     rid = str(run.get("id"))
-    tid = trace_id(rid)
     owner = _owner_pid(snap)
-    name = run.get("name")
-    # A run's name defaults to its id, new every run: no use as a service (backends group by
-    # service.name), so then the service is the tool's own name.
-    service = name if isinstance(name, str) and name and name != rid else "atroz_monitor"
+    service = service_name(run.get("name"), rid)
     spans_present = {str(p.get("span")) for p in snap.get("phases") or []}
     logs_by_span: dict[str, list[Mapping[str, Any]]] = {}
     for item in (snap.get("logs") or {}).get("items") or []:
         s = item.get("span")
-        if isinstance(s, str):
+        if isinstance(s, str) and _num(item.get("ts")) is not None:
             logs_by_span.setdefault(s, []).append(item)
-
     alerts_by_span: dict[str, list[Mapping[str, Any]]] = {}
     for a in snap.get("alerts") or []:
-        s = a.get("span")
-        if isinstance(s, str):
-            alerts_by_span.setdefault(s, []).append(a)
+        s, t = a.get("span"), _num(a.get("raised_ts") or a.get("ts"))
+        if isinstance(s, str) and t is not None:
+            alerts_by_span.setdefault(s, []).append({**a, "ts": t})  # raised: its time
 
     by_pid: dict[int, list[dict[str, Any]]] = {}
     for p in snap.get("phases") or []:
         span = str(p.get("span"))
         start, end, ended = _interval(p, snap)
-        status = str(p.get("status"))
-        attrs: list[tuple[str, Any]] = [
-            ("atroz.phase.key", p.get("phase")),
-            ("atroz.phase.name", p.get("name")),
-            ("atroz.phase.status", status),
-            ("atroz.phase.ended", ended),
-            ("atroz.span", span),
-            ("atroz.phase.depth", p.get("depth")),
-            ("thread.name", p.get("thread") if isinstance(p.get("thread"), str) else None),
-            ("atroz.duration_ms", _num(p.get("duration_ms")) if ended else None),
-            ("atroz.cpu_ms", _num(p.get("cpu_ms"))),
-            ("atroz.cpu_pct", _num(p.get("cpu_pct"))),
-            ("atroz.children_cpu_ms", _num(p.get("children_cpu_ms"))),
-        ]
-        for key in ("rss_bytes", "rss_start_bytes", "peak_rss_bytes", "warnings", "errors"):
-            v = p.get(key)
-            if type(v) is int:
-                attrs.append((f"atroz.{key}", v))
-        if p.get("items") or p.get("total") is not None:
-            attrs += [("atroz.items", p.get("items")), ("atroz.total", p.get("total"))]
-            attrs.append(("atroz.items_per_s", _num(p.get("items_per_s"))))
-        if p.get("artifacts"):
-            attrs.append(("atroz.artifacts", len(p["artifacts"])))
-        for mname, mval in (p.get("metrics") or {}).items():
-            attrs.append((f"atroz.metric.{mname}", mval))
-        meta = p.get("meta")
-        if isinstance(meta, dict):
-            attrs += [(f"atroz.meta.{k}", v) for k, v in meta.items()]
+        events = [span_event("log", item) for item in logs_by_span.get(span, ())]
+        events += [span_event("alert", a) for a in alerts_by_span.get(span, ())]
         parent = p.get("parent")
-        if isinstance(parent, str) and parent not in spans_present:
-            attrs.append(("atroz.parent_span", parent))  # not in this export: no dangling id
-        events: list[dict[str, Any]] = []
-        for item in logs_by_span.get(span, []):
-            t = _num(item.get("ts"))
-            if t is None:
-                continue
-            ev_attrs = [
-                ("message", item.get("msg")),
-                ("atroz.log.level", item.get("level")),
-                ("atroz.log.source", item.get("source")),
-                ("atroz.log.logger", item.get("logger")),
-                ("exception.type", item.get("exc_type")),
-                ("code.filepath", item.get("file")),
-                ("code.lineno", item.get("line")),
-            ]
-            events.append(
-                {
-                    "timeUnixNano": nanos(t),
-                    "name": str(item.get("level")),
-                    "attributes": _attrs(ev_attrs),
-                }
-            )
-        for a in alerts_by_span.get(span, []):
-            t = _num(a.get("raised_ts") or a.get("ts"))
-            if t is None:
-                continue
-            al_attrs = [
-                ("atroz.alert.id", a.get("alert")),
-                ("atroz.alert.rule", a.get("rule")),
-                ("atroz.alert.severity", a.get("severity")),
-                ("atroz.alert.state", a.get("state")),
-                ("atroz.alert.value", a.get("value")),
-                ("atroz.alert.threshold", a.get("threshold")),
-                ("message", a.get("msg")),
-            ]
-            events.append(
-                {"timeUnixNano": nanos(t), "name": "alert", "attributes": _attrs(al_attrs)}
-            )
-        err = p.get("error")
-        st: dict[str, Any]
-        if status == "completed":
-            st = {"code": 1}
-        elif status in ("failed", "cancelled"):
-            msg = status
-            if isinstance(err, dict):
-                msg = f"{err.get('type')}: {err.get('msg')}"
-            st = {"code": 2, "message": msg}
-        else:
-            st = {"code": 0}  # unset: running, or interrupted (how it ended is unknown)
-        if isinstance(err, dict):
-            # The semantic-conventions exception event, at the moment the phase ended.
-            events.append(
-                {
-                    "timeUnixNano": nanos(end),
-                    "name": "exception",
-                    "attributes": _attrs(
-                        [
-                            ("exception.type", err.get("type")),
-                            ("exception.message", err.get("msg")),
-                            ("exception.stacktrace", err.get("tb")),
-                        ]
-                    ),
-                }
-            )
-        events.sort(key=lambda e: int(e["timeUnixNano"]))
-        span_obj: dict[str, Any] = {
-            "traceId": tid,
-            "spanId": span_id(rid, span),
-            "name": str(p.get("phase")),
-            "kind": 1,  # SPAN_KIND_INTERNAL
-            "startTimeUnixNano": nanos(start),
-            "endTimeUnixNano": nanos(end),
-            "attributes": _attrs(attrs),
-            "status": st,
-        }
-        if isinstance(parent, str) and parent in spans_present:
-            span_obj["parentSpanId"] = span_id(rid, parent)
-        if events:
-            span_obj["events"] = events
+        known = not isinstance(parent, str) or parent in spans_present
+        # The one phase-to-span mapping (the live push's too).
+        span_obj = phase_span(rid, p, start, end, ended=ended, events=events, parent_known=known)
         pid = p.get("pid")
         pid = pid if type(pid) is int else (owner if owner is not None else 0)
         by_pid.setdefault(pid, []).append(span_obj)
@@ -1347,22 +1243,10 @@ def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
     resource_spans = []
     for pid in sorted(by_pid, key=lambda x: (x != owner, (procs.get(x) or {}).get("start") or 0)):
         proc = procs.get(pid) or {}
-        argv = proc.get("argv")
-        res = _attrs(
-            [
-                ("service.name", service),
-                ("service.instance.id", f"{rid}/{pid}"),
-                ("host.name", run.get("host")),
-                ("process.pid", pid),
-                ("process.parent_pid", proc.get("ppid") if type(proc.get("ppid")) is int else None),
-                (
-                    "process.command_args",
-                    [str(a) for a in argv] if isinstance(argv, list) else None,
-                ),
-                ("atroz.run.id", rid),
-                ("atroz.process.owner", pid == owner),
-            ]
-        )
+        res = attributes(
+            resource_fields(rid, pid, service=service, host=run.get("host"),
+                            argv=proc.get("argv"), ppid=proc.get("ppid"), owner=pid == owner)
+        )  # fmt: skip
         resource_spans.append(
             {
                 "resource": {"attributes": res},

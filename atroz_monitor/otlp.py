@@ -16,9 +16,10 @@ and the log's span id by :func:`trace_id` / :func:`span_id`; 64-bit integers (``
 ``intValue``) as decimal strings; enums as integers (``kind`` 1 = INTERNAL; ``status.code``
 1 = OK for ``completed``, 2 = ERROR for ``failed`` and ``cancelled``). One ``resourceSpans``
 per process (run id, pid) with ``service.name``, ``process.pid``, ``host.name``,
-``atroz.run.id``. ``exporters.otlp_json`` uses the same ids and helpers, with the same span
-names, attributes, times and status, so a file export and a live push of the same run
-describe the same spans.
+``atroz.run.id``. One phase-to-span mapping, ``phase_span`` (with ``span_event`` and
+``resource_fields``), builds the spans of both the live push and ``exporters.otlp_json``
+(from a snapshot's phases), so a file export and a live push of the same run describe the
+same spans.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ __all__ = [
     "attributes",
     "check_endpoint",
     "nanos",
+    "phase_attributes",
+    "phase_span",
+    "phase_status",
+    "resource_fields",
+    "service_name",
+    "span_event",
     "span_id",
     "trace_id",
 ]
@@ -271,27 +278,17 @@ class SpanBuilder:
             return res
         info = self._run_info.get(run, {})
         src = ev if ev is not None else {}
-        host = src.get("host") or info.get("host")
-        run_name = info.get("name")
         name = self._service_name
-        if name is None:
-            # A run's name defaults to its id, new every run: no use as a service (backends
-            # group by service.name), so then the service is the tool's own name.
-            ok = isinstance(run_name, str) and run_name and run_name != run
-            name = run_name if ok else SCOPE_NAME
-        argv = src.get("argv")
-        ppid = src.get("ppid")
-        fields: dict[str, Any] = {
-            "service.name": name,
-            "service.instance.id": f"{run}/{pid}",
-            "process.pid": pid,
+        fields = resource_fields(
+            run,
+            pid,
+            service=name if name is not None else service_name(info.get("name"), run),
             # A joined process may run on another host sharing the log: its own host first.
-            "host.name": host if isinstance(host, str) else None,
-            "atroz.run.id": run,
-            "process.command_args": [str(a) for a in argv] if isinstance(argv, list) else None,
-            "process.parent_pid": ppid if type(ppid) is int else None,
-            "atroz.process.owner": info.get("pid") == pid,
-        }
+            host=src.get("host") or info.get("host"),
+            argv=src.get("argv"),
+            ppid=src.get("ppid"),
+            owner=info.get("pid") == pid,
+        )
         if len(self._resources) >= 4096 and key not in self._resources:
             # Bounded: forget the oldest process (a later span of it gets the run's defaults).
             self._resources.pop(next(iter(self._resources)))
@@ -331,7 +328,7 @@ class SpanBuilder:
             # Late but not too late: straight onto the finished span (a late metric has
             # missed its attributes: the log keeps it).
             if kind in ("log", "alert"):
-                _add_event(item[1], _span_event(kind, ev))
+                _add_event(item[1], span_event(kind, ev))
             return
         if kind == "metric":
             name = ev.get("name")
@@ -344,13 +341,13 @@ class SpanBuilder:
             o.artifacts += 1  # a count, as exporters.otlp_json (the log keeps the paths)
             return
         if len(o.events) < MAX_EVENTS_PER_SPAN:
-            o.events.append(_span_event(kind, ev))
+            o.events.append(span_event(kind, ev))
         else:
             o.dropped_events += 1
 
     def _end(self, run: str, pid: int, ev: Mapping[str, Any]) -> None:
-        # Span name, attributes, times and status are those of exporters.otlp_json, so a span
-        # pushed live and the same span exported from the file afterwards agree.
+        # The event and what was gathered since its start, in a snapshot phase's fields,
+        # through phase_span: the mapping exporters.otlp_json uses too.
         span = ev.get("span")
         ts = _ts(ev.get("ts"))
         if not isinstance(span, str) or ts is None:
@@ -367,87 +364,38 @@ class SpanBuilder:
         name = ev.get("name")
         if name == ev.get("phase"):  # no name of its own: the plan's, as the snapshot says
             name = self._run_info.get(run, {}).get("names", {}).get(name, name)
-        attrs: dict[str, Any] = {
-            "atroz.phase.key": ev.get("phase"),
-            "atroz.phase.name": name,
-            "atroz.phase.status": status,
-            "atroz.phase.ended": True,
-            "atroz.span": span,
-            "atroz.phase.depth": o.depth,
-            "thread.name": o.thread,
-            "atroz.duration_ms": dur,
-        }
         cpu = _ts(ev.get("cpu_ms"))
-        attrs["atroz.cpu_ms"] = cpu
-        attrs["atroz.cpu_pct"] = cpu_avg_pct(cpu, dur)
-        attrs["atroz.children_cpu_ms"] = _ts(ev.get("children_cpu_ms"))
-        for f in ("rss_bytes", "rss_start_bytes", "peak_rss_bytes"):
-            v = ev.get(f)
-            if type(v) is int:
-                attrs["atroz." + f] = v
-        for f in ("warnings", "errors"):  # the log omits zero counts; the snapshot says 0
-            v = ev.get(f, 0)
-            attrs["atroz." + f] = v if type(v) is int else 0
-        attrs["atroz.errors"] = phase_errors(attrs["atroz.errors"], status)
-        items, total = ev.get("items"), ev.get("total")
-        if items or total is not None:
-            attrs["atroz.items"] = items
-            attrs["atroz.total"] = total
-            rate = items_per_s(items, dur) if _num(items) else None
-            if rate is not None:
-                attrs["atroz.items_per_s"] = rate
-        if o.artifacts:
-            attrs["atroz.artifacts"] = o.artifacts
-        for k, v in o.metrics.items():
-            attrs[f"atroz.metric.{k}"] = v
-        if isinstance(o.meta, Mapping):
-            for k, v in o.meta.items():
-                attrs[f"atroz.meta.{k}"] = v
-        kv = attributes(attrs)
-        out: Span = {
-            "traceId": trace_id(run),
-            "spanId": span_id(run, span),
-            "name": str(ev.get("phase")),  # the key: low cardinality, as OTel asks of names
-            "kind": SPAN_KIND_INTERNAL,
-            "startTimeUnixNano": nanos(start),
-            "endTimeUnixNano": nanos(end),
-            "attributes": kv[:MAX_ATTRIBUTES_PER_SPAN],
+        items = ev.get("items")
+        counts = {f: ev.get(f, 0) for f in ("warnings", "errors")}  # the log omits zeros
+        fields: dict[str, Any] = {
+            "span": span,
+            "phase": ev.get("phase"),
+            "name": name,
+            "status": status,
+            "depth": o.depth,
+            "thread": o.thread,
+            "duration_ms": dur,
+            "cpu_ms": cpu,
+            "cpu_pct": cpu_avg_pct(cpu, dur),
+            "children_cpu_ms": _ts(ev.get("children_cpu_ms")),
+            "rss_bytes": ev.get("rss_bytes"),
+            "rss_start_bytes": ev.get("rss_start_bytes"),
+            "peak_rss_bytes": ev.get("peak_rss_bytes"),
+            "warnings": counts["warnings"] if type(counts["warnings"]) is int else 0,
+            "errors": phase_errors(
+                counts["errors"] if type(counts["errors"]) is int else 0, status
+            ),  # fmt: skip
+            "items": items,
+            "total": ev.get("total"),
+            "items_per_s": items_per_s(items if _num(items) else None, dur),
+            "artifacts": o.artifacts,
+            "metrics": o.metrics,
+            "meta": o.meta,
+            "parent": ev.get("parent"),
+            "error": ev.get("error"),
         }
-        if len(kv) > MAX_ATTRIBUTES_PER_SPAN:
-            out["droppedAttributesCount"] = len(kv) - MAX_ATTRIBUTES_PER_SPAN
-        parent = ev.get("parent")
-        if isinstance(parent, str) and parent:
-            out["parentSpanId"] = span_id(run, parent)
-        events = list(o.events)
-        err = ev.get("error")
-        if isinstance(err, Mapping):
-            # The OpenTelemetry semantic convention for a recorded exception.
-            events.append(
-                {
-                    "timeUnixNano": nanos(end),
-                    "name": "exception",
-                    "attributes": attributes(
-                        {
-                            "exception.type": err.get("type"),
-                            "exception.message": err.get("msg"),
-                            "exception.stacktrace": err.get("tb") or None,
-                        }
-                    ),
-                }
-            )
-        events.sort(key=lambda e: int(e["timeUnixNano"]))
-        out["events"] = events
-        if o.dropped_events:
-            out["droppedEventsCount"] = o.dropped_events
-        if status == "completed":
-            out["status"] = {"code": STATUS_OK}
-        elif status in ("failed", "cancelled"):
-            msg = str(status)
-            if isinstance(err, Mapping):
-                msg = f"{err.get('type')}: {err.get('msg')}"
-            out["status"] = {"code": STATUS_ERROR, "message": msg[:MAX_VALUE_CHARS]}
-        else:
-            out["status"] = {"code": 0}  # a status this version does not know: unset
+        out = phase_span(run, fields, start, end, events=o.events, dropped_events=o.dropped_events)
+        out.setdefault("events", [])
         self._resource(run, pid, None)
         self._ended[(run, span)] = ((run, pid), out)
 
@@ -480,7 +428,34 @@ def _add_event(span: Span, event: dict[str, Any]) -> None:
         span["droppedEventsCount"] = span.get("droppedEventsCount", 0) + 1
 
 
-def _span_event(kind: str, ev: Mapping[str, Any]) -> dict[str, Any]:
+# -- one phase, one span: the mapping the live push and the file export share ---------------
+
+
+def service_name(run_name: Any, run_id: str) -> str:
+    """A run's name defaults to its id, new every run: no use as a service (backends group
+    by service.name), so then the service is the tool's own name."""
+    ok = isinstance(run_name, str) and run_name and run_name != run_id
+    return run_name if ok else SCOPE_NAME
+
+
+def resource_fields(
+    run_id: str, pid: int, *, service: str, host: Any, argv: Any, ppid: Any, owner: bool
+) -> dict[str, Any]:
+    """The resource of one process of a run (as a plain dict; ``attributes`` encodes it)."""
+    return {
+        "service.name": service,
+        "service.instance.id": f"{run_id}/{pid}",
+        "process.pid": pid,
+        "host.name": host if isinstance(host, str) else None,
+        "atroz.run.id": run_id,
+        "process.command_args": [str(a) for a in argv] if isinstance(argv, list) else None,
+        "process.parent_pid": ppid if type(ppid) is int else None,
+        "atroz.process.owner": owner,
+    }
+
+
+def span_event(kind: str, ev: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``log`` or ``alert`` (event or snapshot item, ``ts`` its time) as a span event."""
     ts = _ts(ev.get("ts")) or 0.0
     if kind == "log":
         level = ev.get("level")
@@ -506,6 +481,114 @@ def _span_event(kind: str, ev: Mapping[str, Any]) -> dict[str, Any]:
             "message": ev.get("msg"),
         }
     return {"timeUnixNano": nanos(ts), "name": name, "attributes": attributes(fields)}
+
+
+def phase_attributes(
+    p: Mapping[str, Any], *, ended: bool = True, parent_known: bool = True
+) -> dict[str, Any]:
+    """The ``atroz.*`` attributes of a phase, from a snapshot phase's fields
+    (``views.phase_view``; ``artifacts`` a list or a count). ``ended``: False for a phase
+    still open (no duration); ``parent_known``: False when the parent span is not among the
+    spans sent (then named in ``atroz.parent_span``, never as a dangling parent id)."""
+    thread = p.get("thread")
+    attrs: dict[str, Any] = {
+        "atroz.phase.key": p.get("phase"),
+        "atroz.phase.name": p.get("name"),
+        "atroz.phase.status": p.get("status"),
+        "atroz.phase.ended": ended,
+        "atroz.span": p.get("span"),
+        "atroz.phase.depth": p.get("depth"),
+        "thread.name": thread if isinstance(thread, str) else None,
+        "atroz.duration_ms": _ts(p.get("duration_ms")) if ended else None,
+        "atroz.cpu_ms": _ts(p.get("cpu_ms")),
+        "atroz.cpu_pct": _ts(p.get("cpu_pct")),
+        "atroz.children_cpu_ms": _ts(p.get("children_cpu_ms")),
+    }
+    for f in ("rss_bytes", "rss_start_bytes", "peak_rss_bytes", "warnings", "errors"):
+        v = p.get(f)
+        if type(v) is int:
+            attrs["atroz." + f] = v
+    if p.get("items") or p.get("total") is not None:
+        attrs["atroz.items"] = p.get("items")
+        attrs["atroz.total"] = p.get("total")
+        attrs["atroz.items_per_s"] = _ts(p.get("items_per_s"))
+    arts = p.get("artifacts")
+    n_arts = len(arts) if isinstance(arts, list) else arts if type(arts) is int else 0
+    if n_arts:
+        attrs["atroz.artifacts"] = n_arts  # a count (the log keeps the paths)
+    for k, v in (p.get("metrics") or {}).items():
+        attrs[f"atroz.metric.{k}"] = v
+    meta = p.get("meta")
+    if isinstance(meta, Mapping):
+        for k, v in meta.items():
+            attrs[f"atroz.meta.{k}"] = v
+    parent = p.get("parent")
+    if isinstance(parent, str) and parent and not parent_known:
+        attrs["atroz.parent_span"] = parent
+    return attrs
+
+
+def phase_status(status: Any, err: Any) -> dict[str, Any]:
+    """OTLP status: OK for completed, ERROR (with the exception) for failed and cancelled,
+    unset for anything else (running, interrupted: how it ended is unknown)."""
+    if status == "completed":
+        return {"code": STATUS_OK}
+    if status in ("failed", "cancelled"):
+        msg = str(status)
+        if isinstance(err, Mapping):
+            msg = f"{err.get('type')}: {err.get('msg')}"
+        return {"code": STATUS_ERROR, "message": msg[:MAX_VALUE_CHARS]}
+    return {"code": 0}
+
+
+def phase_span(
+    run_id: str,
+    p: Mapping[str, Any],
+    start: float,
+    end: float,
+    *,
+    ended: bool = True,
+    events: Iterable[dict[str, Any]] = (),
+    dropped_events: int = 0,
+    parent_known: bool = True,
+) -> Span:
+    """One phase (a snapshot phase's fields) as an OTLP span from ``start`` to ``end`` (Unix
+    seconds), with its span ``events`` (``span_event``) and, for an error, the
+    semantic-conventions ``exception`` event at its end. The live push and
+    ``exporters.otlp_json`` both build their spans here, so they describe the same spans."""
+    kv = attributes(phase_attributes(p, ended=ended, parent_known=parent_known))
+    span = str(p.get("span"))
+    out: Span = {
+        "traceId": trace_id(run_id),
+        "spanId": span_id(run_id, span),
+        "name": str(p.get("phase")),  # the key: low cardinality, as OTel asks of names
+        "kind": SPAN_KIND_INTERNAL,
+        "startTimeUnixNano": nanos(start),
+        "endTimeUnixNano": nanos(end),
+        "attributes": kv[:MAX_ATTRIBUTES_PER_SPAN],
+    }
+    if len(kv) > MAX_ATTRIBUTES_PER_SPAN:
+        out["droppedAttributesCount"] = len(kv) - MAX_ATTRIBUTES_PER_SPAN
+    parent = p.get("parent")
+    if isinstance(parent, str) and parent and parent_known:
+        out["parentSpanId"] = span_id(run_id, parent)
+    evs = list(events)
+    err = p.get("error")
+    if isinstance(err, Mapping):
+        exc = {
+            "exception.type": err.get("type"),
+            "exception.message": err.get("msg"),
+            "exception.stacktrace": err.get("tb") or None,
+        }
+        evs.append({"timeUnixNano": nanos(end), "name": "exception",
+                    "attributes": attributes(exc)})  # fmt: skip
+    evs.sort(key=lambda e: int(e["timeUnixNano"]))
+    if evs:
+        out["events"] = evs
+    if dropped_events:
+        out["droppedEventsCount"] = dropped_events
+    out["status"] = phase_status(p.get("status"), err)
+    return out
 
 
 def request(

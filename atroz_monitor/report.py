@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import analysis, history, views
-from .events import json_safe
+from .alerts import merge_alerts, with_alerts
+from .events import cpu_avg_pct, items_per_s, json_safe
 from .state import State
 
 REPORT_SCHEMA = 1
@@ -144,6 +145,39 @@ def _ordered(snap: dict[str, Any], depth: int) -> list[dict[str, Any]]:
     run_level = {"span": "run", "depth": -1, "offset_ms": 0.0}
     for key, agg in (snap.get("folded") or {}).items():
         out.append(_repeat_row(run_level, key, [], agg))
+    run_ms = snap["run"].get("duration_ms")
+    for row in out:
+        if row.get("aggregate"):  # a phase's share is the snapshot's; a summed row's alike
+            row["share_pct"] = views.share_pct(row["duration_ms"], run_ms)
+    return out
+
+
+def run_counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Runs by status (the page's run cards; the server's ``counts`` in live mode)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        st = str(r.get("status"))
+        out[st] = out.get(st, 0) + 1
+    return out
+
+
+def static_history(st: State, run_id: str, keys: list[str]) -> dict[str, Any]:
+    """What ``report --format html`` embeds for the page's history of each key in ``keys``
+    (``history``, ``trends``, and with the run's tags ``history_same_tags``,
+    ``trends_same_tags``): the runs before ``run_id``, computed here, never in the page."""
+    out: dict[str, Any] = {
+        "history": {k: history.phase_history(st, k, before=run_id) for k in keys},
+        "trends": {k: history.phase_trends(st, k, before=run_id) for k in keys},
+    }
+    tags = st.runs[run_id].info.get("tags")
+    if isinstance(tags, dict) and tags:
+        same = {str(k): str(v) for k, v in tags.items()}
+        out["history_same_tags"] = {
+            k: history.phase_history(st, k, before=run_id, tags=same) for k in keys
+        }
+        out["trends_same_tags"] = {
+            k: history.phase_trends(st, k, before=run_id, tags=same) for k in keys
+        }
     return out
 
 
@@ -158,11 +192,8 @@ def _repeat_row(
 ) -> dict[str, Any]:
     """One row standing for many repeats of ``key`` under ``parent`` (a loop): the records
     beyond the first few plus what the reducer folded into aggregates."""
-    n = len(recs) + (folded or {}).get("count", 0)
-    dur = sum(r.get("duration_ms") or 0.0 for r in recs) + (folded or {}).get("total_ms", 0.0)
-    cpu = sum(r.get("cpu_ms") or 0.0 for r in recs) + (folded or {}).get("cpu_ms", 0.0)
-    failed = sum(1 for r in recs if r["status"] == "failed") + (folded or {}).get("failed", 0)
-    items = sum(r.get("items") or 0 for r in recs) + (folded or {}).get("items", 0)
+    agg = views.repeat_aggregate(recs, folded)  # counted where the page's rows are
+    n, dur, cpu, failed, items = agg.count, agg.total_ms, agg.cpu_ms, agg.failed, agg.items
     starts = [r["offset_ms"] for r in recs if r.get("offset_ms") is not None]
     ends = [
         r["offset_ms"] + (r.get("duration_ms") or 0.0)
@@ -184,9 +215,9 @@ def _repeat_row(
         "duration_ms": round(dur, 3),
         "extent_ms": round(last - first, 3) if last is not None and first is not None else None,
         "cpu_ms": round(cpu, 3),
-        "cpu_pct": round(cpu / dur * 100, 1) if dur else None,
+        "cpu_pct": cpu_avg_pct(cpu, dur),
         "items": items,
-        "items_per_s": round(items / (dur / 1000), 2) if items and dur else None,
+        "items_per_s": items_per_s(items, dur),
         "warnings": sum(r.get("warnings") or 0 for r in recs),
         "errors": sum(r.get("errors") or 0 for r in recs),
         "artifacts": [],
@@ -234,8 +265,7 @@ def build(
             baseline = [s for s in history.as_summaries(baseline) if history.matches(s, tags)]
     snap = views.snapshot(state, run_id, now=now, alive=alive, quality=quality)
     if replay_alerts is not None:
-        known = {a.get("alert") for a in snap["alerts"]}
-        snap["alerts"] = snap["alerts"] + [a for a in replay_alerts if a["alert"] not in known]
+        with_alerts(snap, merge_alerts(snap["alerts"], replay_alerts))
     run = snap["run"]
     rows = _ordered(snap, depth)
     top = [p for p in rows if p.get("depth", 0) == 0]
@@ -256,7 +286,7 @@ def build(
         "flow": snap["flow"],
         "phases": rows,
         "critical_path": _critical_rows(snap),
-        "slowest": _slowest_rows(top, run.get("duration_ms") or 0.0),
+        "slowest": _slowest_rows(top),
         "errors": _errors_section(snap),
         "warnings": {
             "count": snap["logs"]["warnings"],
@@ -301,7 +331,7 @@ def _critical_rows(snap: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _slowest_rows(top: Sequence[Mapping[str, Any]], dur: float) -> list[dict[str, Any]]:
+def _slowest_rows(top: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The five slowest top-level phases, each with its share of the run."""
     slowest = sorted(
         (p for p in top if p.get("duration_ms") is not None),
@@ -313,10 +343,7 @@ def _slowest_rows(top: Sequence[Mapping[str, Any]], dur: float) -> list[dict[str
             "phase": p["phase"],
             "name": p["name"],
             "duration_ms": p["duration_ms"],
-            # A late phase ran after the run: no share of it.
-            "share_pct": round(p["duration_ms"] / dur * 100, 1)
-            if dur and not p.get("late")
-            else None,
+            "share_pct": p.get("share_pct"),  # views: none for a late phase
         }
         for p in slowest
     ]
@@ -598,14 +625,8 @@ def _phase_tables_text(model: Mapping[str, Any], st: _Style, unicode: bool) -> l
     for p in rows:
         ind = "  " * p.get("depth", 0)
         extent = p.get("extent_ms", p.get("duration_ms"))
-        share = (
-            f"{p['duration_ms'] / run_ms * 100:.0f}%"
-            if run_ms
-            and p.get("duration_ms") is not None
-            and p.get("depth", 0) == 0
-            and not p.get("late")
-            else ""
-        )
+        pct = p.get("share_pct") if p.get("depth", 0) == 0 else None
+        share = f"{pct:.0f}%" if pct is not None else ""
         out.append(
             f"{clean(ind + p['phase'], 12):<12} {clean(_label(p), 20):<20} "
             f"{st.status(p['status'], 6)} {fmt_ms(p.get('offset_ms')):>8} "
@@ -991,14 +1012,8 @@ def phase_table(snap: dict[str, Any], depth: int = 0) -> str:
     ]
     for p in rows:
         indent = "  " * p.get("depth", 0)
-        share = (
-            f"{p['duration_ms'] / dur * 100:.0f}%"
-            if dur
-            and p.get("duration_ms") is not None
-            and p.get("depth", 0) == 0
-            and not p.get("late")
-            else ""
-        )
+        pct = p.get("share_pct") if p.get("depth", 0) == 0 else None
+        share = f"{pct:.0f}%" if pct is not None else ""
         lines.append(
             f"{clean(indent + p['phase'], 12):<12} {clean(_label(p), 24):<24} "
             f"{STATUS_MARK.get(p['status'], p['status']):<7} {_dur(p):>9} "
@@ -1480,13 +1495,17 @@ def _render_html(
     )
     if own:  # the page's ack command names the log (exactly, when it is known)
         model["snapshot"]["quality"].setdefault("files", [os.path.abspath(f) for f in own])
+    rows = [
+        _run_row(st, r, now) for r in sorted(st.runs, key=lambda x: _start(st, x), reverse=True)
+    ]
     data = {
         "snapshot": model["snapshot"],
-        "runs": [
-            _run_row(st, r, now) for r in sorted(st.runs, key=lambda x: _start(st, x), reverse=True)
-        ],
-        "history": {k: history.phase_history(st, k) for k in model["history"]},
-        "trends": {k: history.phase_trends(st, k) for k in model["history"]},
+        "runs": rows,
+        "run_counts": run_counts(rows),
+        # The runs before this one, as the live page asks for (?before=) and as the text
+        # report's history reads; with the run's tags, also those runs carrying them (the
+        # page's "same tags only" switch shows these, computing nothing).
+        **static_history(st, run_id, list(model["history"])),
         "generated": now,
         "insights": {"history": model["charts"], "suggestions": model["suggestions"]},
         "compare": model["compare"],

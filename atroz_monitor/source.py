@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import catalog, loader, reader, views
+from .alerts import merge_alerts, open_summary, with_alerts
 from .events import dumps
 from .reader import LOG_SUFFIXES, Follower, ReadStats
 from .state import RunState, State, apply
@@ -505,13 +506,7 @@ class Source:
         server's ``--alerts`` rules raised over it."""
         with self._lock:
             extra = self._rule_alerts.get(run_id)
-        alerts = list(summary.get("alerts") or ())
-        if not extra:
-            return alerts
-        merged = {str(a.get("alert") or a.get("id")): a for a in alerts}
-        for a in extra:
-            merged[str(a.get("alert") or a.get("id"))] = a
-        return sorted(merged.values(), key=lambda a: a.get("raised_ts") or a.get("ts") or 0)
+        return merge_alerts(summary.get("alerts") or (), extra)
 
     def cached(self, key: Any, fn: Callable[[], Any], max_age: float = CACHE_S) -> Any:
         """``fn()`` (an answer over every run), computed once per change of version, and
@@ -994,8 +989,7 @@ class Source:
             if fig is not None and fig.get("status") in _DONE:
                 done += 1
         rid = s["run"]
-        alerts = list(s.get("alerts") or ())
-        alerts += self._rule_alerts.get(rid) or []
+        alerts = merge_alerts(s.get("alerts") or (), self._rule_alerts.get(rid))
         return {
             "id": rid,
             "name": s.get("name") or rid,
@@ -1010,7 +1004,7 @@ class Source:
                 "pct": round(done / len(plan) * 100.0, 1) if plan else None,
             },
             "host": s.get("host"),
-            "alerts_open": sum(1 for a in alerts if a.get("state") in ("raised", "acknowledged")),
+            "alerts_open": open_summary(alerts)["open"],
             "available": rid not in self._parked_gone,
         }
 
@@ -1099,12 +1093,7 @@ class Source:
             st, run_id, now=time.time(), alive=None, quality=q, history=self._history_for(r)
         )
         if rule_alerts:
-            merged = dict(r.alerts)
-            for a in rule_alerts:
-                merged[str(a.get("alert") or a.get("id"))] = a
-            snap["alerts"] = sorted(
-                merged.values(), key=lambda a: a.get("raised_ts") or a.get("ts") or 0
-            )
+            with_alerts(snap, merge_alerts(r.alerts.values(), rule_alerts))
         return View(
             version=self.version,
             built=time.monotonic(),
@@ -1363,11 +1352,7 @@ class Source:
                 "pct": round(done / len(plan_ids) * 100.0, 1) if plan_ids else None,
             },
             "host": r.info.get("host"),
-            "alerts_open": sum(
-                1
-                for a in self.alerts_of(r)
-                if a.get("state") in ("raised", "acknowledged") and not a.get("cleared")
-            ),
+            "alerts_open": open_summary(self.alerts_of(r))["open"],
             "available": self._is_available(r.id),
         }
 
@@ -1376,11 +1361,7 @@ class Source:
         extra = self._rule_alerts.get(r.id)
         if not extra:
             return list(r.alerts.values())
-        merged = dict(r.alerts)
-        for a in extra:
-            aid = a.get("alert") or a.get("id")
-            merged[str(aid)] = a
-        return list(merged.values())
+        return merge_alerts(r.alerts.values(), extra)
 
     def _evaluate_alerts(self, touched: dict[str, RunChange]) -> None:
         """Alert rules given with ``--alerts`` (the hook is ``alerts.evaluate_replay``),
@@ -1420,9 +1401,7 @@ class Source:
             history=self._history_for(r),
         )
         if self._rule_alerts.get(run_id):
-            snap["alerts"] = sorted(
-                self.alerts_of(r), key=lambda a: a.get("raised_ts") or a.get("ts") or 0
-            )
+            with_alerts(snap, self.alerts_of(r))
         v = View(
             version=self.version,
             built=now_m,

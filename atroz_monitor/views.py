@@ -16,8 +16,9 @@ from typing import Any
 
 from . import errgroups
 from . import history as _history
+from .alerts import with_alerts
 from .events import DONE_STATUSES, cpu_avg_pct, items_per_s, phase_errors
-from .state import PhaseRec, RunState, State, error_count
+from .state import KeyAgg, PhaseRec, RunState, State, error_count
 
 SNAPSHOT_VERSION = 1
 STALE_FLOOR_S = 10.0
@@ -47,6 +48,14 @@ def run_status(r: RunState, now: float, alive: bool | None) -> str:
 
 def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
+
+
+def share_pct(ms: float | None, run_ms: float | None) -> float | None:
+    """A duration's share of the run's, in percent (1 decimal): the one formula the page,
+    the report and the snapshot use."""
+    if ms is None or not run_ms or run_ms <= 0:
+        return None
+    return round(ms / run_ms * 100.0, 1)
 
 
 def phase_view(
@@ -205,115 +214,30 @@ def snapshot(
     r = state.runs[run_id]
     status = run_status(r, now, alive)
     start = r.start if r.start is not None else r.first_ts
-    end = r.end
-    duration = None
-    if start is not None:
-        stop = end if end is not None else (now if status == "running" else r.last_ts)
-        if stop is not None:
-            duration = max(0.0, (stop - start) * 1000.0)
-    info = r.info
-    plan_field = info.get("plan")
-    raw_plan: list[Any] = plan_field if isinstance(plan_field, list) else []
-    # The log is input: keep only well-formed plan entries (a damaged line may say anything).
-    plan = [
-        p if isinstance(p.get("name"), str) else {**p, "name": p["id"]}
-        for p in raw_plan
-        if isinstance(p, dict) and isinstance(p.get("id"), str)
-    ]
+    plan = _plan(r.info)
     names = {p["id"]: p["name"] for p in plan}
     phases = []
-    ordered = _ordered_phases(r)
-    for rec, depth in ordered:
+    for rec, depth in _ordered_phases(r):
         v = phase_view(rec, start, now, status, names)
         v["depth"] = depth
         phases.append(v)
     samples = r.samples.snapshot()
     _span_children(phases, samples)
-    plan_ids = [p.get("id") for p in plan if isinstance(p, dict)]
-    # A planned phase's state is that of its latest top-level record (a retry or repeat).
-    by_key: dict[str, dict[str, Any]] = {}
-    for v in phases:
-        if v["depth"] == 0 or v["phase"] in plan_ids:
-            cur = by_key.get(v["phase"])
-            if cur is None or ((v["start"] or 0.0), v["span"]) > (
-                (cur["start"] or 0.0),
-                cur["span"],
-            ):
-                by_key[v["phase"]] = v
-    attempts: dict[str, list[str]] = {}
-    for v in phases:
-        if v["depth"] == 0 or v["phase"] in plan_ids:
-            attempts.setdefault(v["phase"], []).append(v["status"])
-    flow = []
-    for p in plan:
-        latest = by_key.get(p["id"])
-        tries = attempts.get(p["id"], [])
-        entry = {
-            "id": p["id"],
-            "name": p.get("name"),
-            "status": latest["status"] if latest else "pending",
-            "span": latest["span"] if latest else None,
-            "duration_ms": latest["duration_ms"] if latest else None,
-            "attempts": len(tries),
-            "failed_attempts": sum(1 for t in tries if t == "failed"),
-        }
-        if isinstance(p.get("after"), list):
-            entry["after"] = [a for a in p["after"] if isinstance(a, str)]
-        flow.append(entry)
-    done = sum(1 for f in flow if f["status"] in DONE)
-    q: dict[str, Any] = {
-        "events": r.events,
-        "seq_gaps": r.seq_gaps,
-        "phases_folded": r.folded_count,
-        "calls_aggregated": r.aggregated,
-        "samples_dropped": r.samples.dropped,
-        "logs_dropped": r.logs.dropped,
-        "artifacts_dropped": r.artifacts.dropped,
-        "bad_values": r.bad_values,
-    }
-    if quality:
-        q.update(quality)
-    counters = r.end_info.get("counters")
-    mon: dict[str, Any] = dict(counters) if isinstance(counters, dict) else {}
-    if monitor:
-        mon.update(monitor)
-    owner_pid = next((p["pid"] for p in r.processes.values() if p.get("owner")), None)
+    attempts = attempts_view(phases)
+    flow = flow_view(plan, phases, attempts)
+    run = _run_view(r, status, start, now, plan)
+    for v in phases:  # a late phase ran after the run: no share of it
+        v["share_pct"] = None if v["late"] else share_pct(v["duration_ms"], run["duration_ms"])
     snap = {
         "schema": SNAPSHOT_VERSION,
-        "run": {
-            "id": r.id,
-            "name": info.get("name", r.id),
-            "status": status,
-            "start": start,
-            "end": end,
-            "duration_ms": _r(duration),
-            "last_event": r.last_ts,
-            "host": info.get("host"),
-            "argv": info.get("argv"),
-            "cwd": info.get("cwd"),
-            "python": info.get("python"),
-            "pid": r.processes and owner_pid,
-            "ncpu": info.get("ncpu"),
-            "sample_interval": info.get("sample_interval"),
-            "v": info.get("v"),
-            "meta": info.get("meta") or {},
-            "plan": plan,
-            "tags": info.get("tags") if isinstance(info.get("tags"), dict) else {},
-            "limits": info.get("limits") if isinstance(info.get("limits"), dict) else None,
-            "resumed": list(r.resumes),
-            "error": r.end_info.get("error"),
-            "started": r.started,
-        },
-        "progress": {
-            "planned": len(flow),
-            "done": done,
-            "pct": _r(done / len(flow) * 100.0, 1) if flow else None,
-            "running": [v["span"] for v in phases if v["status"] == "running"],
-        },
+        "run": run,
+        "progress": progress_view(flow, phases),
         "flow": flow,
         "phases": phases,
         "keys": {k: a.to_dict() for k, a in r.keys.items()},
         "folded": {k: a.to_dict() for k, a in r.folded.items()},
+        "aggregates": aggregates_view(phases, r.folded, run["duration_ms"]),
+        "attempts": attempts,
         "processes": sorted(
             (dict(p) for p in r.processes.values()), key=lambda p: p.get("start") or 0
         ),
@@ -334,13 +258,259 @@ def snapshot(
         "artifacts": {"items": r.artifacts.snapshot(), "total": r.artifacts.total},
         "metrics": {k: dict(v) for k, v in r.metrics.items()},
         "counters": dict(r.counters),
-        "alerts": sorted(r.alerts.values(), key=lambda a: a.get("raised_ts") or 0),
-        "quality": q,
-        "monitor": mon,
+        "quality": _quality_view(r, quality),
+        "monitor": _monitor_view(r, monitor),
     }
+    with_alerts(snap, sorted(r.alerts.values(), key=lambda a: a.get("raised_ts") or 0))
     _history.evaluate(state if history is None else history, run_id, snap, now)
     snap["error_groups"] = errgroups.error_groups(state, run_id)
     return snap
+
+
+def _plan(info: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's plan, well-formed entries only (the log is input: a damaged line may say
+    anything); an entry without a name is named by its id."""
+    field = info.get("plan")
+    raw: list[Any] = field if isinstance(field, list) else []
+    return [
+        p if isinstance(p.get("name"), str) else {**p, "name": p["id"]}
+        for p in raw
+        if isinstance(p, dict) and isinstance(p.get("id"), str)
+    ]
+
+
+def _run_view(
+    r: RunState, status: str, start: float | None, now: float, plan: list[dict[str, Any]]
+) -> dict[str, Any]:
+    end = r.end
+    duration = None
+    if start is not None:
+        stop = end if end is not None else (now if status == "running" else r.last_ts)
+        if stop is not None:
+            duration = max(0.0, (stop - start) * 1000.0)
+    info = r.info
+    owner_pid = next((p["pid"] for p in r.processes.values() if p.get("owner")), None)
+    return {
+        "id": r.id,
+        "name": info.get("name", r.id),
+        "status": status,
+        "start": start,
+        "end": end,
+        "duration_ms": _r(duration),
+        "last_event": r.last_ts,
+        "host": info.get("host"),
+        "argv": info.get("argv"),
+        "cwd": info.get("cwd"),
+        "python": info.get("python"),
+        "pid": r.processes and owner_pid,
+        "ncpu": info.get("ncpu"),
+        "sample_interval": info.get("sample_interval"),
+        "v": info.get("v"),
+        "meta": info.get("meta") or {},
+        "plan": plan,
+        "tags": info.get("tags") if isinstance(info.get("tags"), dict) else {},
+        "limits": info.get("limits") if isinstance(info.get("limits"), dict) else None,
+        "resumed": list(r.resumes),
+        "error": r.end_info.get("error"),
+        "started": r.started,
+    }
+
+
+def flow_view(
+    plan: list[dict[str, Any]],
+    phases: list[dict[str, Any]],
+    attempts: Sequence[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """One entry per planned phase: the state of its latest top-level record (a retry or
+    repeat), and how many records (attempts) it has and how many of them failed.
+    ``tries`` is the flow's retry badge: the latest record's attempt number and group
+    (``attempts``) when it was retried, else the count of its records when more than one."""
+    group = {span: g for g in attempts for span in g["spans"]}
+    plan_ids = {p["id"] for p in plan}
+    latest: dict[str, dict[str, Any]] = {}
+    tries: dict[str, list[str]] = {}
+    for v in phases:
+        if v["depth"] == 0 or v["phase"] in plan_ids:
+            key = v["phase"]
+            cur = latest.get(key)
+            if cur is None or ((v["start"] or 0.0), v["span"]) > (
+                (cur["start"] or 0.0),
+                cur["span"],
+            ):
+                latest[key] = v
+            tries.setdefault(key, []).append(v["status"])
+    flow = []
+    for p in plan:
+        last = latest.get(p["id"])
+        statuses = tries.get(p["id"], [])
+        entry = {
+            "id": p["id"],
+            "name": p.get("name"),
+            "status": last["status"] if last else "pending",
+            "span": last["span"] if last else None,
+            "duration_ms": last["duration_ms"] if last else None,
+            "attempts": len(statuses),
+            "failed_attempts": sum(1 for t in statuses if t == "failed"),
+        }
+        entry["tries"] = _tries(last, group, entry["attempts"], entry["failed_attempts"])
+        if isinstance(p.get("after"), list):
+            entry["after"] = [a for a in p["after"] if isinstance(a, str)]
+        flow.append(entry)
+    return flow
+
+
+def _tries(
+    last: Mapping[str, Any] | None, group: Mapping[str, Mapping[str, Any]], n: int, failed: int
+) -> dict[str, int] | None:
+    g = group.get(last["span"]) if last is not None else None
+    if last is not None and g is not None and g["of"] > 1:
+        return {"n": last["attempt"], "of": g["of"], "failed": g["failed"]}
+    return {"n": n, "of": n, "failed": failed} if n > 1 else None
+
+
+def progress_view(flow: list[dict[str, Any]], phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Planned phases done, the running spans, the finished top-level phases' mean
+    duration and slowest one (the page's "average phase" card), and ``bar``: the page's
+    progress bar over the flow (the top-level phases when no plan was recorded)."""
+    done = sum(1 for f in flow if f["status"] in DONE)
+    steps = flow or [{"id": v["phase"], "status": v["status"]} for v in phases if v["depth"] == 0]
+    steps_done = sum(1 for f in steps if f["status"] in DONE)
+    tops = [
+        v
+        for v in phases
+        if v["depth"] == 0 and v["duration_ms"] is not None and v["status"] != "running"
+    ]
+    slow = None
+    for v in tops:
+        if slow is None or v["duration_ms"] > slow["duration_ms"]:
+            slow = v
+    return {
+        "planned": len(flow),
+        "done": done,
+        "pct": _r(done / len(flow) * 100.0, 1) if flow else None,
+        "running": [v["span"] for v in phases if v["status"] == "running"],
+        "finished_top": len(tops),
+        "mean_top_ms": _r(sum(v["duration_ms"] for v in tops) / len(tops)) if tops else None,
+        "slowest_top": (
+            {"span": slow["span"], "phase": slow["phase"], "duration_ms": slow["duration_ms"]}
+            if slow
+            else None
+        ),
+        "bar": {
+            "done": steps_done,
+            "total": len(steps),
+            "pct": _r(steps_done / len(steps) * 100.0, 1) if steps else 0.0,
+            "failed": any(f["status"] == "failed" for f in steps),
+            "running": [f["id"] for f in steps if f["status"] == "running"],
+        },
+    }
+
+
+def _quality_view(r: RunState, quality: Mapping[str, Any] | None) -> dict[str, Any]:
+    q: dict[str, Any] = {
+        "events": r.events,
+        "seq_gaps": r.seq_gaps,
+        "phases_folded": r.folded_count,
+        "calls_aggregated": r.aggregated,
+        "samples_dropped": r.samples.dropped,
+        "logs_dropped": r.logs.dropped,
+        "artifacts_dropped": r.artifacts.dropped,
+        "bad_values": r.bad_values,
+    }
+    if quality:
+        q.update(quality)
+    return q
+
+
+def _monitor_view(r: RunState, monitor: Mapping[str, Any] | None) -> dict[str, Any]:
+    counters = r.end_info.get("counters")
+    mon: dict[str, Any] = dict(counters) if isinstance(counters, dict) else {}
+    if monitor:
+        mon.update(monitor)
+    return mon
+
+
+_AGG_STATUSES = ("completed", "failed", "cancelled", "skipped", "cached")
+
+
+def repeat_aggregate(
+    records: Sequence[Mapping[str, Any]], folded: Mapping[str, Any] | None
+) -> KeyAgg:
+    """The calls of one key under one parent: what the writer summed (``folded``, an
+    ``aggregate``'s or ``KeyAgg.to_dict``'s fields) plus ``records`` (phase views) recorded
+    one by one, counted by ``state.KeyAgg`` (the one place repeats are counted). A record
+    without a duration counts by status only."""
+    agg = KeyAgg(light=True)
+    if folded:
+        agg.add_many(dict(folded))
+    for v in records:
+        status = v.get("status")
+        dur = v.get("duration_ms")
+        if isinstance(dur, (int, float)) and status not in ("skipped", "cached"):
+            agg.add(str(status), float(dur), v.get("cpu_ms") or 0.0, v.get("items") or 0)
+        else:
+            agg.add_many({"count": 1, str(status): 1} if status in _AGG_STATUSES else {"count": 1})
+    return agg
+
+
+def aggregates_view(
+    phases: list[dict[str, Any]], top_folded: Mapping[str, KeyAgg], run_ms: float | None = None
+) -> dict[str, dict[str, Any]]:
+    """Hot loops recorded as aggregates, per parent span ("" for the top level): one row per
+    key, the writer's sums plus the calls of that key recorded one by one before aggregation
+    began (so ``count`` is every call made), and ``calls``, the sum over the parent's rows."""
+    kids: dict[str, list[dict[str, Any]]] = {}
+    for v in phases:
+        if v["depth"] > 0 and v["parent"] and not v["late"]:
+            kids.setdefault(v["parent"], []).append(v)
+    out: dict[str, dict[str, Any]] = {}
+
+    def put(parent: str, key: str, folded: Mapping[str, Any], recs: list[dict[str, Any]]) -> None:
+        agg = repeat_aggregate(recs, folded)
+        named = next((x["name"] for x in recs if x["name"]), None)
+        row = {
+            "span": f"agg:{parent}:{key}",
+            "parent": parent or None,
+            "phase": key,
+            "name": named or key,
+            "aggregated": agg.count - len(recs),
+            "individual": len(recs),
+            **agg.to_dict(),
+        }
+        del row["last_ms"], row["peak_rss_bytes"]
+        row["share_pct"] = share_pct(row["total_ms"], run_ms)
+        group = out.setdefault(parent, {"calls": 0, "rows": []})
+        group["calls"] += agg.count
+        group["rows"].append(row)
+
+    for v in phases:
+        for key, folded in (v["folded"] or {}).items():
+            put(v["span"], key, folded, [c for c in kids.get(v["span"], ()) if c["phase"] == key])
+    for key, a in top_folded.items():
+        recs = [v for v in phases if v["depth"] == 0 and v["phase"] == key]
+        put("", key, a.to_dict(), recs)
+    return out
+
+
+def attempts_view(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Retried phases: the records of one key under one parent (top level: any parent) that
+    carry an attempt number, in start order; ``of`` is the attempts known (recorded, or the
+    highest number seen), ``failed`` how many of them failed."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for v in phases:
+        if isinstance(v["attempt"], int):
+            k = ("" if v["depth"] == 0 else v["parent"] or "", v["phase"])
+            groups.setdefault(k, []).append(v)
+    return [
+        {
+            "phase": key,
+            "parent": parent or None,
+            "of": max(len(recs), *(v["attempt"] for v in recs)),
+            "failed": sum(1 for v in recs if v["status"] == "failed"),
+            "spans": [v["span"] for v in recs],
+        }
+        for (parent, key), recs in groups.items()
+    ]
 
 
 def errors_view(r: RunState, phases: list[dict[str, Any]]) -> dict[str, Any]:

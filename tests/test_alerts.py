@@ -503,3 +503,54 @@ def test_evaluator_opens_one_episode_when_threads_end_a_key_at_once(monkeypatch)
     assert sum(raised.values()) == 20 and len(raised) == 20
     assert resolved == raised
     assert ev.active() == []
+
+
+# -- one merge of recorded and replayed alerts --------------------------------------------
+
+
+def test_merge_alerts_keeps_the_recorded_state_and_adds_replay_only_alerts():
+    """merge_alerts: an alert in both keeps the log's (acknowledged) state; one only the
+    replay raised joins; oldest raise first."""
+    from atroz_monitor.alerts import merge_alerts
+
+    recorded = [{"alert": "a", "state": "acknowledged", "raised_ts": 2.0}]
+    replayed = [
+        {"alert": "a", "state": "raised", "raised_ts": 2.0},
+        {"alert": "b", "state": "raised", "raised_ts": 1.0},
+    ]
+    got = merge_alerts(recorded, replayed)
+    assert [(a["alert"], a["state"]) for a in got] == [("b", "raised"), ("a", "acknowledged")]
+    assert merge_alerts(recorded, None) == recorded
+
+
+def test_serve_and_report_show_one_state_for_an_acknowledged_alert(tmp_path):
+    """A live-raised, acknowledged alert that --alerts rules raise again on replay is
+    'acknowledged' in both serve's snapshot and report's model."""
+    from atroz_monitor import ack, report, server
+    from atroz_monitor.source import FileSource
+
+    rules_file = tmp_path / "rules.json"
+    rules_file.write_text(json.dumps([{"type": "phase_failed"}]))
+    d = tmp_path / "runs"
+    d.mkdir()
+    with Monitor(d / "r.jsonl", sample_interval=None, alert_rules=[rule("phase_failed")],
+                 run_id="r") as m:  # fmt: skip
+        try:
+            with m.phase("B"):
+                raise KeyError("b")
+        except KeyError:
+            pass
+    st, _ = load_state([d / "r.jsonl"])
+    (aid,) = st.runs["r"].alerts
+    ack.acknowledge(str(d / "r.jsonl"), aid)
+    st, _ = load_state([d / "r.jsonl"])
+    replay = evaluate_replay(st, "r", load_rules(rules_file))
+    assert [a["alert"] for a in replay] == [aid]  # the replay raises the same alert
+    model = report.build(st, "r", now=time.time(), replay_alerts=replay)
+    src = FileSource([d], alerts=server._alert_hook(str(rules_file)))
+    try:
+        served = src.snapshot("r")["alerts"]
+    finally:
+        src.close()
+    assert [(a["alert"], a["state"]) for a in model["alerts"]] == [(aid, "acknowledged")]
+    assert [(a["alert"], a["state"]) for a in served] == [(aid, "acknowledged")]

@@ -13,7 +13,8 @@ from atroz_monitor import charts
 
 
 def test_heatmap_levels_are_log2_of_value_over_the_phase_median() -> None:
-    """Three runs of 100, 200, 400 ms: median 200, levels -1, 0, +1; absent runs are None."""
+    """Three runs of 100, 200, 400 ms: median 200, levels -1, 0, +1, ratios 0.5, 1, 2 (the
+    heatmap tooltip's, computed here, not in insights.js); absent runs are None."""
     rows = [
         {"run": "a", "start": 1.0, "status": "completed", "plan": ["P00", "P01"],
          "phases": {"P00": {"status": "completed", "duration_ms": 100.0, "peak_rss_bytes": 10},
@@ -31,12 +32,14 @@ def test_heatmap_levels_are_log2_of_value_over_the_phase_median() -> None:
     assert p00["values"] == [100.0, 200.0, 400.0]
     assert p00["median"] == 200.0
     assert p00["level"] == [-1.0, 0.0, 1.0]
+    assert p00["ratio"] == [0.5, 1.0, 2.0]
     assert p00["trend"]["direction"] == "slower"
     p01 = view["phases"][1]
     assert p01["status"] == ["completed", None, "failed"]
     # A failed run's figure is no reference: only the completed 50 ms counts.
     assert p01["metrics"]["duration_ms"]["values"] == [50.0, None, None]
     assert p01["metrics"]["duration_ms"]["level"] == [0.0, None, None]
+    assert p01["metrics"]["duration_ms"]["ratio"] == [1.0, None, None]
     assert view["phases"][0]["metrics"]["peak_rss_bytes"]["level"] == [-1.0, 0.0, 1.0]
 
 
@@ -76,7 +79,7 @@ def test_history_view_shape_holds_for_any_rows(phases: list[dict[str, Any]], lim
     for p in view["phases"]:
         assert len(p["status"]) == len(view["runs"])
         for m in p["metrics"].values():
-            assert len(m["values"]) == len(m["level"]) == len(view["runs"])
+            assert len(m["values"]) == len(m["level"]) == len(m["ratio"]) == len(view["runs"])
             assert all(lv is None or -1.0 <= lv <= 1.0 for lv in m["level"])
 
 

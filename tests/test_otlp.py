@@ -542,3 +542,20 @@ def test_span_builder_never_raises_and_gives_strict_json(
     for _key, span in b.take() + b.take_all():
         json.dumps(span, allow_nan=False)
         assert HEX16.match(span["spanId"]) and HEX32.match(span["traceId"])
+
+
+def test_phase_to_span_mapping_is_written_once() -> None:
+    """The atroz.* span attribute names of a phase appear in otlp.py only (one mapping for
+    the live push and exporters.otlp_json), and there once each."""
+    import re
+    from pathlib import Path
+
+    pkg = Path(otlp.__file__).parent
+    names = ("atroz.phase.key", "atroz.duration_ms", "atroz.cpu_pct", "atroz.items_per_s",
+             "atroz.alert.rule", "atroz.log.level", "exception.stacktrace")  # fmt: skip
+    for name in names:
+        where = {
+            f.name: len(re.findall(re.escape(f'"{name}"'), f.read_text(encoding="utf-8")))
+            for f in pkg.rglob("*.py")
+        }
+        assert {f: n for f, n in where.items() if n} == {"otlp.py": 1}, name

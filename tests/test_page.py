@@ -29,7 +29,8 @@ from browser import (
     wait_until,
 )
 
-from atroz_monitor import Monitor, cli, history, page, views
+from atroz_monitor import Monitor, cli, page, report, views
+from atroz_monitor.alerts import with_alerts
 from atroz_monitor.loader import load_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,11 +133,12 @@ def static_data(paths: list[Path], run_id: str) -> dict[str, Any]:
     now = time.time()
     snap = views.snapshot(st, run_id, now=now, quality=stats.to_dict())
     keys = sorted({p["phase"] for p in snap["phases"]})
+    rows = [run_row(views.snapshot(st, rid, now=now)) for rid in st.runs]
     return {
         "snapshot": snap,
-        "runs": [run_row(views.snapshot(st, rid, now=now)) for rid in st.runs],
-        "history": {k: history.phase_history(st, k, before=run_id) for k in keys},
-        "trends": {k: history.phase_trends(st, k, before=run_id) for k in keys},
+        "runs": rows,
+        "run_counts": report.run_counts(rows),
+        **report.static_history(st, run_id, keys),
         "generated": now,
     }
 
@@ -227,7 +229,8 @@ def static_pages(
         "fail": static_data([demo_runs["dir"]], demo_runs["fail"]),
         "evil": static_data([evil_dir], evil_id),
     }
-    docs["evil"]["snapshot"]["alerts"] = [
+    # Through alerts.with_alerts, as every surface sets them (the open counts with them).
+    with_alerts(docs["evil"]["snapshot"], [
         {
             "alert": "a1",
             "rule": EVIL_PHASE,
@@ -251,7 +254,7 @@ def static_pages(
             "phase": "P01",
             "raised_ts": time.time(),
         },
-    ]
+    ])  # fmt: skip
     pages = {}
     for name, data in docs.items():
         path = out / f"{name}.html"
@@ -1077,6 +1080,50 @@ def test_skipped_and_cached_phases_show_their_reasons(driver: Any, shapes: dict[
     assert text_of(driver, ".reason-line") == "◆ cached: prices unchanged since 2026-01-01"
 
 
+def test_page_shows_the_snapshots_figures_verbatim(
+    driver: Any, shapes: dict[str, Any], tmp_path: Path
+) -> None:
+    """The page renders the figures the snapshot and the report carry, computing none: a
+    doctored aggregate count (12,345), average phase (4,321 ms), slowest phase, retry badge
+    (5/7, 4 failed) and P02 history median/p95 (777/888 ms) show as given, though none
+    agrees with the rows beside them."""
+    import copy
+
+    data = copy.deepcopy(shapes["data"])
+    snap = data["snapshot"]
+    p00 = next(p for p in snap["phases"] if p["phase"] == "P00")
+    (row,) = snap["aggregates"][p00["span"]]["rows"]
+    row["count"] = 12345
+    snap["aggregates"][p00["span"]]["calls"] = 12345
+    snap["progress"]["mean_top_ms"] = 4321.0
+    snap["progress"]["slowest_top"] = {"span": p00["span"], "phase": "P05", "duration_ms": 999.0}
+    p03 = next(f for f in snap["flow"] if f["id"] == "P03")
+    p03["tries"] = {"n": 5, "of": 7, "failed": 4}
+    stats = data["history"]["P02"]["stats"]["duration_ms"]
+    stats.update(median=777.0, p95=888.0)
+    path = tmp_path / "doctored.html"
+    path.write_text(page.render_static(data), encoding="utf-8")
+    open_page(driver, path.as_uri())
+    count = driver.execute_script(
+        "return document.querySelector('#phase-body tr.agg').dataset.count"
+    )
+    assert count == "12345"
+    pill = driver.execute_script(
+        "return document.querySelector(`#gantt g[data-span='${arguments[0]}'] .count-pill`)"
+        "?.textContent",
+        p00["span"],
+    )
+    assert pill.startswith("×12,345")
+    assert text_of(driver, "#card-avg .card-value") == "4.32 s"
+    assert text_of(driver, "#card-avg .card-sub") == "slowest P05 999 ms"
+    tries = driver.execute_script(
+        "return document.querySelector('#flow li[data-phase=P03] .tries').textContent"
+    )
+    assert tries == "↻ attempt 5/7 · 4 failed"
+    detail = open_detail(driver, "P02")
+    assert "Median777 ms" in detail and "p95888 ms" in detail
+
+
 def test_hot_loop_shows_one_aggregate_row_with_the_exact_count(
     driver: Any, shapes: dict[str, Any]
 ) -> None:
@@ -1385,3 +1432,90 @@ def test_interrupted_phase_bar_spans_its_child_and_a_late_phase_stays_on_top(
     assert order.index("9.1") > order.index("1.2")  # a root row, not P00's child
     assert "Duration≥ 3.69 s" in open_detail(driver, "P03")
     assert console_errors(driver) == []
+
+
+def _fmt_ms(ms: float) -> str:
+    """app.js fmtMs for 1 ms <= ms < 1 s (what these figures are)."""
+    assert 1 <= ms < 1000
+    return f"{math.floor(ms + 0.5)} ms"
+
+
+def test_static_report_page_and_json_report_show_the_same_figures(
+    driver: Any, shapes: dict[str, Any], tmp_path: Path
+) -> None:
+    """`report --format html` and `report --format json` of one run: the page shows the
+    JSON report's P02 median and p95, P02's share of the run and the hot loop's call count."""
+    rid = shapes["id"]
+    html, js = tmp_path / "r.html", tmp_path / "r.json"
+    for fmt, out in (("html", html), ("json", js)):
+        args = ["report", str(shapes["dir"]), "--run", rid, "--format", fmt, "-o", str(out)]
+        assert cli.main(args) == 0
+    model = json.loads(js.read_text())
+    hist = model["history"]["P02"]
+    p02 = next(p for p in model["phases"] if p["phase"] == "P02")
+    (agg,) = [p for p in model["phases"] if p.get("aggregate") and p["phase"] == "P00.item"]
+    open_page(driver, html.as_uri())
+    count = driver.execute_script(
+        "return document.querySelector('#phase-body tr.agg').dataset.count"
+    )
+    assert int(count) == agg["count"] + sum(
+        1 for p in model["phases"] if p["phase"] == "P00.item" and not p.get("aggregate")
+    )
+    detail = open_detail(driver, "P02")
+    assert f"Earlier runs{hist['runs']}" in detail
+    assert f"Median{_fmt_ms(hist['median_ms'])}" in detail
+    assert f"p95{_fmt_ms(hist['p95_ms'])}" in detail
+    assert f"Share of run{math.floor(p02['share_pct'] + 0.5)}%" in detail
+
+
+def test_live_page_follows_the_snapshots_aggregates_and_retries(
+    driver: Any, tmp_path: Path
+) -> None:
+    """A page left open while a hot loop of 300 calls and a retried phase run shows, without
+    a reload, the aggregate row's count (300, from snapshot.aggregates) and the flow's retry
+    badge (attempt 2/2, 1 failed, from flow.tries), as the server's snapshot says."""
+    from atroz_monitor import server
+    from atroz_monitor import source as source_mod
+
+    runs = tmp_path / "runs"
+    mon = Monitor(runs, plan=[("P00", "Loop"), ("P01", "Train")], sample_interval=None)
+    mon.start()
+    src = srv = None
+    try:
+        src = source_mod.FileSource([runs])
+        srv = server.start_server(src, "127.0.0.1", 0)
+        open_page(driver, srv.url)
+        driver.execute_script("window.__same_page = 9")
+        wait_for(driver, "return document.querySelector('#flow li[data-phase=P00]') !== null")
+        with mon.phase("P00", "Loop"):
+            for _ in range(300):
+                with mon.phase("P00.item", "item"):
+                    pass
+        for attempt in mon.attempts("P01", 2, "Train"):
+            with attempt as p:
+                if p.attempt == 1:
+                    raise ValueError("flaky")
+        wait_for(
+            driver,
+            "return document.querySelector('#phase-body tr.agg')?.dataset.count === '300'",
+        )
+        wait_for(
+            driver,
+            "return document.querySelector('#flow li[data-phase=P01] .tries')?.textContent"
+            " === '↻ attempt 2/2 · 1 failed'",
+        )
+        rid = mon.run_id
+        snap = src.snapshot(rid)
+        (group,) = snap["aggregates"].values()
+        assert [r["count"] for r in group["rows"]] == [300]
+        assert next(f for f in snap["flow"] if f["id"] == "P01")["tries"] == {
+            "n": 2, "of": 2, "failed": 1
+        }  # fmt: skip
+        assert driver.execute_script("return window.__same_page") == 9
+        assert console_errors(driver) == []
+    finally:
+        mon.close()
+        if srv is not None:
+            srv.close()
+        if src is not None:
+            src.close()

@@ -20,7 +20,6 @@
   const MAX_GANTT_ROWS = 400;
   // A phase in one of these is over (events.DONE_STATUSES): skipped and cached count as done.
   const FINISHED = new Set(["completed", "failed", "cancelled", "skipped", "cached"]);
-  const AGG_STATUSES = ["completed", "failed", "cancelled", "skipped", "cached"];
 
   // State glyphs: state is shown by text and icon as well as colour.
   const STATUS = {
@@ -64,8 +63,10 @@
     retryTimer: 0,
     ticker: 0,
     flowNodes: new Map(),
-    attempts: new Map(), // parent + key -> attempt records
-    aggs: new Map(), // parent span ("" top level) -> aggregate rows
+    attempts: new Map(), // span -> its retry group (snapshot.attempts)
+    aggs: new Map(), // parent span ("" top level) -> aggregate rows (snapshot.aggregates)
+    aggCalls: new Map(), // parent span -> every call aggregated under it
+    derivedSig: "", // the aggregates and attempts last indexed
     sameTags: false, // history restricted to runs with this run's tags
     expanded: new Set(), // aggregate rows whose individually recorded calls are listed
     rowNodes: new Map(),
@@ -274,95 +275,37 @@
     // A parent cycle in a corrupt log leaves phases unreached: show them at top level.
     for (const p of S.spans.values()) walk(p, 0);
     S.order = out;
-    S.attempts = attemptGroups(out);
-    S.aggs = aggregateRows(out, kids);
   }
 
   // ---------------------------------------------------------------- attempts and aggregates
-  const siblingKey = (p) => `${p.depth === 0 ? "" : p.parent || ""}\n${p.phase}`;
-
-  /** Records of one key under one parent that carry an attempt number, in start order. */
-  function attemptGroups(order) {
-    const groups = new Map();
-    for (const p of order) {
-      if (!num(p.attempt)) continue;
-      const k = siblingKey(p);
-      if (!groups.has(k)) groups.set(k, []);
-      groups.get(k).push(p);
+  /**
+   * Lookups over what the snapshot computed (views.aggregates_view and attempts_view):
+   * hot-loop aggregate rows per parent span ("" for the top level), and each retried
+   * record's group. Nothing is counted here.
+   */
+  function indexDerived() {
+    const aggs = new Map();
+    const calls = new Map();
+    for (const [parent, g] of Object.entries((S.snap && S.snap.aggregates) || {})) {
+      aggs.set(parent, ((g && g.rows) || []).map((a) => ({ ...a, agg: true })));
+      calls.set(parent, num(g && g.calls) ? g.calls : 0);
     }
-    return groups;
+    S.aggs = aggs;
+    S.aggCalls = calls;
+    const attempts = new Map();
+    for (const g of (S.snap && S.snap.attempts) || []) for (const span of (g && g.spans) || []) attempts.set(span, g);
+    S.attempts = attempts;
   }
 
   /** ``{n, of, failed, all}`` for a retried phase record (attempt n of the ``of`` recorded). */
   function attemptOf(p) {
-    const all = (num(p.attempt) && S.attempts.get(siblingKey(p))) || null;
-    if (!all) return null;
-    const of = Math.max(all.length, ...all.map((x) => x.attempt));
-    return { n: p.attempt, of, failed: all.filter((x) => x.status === "failed").length, all };
+    const g = num(p.attempt) ? S.attempts.get(p.span) : null;
+    if (!g) return null;
+    return { n: p.attempt, of: g.of, failed: g.failed, all: g.spans.map((s) => S.spans.get(s)).filter(Boolean) };
   }
 
   function attemptText(a) {
     return a ? `attempt ${a.n}/${a.of}` : "";
-  }
-
-  /**
-   * Hot loops recorded as aggregates, one row per (parent, key): the writer's sums
-   * (``folded``) plus the calls of that key recorded one by one before aggregation began,
-   * so the count is every call made. Top-level keys come from ``snapshot.folded``.
-   */
-  function aggregateRows(order, kids) {
-    const out = new Map(); // parent span ("" for the top level) -> [aggregate]
-    const put = (parent, key, folded, records) => {
-      if (!out.has(parent)) out.set(parent, []);
-      out.get(parent).push(combineAggregate(parent, key, folded, records));
-    };
-    for (const p of order) {
-      for (const [key, folded] of Object.entries(p.folded || {})) {
-        put(p.span, key, folded, (kids.get(p.span) || []).filter((c) => c.phase === key));
-      }
-    }
-    const tops = order.filter((p) => p.depth === 0);
-    for (const [key, folded] of Object.entries((S.snap && S.snap.folded) || {})) {
-      put("", key, folded, tops.filter((p) => p.phase === key));
-    }
-    return out;
-  }
-
-  function combineAggregate(parent, key, folded, records) {
-    const n = (v) => (num(v) ? v : 0);
-    const a = {
-      agg: true,
-      span: `agg:${parent}:${key}`,
-      parent: parent || null,
-      phase: key,
-      name: (records.find((r) => r.name) || {}).name || key,
-      aggregated: n(folded.count),
-      individual: records.length,
-      count: n(folded.count),
-      completed: n(folded.completed),
-      failed: n(folded.failed),
-      cancelled: n(folded.cancelled),
-      skipped: n(folded.skipped),
-      cached: n(folded.cached),
-      total_ms: n(folded.total_ms),
-      cpu_ms: n(folded.cpu_ms),
-      items: n(folded.items),
-      min_ms: num(folded.min_ms) ? folded.min_ms : null,
-      max_ms: num(folded.max_ms) ? folded.max_ms : null,
-    };
-    for (const r of records) {
-      a.count += 1;
-      if (AGG_STATUSES.includes(r.status)) a[r.status] += 1;
-      if (r.status === "skipped" || r.status === "cached" || !num(r.duration_ms)) continue;
-      a.total_ms += r.duration_ms;
-      a.min_ms = a.min_ms === null ? r.duration_ms : Math.min(a.min_ms, r.duration_ms);
-      a.max_ms = a.max_ms === null ? r.duration_ms : Math.max(a.max_ms, r.duration_ms);
-      a.cpu_ms += n(r.cpu_ms);
-      a.items += n(r.items);
-    }
-    const timed = a.count - a.skipped - a.cached;
-    a.mean_ms = timed > 0 ? a.total_ms / timed : null;
-    return a;
   }
 
   /** "item ×199,900: mean 0.009 ms, 199 failed" */
@@ -382,7 +325,7 @@
 
   /** Every call aggregated under ``span`` (the count badge on its Gantt bar). */
   function aggregatedCalls(span) {
-    return (S.aggs.get(span) || []).reduce((t, a) => t + a.count, 0);
+    return S.aggCalls.get(span) || 0;
   }
 
   function flowItems() {
@@ -391,7 +334,10 @@
     // No plan recorded: the top-level phases are the flow.
     return S.order
       .filter((p) => p.depth === 0)
-      .map((p) => ({ id: p.phase, name: p.name, status: p.status, span: p.span, duration_ms: p.duration_ms }));
+      .map((p) => {
+        const a = attemptOf(p);
+        return { id: p.phase, name: p.name, status: p.status, span: p.span, duration_ms: p.duration_ms, tries: a && a.of > 1 ? a : null };
+      });
   }
 
   function sortRuns(list) {
@@ -463,6 +409,8 @@
     S.runId = snap.run.id;
     S.spans = new Map((snap.phases || []).map((p) => [p.span, p]));
     rebuildOrder();
+    indexDerived();
+    S.derivedSig = JSON.stringify([snap.aggregates, snap.attempts]);
     S.samples = ((snap.resources && snap.resources.samples) || []).slice(-MAX_SAMPLES);
     S.logs = ((snap.logs && snap.logs.items) || []).slice(-MAX_LOGS);
     syncClock(snap.run);
@@ -504,6 +452,7 @@
       snap.alerts = u.alerts;
       parts.add("alerts");
     }
+    if (u.alerts_open !== undefined) snap.alerts_open = u.alerts_open;
     if (u.error_groups && typeof u.error_groups === "object") {
       snap.error_groups = u.error_groups;
       parts.add("groups");
@@ -518,6 +467,17 @@
     // a reload would show (Run panel, errors, alerts, cards).
     for (const k of ["quality", "monitor", "processes", "errors", "anomalies", "keys", "metrics"]) {
       if (u[k] !== undefined) snap[k] = u[k];
+    }
+    if (u.aggregates !== undefined || u.attempts !== undefined) {
+      if (u.aggregates !== undefined) snap.aggregates = u.aggregates;
+      if (u.attempts !== undefined) snap.attempts = u.attempts;
+      // Every update carries them whole: redraw only when they changed.
+      const sig = JSON.stringify([snap.aggregates, snap.attempts]);
+      if (sig !== S.derivedSig) {
+        S.derivedSig = sig;
+        indexDerived();
+        ["flow", "gantt", "table", "detail"].forEach((x) => parts.add(x));
+      }
     }
     if (u.resources) snap.resources = { ...u.resources, samples: [] };
     if (u.log_counts) snap.logs = { ...u.log_counts, items: [] };
@@ -723,33 +683,27 @@
   }
 
   function renderAvgCard() {
-    const tops = S.order.filter((p) => p.depth === 0 && num(p.duration_ms) && p.status !== "running");
-    if (!tops.length) {
+    const prog = S.snap.progress || {};
+    const slow = prog.slowest_top;
+    if (!num(prog.mean_top_ms) || !slow) {
       card("card-avg", "–", "no finished phase yet");
       return;
     }
-    const mean = tops.reduce((a, p) => a + p.duration_ms, 0) / tops.length;
-    const slow = tops.reduce((a, p) => (p.duration_ms > a.duration_ms ? p : a));
-    card("card-avg", fmtMs(mean), `slowest ${slow.phase} ${fmtMs(slow.duration_ms)}`, "info");
-  }
-
-  function openAlerts() {
-    return (S.snap.alerts || []).filter((a) => (a.state === "raised" || a.state === "acknowledged") && !a.cleared);
+    card("card-avg", fmtMs(prog.mean_top_ms), `slowest ${slow.phase} ${fmtMs(slow.duration_ms)}`, "info");
   }
 
   function renderAlertCard() {
-    const open = openAlerts();
-    const by = (sev) => open.filter((a) => a.severity === sev).length;
-    const sub = open.length ? `${by("critical")} critical · ${by("warning")} warning` : "none open";
-    card("card-alerts", String(open.length), sub, open.length ? (by("critical") ? "fail" : "warn") : "ok");
+    const o = S.snap.alerts_open || {}; // alerts.open_summary
+    const n = num(o.open) ? o.open : 0;
+    const sub = n ? `${o.critical || 0} critical · ${o.warning || 0} warning` : "none open";
+    card("card-alerts", String(n), sub, n ? (o.critical ? "fail" : "warn") : "ok");
   }
 
   function renderRunCounts() {
-    const runs = S.runs.length ? S.runs : [run()];
     // The server counts every run (the page holds only the newest); a report counts its own.
-    const counts = S.runCounts;
-    const count = (st) => (counts ? counts[st] || 0 : runs.filter((x) => x.status === st).length);
-    const n = num(S.runsTotal) ? S.runsTotal : runs.length;
+    const counts = S.runCounts || {};
+    const count = (st) => (num(counts[st]) ? counts[st] : 0);
+    const n = num(S.runsTotal) ? S.runsTotal : S.runs.length;
     const total = `of ${fmtInt(n)} run${n === 1 ? "" : "s"}`;
     card("card-active", String(count("running")), total, count("running") ? "run" : null);
     card("card-completed", String(count("completed")), total, "ok");
@@ -788,7 +742,6 @@
   function renderFlow() {
     const list = $("flow");
     const items = flowItems();
-    const total = runDurationMs() || 0;
     const longest = Math.max(1, ...items.map((f) => durationOfFlow(f) || 0));
     const layout = dagLayout(items);
     list.classList.toggle("dag", Boolean(layout));
@@ -802,7 +755,7 @@
         S.flowNodes.set(key, node);
       }
       if (list.children[i] !== node.li) list.insertBefore(node.li, list.children[i] || null);
-      updateFlowNode(node, f, total, longest);
+      updateFlowNode(node, f, longest);
       placeFlowNode(node, layout, f.id);
     });
     for (const [key, node] of S.flowNodes) {
@@ -812,7 +765,7 @@
       }
     }
     drawFlowEdges(layout);
-    renderProgress(items);
+    renderProgress();
   }
 
   /**
@@ -903,7 +856,7 @@
     return p ? liveDuration(p) : f.duration_ms;
   }
 
-  function updateFlowNode(node, f, total, longest) {
+  function updateFlowNode(node, f, longest) {
     const status = f.status || "pending";
     const dur = durationOfFlow(f);
     node.li.setAttribute("class", `flow-step ${statusClass(status)}`);
@@ -915,13 +868,14 @@
     node.parts.name.setAttribute("title", f.name || f.id || "");
     setText(node.parts.dur, num(dur) ? fmtMs(dur) : "–");
     const p = f.span ? S.spans.get(f.span) : null;
-    const tries = flowAttempts(f, p);
+    const tries = f.tries || null; // views.flow_view's retry badge
     setText(node.parts.tries, tries ? `↻ ${attemptText(tries)}${tries.failed ? ` · ${tries.failed} failed` : ""}` : "");
     node.parts.tries.hidden = !tries;
     node.parts.tries.classList.toggle("bad", Boolean(tries && tries.failed));
     const reason = p && p.reason ? ` (${p.reason})` : "";
     const attempts = tries ? `, ${attemptText(tries)}, ${tries.failed} failed` : "";
-    const share = num(dur) && total > 0 ? `, ${Math.round((dur / total) * 100)}% of the run` : "";
+    const sh = p ? shareOf(p) : null;
+    const share = num(sh) ? `, ${Math.round(sh * 100)}% of the run` : "";
     node.parts.bar.style.width = num(dur) ? `${Math.max(2, (dur / longest) * 100)}%` : "0";
     node.button.dataset.span = f.span || "";
     node.button.disabled = !f.span;
@@ -931,24 +885,17 @@
     node.button.setAttribute("title", label);
   }
 
-  /** The flow's attempt badge: the latest record's number, or the count of records. */
-  function flowAttempts(f, p) {
-    const a = p ? attemptOf(p) : null;
-    if (a && a.of > 1) return a;
-    const n = num(f.attempts) ? f.attempts : 0;
-    return n > 1 ? { n, of: n, failed: num(f.failed_attempts) ? f.failed_attempts : 0 } : null;
-  }
-
-  function renderProgress(items) {
-    const done = items.filter((f) => FINISHED.has(f.status)).length;
-    const pct = items.length ? (done / items.length) * 100 : 0;
+  function renderProgress() {
+    const b = (S.snap.progress || {}).bar || {}; // views.progress_view
+    const pct = num(b.pct) ? b.pct : 0;
     const bar = $("progress");
     bar.setAttribute("aria-valuenow", String(Math.round(pct)));
-    bar.classList.toggle("failed", items.some((f) => f.status === "failed"));
+    bar.classList.toggle("failed", Boolean(b.failed));
     bar.querySelector(".progress-bar").style.width = `${pct}%`;
-    const running = items.filter((f) => f.status === "running").map((f) => f.id);
-    setText($("progress-text"), `${done} of ${items.length} done${running.length ? ` · running ${running.join(", ")}` : ""}`);
+    const running = Array.isArray(b.running) ? b.running : [];
+    setText($("progress-text"), `${b.done || 0} of ${b.total || 0} done${running.length ? ` · running ${running.join(", ")}` : ""}`);
   }
+
 
   // ---------------------------------------------------------------- tooltips
   function phaseTip(p) {
@@ -1382,11 +1329,17 @@
     { id: "pid", label: "PID", val: (p) => p.pid, fmt: (v) => (num(v) ? String(v) : "–") },
   ];
 
+  /** A phase's share of the run, as a fraction: the snapshot's ``share_pct`` (views.share_pct).
+   * While a live run runs, its duration grows between updates: the share follows the live
+   * clock there, with the same formula (as the durations do, liveDuration). */
   function shareOf(p) {
     if (p.late) return null; // it ran after the run: no share of it
-    const total = runDurationMs();
-    const d = liveDuration(p);
-    return num(d) && total > 0 ? d / total : null;
+    if (S.mode === "live" && runRunning()) {
+      const total = runDurationMs();
+      const d = liveDuration(p);
+      return num(d) && total > 0 ? d / total : null;
+    }
+    return num(p.share_pct) ? p.share_pct / 100 : null;
   }
 
   function buildHead() {
@@ -1584,7 +1537,6 @@
     node.tr.setAttribute("class", `agg depth-${Math.min(a.depth, 3)}`);
     node.tr.setAttribute("title", aggregateTip(a));
     node.tr.dataset.count = String(a.count);
-    const total = runDurationMs();
     const text = {
       phase: a.phase,
       name: aggregateText(a),
@@ -1592,7 +1544,7 @@
       duration_ms: fmtMs(a.total_ms),
       cpu_ms: fmtMs(a.cpu_ms),
       items: a.items ? fmtInt(a.items) : "–",
-      share: num(total) && total > 0 ? `${Math.round((a.total_ms / total) * 100)}%` : "–",
+      share: num(a.share_pct) ? `${Math.round(a.share_pct)}%` : "–", // views.aggregates_view
     };
     for (const c of COLS) {
       if (c.id === "status") continue;
@@ -1823,8 +1775,10 @@
     const cacheKey = `${S.runId}\n${key}\n${filtered}`;
     if (S.history.has(cacheKey)) return S.history.get(cacheKey);
     if (S.mode === "static") {
-      const h = { history: (S.data.history || {})[key] || null, trends: (S.data.trends || {})[key] || null };
-      const shown = filtered ? filterHistory(h, run().tags) : h;
+      // The report embeds both: the runs before this one, and those with its tags.
+      const d = S.data || {};
+      const [hk, tk] = filtered ? ["history_same_tags", "trends_same_tags"] : ["history", "trends"];
+      const shown = { history: (d[hk] || {})[key] || null, trends: (d[tk] || {})[key] || null };
       S.history.set(cacheKey, shown);
       return shown;
     }
@@ -1839,51 +1793,10 @@
     return "loading";
   }
 
-  // ---- static mode: the embedded history restricted to runs with the same tags, here
-  // (the report embeds every run's rows and, in ``runs``, their tags).
-  function filterHistory(h, tags) {
-    const byRun = new Map(S.runs.map((r) => [r.id, r.tags]));
-    const want = tagEntries(tags);
-    const keep = (row) => {
-      const have = new Map(tagEntries(byRun.get(row.run)));
-      return want.every(([k, v]) => have.get(k) === v);
-    };
-    const rows = ((h.history && h.history.runs) || []).filter((r) => r.run !== S.runId && keep(r));
-    const series = rows.filter((r) => r.status === "completed" && num(r.duration_ms)).map((r) => r.duration_ms);
-    const stats = series.length ? { count: series.length, median: percentile(series, 50), p95: percentile(series, 95) } : { count: 0 };
-    return {
-      history: { ...(h.history || {}), runs: rows, count: rows.length, stats: { duration_ms: stats } },
-      trends: { runs: rows.length, duration_ms: trendOf(series) },
-    };
-  }
-
-  /** Linear interpolation between closest ranks (analysis.percentile). */
-  function percentile(values, q) {
-    const s = [...values].sort((a, b) => a - b);
-    const h = ((s.length - 1) * q) / 100;
-    const lo = Math.floor(h);
-    return lo + 1 < s.length ? s[lo] + (h - lo) * (s[lo + 1] - s[lo]) : s[lo];
-  }
-
-  /** analysis.trend for a duration series: Theil-Sen slope over the last 10 runs. */
-  function trendOf(values, k = 10, stablePct = 2) {
-    const w = values.slice(-k);
-    if (w.length < 3) return { runs: w.length, slope: null, pct_per_run: null, direction: "insufficient" };
-    const slopes = [];
-    for (let i = 0; i < w.length - 1; i += 1) for (let j = i + 1; j < w.length; j += 1) slopes.push((w[j] - w[i]) / (j - i));
-    const slope = percentile(slopes, 50);
-    const med = percentile(w, 50);
-    const pct = med !== 0 ? (slope / Math.abs(med)) * 100 : null;
-    const change = pct !== null ? pct : slope;
-    const limit = pct !== null ? stablePct : 0;
-    const direction = change > limit ? "slower" : change < -limit ? "faster" : "stable";
-    return { runs: w.length, slope, pct_per_run: pct, direction };
-  }
-
   /** The "same tags only" switch of the history section. */
   function sameTagsToggle() {
     const tags = tagEntries(run().tags);
-    const known = S.mode === "live" || S.runs.some((r) => r.tags && typeof r.tags === "object");
+    const known = S.mode === "live" || Boolean(S.data && S.data.history_same_tags);
     const why = !tags.length ? "this run has no tags" : !known ? "this report does not list the tags of other runs" : "";
     const box = el("input", { type: "checkbox", id: "same-tags", checked: S.sameTags && !why, disabled: Boolean(why) });
     box.addEventListener("change", () => {
@@ -1920,7 +1833,7 @@
       {},
       sparkline(past.map((r) => r.duration_ms), num(cur) ? cur : null, stats.median),
       figs([
-        ["Earlier runs", String(past.length)],
+        ["Earlier runs", fmtInt(num(stats.count) ? stats.count : past.length)],
         ["This run", fmtMs(cur)],
         ["Median", fmtMs(stats.median)],
         ["p95", fmtMs(stats.p95)],
@@ -2071,7 +1984,7 @@
   function renderAlerts() {
     const alerts = [...(S.snap.alerts || [])].reverse();
     const list = clear($("alerts"));
-    setText($("alerts-count"), String(openAlerts().length));
+    setText($("alerts-count"), String((S.snap.alerts_open || {}).open || 0));
     if (!alerts.length) {
       list.append(el("li", { class: "empty", text: "No alerts for this run." }));
       return;
@@ -2355,6 +2268,8 @@
     const data = parse(node.textContent) || {};
     S.data = data;
     S.runs = sortRuns(data.runs);
+    S.runCounts = data.run_counts && typeof data.run_counts === "object" ? data.run_counts : {}; // report.run_counts
+    S.runsTotal = S.runs.length;
     S.followLatest = false;
     setConn("static", num(data.generated) ? `report generated ${fmtClock(data.generated)}` : "static report");
     if (!data.snapshot) {

@@ -308,7 +308,8 @@
           "data-key": p.key,
           "data-level": num(lvl) ? String(lvl) : "",
         });
-        const ratio = num(v) && num(s.median) && s.median ? ` (${(v / s.median).toFixed(2)}× the median ${METRICS[m].fmt(s.median)})` : "";
+        const r = (s.ratio || [])[c]; // charts.history_view
+        const ratio = num(r) ? ` (${r.toFixed(2)}× the median ${METRICS[m].fmt(s.median)})` : "";
         rect.append(sv("title", { text: `${p.key} · run ${run.run}: ${num(v) ? METRICS[m].fmt(v) : status || "absent"}${ratio}` }));
         if (I.mode === "live" && run.run !== I.run.id) rect.addEventListener("click", () => setCompare(run.run));
         g.append(rect);
