@@ -615,7 +615,7 @@ def test_serve_command_prints_url_and_exits_0_on_ctrl_c(runs_dir: Path) -> None:
         assert json.loads(c.getresponse().read())["runs"] == 2
         c.close()
         p.send_signal(signal.SIGINT)
-        assert p.wait(timeout=10) == 0
+        assert p.wait(timeout=30) == 0
         assert p.stderr is not None and "Traceback" not in p.stderr.read()
     finally:
         if p.poll() is None:
