@@ -263,9 +263,9 @@ def test_share_of_the_run_is_one_formula_for_phases_and_aggregates(tmp_path: Pat
 
 
 def test_items_rate_is_one_formula_for_snapshot_report_and_compare() -> None:
-    """events.items_rate: 500 items in 250 ms is 2,000/s; nothing without items or time."""
-    from atroz_monitor.events import items_rate
+    """events.items_per_s: 500 items in 250 ms is 2,000/s; nothing without items or time."""
+    from atroz_monitor.events import items_per_s
 
-    assert items_rate(500, 250.0) == 2000.0
-    assert items_rate(0, 250.0) is None and items_rate(5, 0.0) is None
-    assert items_rate(1, 3.0) == 333.33
+    assert items_per_s(500, 250.0) == 2000.0
+    assert items_per_s(0, 250.0) is None and items_per_s(5, 0.0) is None
+    assert items_per_s(1, 3.0) == 333.33
