@@ -12,7 +12,7 @@ or, process-wide: ``import atroz_monitor as monitor; with monitor.phase("P00"): 
 from __future__ import annotations
 
 from .events import SCHEMA_VERSION
-from .monitor import (
+from .record.monitor import (
     ENV_LOG,
     ENV_RUN,
     Monitor,
@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .runs import PhaseView, Runs, RunView, load
+    from .surface.runs import PhaseView, Runs, RunView, load
 
 __version__ = "0.1.0"
 
@@ -60,7 +60,7 @@ _READ_API = ("PhaseView", "RunView", "Runs", "load")
 
 def __getattr__(name: str) -> Any:
     if name in _READ_API:
-        from . import runs
+        from .surface import runs
 
         return getattr(runs, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``python -m atroz_monitor``: see ``cli.py``."""
 
-from .cli import main
+from .commands.cli import main
 
 raise SystemExit(main())

@@ -79,8 +79,8 @@ def _tick_cost(quick: bool) -> list[Figure]:
 
 
 def _history(quick: bool) -> list[Figure]:
-    from atroz_monitor import history
-    from atroz_monitor import state as S
+    from atroz_monitor.read import state as S
+    from atroz_monitor.view import history
 
     runs = 200 if quick else 1000
     keys = [f"P{i:02d}" for i in range(10)]
@@ -145,10 +145,10 @@ def _history(quick: bool) -> list[Figure]:
 
 
 def _eta(quick: bool) -> list[Figure]:
-    from atroz_monitor import state as S
-    from atroz_monitor import views
-    from atroz_monitor.loader import load_state
-    from atroz_monitor.reader import discover, iter_events
+    from atroz_monitor.read import state as S
+    from atroz_monitor.read.loader import load_state
+    from atroz_monitor.read.reader import discover, iter_events
+    from atroz_monitor.view import views
 
     n, dur = (3, 2) if quick else (6, 4)
     tmp = tempfile.mkdtemp(prefix="atroz-eta-")

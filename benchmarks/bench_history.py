@@ -83,7 +83,7 @@ def history_dir(n: int) -> str:
         body = ts.sub(lambda m, s=shift: b'"ts":%d.' % (int(m.group(1)) + s), body)
         with open(os.path.join(d, f"h{i:06d}.jsonl"), "wb") as f:
             f.write(body)
-    from atroz_monitor.catalog import Catalog
+    from atroz_monitor.read.catalog import Catalog
 
     Catalog(d).refresh()  # as the first serve, report --baseline or prune would
     _DIRS[n] = d
@@ -102,7 +102,7 @@ def _child(code: str, *args: str) -> dict[str, Any]:
 
 _BUILD = r"""
 import json, sys, time
-from atroz_monitor.catalog import Catalog, FILE
+from atroz_monitor.read.catalog import Catalog, FILE
 import os
 try:
     os.unlink(os.path.join(sys.argv[1], FILE))
@@ -234,9 +234,9 @@ def fig_loop(n: int) -> list[Figure]:
 
 
 def _metrics(d: str) -> tuple[int, int, float]:
-    from atroz_monitor import exporters
-    from atroz_monitor.catalog import Catalog
-    from atroz_monitor.state import State
+    from atroz_monitor.read.catalog import Catalog
+    from atroz_monitor.read.state import State
+    from atroz_monitor.surface import exporters
 
     sums = Catalog(d).summaries()
     t0 = time.process_time()

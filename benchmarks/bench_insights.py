@@ -17,7 +17,7 @@ from .common import Figure
 
 
 def _state(runs: int) -> tuple[object, str]:
-    from atroz_monitor import state as S
+    from atroz_monitor.read import state as S
 
     keys = [f"P{i:02d}" for i in range(10)]
     st = S.State()
@@ -44,7 +44,7 @@ def _state(runs: int) -> tuple[object, str]:
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from atroz_monitor import charts, suggestions, views
+    from atroz_monitor.view import charts, suggestions, views
 
     big_n = 2_000 if quick else 10_000
     big, big_id = _state(big_n)

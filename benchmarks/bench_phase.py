@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as quote  # type: ignore[attr-defined]
 
-from atroz_monitor.procfs import reaped_children_cpu_s
+from atroz_monitor.probe.procfs import reaped_children_cpu_s
 
 from .common import Figure, per_op_us
 

@@ -43,7 +43,7 @@ def _thread_cpu_per_tick(read, seconds: float, hz: float = 10.0) -> float:
 
 def run(quick: bool = False) -> list[Figure]:
     from atroz_monitor import Monitor
-    from atroz_monitor.procfs import TreeSampler
+    from atroz_monitor.probe.procfs import TreeSampler
 
     seconds = 2.0 if quick else 6.0
     figures: list[Figure] = []
@@ -111,7 +111,7 @@ def run(quick: bool = False) -> list[Figure]:
     hz = (n1 - n0) / elapsed
     # Baseline in the same run: a bare thread doing the same /proc reads with os.pread (which
     # releases the GIL for each) and one write a tick at 100 Hz beside the same GIL-bound loop.
-    from atroz_monitor import procfs
+    from atroz_monitor.probe import procfs
 
     kept = procfs._pread_impl
     procfs._pread_impl = procfs._os_pread

@@ -38,7 +38,7 @@ TIMEOUT_S = 600
 @dataclass(frozen=True)
 class Mutant:
     name: str
-    file: str  # under atroz_monitor/
+    file: str  # a module's file name under atroz_monitor/
     old: str  # must occur exactly once in the file
     new: str
     tests: tuple[str, ...]  # pytest arguments: the file(s) that guard this code
@@ -199,7 +199,8 @@ def run_one(m: Mutant, baselines: dict[tuple[str, ...], tuple[bool, str]]) -> Re
     with tempfile.TemporaryDirectory(prefix="atroz-mutant-") as tmp:
         root = Path(tmp)
         _copy(root)
-        target = root / "atroz_monitor" / m.file
+        # a module's file name is unique across the stage subpackages
+        target = next((root / "atroz_monitor").rglob(m.file))
         text = target.read_text(encoding="utf-8")
         form = next((f for f in ((m.old, m.new), *m.alts) if text.count(f[0]) == 1), None)
         if form is None:

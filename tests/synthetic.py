@@ -7,8 +7,8 @@ from typing import Any
 
 from hypothesis import strategies as hs
 
-from atroz_monitor import charts, suggestions, views
-from atroz_monitor.state import State, apply_all
+from atroz_monitor.read.state import State, apply_all
+from atroz_monitor.view import charts, suggestions, views
 
 MIB = 2**20
 T0 = 1_800_000_000.0

@@ -15,9 +15,13 @@ from helpers import child_env, of_kind, read_log
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from atroz_monitor import Monitor, ack, api, report, state, views
-from atroz_monitor.alerts import rule
-from atroz_monitor.source import FileSource
+from atroz_monitor import Monitor
+from atroz_monitor.read import state
+from atroz_monitor.record import ack
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface import api, report
+from atroz_monitor.view import views
+from atroz_monitor.view.alerts import rule
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 
@@ -330,7 +334,7 @@ def test_the_watch_keeps_no_descriptor_after_the_run(tmp_path):
 
 def test_cleared_alerts_leave_the_open_alerts_gauge(tmp_path):
     """/metrics' atroz_alerts_open counts an acknowledged alert, and not once cleared."""
-    from atroz_monitor import exporters
+    from atroz_monitor.surface import exporters
 
     log = tmp_path / "run.jsonl"
     aid = _run_with_alert(log)

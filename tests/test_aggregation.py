@@ -19,10 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 import atroz_monitor
-from atroz_monitor import Monitor, views
-from atroz_monitor import state as S
-from atroz_monitor.loader import load_state
-from atroz_monitor.views import snapshot
+from atroz_monitor import Monitor
+from atroz_monitor.read import state as S
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.view import views
+from atroz_monitor.view.views import snapshot
 
 
 def _reduce(events, **kw):

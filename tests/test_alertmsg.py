@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from helpers import poll
 
-from atroz_monitor import Monitor, alertmsg
-from atroz_monitor.alerts import rule
+from atroz_monitor import Monitor
+from atroz_monitor.view import alertmsg
+from atroz_monitor.view.alerts import rule
 
 SECRET = "s3cr3t-pa55w0rd"
 

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atroz_monitor import Monitor
-from atroz_monitor.alerts import (
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.view.alerts import (
     Active,
     Evaluator,
     default_rules,
@@ -23,7 +24,6 @@ from atroz_monitor.alerts import (
     load_rules,
     rule,
 )
-from atroz_monitor.loader import load_state
 
 # -- parsing ------------------------------------------------------------------------------
 
@@ -473,7 +473,7 @@ def test_evaluator_opens_one_episode_when_threads_end_a_key_at_once(monkeypatch)
     inside (its value's rounding sleeps) so that without the lock all eight would raise."""
     from collections import Counter
 
-    import atroz_monitor.alerts as alerts_mod
+    import atroz_monitor.view.alerts as alerts_mod
 
     def slow_round(v):
         time.sleep(0.001)  # a thread switch in the middle of a raise
@@ -511,7 +511,7 @@ def test_evaluator_opens_one_episode_when_threads_end_a_key_at_once(monkeypatch)
 def test_merge_alerts_keeps_the_recorded_state_and_adds_replay_only_alerts():
     """merge_alerts: an alert in both keeps the log's (acknowledged) state; one only the
     replay raised joins; oldest raise first."""
-    from atroz_monitor.alerts import merge_alerts
+    from atroz_monitor.view.alerts import merge_alerts
 
     recorded = [{"alert": "a", "state": "acknowledged", "raised_ts": 2.0}]
     replayed = [
@@ -526,8 +526,9 @@ def test_merge_alerts_keeps_the_recorded_state_and_adds_replay_only_alerts():
 def test_serve_and_report_show_one_state_for_an_acknowledged_alert(tmp_path):
     """A live-raised, acknowledged alert that --alerts rules raise again on replay is
     'acknowledged' in both serve's snapshot and report's model."""
-    from atroz_monitor import ack, report, server
-    from atroz_monitor.source import FileSource
+    from atroz_monitor.record import ack
+    from atroz_monitor.store.source import FileSource
+    from atroz_monitor.surface import report, server
 
     rules_file = tmp_path / "rules.json"
     rules_file.write_text(json.dumps([{"type": "phase_failed"}]))

@@ -1,4 +1,4 @@
-"""Tests for atroz_monitor.analysis: pure statistics over per-phase history."""
+"""Tests for atroz_monitor.view.analysis: pure statistics over per-phase history."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atroz_monitor.analysis import (
+from atroz_monitor.view.analysis import (
     ANOMALY_Z,
     anomaly,
     compare,

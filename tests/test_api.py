@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from atroz_monitor import Monitor, api
-from atroz_monitor.source import FileSource
+from atroz_monitor import Monitor
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface import api
 
 
 def append(path: str | os.PathLike[str], *events: dict[str, Any]) -> None:

@@ -34,10 +34,11 @@ from helpers import child_env, poll, read_log, ready
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import Monitor, api
-from atroz_monitor.reader import Follower, ReadStats, discover, iter_events
-from atroz_monitor.server import HEAD_TIMEOUT_S, start_server
-from atroz_monitor.source import FileSource
+from atroz_monitor import Monitor
+from atroz_monitor.read.reader import Follower, ReadStats, discover, iter_events
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface import api
+from atroz_monitor.surface.server import HEAD_TIMEOUT_S, start_server
 
 pytestmark = pytest.mark.faults
 

@@ -14,8 +14,9 @@ from helpers import child_env
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from atroz_monitor import Monitor, catalog
-from atroz_monitor.catalog import Catalog
+from atroz_monitor import Monitor
+from atroz_monitor.read import catalog
+from atroz_monitor.read.catalog import Catalog
 
 
 def _write_run(d, rid, t0, durations, status="completed", name="nightly", tags=None, plan=None):
@@ -193,7 +194,7 @@ _CONCURRENT = r"""
 import sys
 import time
 from atroz_monitor import Monitor
-from atroz_monitor.catalog import Catalog
+from atroz_monitor.read.catalog import Catalog
 d, n, k = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 for i in range(n):
     with Monitor(d, sample_interval=None, capture=False, run_id=f"{k}-{i:03d}") as mon:
@@ -242,7 +243,7 @@ def test_encode_decode_round_trip(obj):
 
 def _logs_read(monkeypatch):
     """Every log path the reader opens from now on (a test hook on reader.iter_events)."""
-    from atroz_monitor import reader
+    from atroz_monitor.read import reader
 
     seen: list[str] = []
     real = reader.iter_events
@@ -280,7 +281,7 @@ def test_run_start_reads_no_earlier_log(tmp_path, monkeypatch):
 
 def test_history_is_the_latest_runs(tmp_path, monkeypatch):
     """A live monitor's history is bounded: the catalog's latest HISTORY_RUNS runs."""
-    from atroz_monitor import monitor as M
+    from atroz_monitor.record import monitor as M
 
     monkeypatch.setattr(M, "HISTORY_RUNS", 30)
     for i in range(70):
@@ -331,15 +332,15 @@ def test_runs_in_a_loop_leave_no_thread(tmp_path):
 def test_eta_from_catalog_history(tmp_path):
     """The live snapshot's ETA medians come from catalogued runs: with 5 earlier runs of
     P00 (100 ms) and P01 (300 ms), a run that has done P00 expects 0.3 s left."""
-    from atroz_monitor import history, views
-    from atroz_monitor import state as S
+    from atroz_monitor.read import state as S
+    from atroz_monitor.view import history, views
 
     for i in range(5):
         _write_run(tmp_path, f"r{i}", 1000.0 + i, {"P00": 100.0, "P01": 300.0})
     sums = Catalog(tmp_path).summaries()
     st = S.State()
     _write_run(tmp_path, "cur", 2000.0, {"P00": 100.0}, status=None, plan=["P00", "P01"])
-    from atroz_monitor import reader
+    from atroz_monitor.read import reader
 
     S.apply_all(st, reader.iter_events(tmp_path / "cur.jsonl"))
     snap = views.snapshot(st, "cur", now=2000.2, alive=True, history=sums)

@@ -1,4 +1,4 @@
-"""Tests for atroz_monitor.cgroup: limits on fake cgroup trees, OOM counting, a real OOM kill."""
+"""Tests for probe.cgroup: limits on fake cgroup trees, OOM counting, a real OOM kill."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor.cgroup import (
+from atroz_monitor.probe.cgroup import (
     OomWatch,
     cpu_count,
     exit_was_oom,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from synthetic import MIB, T0, Run, state_of
 
-from atroz_monitor import charts
+from atroz_monitor.view import charts
 
 
 def test_heatmap_levels_are_log2_of_value_over_the_phase_median() -> None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from synthetic import MIB, PHASES, T0, Run, random_run, snap_of, state_of
 
-from atroz_monitor.compare import MAX_BARS, compare_runs
-from atroz_monitor.state import State
+from atroz_monitor.read.state import State
+from atroz_monitor.view.compare import MAX_BARS, compare_runs
 
 
 def _two_runs() -> State:

@@ -9,7 +9,7 @@ from typing import Any
 from helpers import of_kind, read_log
 
 from atroz_monitor import Monitor
-from atroz_monitor.monitor import Run
+from atroz_monitor.record.monitor import Run
 
 
 class Recorder:

@@ -13,7 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 import atroz_monitor
-from atroz_monitor import Monitor, exporters, report, state, views
+from atroz_monitor import Monitor
+from atroz_monitor.read import state
+from atroz_monitor.surface import exporters, report
+from atroz_monitor.view import views
 
 
 def test_count_sums_per_phase_and_per_run(tmp_path):

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from synthetic import Run
 
-from atroz_monitor import Monitor, charts, demo, suggestions, views
-from atroz_monitor.loader import load_state
+from atroz_monitor import Monitor
+from atroz_monitor.commands import demo
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.view import charts, suggestions, views
 
 
 def test_demo_normal_run_has_no_suggestion(tmp_path: Path) -> None:

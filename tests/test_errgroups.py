@@ -10,9 +10,12 @@ import warnings
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from atroz_monitor import Monitor, api, errgroups, report, state, views
-from atroz_monitor.errgroups import fingerprint, frame_of, mask
-from atroz_monitor.source import FileSource
+from atroz_monitor import Monitor
+from atroz_monitor.read import errgroups, state
+from atroz_monitor.read.errgroups import fingerprint, frame_of, mask
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface import api, report
+from atroz_monitor.view import views
 
 TEMPLATES = [
     "failed to parse doc {n} at {path}",
@@ -84,7 +87,7 @@ def test_frame_of_picks_the_innermost_frame_of_the_pipelines_own_code():
         '  File "/srv/pipe/steps.py", line 42, in parse_doc\n    json.loads(x)\n'
         '  File "/usr/lib/python3.11/json/__init__.py", line 346, in loads\n'
         '  File "/venv/lib/python3.11/site-packages/lib/x.py", line 2, in f\n'
-        '  File "/srv/atroz/atroz_monitor/monitor.py", line 9, in __exit__\n'
+        '  File "/srv/atroz/atroz_monitor/record/monitor.py", line 9, in __exit__\n'
         "ValueError: bad\n"
     )
     assert frame_of(tb) == "steps.py:parse_doc"

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from helpers import read_log
 
-from atroz_monitor import api, exporters, report, source, views
+from atroz_monitor.store import source
+from atroz_monitor.surface import api, exporters, report
+from atroz_monitor.view import views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALING = os.path.join(ROOT, "docs", "SCALING.md")
@@ -163,7 +165,7 @@ def test_chrome_trace_counters_and_instant_events(demo: dict[str, Any]) -> None:
 
 
 def _state(events: list[dict[str, Any]]) -> Any:
-    from atroz_monitor.state import State, apply
+    from atroz_monitor.read.state import State, apply
 
     st = State()
     for seq, ev in enumerate(events, 1):

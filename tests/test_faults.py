@@ -29,9 +29,9 @@ from helpers import child_env, of_kind, poll, read_log
 
 import atroz_monitor
 from atroz_monitor import Monitor
-from atroz_monitor.loader import liveness, load_state
-from atroz_monitor.reader import ReadStats, iter_events
-from atroz_monitor.views import snapshot
+from atroz_monitor.read.loader import liveness, load_state
+from atroz_monitor.read.reader import ReadStats, iter_events
+from atroz_monitor.view.views import snapshot
 
 pytestmark = pytest.mark.faults
 
@@ -647,7 +647,7 @@ def _refused_port() -> int:
 def _alerting_pipeline(log: Path, webhook: str, n: int = 20) -> tuple[float, float, Monitor]:
     """``n`` failing phases (one phase_failed alert each); the body's own time (ms) and the
     time the ``with`` exit took (s)."""
-    from atroz_monitor.alerts import rule
+    from atroz_monitor.view.alerts import rule
 
     mon = Monitor(log, sample_interval=None, alert_rules=[rule("phase_failed")], webhook=webhook)
     with mon:
@@ -693,6 +693,6 @@ def test_dead_webhook_never_holds_the_run_and_every_alert_is_counted(
     assert exit_s < 0.5 + 1.0  # the budget plus room for a loaded machine; was 2-3 s
     snap = mon.snapshot()
     assert snap["monitor"]["notify_failed"] + snap["monitor"]["notify_dropped"] == 20
-    from atroz_monitor.report import quality_line
+    from atroz_monitor.surface.report import quality_line
 
     assert "alert notifications not delivered:" in quality_line(snap["quality"], snap["monitor"])

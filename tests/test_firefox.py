@@ -122,7 +122,8 @@ def live(
 ) -> Iterator[dict[str, str]]:
     """The HTTP server (its ``url``) over the demo run and a run with a hostile phase name
     (``evil``, its id)."""
-    from atroz_monitor import server, source
+    from atroz_monitor.store import source
+    from atroz_monitor.surface import server
 
     evil_dir = tmp_path_factory.mktemp("ff-evil")
     mon = Monitor(evil_dir, plan=[("P00", EVIL_PHASE)], name="hostile", sample_interval=None)

@@ -23,12 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import Monitor, api, cli
-from atroz_monitor.alerts import rule
+from atroz_monitor import Monitor
+from atroz_monitor.commands import cli
 from atroz_monitor.events import dumps
-from atroz_monitor.loader import load_state
-from atroz_monitor.source import FileSource
-from atroz_monitor.views import snapshot
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface import api
+from atroz_monitor.view.alerts import rule
+from atroz_monitor.view.views import snapshot
 
 EXAMPLES = max(1, int(os.environ.get("ATROZ_FUZZ_EXAMPLES", "60")))
 

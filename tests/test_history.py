@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from atroz_monitor import history, views
-from atroz_monitor import state as S
+from atroz_monitor.read import state as S
+from atroz_monitor.view import history, views
 
 
 def _run(st, rid, t0, durations, plan=("A", "B", "C"), end=True, running=None):

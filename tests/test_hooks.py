@@ -197,5 +197,5 @@ def test_import_loads_none_of_the_costly_stdlib_modules():
         "contextlib",
         "warnings",
     }
-    assert "atroz_monitor.monitor" in added
+    assert "atroz_monitor.record.monitor" in added
     assert added & costly == set()

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from synthetic import MIB, T0, Run
 
-from atroz_monitor import api, cli
-from atroz_monitor.source import FileSource
+from atroz_monitor.commands import cli
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface import api
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 import pytest
@@ -118,9 +118,9 @@ MARK = "# long:"
 
 # Split by other branches; the lead removes entries at merge.
 PENDING = {
-    "monitor.py::Phase.__enter__",
-    "monitor.py::Phase.__exit__",
-    "state.py::_phase_end",
+    "record/monitor.py::Phase.__enter__",
+    "record/monitor.py::Phase.__exit__",
+    "read/state.py::_phase_end",
 }
 
 
@@ -190,3 +190,69 @@ def test_long_function_check_flags_length_and_accepts_a_reason() -> None:
         "class C:\n    def method(self):\n" + "        x = 1\n" * 80
     )
     assert long_functions(src, "m.py") == [Long("m.py::too_long", 81), Long("m.py::C.method", 81)]
+
+
+# The stages of the data flow, earliest first: a module imports only from its own stage or
+# an earlier one (``events`` is the log format every stage shares).
+STAGES = ("events", "probe", "read", "view", "store", "record", "surface", "commands")
+# The one import against the flow, and why it is there.
+UPWARD = {
+    ("record/monitor.py", "surface"): "Monitor.serve() starts the dashboard in-process; it "
+    "is imported when called, so recording never loads the server",
+}
+
+
+def _stage(rel: PurePosixPath) -> str:
+    if len(rel.parts) == 1:
+        return "top" if rel.name in ("__init__.py", "__main__.py") else rel.stem
+    return rel.parts[0]
+
+
+def _targets(path: Path, rel: PurePosixPath) -> list[tuple[int, str]]:
+    """(line, stage) of every atroz_monitor module this file imports, lazy ones included."""
+    package = ["atroz_monitor", *rel.parts[:-1]]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                full = [*base, *(node.module.split(".") if node.module else [])]
+            else:
+                full = (node.module or "").split(".")
+            if full[0] != "atroz_monitor":
+                continue
+            names = [full[1]] if len(full) > 1 else [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [
+                a.name.split(".")[1] for a in node.names if a.name.startswith("atroz_monitor.")
+            ]
+        else:
+            continue
+        # the version string is the package's, not a dependency on the public API
+        found += [(node.lineno, n if n in STAGES else "top") for n in names if n != "__version__"]
+    return found
+
+
+def test_imports_follow_the_data_flow() -> None:
+    """No module imports from a later stage of record -> read -> view -> surface -> commands
+    (see the package docstring), except the one listed edge; the stage order is the flow."""
+    root = PACKAGE
+    rank = {s: i for i, s in enumerate((*STAGES, "top"))}
+    against = []
+    for path in sorted(root.rglob("*.py")):
+        rel = PurePosixPath(path.relative_to(root).as_posix())
+        src = _stage(rel)
+        for line, dst in _targets(path, rel):
+            if rank[dst] > rank[src] and (str(rel), dst) not in UPWARD:
+                against.append(f"{rel}:{line} ({src}) imports from {dst}")
+    assert against == []
+
+
+def test_every_module_has_a_stage() -> None:
+    """The package root holds only the public API, the entry point and the log format; every
+    other module lives in a stage subpackage."""
+    root = PACKAGE
+    assert sorted(p.name for p in root.glob("*.py")) == ["__init__.py", "__main__.py", "events.py"]
+    assert sorted(
+        p.name for p in root.iterdir() if p.is_dir() and p.name != "__pycache__"
+    ) == sorted(STAGES[1:])

@@ -14,7 +14,7 @@ import pytest
 from helpers import child_env, poll, read_log
 
 from atroz_monitor import Monitor
-from atroz_monitor.live import LiveView
+from atroz_monitor.store.live import LiveView
 
 CHILD = "import atroz_monitor\nwith atroz_monitor.phase('from-child') as p:\n    p.add_items(7)\n"
 

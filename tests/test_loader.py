@@ -16,7 +16,7 @@ import pytest
 from helpers import child_env, poll
 
 from atroz_monitor import Monitor
-from atroz_monitor.loader import liveness, load_state
+from atroz_monitor.read.loader import liveness, load_state
 
 # A child owning a run it never ends: it records one phase, says so, then waits.
 OWNER = textwrap.dedent(

@@ -15,7 +15,7 @@ from helpers import poll
 from test_alertmsg import PAYLOAD, SECRET, _failing_run
 
 from atroz_monitor import Monitor
-from atroz_monitor.mailer import Mailer
+from atroz_monitor.record.mailer import Mailer
 
 
 class SMTPServer:

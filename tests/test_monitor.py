@@ -431,8 +431,8 @@ def test_snapshot_is_the_replay_of_the_file(tmp_path):
     """mon.snapshot() equals the snapshot rebuilt from the log by the reader and reducer."""
     import time
 
-    from atroz_monitor import views
-    from atroz_monitor.loader import load_state
+    from atroz_monitor.read.loader import load_state
+    from atroz_monitor.view import views
 
     log = tmp_path / "run.jsonl"
     with Monitor(log, plan=["P00", "P01", "P02"], sample_interval=0.02) as mon:

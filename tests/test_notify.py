@@ -14,7 +14,7 @@ import pytest
 from helpers import poll
 from test_alertmsg import PAYLOAD, _failing_run
 
-from atroz_monitor.notify import Notifier
+from atroz_monitor.record.notify import Notifier
 
 
 class Hook:

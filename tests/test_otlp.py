@@ -21,7 +21,8 @@ from helpers import of_kind, read_log
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import Monitor, otlp
+from atroz_monitor import Monitor
+from atroz_monitor.record import otlp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -393,7 +394,7 @@ def test_encoding_of_values_and_ids() -> None:
 def test_live_push_and_file_export_agree(tmp_path: Any, receiver: Receiver) -> None:
     """The spans pushed live and exporters.otlp_json of the same log name the same trace and
     spans, with the same parents, names, times, status, attributes, events and resource."""
-    from atroz_monitor import exporters
+    from atroz_monitor.surface import exporters
 
     log = tmp_path / "run.jsonl"
     mon = Monitor(log, sample_interval=0.05)  # default alert rules: P01's failure alerts

@@ -22,8 +22,8 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_the_read_api_is_the_runs_modules() -> None:
-    """load, Runs, RunView and PhaseView are atroz_monitor.runs's own objects."""
-    from atroz_monitor import runs
+    """load, Runs, RunView and PhaseView are atroz_monitor.surface.runs's own objects."""
+    from atroz_monitor.surface import runs
 
     got = [getattr(atroz_monitor, n) for n in ("load", "Runs", "RunView", "PhaseView")]
     assert got == [runs.load, runs.Runs, runs.RunView, runs.PhaseView]
@@ -31,12 +31,12 @@ def test_the_read_api_is_the_runs_modules() -> None:
 
 def test_the_read_api_is_not_imported_by_recording() -> None:
     """A fresh interpreter importing the package and recording a phase has not imported the
-    read API's modules (atroz_monitor.runs, .report): they load on first use."""
+    read API's modules (atroz_monitor.surface.runs, .report): they load on first use."""
     code = (
         "import sys, tempfile, atroz_monitor\n"
         "with atroz_monitor.Monitor(tempfile.mkdtemp(), sample_interval=None) as m:\n"
         "    with m.phase('P'): pass\n"
-        "print(sorted(n for n in ('atroz_monitor.runs', 'atroz_monitor.report') "
+        "print(sorted(n for n in ('atroz_monitor.surface.runs', 'atroz_monitor.surface.report') "
         "if n in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,

@@ -29,9 +29,12 @@ from browser import (
     wait_until,
 )
 
-from atroz_monitor import Monitor, cli, page, report, views
-from atroz_monitor.alerts import with_alerts
-from atroz_monitor.loader import load_state
+from atroz_monitor import Monitor
+from atroz_monitor.commands import cli
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.surface import page, report
+from atroz_monitor.view import views
+from atroz_monitor.view.alerts import with_alerts
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -693,8 +696,8 @@ def test_embed_json_cannot_close_its_element() -> None:
 @pytest.fixture(scope="module")
 def live_server(demo_runs: dict[str, Any]) -> Iterator[Any]:
     """The real HTTP server over the demo logs."""
-    from atroz_monitor import server
-    from atroz_monitor import source as source_mod
+    from atroz_monitor.store import source as source_mod
+    from atroz_monitor.surface import server
 
     src = source_mod.FileSource([demo_runs["dir"]])
     srv = server.start_server(src, "127.0.0.1", 0)
@@ -774,8 +777,8 @@ def test_live_requests_stay_on_loopback(driver: Any, live_server: Any) -> None:
 def test_live_running_phase_turns_completed_without_reload(driver: Any, tmp_path: Path) -> None:
     """Over a run still being written, P00 shows running (with a live elapsed clock) and
     then completed, P01 appears, all pushed over SSE without reloading the page."""
-    from atroz_monitor import server
-    from atroz_monitor import source as source_mod
+    from atroz_monitor.store import source as source_mod
+    from atroz_monitor.surface import server
 
     runs = tmp_path / "runs"
     mon = Monitor(
@@ -1237,8 +1240,8 @@ def test_live_same_tags_only_adds_the_tag_filter_to_the_history_requests(
     """Live, "same tags only" asks history and trends for ``tag=dataset=small`` and
     ``tag=host_class=m5.xlarge`` and shows the two matching runs instead of three; the API
     answers differently with and without the filter and 400s a malformed tag."""
-    from atroz_monitor import server
-    from atroz_monitor import source as source_mod
+    from atroz_monitor.store import source as source_mod
+    from atroz_monitor.surface import server
 
     src = source_mod.FileSource([shapes["dir"]])
     srv = server.start_server(src, "127.0.0.1", 0)
@@ -1303,8 +1306,8 @@ def test_live_panels_show_what_a_fresh_load_shows(driver: Any, tmp_path: Path) -
     worker process, a nested failure and its alert, the run's end) shows in every panel
     (cards, flow, table, alerts, errors, Run) what a fresh load shows at the end; the Run
     panel's samples and processes and the errors panel grew live without a reload."""
-    server = pytest.importorskip("atroz_monitor.server")
-    source_mod = pytest.importorskip("atroz_monitor.source")
+    server = pytest.importorskip("atroz_monitor.surface.server")
+    source_mod = pytest.importorskip("atroz_monitor.store.source")
     runs = tmp_path / "runs"
     mon = Monitor(runs, plan=[("P00", "Load"), ("P01", "Validate")], sample_interval=0.05)
     mon.start()
@@ -1474,8 +1477,8 @@ def test_live_page_follows_the_snapshots_aggregates_and_retries(
     """A page left open while a hot loop of 300 calls and a retried phase run shows, without
     a reload, the aggregate row's count (300, from snapshot.aggregates) and the flow's retry
     badge (attempt 2/2, 1 failed, from flow.tries), as the server's snapshot says."""
-    from atroz_monitor import server
-    from atroz_monitor import source as source_mod
+    from atroz_monitor.store import source as source_mod
+    from atroz_monitor.surface import server
 
     runs = tmp_path / "runs"
     mon = Monitor(runs, plan=[("P00", "Loop"), ("P01", "Train")], sample_interval=None)

@@ -17,7 +17,7 @@ from browser import chrome, console_errors, set_viewport, wait_for
 from helpers import child_env
 
 from atroz_monitor import Monitor
-from atroz_monitor.alerts import rule
+from atroz_monitor.view.alerts import rule
 
 ME = pwd.getpwuid(os.getuid()).pw_name
 EVIL = "<img src=x onerror=alert(1)>"
@@ -69,8 +69,8 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def server(run_dir: Path) -> Iterator[Any]:
-    from atroz_monitor import server as server_mod
-    from atroz_monitor.source import FileSource
+    from atroz_monitor.store.source import FileSource
+    from atroz_monitor.surface import server as server_mod
 
     src = FileSource([run_dir])
     srv = server_mod.start_server(src, "127.0.0.1", 0)

@@ -21,8 +21,10 @@ from browser import (
 )
 from synthetic import MIB, T0, Run
 
-from atroz_monitor import charts, cli, page, suggestions
-from atroz_monitor.loader import load_state
+from atroz_monitor.commands import cli
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.surface import page
+from atroz_monitor.view import charts, suggestions
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -173,7 +175,7 @@ def test_static_suggestions_list_the_rules_with_their_evidence(
     d, ids = history_dir
     open_page(driver, static_report.as_uri())
     st, _ = load_state([d])
-    from atroz_monitor import views
+    from atroz_monitor.view import views
 
     snap = views.snapshot(st, ids[-1], now=T0 + 10_000)
     want = suggestions.suggest(snap, charts.rows_from_state(st, ids[-1]))
@@ -238,8 +240,8 @@ def test_insights_js_never_parses_html() -> None:
 # ---------------------------------------------------------------------------- live
 @pytest.fixture(scope="module")
 def live_server(history_dir: tuple[Path, list[str]]) -> Iterator[Any]:
-    from atroz_monitor import server
-    from atroz_monitor.source import FileSource
+    from atroz_monitor.store.source import FileSource
+    from atroz_monitor.surface import server
 
     src = FileSource([str(history_dir[0])])
     srv = server.start_server(src, "127.0.0.1", 0)
@@ -311,8 +313,9 @@ def test_live_suggestions_arrive_when_the_run_ends(driver: Any, tmp_path: Path) 
     the insights again and lists "getting_slower" for P00."""
     import time
 
-    from atroz_monitor import Monitor, server
-    from atroz_monitor.source import FileSource
+    from atroz_monitor import Monitor
+    from atroz_monitor.store.source import FileSource
+    from atroz_monitor.surface import server
 
     runs = tmp_path / "runs"
     runs.mkdir()

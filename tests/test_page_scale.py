@@ -10,8 +10,8 @@ import pytest
 from browser import chrome, console_errors, set_viewport, wait_for
 from test_serve_scale import template  # noqa: F401  (the real-run fixture)
 
-from atroz_monitor.server import start_server
-from atroz_monitor.source import FileSource
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface.server import start_server
 
 PIPELINES = [b"nightly-a", b"nightly-b", b"ci"]
 

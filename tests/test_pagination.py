@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import api
-from atroz_monitor.source import FileSource
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface import api
 
 T0 = 1_700_000_000.0
 

@@ -16,8 +16,8 @@ from helpers import of_kind, read_log
 
 import atroz_monitor
 from atroz_monitor import Monitor
-from atroz_monitor.loader import liveness, load_state
-from atroz_monitor.views import snapshot
+from atroz_monitor.read.loader import liveness, load_state
+from atroz_monitor.view.views import snapshot
 
 
 def _pool_task(args):

@@ -1,4 +1,4 @@
-"""Tests for atroz_monitor.procfs: parsers, kept descriptors, tree and rusage samplers."""
+"""Tests for atroz_monitor.probe.procfs: parsers, kept descriptors, tree and rusage samplers."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atroz_monitor import procfs
-from atroz_monitor.procfs import (
+from atroz_monitor.probe import procfs
+from atroz_monitor.probe.procfs import (
     ProcFS,
     ProcStat,
     RusageSampler,

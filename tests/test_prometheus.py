@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from conftest import require_tool
 
-from atroz_monitor import api, exporters, report, server, source, views
-from atroz_monitor.state import State, apply
+from atroz_monitor.read.state import State, apply
+from atroz_monitor.store import source
+from atroz_monitor.surface import api, exporters, report, server
+from atroz_monitor.view import views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCALING = os.path.join(ROOT, "docs", "SCALING.md")
@@ -215,7 +217,7 @@ def test_histogram_sends_only_inf_for_calls_summed_by_the_writer() -> None:
 def _history(n: int, keys: int, pipelines: int = 1) -> list[dict[str, Any]]:
     """``n`` finished runs' catalog summaries (``keys`` phase keys each, durations varying
     per run), spread over ``pipelines`` names; built from one reduced run with new ids."""
-    from atroz_monitor import catalog
+    from atroz_monitor.read import catalog
 
     st = State()
     evs: list[dict[str, Any]] = [{"ev": "run_start", "ts": 1000.0, "name": "n", "plan": []}]

@@ -1,4 +1,4 @@
-"""Tests for atroz_monitor.reader: whole-file reading, following a growing file, discovery."""
+"""Tests for atroz_monitor.read.reader: whole-file reading, following a growing file, discovery."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor.reader import (
+from atroz_monitor.read.reader import (
     MAX_CORRUPT_LINES,
     SCHEMA_VERSION,
     Follower,

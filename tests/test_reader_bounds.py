@@ -16,8 +16,8 @@ from helpers import child_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor.reader import MAX_LINE_BYTES, Follower, ReadStats, iter_events, open_log
-from atroz_monitor.source import FileSource
+from atroz_monitor.read.reader import MAX_LINE_BYTES, Follower, ReadStats, iter_events, open_log
+from atroz_monitor.store.source import FileSource
 
 EV = b'{"ev":"log","ts":1.0,"run":"r","pid":1,"seq":%d,"level":"warning","msg":"m"}\n'
 
@@ -107,7 +107,7 @@ def test_follower_and_iter_agree_on_long_lines(
 
 CHILD = r"""
 import sys
-from atroz_monitor.reader import Follower, ReadStats, iter_events
+from atroz_monitor.read.reader import Follower, ReadStats, iter_events
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):

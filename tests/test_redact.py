@@ -1,4 +1,4 @@
-"""Tests for atroz_monitor.redact: secret shapes, look-alikes, metadata, user patterns."""
+"""Tests for atroz_monitor.record.redact: secret shapes, look-alikes, metadata, user patterns."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor.redact import BUILTIN_PATTERNS, REDACTED, Redactor, is_secret_key
+from atroz_monitor.record.redact import BUILTIN_PATTERNS, REDACTED, Redactor, is_secret_key
 
 R = Redactor()
 
@@ -388,7 +388,7 @@ def test_clean_message_is_fast() -> None:
 @given(_TEXT)
 def test_fast_path_covers_every_gate(text: str) -> None:
     """The inlined fast-path test opens whenever any built-in's own gate would."""
-    from atroz_monitor.redact import _RULES, _maybe_secret
+    from atroz_monitor.record.redact import _RULES, _maybe_secret
 
     low = text.lower()
     if any(gate(text, low) for gate, _ in _RULES.values()):

@@ -17,7 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import Monitor, cli, report, views
+from atroz_monitor import Monitor
+from atroz_monitor.commands import cli
+from atroz_monitor.surface import report
+from atroz_monitor.view import views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=ROOT)
@@ -117,7 +120,7 @@ def test_completed_demo_report_matches_the_log(demo_logs):
     assert "data quality: ok" in out
     ends = [e for e in evs if e["ev"] == "phase_end" and e["parent"] is None]
     assert len(ends) == 10
-    from atroz_monitor.report import fmt_ms
+    from atroz_monitor.surface.report import fmt_ms
 
     for e in ends:
         line = next(ln for ln in out.splitlines() if ln.startswith(e["phase"] + " "))
@@ -508,8 +511,8 @@ def test_a_loop_of_sub_phases_is_summed_into_one_row(tmp_path):
 def test_progress_line_on_a_large_input_shows_position_and_clears(tmp_path, capsys):
     """With ``show`` (stderr a TTY and a large input) a line with the percentage read and
     the events so far is rewritten in place, then erased; every event is still applied."""
-    from atroz_monitor import report
-    from atroz_monitor.state import State
+    from atroz_monitor.read.state import State
+    from atroz_monitor.surface import report
 
     path = tmp_path / "big.jsonl"
     n = 150_000  # more than two slices of 65,536 events

@@ -1,4 +1,4 @@
-"""Tests for atroz_monitor.retention: prune by limits, live runs, compression, the CLI."""
+"""Tests for atroz_monitor.commands.retention: prune by limits, live runs, compression, the CLI."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import Monitor, reader
-from atroz_monitor.cli import main as cli_main
-from atroz_monitor.retention import (
+from atroz_monitor import Monitor
+from atroz_monitor.commands.cli import main as cli_main
+from atroz_monitor.commands.retention import (
     LiveRunError,
     Pruner,
     _plan,
@@ -23,6 +23,7 @@ from atroz_monitor.retention import (
     parse_size,
     prune,
 )
+from atroz_monitor.read import reader
 
 DAY = 86400.0
 NOW = time.time()
@@ -408,7 +409,7 @@ def test_plan_meets_limits_unless_blocked_by_live_runs(
 
 def test_marker_scan_finds_run_end_across_chunks(tmp_path: Path) -> None:
     """A run_end after more than one read chunk of other lines is found (the log is finished)."""
-    from atroz_monitor import retention
+    from atroz_monitor.commands import retention
 
     path = make_run(tmp_path, "long", days_ago=0)
     lines = path.read_bytes().splitlines(keepends=True)
@@ -440,7 +441,7 @@ def test_keep_runs_after_cp_r_keeps_the_newest_by_start(tmp_path: Path) -> None:
 
 def test_prune_keeps_the_catalog_in_step(five: Path) -> None:
     """Runs removed by prune leave the catalog at once, without a log being read again."""
-    from atroz_monitor import catalog
+    from atroz_monitor.read import catalog
 
     prune(five, keep_runs=2)
     before = catalog.reduced_logs
@@ -452,8 +453,8 @@ def test_prune_keeps_the_catalog_in_step(five: Path) -> None:
 
 def test_compress_moves_the_catalog_entry(five: Path) -> None:
     """A compressed log keeps its catalog entry (renamed): no log is read again after."""
-    from atroz_monitor import catalog
-    from atroz_monitor.retention import _compress_kept
+    from atroz_monitor.commands.retention import _compress_kept
+    from atroz_monitor.read import catalog
 
     done = _compress_kept(str(five), "/proc", False)
     assert [os.path.basename(p) for p, err in done if err is None] == [

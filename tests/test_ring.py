@@ -1,4 +1,4 @@
-"""Tests for atroz_monitor.ring: the bounded, drop-counting, fork-aware buffer."""
+"""Tests for atroz_monitor.read.ring: the bounded, drop-counting, fork-aware buffer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from atroz_monitor.ring import Ring
+from atroz_monitor.read.ring import Ring
 
 
 def _wait_until(predicate: object, timeout: float) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers import of_kind, poll, read_log, ready
 
-from atroz_monitor import runcmd
+from atroz_monitor.commands import runcmd
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO}

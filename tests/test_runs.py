@@ -17,8 +17,8 @@ from helpers import of_kind, read_log
 from test_tags import LARGE, SMALL, T0, make_history, synth_run
 
 import atroz_monitor
-from atroz_monitor import report
-from atroz_monitor.runs import PhaseView, Runs, RunView, load
+from atroz_monitor.surface import report
+from atroz_monitor.surface.runs import PhaseView, Runs, RunView, load
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "NOTEBOOKS.md"
@@ -302,7 +302,7 @@ def test_read_api_is_exported_and_imported_lazily() -> None:
     assert atroz_monitor.Runs is Runs and atroz_monitor.RunView is RunView
     assert atroz_monitor.PhaseView is PhaseView
     assert {"load", "Runs", "RunView", "PhaseView"} <= set(atroz_monitor.__all__)
-    code = "import sys, atroz_monitor; print('atroz_monitor.report' in sys.modules)"
+    code = "import sys, atroz_monitor; print('atroz_monitor.surface.report' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

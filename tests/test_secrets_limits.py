@@ -10,7 +10,7 @@ import pytest
 from helpers import of_kind, read_log
 
 from atroz_monitor import Monitor
-from atroz_monitor.alerts import Evaluator, rule
+from atroz_monitor.view.alerts import Evaluator, rule
 
 SECRETS = [
     "hunter2-pass",
@@ -24,7 +24,7 @@ SECRETS = [
 def test_secrets_never_reach_the_log_the_snapshot_or_a_report(tmp_path, monkeypatch, capsys):
     """argv, run and phase metadata, messages (logging included), errors, artifact paths,
     metric names and tags are redacted before they are written."""
-    from atroz_monitor import cli
+    from atroz_monitor.commands import cli
 
     monkeypatch.setattr(sys, "argv", ["etl.py", "--password", SECRETS[0], f"--token={SECRETS[1]}"])
     log = tmp_path / "run.jsonl"
@@ -135,7 +135,8 @@ _ = time
 def test_a_wrapped_command_killed_by_the_oom_killer_says_so(tmp_path, monkeypatch):
     """run -- CMD: a command SIGKILLed while the cgroup's oom_kill count rose ends the run
     failed with reason oom_kill and a critical alert."""
-    from atroz_monitor import cgroup, runcmd
+    from atroz_monitor.commands import runcmd
+    from atroz_monitor.probe import cgroup
 
     class Watch:
         def poll(self):

@@ -15,10 +15,13 @@ import sys
 import pytest
 from helpers import child_env, poll
 
-from atroz_monitor import Monitor, catalog, server, source
-from atroz_monitor.reader import Follower
-from atroz_monitor.server import start_server
-from atroz_monitor.source import MAX_OPEN_LOGS, FileSource
+from atroz_monitor import Monitor
+from atroz_monitor.read import catalog
+from atroz_monitor.read.reader import Follower
+from atroz_monitor.store import source
+from atroz_monitor.store.source import MAX_OPEN_LOGS, FileSource
+from atroz_monitor.surface import server
+from atroz_monitor.surface.server import start_server
 
 ROUTES = [
     "/healthz",
@@ -274,8 +277,8 @@ def test_stream_works_with_descriptors_above_1024(
 SERVE_UNDER_ULIMIT = r"""
 import resource, sys, json, http.client
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-from atroz_monitor.server import start_server
-from atroz_monitor.source import FileSource
+from atroz_monitor.surface.server import start_server
+from atroz_monitor.store.source import FileSource
 srv = start_server(FileSource([sys.argv[1]]), port=0, _own_source=True)
 out = {}
 for path in json.loads(sys.argv[2]):

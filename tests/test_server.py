@@ -25,9 +25,11 @@ from hypothesis import strategies as st
 from test_api import append, build_runs
 from test_source import wait_for
 
-from atroz_monitor import Monitor, api, cli, server
-from atroz_monitor.server import serve_monitor, start_server
-from atroz_monitor.source import FileSource
+from atroz_monitor import Monitor
+from atroz_monitor.commands import cli
+from atroz_monitor.store.source import FileSource
+from atroz_monitor.surface import api, server
+from atroz_monitor.surface.server import serve_monitor, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -568,13 +570,14 @@ def test_serve_bad_input_exits_2_with_one_line(
     assert rc == 2 and f"port {port} is already in use" in err
 
 
-def test_alerts_option_without_rules_support_exits_2(
-    runs_dir: Path, capsys: Any, monkeypatch: Any
-) -> None:
-    """--alerts with an alerts module lacking load_rules/evaluate_replay: exit 2, one line."""
-    monkeypatch.setitem(sys.modules, "atroz_monitor.alerts", types.ModuleType("alerts"))
-    rc, err = _run_cli([str(runs_dir), "--alerts", "rules.toml"], capsys)
-    assert rc == 2 and "alert rules are not available in this version" in err
+def test_alerts_option_with_bad_rules_exits_2(runs_dir: Path, capsys: Any, tmp_path: Path) -> None:
+    """--alerts naming a missing or malformed rules file: exit 2 and one line naming it."""
+    rc, err = _run_cli([str(runs_dir), "--alerts", str(tmp_path / "nope.toml")], capsys)
+    assert rc == 2 and "nope.toml: cannot read alert rules" in err and err.count("\n") == 1
+    bad = tmp_path / "bad.json"  # JSON: rule files on Python 3.10 have no tomllib
+    bad.write_text('{"rule": [{"metric": 5}]}')
+    rc, err = _run_cli([str(runs_dir), "--alerts", str(bad)], capsys)
+    assert rc == 2 and "unknown top-level key 'rule'" in err and "Traceback" not in err
 
 
 def test_alert_hook_overlays_rule_alerts(runs_dir: Path, monkeypatch: Any) -> None:
@@ -584,7 +587,7 @@ def test_alert_hook_overlays_rule_alerts(runs_dir: Path, monkeypatch: Any) -> No
     fake.evaluate_replay = lambda st, rid, rules: [  # type: ignore[attr-defined]
         {"alert": f"x-{rid}", "rule": rules[0], "severity": "info", "state": "raised"}
     ]
-    monkeypatch.setitem(sys.modules, "atroz_monitor.alerts", fake)
+    monkeypatch.setitem(sys.modules, "atroz_monitor.view.alerts", fake)
     src = FileSource([runs_dir], alerts=server._alert_hook("rules.toml"))
     try:
         alerts = {a["alert"] for a in src.snapshot("r1")["alerts"]}

@@ -13,8 +13,8 @@ import pytest
 from helpers import of_kind, read_log
 
 from atroz_monitor import Monitor
-from atroz_monitor.loader import load_state
-from atroz_monitor.views import snapshot
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.view.views import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,7 +178,7 @@ def test_dag_plan_is_validated():
 
 
 def _dag_run(st_events, rid, t0, durations, running=None):
-    from atroz_monitor import state as S
+    from atroz_monitor.read import state as S
 
     plan = [
         {"id": "A", "name": "A"},
@@ -223,8 +223,8 @@ def test_dag_eta_and_critical_path_let_parallel_branches_overlap():
     """With B (4 s) and C (10 s) in parallel after A (2 s), then D (3 s): history gives an
     ETA for a run at A's end of max(4, 10) + 3 = 13 s, not 4 + 10 + 3; the critical path of
     a finished run is A > C > D."""
-    from atroz_monitor import analysis
-    from atroz_monitor import state as S
+    from atroz_monitor.read import state as S
+    from atroz_monitor.view import analysis
 
     st = S.State()
     for i in range(3):
@@ -260,7 +260,7 @@ def test_rotated_and_compressed_parts_read_back_as_one_log(tmp_path):
     import gzip
     import shutil
 
-    from atroz_monitor.reader import discover
+    from atroz_monitor.read.reader import discover
 
     log = tmp_path / "big.jsonl"
     with Monitor(
@@ -292,8 +292,8 @@ def test_skipped_cached_and_retried_phases_through_the_api(tmp_path):
     and every attempt of a retried phase, the flow holding the last attempt's outcome."""
     import json
 
-    from atroz_monitor import api
-    from atroz_monitor.source import FileSource
+    from atroz_monitor.store.source import FileSource
+    from atroz_monitor.surface import api
 
     d = tmp_path / "runs"
     with Monitor(

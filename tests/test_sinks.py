@@ -12,8 +12,9 @@ import textwrap
 import pytest
 from helpers import read_log
 
-from atroz_monitor import Monitor, sinks
-from atroz_monitor.sinks import LogWriter
+from atroz_monitor import Monitor
+from atroz_monitor.record import sinks
+from atroz_monitor.record.sinks import LogWriter
 
 
 def test_write_failure_on_dev_full_is_counted_not_raised(capsys):

@@ -10,9 +10,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import Monitor, report, views
-from atroz_monitor.loader import load_state
-from atroz_monitor.state import KeyAgg
+from atroz_monitor import Monitor
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.read.state import KeyAgg
+from atroz_monitor.surface import report
+from atroz_monitor.view import views
 
 T0 = 1_700_000_000.0
 
@@ -214,7 +216,7 @@ def test_progress_bar_counts_the_flow_or_the_top_level_phases(tmp_path: Path) ->
 def test_alerts_open_summary_counts_open_alerts_by_severity() -> None:
     """Raised and acknowledged count as open, resolved and cleared do not: 2 open, 1
     critical, 1 warning."""
-    from atroz_monitor.alerts import open_summary
+    from atroz_monitor.view.alerts import open_summary
 
     alerts = [
         {"alert": "a", "state": "raised", "severity": "critical"},
@@ -228,7 +230,7 @@ def test_alerts_open_summary_counts_open_alerts_by_severity() -> None:
 def test_snapshot_alerts_open_matches_a_live_failed_phase_alert(tmp_path: Path) -> None:
     """A run whose phase failed under the phase_failed rule: the snapshot's alerts_open
     counts that one open alert."""
-    from atroz_monitor.alerts import rule
+    from atroz_monitor.view.alerts import rule
 
     with Monitor(tmp_path, sample_interval=None, alert_rules=[rule("phase_failed")],
                  run_id="f") as m:  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 from test_api import append
 
 from atroz_monitor import Monitor
-from atroz_monitor.source import CHANGES, FileSource, MonitorSource
+from atroz_monitor.store.source import CHANGES, FileSource, MonitorSource
 
 
 def wait_for(pred: Callable[[], object], timeout: float = 5.0) -> bool:

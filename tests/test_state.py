@@ -7,8 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atroz_monitor import state as S
-from atroz_monitor import views
+from atroz_monitor.read import state as S
+from atroz_monitor.view import views
 
 
 def _thread_program(draw, tid: int, n_phases: int) -> list[dict]:

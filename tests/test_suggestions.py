@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from synthetic import MIB, PHASES, T0, Run, random_run, rules, snap_of, state_of
 
-from atroz_monitor import charts, suggestions, views
+from atroz_monitor.view import charts, suggestions, views
 
 
 @settings(max_examples=60, deadline=None)

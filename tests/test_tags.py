@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from atroz_monitor import cli, history, report
-from atroz_monitor.loader import load_state
-from atroz_monitor.runs import load
+from atroz_monitor.commands import cli
+from atroz_monitor.read.loader import load_state
+from atroz_monitor.surface import report
+from atroz_monitor.surface.runs import load
+from atroz_monitor.view import history
 
 T0 = 1_790_000_000.0  # a fixed wall clock: runs an hour apart, in the order written
 

@@ -66,13 +66,13 @@ def test_module_names_are_unique_across_subpackages() -> None:
 
 
 def test_the_readme_names_every_test_file_and_static_asset() -> None:
-    """tests/README.md names each tests/test_*.py and each file of atroz_monitor/static/."""
+    """tests/README.md names each tests/test_*.py and each file of atroz_monitor/surface/static/."""
     readme = (TESTS / "README.md").read_text()
     named = set(re.findall(r"\btest_\w+\.py\b", readme))
     files = {p.name for p in TESTS.glob("test_*.py")}
     assert sorted(files - named) == []
     assert sorted(named - files) == []  # no stale names either
-    assets = {p.name for p in (PKG / "static").iterdir() if p.is_file()}
+    assets = {p.name for p in (PKG / "surface" / "static").iterdir() if p.is_file()}
     assert sorted(a for a in assets if a not in readme) == []
 
 
@@ -80,7 +80,7 @@ def test_the_layout_check_sees_a_missing_file(tmp_path: Path) -> None:
     """The rule itself: the expected test file of every module is derived from its name
     (sampler.py -> test_sampler.py, a subpackage's code -> test_<subpackage>.py)."""
     got = expected_test_files()
-    assert got["atroz_monitor/sampler.py"] == "test_sampler.py"
+    assert got["atroz_monitor/record/sampler.py"] == "test_sampler.py"
     assert got["atroz_monitor/__init__.py"] == "test_package.py"
     sub = tmp_path / "record"
     sub.mkdir()

@@ -26,7 +26,8 @@ import pytest
 from helpers import child_env, of_kind, phase_ends, read_log
 
 import atroz_monitor
-from atroz_monitor import Monitor, cgroup
+from atroz_monitor import Monitor
+from atroz_monitor.probe import cgroup
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(f"/proc/{os.getpid()}/statm"), reason="ground truth needs Linux /proc"

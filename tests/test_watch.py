@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from atroz_monitor.watch import DirWatch
+from atroz_monitor.read.watch import DirWatch
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux")
 
