@@ -404,20 +404,28 @@ class Statm:
     never inherits the figure of the sampler's last tick, which may predate a 500 MB free.
     ``rss()`` is None where there is no ``/proc``. After a fork the child must ``reopen()``:
     the descriptor names the parent's pid.
+
+    ``reading`` is the last boundary reading, ``(perf_counter_ns, process_time_ns, rss)``,
+    stamped no later than it was taken; a boundary soon enough after the stamp
+    uses it instead of reading again (``monitor.REUSE_NS``). One tuple, replaced whole: a thread
+    reads a consistent one.
     """
 
-    __slots__ = ("root", "fd", "page", "_ident")
+    __slots__ = ("root", "fd", "page", "_ident", "reading")
 
     def __init__(self, root: str = "/proc") -> None:
         self.root = root
         self.fd = -1
         self._ident: tuple[int, int] | None = None
         self.page = page_size()
+        self.reading: tuple[int, int, int | None] = (-(1 << 62), 0, None)
         self.reopen()
 
     def reopen(self) -> None:
         """Open the statm file of the calling process; in a forked child, the inherited
         descriptor (the parent's file) is closed if the number is still ours."""
+        # A forked child's CPU clock starts again and its RSS is its own: forget the reading.
+        self.reading = (-(1 << 62), 0, None)
         _close_if_ours(self.fd, self._ident)
         self.fd, self._ident = _open_kept(
             os.path.join(self.root, str(os.getpid()), "statm"), os.O_RDONLY
