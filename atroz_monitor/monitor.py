@@ -523,6 +523,7 @@ class Phase:
             st = mon._statm
             if st is None:
                 rd = (t0, _cpu_ns(), mon._rss)
+                r = mon._reaped()
             else:
                 rd = st.reading
                 if t0 - rd[0] >= REUSE_NS:
@@ -532,10 +533,11 @@ class Phase:
                     except (OSError, IndexError, ValueError):
                         rss = None
                     st.reading = rd = (t0, cpu, rss)
+                ru = st.children()
+                r = ru.ru_utime + ru.ru_stime
             self._rd = rd
             self.peak_rss = rd[2]
             # Children's CPU (mon._children_cpu() inlined but for its rare slow case).
-            r = mon._reaped()
             pub = mon._ccpu
             if pub is None:
                 self._ccpu0 = r
@@ -594,6 +596,7 @@ class Phase:
             st = mon._statm
             if st is None:
                 end = (t1, _cpu_ns(), mon._rss)
+                r = mon._reaped()
             else:
                 end = st.reading
                 if t1 - end[0] >= REUSE_NS or end[0] < rd[0]:
@@ -603,7 +606,8 @@ class Phase:
                     except (OSError, IndexError, ValueError):
                         rss = None
                     st.reading = end = (t1, cpu, rss)
-            r = mon._reaped()
+                ru = st.children()
+                r = ru.ru_utime + ru.ru_stime
             pub = mon._ccpu
             if pub is None:
                 ccpu = r - self._ccpu0

@@ -13,14 +13,16 @@ nothing). Targets (issue 12): median <= 1.25x the floor and <= 1/3 of the OpenTe
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from json.encoder import encode_basestring_ascii as quote  # type: ignore[attr-defined]
 
 from atroz_monitor.monitor import REUSE_NS
-from atroz_monitor.procfs import reaped_children_cpu_s
+from atroz_monitor.procfs import rusage_children
 
 from .common import Figure, per_op_us
 
@@ -31,7 +33,9 @@ class Floor:
     The same readings as phase()'s, at the same moments: at each boundary the RSS (os.pread
     of a kept statm descriptor) and the process's CPU clock, or the last such reading if it
     is younger than REUSE_NS (and, at an exit, not older than the phase's start reading);
-    RUSAGE_CHILDREN at every boundary; the monotonic and wall clocks.
+    RUSAGE_CHILDREN at every boundary; the monotonic and wall clocks. The fields are computed
+    as phase() computes them: the parent from a context variable set at the entry and reset at
+    the exit, the thread's name from a per-thread cache.
     """
 
     def __init__(self, path: str) -> None:
@@ -42,6 +46,8 @@ class Floor:
         self.statm = os.open(f"/proc/{os.getpid()}/statm", os.O_RDONLY)
         self.page = os.sysconf("SC_PAGE_SIZE")
         self.reading: tuple[int, int, int] = (-(1 << 62), 0, 0)
+        self.current: ContextVar[_FloorPhase | None] = ContextVar("floor", default=None)
+        self.tls = threading.local()
 
     def read(self, t: int, since: int) -> tuple[int, int, int]:
         rd = self.reading
@@ -56,7 +62,7 @@ class Floor:
 
 
 class _FloorPhase:
-    __slots__ = ("f", "key", "t0", "rd", "cc0", "span", "ts0")
+    __slots__ = ("f", "key", "t0", "rd", "cc0", "span", "ts0", "tok", "head", "start")
 
     def __init__(self, f: Floor, key: str) -> None:
         self.f = f
@@ -66,11 +72,24 @@ class _FloorPhase:
         f = self.f
         with f.lock:
             f.seq += 1
-            self.span = f"1.{f.seq}"
+            self.span = span = f"1.{f.seq}"
+        parent = f.current.get()
+        self.tok = f.current.set(self)
+        try:
+            tq = f.tls.q
+        except AttributeError:
+            tq = f.tls.q = quote(threading.current_thread().name)
+        q = quote(self.key)
+        self.head = (
+            f'"span":"{span}","phase":{q},"name":{q},'
+            f'"parent":{"null" if parent is None else quote(parent.span)}'
+        )
+        self.start = f'{self.head},"thread":{tq}'
         self.ts0 = time.time()
         self.t0 = t0 = time.perf_counter_ns()
         self.rd = f.read(t0, t0 - REUSE_NS)
-        self.cc0 = reaped_children_cpu_s()
+        ru = rusage_children()
+        self.cc0 = ru.ru_utime + ru.ru_stime
         return self
 
     def __exit__(self, *a: object) -> None:
@@ -78,19 +97,19 @@ class _FloorPhase:
         t1 = time.perf_counter_ns()
         rd = self.rd
         end = f.read(t1, rd[0])
-        cc = reaped_children_cpu_s() - self.cc0
+        ru = rusage_children()
+        cc = ru.ru_utime + ru.ru_stime - self.cc0
         d = (t1 - self.t0) / 1e6
         c = (end[1] - rd[1]) / 1e6
         rss = end[2]
         peak = max(rss, rd[2])
-        q = quote(self.key)
-        head = f'"span":"{self.span}","phase":{q},"name":{q},"parent":null'
+        f.current.reset(self.tok)
+        head = self.head
         with f.lock:
             seq = f.seq + 1
             f.seq = seq + 1
             data = (
-                f'{{"ev":"phase_start","ts":{self.ts0:.6f},{f.rp}{seq},{head},'
-                f'"thread":"MainThread"}}\n'
+                f'{{"ev":"phase_start","ts":{self.ts0:.6f},{f.rp}{seq},{self.start}}}\n'
                 f'{{"ev":"phase_end","ts":{time.time():.6f},{f.rp}{seq + 1},{head},'
                 f'"status":"completed","duration_ms":{d:.3f},"cpu_ms":{c:.3f},'
                 + (f'"children_cpu_ms":{cc * 1000:.3f},' if cc > 0 else "")
@@ -167,6 +186,9 @@ def run(quick: bool = False) -> list[Figure]:
             if k in cleanup:
                 cleanup[k]()
     mon.close()
+    os.close(floor.fd)
+    os.close(floor.statm)
+    shutil.rmtree(tmp, ignore_errors=True)  # two logs of a few hundred MB
     med = {k: statistics.median(v) for k, v in vals.items()}
     m_vals = vals["mon"]
     spread = (max(m_vals) - min(m_vals)) / med["mon"] * 100
