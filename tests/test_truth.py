@@ -222,17 +222,19 @@ def test_memory_touched_between_two_phases_is_read_again(tmp_path: Path) -> None
 def test_back_to_back_phases_cpu_within_the_reuse_window(tmp_path: Path) -> None:
     """300 back-to-back phases of 0-200 us of CPU, sampling off (one thread): each cpu_ms is
     within REUSE_NS of the CPU measured inside it (a reading is reused only if younger), and
-    together they add up to the CPU used inside them."""
+    together they add up to the process's CPU across the sequence (nothing counted twice)."""
     from atroz_monitor.monitor import REUSE_NS
 
     log = tmp_path / "run.jsonl"
     inner: list[float] = []
     with Monitor(log, sample_interval=None, detail="all") as mon:
+        outer0 = time.process_time_ns()
         for i in range(300):
             with mon.phase(f"p{i}"):
                 c0 = time.process_time_ns()
                 burn((i % 5) * 50e-6)
                 inner.append((time.process_time_ns() - c0) / 1e6)
+        outer = (time.process_time_ns() - outer0) / 1e6
     ends = phase_ends(read_log(log))
     window_ms = REUSE_NS / 1e6
     lows = [ends[f"p{i}"]["cpu_ms"] - inner[i] for i in range(300)]
@@ -240,8 +242,9 @@ def test_back_to_back_phases_cpu_within_the_reuse_window(tmp_path: Path) -> None
     # runs here), rounding to 1 us. The upper side adds the monitor's own few microseconds.
     assert min(lows) >= -(window_ms + 0.001), min(lows)
     assert sorted(lows)[150] <= window_ms + 0.05, sorted(lows)[150]
-    cpu_close("cpu_ms", "300 back-to-back phases (sum)",
-              sum(e["cpu_ms"] for e in ends.values()), sum(inner))  # fmt: skip
+    total = sum(e["cpu_ms"] for e in ends.values())
+    cpu_close("cpu_ms", "300 back-to-back phases (sum)", total, outer)
+    assert total <= outer + window_ms  # the first phase's start may predate outer0
 
 
 def test_exact_peak_catches_a_short_spike_in_the_phase_and_its_parent(tmp_path: Path) -> None:
