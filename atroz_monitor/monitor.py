@@ -638,24 +638,24 @@ class Phase:
             else:
                 # Two readings of different threads may be a few us out of order: never < 0.
                 cpu = end[1] - rd[1]
-                body = (
-                    f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f},'
-                    f'"cpu_ms":{cpu / 1e6 if cpu > 0 else 0.0:.3f}'
-                )
-                if ccpu > 0:
-                    body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
+                cc = f',"children_cpu_ms":{ccpu * 1000:.3f}' if ccpu > 0 else ""
                 rss = end[2]
-                if rss is not None:
+                r0 = rd[2]
+                if rss is None:
+                    mem = ""
+                else:
                     peak = self.peak_rss
                     if peak is None or rss > peak:
                         peak = rss
-                    r0 = rd[2]
-                    body += (
+                    mem = (
                         f',"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{r0}'
-                        f"{mon._peak_method}"
                         if r0 is not None
-                        else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}{mon._peak_method}'
-                    )
+                        else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
+                    ) + mon._peak_method
+                body = (
+                    f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f},'
+                    f'"cpu_ms":{cpu / 1e6 if cpu > 0 else 0.0:.3f}{cc}{mem}'
+                )
             if self.items:
                 body += f',"items":{self.items}'
             if self.total is not None:
