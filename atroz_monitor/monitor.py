@@ -519,22 +519,26 @@ class Phase:
             # from its own figure), then RSS (one pread) and CPU, or a reading < REUSE_NS old.
             if mon._hwm is not None:
                 _fold_hwm()
-            self._t0 = t0 = _perf_ns()
+            now = _perf_ns()
             st = mon._statm
             if st is None:
-                rd = (t0, _cpu_ns(), mon._rss)
+                rd = (now, _cpu_ns(), mon._rss)
                 r = mon._reaped()
             else:
                 rd = st.reading
-                if t0 - rd[0] >= REUSE_NS:
+                if now - rd[0] >= REUSE_NS:
                     cpu = _cpu_ns()
                     try:  # Statm.rss() inlined: this is the hot path
                         rss = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
                     except (OSError, IndexError, ValueError):
                         rss = None
-                    st.reading = rd = (t0, cpu, rss)
+                    st.reading = rd = (now, cpu, rss)
                 ru = st.children()
                 r = ru.ru_utime + ru.ru_stime
+            # The start, after the reads (pread lets other threads take the GIL): the start
+            # line's time and the duration's origin together.
+            self._t0 = t0 = _perf_ns()
+            ts0 = _wall()
             self._rd = rd
             self.peak_rss = rd[2]
             # Children's CPU (mon._children_cpu() inlined but for its rare slow case).
@@ -553,10 +557,10 @@ class Phase:
                 # Deferred: written with the end line in one system call, or by the sampler
                 # at its next tick if the phase is still running then (so a running phase
                 # shows live and in a crashed log within one sample interval).
-                self._pending = ("phase_start", _wall(), body)
+                self._pending = ("phase_start", ts0, body)
             else:
                 self._pending = None
-                run.writer.emit("phase_start", _wall(), body)
+                run.writer.emit("phase_start", ts0, body)
             # Last, with every field set: the sampler thread reads the open phases.
             run.active[span] = self
         except Exception as exc:
