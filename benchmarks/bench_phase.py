@@ -85,11 +85,12 @@ class _FloorPhase:
             f'"parent":{"null" if parent is None else quote(parent.span)}'
         )
         self.start = f'{self.head},"thread":{tq}'
-        self.ts0 = time.time()
-        self.t0 = t0 = time.perf_counter_ns()
-        self.rd = f.read(t0, t0 - REUSE_NS)
+        now = time.perf_counter_ns()
+        self.rd = f.read(now, now - REUSE_NS)
         ru = rusage_children()
         self.cc0 = ru.ru_utime + ru.ru_stime
+        self.t0 = time.perf_counter_ns()  # after the reads, with the wall time, as phase()
+        self.ts0 = time.time()
         return self
 
     def __exit__(self, *a: object) -> None:
