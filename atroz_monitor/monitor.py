@@ -533,11 +533,12 @@ class Phase:
                     except (OSError, IndexError, ValueError):
                         rss = None
                     st.reading = rd = (now, cpu, rss)
+                    now = _perf_ns()  # the pread lets other threads take the GIL: after it
                 ru = st.children()
                 r = ru.ru_utime + ru.ru_stime
-            # The start, after the reads (pread lets other threads take the GIL): the start
-            # line's time and the duration's origin together.
-            self._t0 = t0 = _perf_ns()
+            # The start, after any read that may wait for the GIL: the start line's time and
+            # the duration's origin together.
+            self._t0 = t0 = now
             ts0 = _wall()
             self._rd = rd
             self.peak_rss = rd[2]

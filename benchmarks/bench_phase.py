@@ -86,10 +86,14 @@ class _FloorPhase:
         )
         self.start = f'{self.head},"thread":{tq}'
         now = time.perf_counter_ns()
-        self.rd = f.read(now, now - REUSE_NS)
+        rd = f.reading
+        if now - rd[0] >= REUSE_NS:
+            rd = f.read(now, now)
+            now = time.perf_counter_ns()  # after the pread, with the wall time, as phase()
+        self.rd = rd
         ru = rusage_children()
         self.cc0 = ru.ru_utime + ru.ru_stime
-        self.t0 = time.perf_counter_ns()  # after the reads, with the wall time, as phase()
+        self.t0 = now
         self.ts0 = time.time()
         return self
 
