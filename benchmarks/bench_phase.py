@@ -1,33 +1,46 @@
 """phase() enter+exit overhead, writing its two lines to a real file.
 
-Floor: a minimal context manager that reads the same sources as phase() at each boundary
-(the RSS with one pread of a kept /proc/<pid>/statm descriptor, RUSAGE_CHILDREN, the CPU and
-monotonic clocks), hand-formats two lines with the same fields and os.writes them to an
-O_APPEND descriptor. Baselines: prometheus_client Histogram.time() and an OpenTelemetry SDK
-span (SimpleSpanProcessor + InMemorySpanExporter, which writes nothing). Targets (issue 12):
-median <= 1.25x the floor and <= 1/3 of the OpenTelemetry span.
+Floor: a minimal context manager that reads the same sources as phase() at each boundary,
+with the same reuse of a reading younger than ``monitor.REUSE_NS`` (the RSS with one pread of
+a kept /proc/<pid>/statm descriptor and the process's CPU clock; RUSAGE_CHILDREN at every
+boundary; the monotonic and wall clocks), hand-formats the two lines with the same fields and
+writes them with one os.write at the exit to an O_APPEND descriptor, as phase() does with a
+sampler running (the start line is deferred). Baselines: prometheus_client Histogram.time()
+and an OpenTelemetry SDK span (SimpleSpanProcessor + InMemorySpanExporter, which writes
+nothing). Targets (issue 12): median <= 1.25x the floor and <= 1/3 of the OpenTelemetry span.
+
+The span's cost depends on the round's length: the in-memory exporter keeps every span until
+the round ends, and the garbage collector's passes over them grow with it (on a 2-core box:
+about 22 us a span in rounds of 5,000, --quick, and 32 us in rounds of 50,000, the default).
+Record the default run's ratio, and read --quick's as the span without that heap.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from json.encoder import encode_basestring_ascii as quote  # type: ignore[attr-defined]
 
-from atroz_monitor.probe.procfs import reaped_children_cpu_s
+from atroz_monitor.probe.procfs import rusage_children
+from atroz_monitor.record.monitor import REUSE_NS
 
 from .common import Figure, per_op_us
 
 
 class Floor:
-    """The floor: two hand-formatted lines of the same fields, two os.write calls.
+    """The floor: the same fields from the same sources, two hand-formatted lines, one write.
 
-    The same fields as phase()'s lines, from the same sources read at the same moments:
-    the RSS at each boundary (os.pread of a kept statm descriptor, as the monitor reads
-    it), RUSAGE_CHILDREN at each boundary, the CPU and monotonic clocks.
+    The same readings as phase()'s, at the same moments: at each boundary the RSS (os.pread
+    of a kept statm descriptor) and the process's CPU clock, or the last such reading if it
+    is younger than REUSE_NS (and, at an exit, not older than the phase's start reading);
+    RUSAGE_CHILDREN at every boundary; the monotonic and wall clocks. The fields are computed
+    as phase() computes them: the parent from a context variable set at the entry and reset at
+    the exit, the thread's name from a per-thread cache.
     """
 
     def __init__(self, path: str) -> None:
@@ -37,16 +50,24 @@ class Floor:
         self.rp = f'"run":"bench","pid":{os.getpid()},"seq":'
         self.statm = os.open(f"/proc/{os.getpid()}/statm", os.O_RDONLY)
         self.page = os.sysconf("SC_PAGE_SIZE")
+        self.reading: tuple[int, int, int] = (-(1 << 62), 0, 0)
+        self.current: ContextVar[_FloorPhase | None] = ContextVar("floor", default=None)
+        self.tls = threading.local()
 
-    def rss(self) -> int:
-        return int(os.pread(self.statm, 128, 0).split(None, 2)[1]) * self.page
+    def read(self, t: int, since: int) -> tuple[int, int, int]:
+        rd = self.reading
+        if t - rd[0] >= REUSE_NS or rd[0] < since:
+            cpu = time.process_time_ns()
+            rss = int(os.pread(self.statm, 128, 0).split(None, 2)[1]) * self.page
+            self.reading = rd = (t, cpu, rss)
+        return rd
 
     def phase(self, key: str) -> _FloorPhase:
         return _FloorPhase(self, key)
 
 
 class _FloorPhase:
-    __slots__ = ("f", "key", "t0", "cpu0", "span", "rss0", "cc0")
+    __slots__ = ("f", "key", "t0", "rd", "cc0", "span", "ts0", "tok", "head", "start")
 
     def __init__(self, f: Floor, key: str) -> None:
         self.f = f
@@ -54,40 +75,58 @@ class _FloorPhase:
 
     def __enter__(self) -> _FloorPhase:
         f = self.f
-        self.rss0 = f.rss()
-        self.cc0 = reaped_children_cpu_s()
-        self.cpu0 = time.process_time_ns()
-        self.t0 = time.perf_counter_ns()
         with f.lock:
             f.seq += 1
-            self.span = f"1.{f.seq}"
-            q = quote(self.key)
-            line = (
-                f'{{"ev":"phase_start","ts":{time.time():.6f},{f.rp}{f.seq},"span":"{self.span}",'
-                f'"phase":{q},"name":{q},"parent":null,"thread":"MainThread"}}\n'
-            )
-            os.write(f.fd, line.encode("ascii"))
+            self.span = span = f"1.{f.seq}"
+        parent = f.current.get()
+        self.tok = f.current.set(self)
+        try:
+            tq = f.tls.q
+        except AttributeError:
+            tq = f.tls.q = quote(threading.current_thread().name)
+        q = quote(self.key)
+        self.head = (
+            f'"span":"{span}","phase":{q},"name":{q},'
+            f'"parent":{"null" if parent is None else quote(parent.span)}'
+        )
+        self.start = f'{self.head},"thread":{tq}'
+        now = time.perf_counter_ns()
+        rd = f.reading
+        if now - rd[0] >= REUSE_NS:
+            rd = f.read(now, now)
+            now = time.perf_counter_ns()  # after the pread, with the wall time, as phase()
+        self.rd = rd
+        ru = rusage_children()
+        self.cc0 = ru.ru_utime + ru.ru_stime
+        self.t0 = now
+        self.ts0 = time.time()
         return self
 
     def __exit__(self, *a: object) -> None:
         f = self.f
-        d = (time.perf_counter_ns() - self.t0) / 1e6
-        c = (time.process_time_ns() - self.cpu0) / 1e6
-        rss = f.rss()
-        cc = reaped_children_cpu_s() - self.cc0
-        peak = max(rss, self.rss0)
+        t1 = time.perf_counter_ns()
+        rd = self.rd
+        end = f.read(t1, rd[0])
+        ru = rusage_children()
+        cc = ru.ru_utime + ru.ru_stime - self.cc0
+        d = (t1 - self.t0) / 1e6
+        c = (end[1] - rd[1]) / 1e6
+        rss = end[2]
+        peak = max(rss, rd[2])
+        f.current.reset(self.tok)
+        head = self.head
         with f.lock:
-            f.seq += 1
-            q = quote(self.key)
-            line = (
-                f'{{"ev":"phase_end","ts":{time.time():.6f},{f.rp}{f.seq},"span":"{self.span}",'
-                f'"phase":{q},"name":{q},"parent":null,"status":"completed",'
-                f'"duration_ms":{d:.3f},"cpu_ms":{c:.3f},'
+            seq = f.seq + 1
+            f.seq = seq + 1
+            data = (
+                f'{{"ev":"phase_start","ts":{self.ts0:.6f},{f.rp}{seq},{self.start}}}\n'
+                f'{{"ev":"phase_end","ts":{time.time():.6f},{f.rp}{seq + 1},{head},'
+                f'"status":"completed","duration_ms":{d:.3f},"cpu_ms":{c:.3f},'
                 + (f'"children_cpu_ms":{cc * 1000:.3f},' if cc > 0 else "")
-                + f'"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{self.rss0},'
+                + f'"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{rd[2]},'
                 f'"peak_rss_method":"sampled"}}\n'
             )
-            os.write(f.fd, line.encode("ascii"))
+            os.write(f.fd, data.encode("ascii"))
 
 
 def run(quick: bool = False) -> list[Figure]:
@@ -157,6 +196,9 @@ def run(quick: bool = False) -> list[Figure]:
             if k in cleanup:
                 cleanup[k]()
     mon.close()
+    os.close(floor.fd)
+    os.close(floor.statm)
+    shutil.rmtree(tmp, ignore_errors=True)  # two logs of a few hundred MB
     med = {k: statistics.median(v) for k, v in vals.items()}
     m_vals = vals["mon"]
     spread = (max(m_vals) - min(m_vals)) / med["mon"] * 100

@@ -202,6 +202,52 @@ def test_phase_freeing_at_its_end_records_the_end_rss(tmp_path: Path) -> None:
     assert end["peak_rss_bytes"] >= truth + 250 * MiB  # the sampler saw the block
 
 
+def test_memory_touched_between_two_phases_is_read_again(tmp_path: Path) -> None:
+    """Two phases with 64 MiB made resident between them (outside both, far longer than
+    REUSE_NS): the second starts from the RSS after it (statm), not the first one's end."""
+    log = tmp_path / "run.jsonl"
+    with Monitor(log, sample_interval=None) as mon:
+        with mon.phase("first"):
+            pass
+        block = touch(64 * MiB)
+        truth = statm_rss()
+        with mon.phase("second"):
+            pass
+        del block
+    ends = phase_ends(read_log(log))
+    assert truth - ends["first"]["rss_bytes"] > 60 * MiB  # the block really moved the RSS
+    rss_close("rss_start_bytes", "after 64 MiB touched between phases",
+              ends["second"]["rss_start_bytes"], truth)  # fmt: skip
+
+
+def test_back_to_back_phases_cpu_within_the_reuse_window(tmp_path: Path) -> None:
+    """300 back-to-back phases of 0-200 us of CPU, sampling off (one thread): each cpu_ms is
+    within REUSE_NS of the CPU measured inside it (a reading is reused only if younger), and
+    together they add up to the process's CPU across the sequence (nothing counted twice)."""
+    from atroz_monitor.record.monitor import REUSE_NS
+
+    log = tmp_path / "run.jsonl"
+    inner: list[float] = []
+    with Monitor(log, sample_interval=None, detail="all") as mon:
+        outer0 = time.process_time_ns()
+        for i in range(300):
+            with mon.phase(f"p{i}"):
+                c0 = time.process_time_ns()
+                burn((i % 5) * 50e-6)
+                inner.append((time.process_time_ns() - c0) / 1e6)
+        outer = (time.process_time_ns() - outer0) / 1e6
+    ends = phase_ends(read_log(log))
+    window_ms = REUSE_NS / 1e6
+    lows = [ends[f"p{i}"]["cpu_ms"] - inner[i] for i in range(300)]
+    # Lower bound: the end's reading may be up to REUSE_NS older than the exit (one thread
+    # runs here), rounding to 1 us. The upper side adds the monitor's own few microseconds.
+    assert min(lows) >= -(window_ms + 0.001), min(lows)
+    assert sorted(lows)[150] <= window_ms + 0.05, sorted(lows)[150]
+    total = sum(e["cpu_ms"] for e in ends.values())
+    cpu_close("cpu_ms", "300 back-to-back phases (sum)", total, outer)
+    assert total <= outer + window_ms  # the first phase's start may predate outer0
+
+
 def test_exact_peak_catches_a_short_spike_in_the_phase_and_its_parent(tmp_path: Path) -> None:
     """exact_peak=True: a 200 MB spike held 200 ms, between two samples 5 s apart, is the peak
     of its phase and of the enclosing one (folded before each reset), within 2 MiB."""

@@ -16,13 +16,14 @@ loop and calls ``read()`` from one thread at a time.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "HighWater",
@@ -404,20 +405,30 @@ class Statm:
     never inherits the figure of the sampler's last tick, which may predate a 500 MB free.
     ``rss()`` is None where there is no ``/proc``. After a fork the child must ``reopen()``:
     the descriptor names the parent's pid.
+
+    ``reading`` is the last boundary reading, ``(perf_counter_ns, process_time_ns, rss)``,
+    stamped no later than it was taken; a boundary soon enough after the stamp
+    uses it instead of reading again (``monitor.REUSE_NS``). One tuple, replaced whole: a thread
+    reads a consistent one. ``children()`` is ``getrusage(RUSAGE_CHILDREN)``, for the same
+    boundaries (a C callable: the hot path calls it without a Python frame).
     """
 
-    __slots__ = ("root", "fd", "page", "_ident")
+    __slots__ = ("root", "fd", "page", "_ident", "reading", "children")
 
     def __init__(self, root: str = "/proc") -> None:
         self.root = root
         self.fd = -1
         self._ident: tuple[int, int] | None = None
         self.page = page_size()
+        self.reading: tuple[int, int, int | None] = (-(1 << 62), 0, None)
+        self.children = rusage_children  # read at every boundary, never reused
         self.reopen()
 
     def reopen(self) -> None:
         """Open the statm file of the calling process; in a forked child, the inherited
         descriptor (the parent's file) is closed if the number is still ours."""
+        # A forked child's CPU clock starts again and its RSS is its own: forget the reading.
+        self.reading = (-(1 << 62), 0, None)
         _close_if_ours(self.fd, self._ident)
         self.fd, self._ident = _open_kept(
             os.path.join(self.root, str(os.getpid()), "statm"), os.O_RDONLY
@@ -562,28 +573,31 @@ class HighWater:
         self._status = self._clear = (-1, None)
 
 
-def _rusage_children() -> Callable[[], float]:
-    try:
-        import resource
-    except ImportError:  # Windows: os.times has the same sum at clock-tick resolution
-
-        def times_children() -> float:
-            t = os.times()
-            return t.children_user + t.children_system
-
-        return times_children
-    get, who = resource.getrusage, resource.RUSAGE_CHILDREN
-
-    def rusage_children() -> float:
-        r = get(who)
-        return r.ru_utime + r.ru_stime
-
-    return rusage_children
+class _ChildTimes(NamedTuple):
+    ru_utime: float
+    ru_stime: float
 
 
-reaped_children_cpu_s = _rusage_children()
-reaped_children_cpu_s.__doc__ = """CPU seconds of this process's reaped children, exact: the
-kernel adds each waited-for child, with the descendants it waited for, to RUSAGE_CHILDREN."""
+def _times_children() -> _ChildTimes:
+    """Windows: os.times has the same sums, at clock-tick resolution."""
+    t = os.times()
+    return _ChildTimes(t.children_user, t.children_system)
+
+
+try:
+    import resource as _resource
+except ImportError:
+    rusage_children: Callable[[], Any] = _times_children
+else:
+    # A C callable: no Python frame on the phase hot path, which sums the two fields inline.
+    rusage_children = functools.partial(_resource.getrusage, _resource.RUSAGE_CHILDREN)
+
+
+def reaped_children_cpu_s() -> float:
+    """CPU seconds of this process's reaped children, exact: the kernel adds each waited-for
+    child, with the descendants it waited for, to RUSAGE_CHILDREN."""
+    r = rusage_children()
+    return r.ru_utime + r.ru_stime  # type: ignore[no-any-return]
 
 
 def _read_once(path: str) -> bytes | None:

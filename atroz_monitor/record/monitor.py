@@ -68,6 +68,15 @@ _pread = os.pread  # the phase boundary's statm read (see procfs.Statm.rss)
 _cpu_ns = time.process_time_ns
 _wall = time.time
 
+REUSE_NS = 20_000
+"""A phase boundary reuses the process's last RSS and CPU reading (``procfs.Statm.reading``)
+if it was taken less than 20 us before, on the monotonic clock: boundaries that close
+together (a phase's end and the next one's start, a parent's start and its first child's, a
+phase shorter than 20 us) cost one reading. Each figure is off by at most what changes in
+20 us: CPU at most 20 us per CPU the process runs on; RSS at most what the process maps or
+unmaps in 20 us (docs/ACCURACY.md). Children's CPU is read at every boundary: one reap moves
+it by any amount at once."""
+
 
 _tls = _thread._local()  # threading.local
 
@@ -339,7 +348,7 @@ class Phase:
         "_t0",
         "_cpu0",
         "_ccpu0",
-        "_rss0",
+        "_rd",
         "peak_rss",
         "_prog_t",
         "_last_activity",
@@ -374,7 +383,7 @@ class Phase:
     _t0: int  # perf_counter_ns
     _cpu0: int  # process_time_ns
     _ccpu0: float
-    _rss0: int | None
+    _rd: tuple[int, int, int | None]  # the start's reading: (stamp ns, CPU ns, RSS)
     peak_rss: int | None
     _prog_t: float
     _last_activity: float
@@ -498,25 +507,8 @@ class Phase:
             self.parent = parent
             self._prev = prev
             self._pid = pid
-            self.status = None
+            self.status = self.total = self._outcome = self._figures = None
             self.items = self.warnings = self.errors = 0
-            self.total = None
-            self._outcome = None
-            self._figures = None
-            # RSS read at the boundary itself (one pread), after folding the exact peak so
-            # far into the phases already open: this one starts from its own figure.
-            if mon._hwm is not None:
-                _fold_hwm()
-            st = mon._statm
-            if st is not None:
-                try:  # Statm.rss() inlined: this is the hot path
-                    rss0 = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
-                except (OSError, IndexError, ValueError):
-                    rss0 = None
-            else:
-                rss0 = mon._rss
-            self._rss0 = self.peak_rss = rss0
-            self._ccpu0 = mon._children_cpu()
             if _ctx:
                 self._token = _current.set(self)
             else:
@@ -536,8 +528,42 @@ class Phase:
                 body += ',"meta":' + dumps(mon.redactor.redact_obj(self.meta))
             if self.attempt is not None:
                 body += f',"attempt":{int(self.attempt)}'
-            self._cpu0 = _cpu_ns()
-            self._t0 = t0 = _perf_ns()
+            # The boundary itself, last (the monitor's own work above is not the phase's):
+            # the exact peak so far folded into the phases already open (this one starts
+            # from its own figure), then RSS (one pread) and CPU, or a reading < REUSE_NS old.
+            if mon._hwm is not None:
+                _fold_hwm()
+            now = _perf_ns()
+            st = mon._statm
+            if st is None:
+                rd = (now, _cpu_ns(), mon._rss)
+                r = mon._reaped()
+            else:
+                rd = st.reading
+                if now - rd[0] >= REUSE_NS:
+                    cpu = _cpu_ns()
+                    try:  # Statm.rss() inlined: this is the hot path
+                        rss = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
+                    except (OSError, IndexError, ValueError):
+                        rss = None
+                    st.reading = rd = (now, cpu, rss)
+                    now = _perf_ns()  # the pread lets other threads take the GIL: after it
+                ru = st.children()
+                r = ru.ru_utime + ru.ru_stime
+            # The start, after any read that may wait for the GIL: the start line's time and
+            # the duration's origin together.
+            self._t0 = t0 = now
+            ts0 = _wall()
+            self._rd = rd
+            self.peak_rss = rd[2]
+            # Children's CPU (mon._children_cpu() inlined but for its rare slow case).
+            pub = mon._ccpu
+            if pub is None:
+                self._ccpu0 = r
+            elif r == pub[0] or not pub[2]:
+                self._ccpu0 = pub[1] + (r - pub[0])
+            else:
+                self._ccpu0 = mon._children_cpu()
             # Progress lines start after PROGRESS_EVERY_S.
             self._last_activity = self._prog_t = t0 / 1e9
             if p is not None:
@@ -546,10 +572,10 @@ class Phase:
                 # Deferred: written with the end line in one system call, or by the sampler
                 # at its next tick if the phase is still running then (so a running phase
                 # shows live and in a crashed log within one sample interval).
-                self.pending = ("phase_start", _wall(), body)
+                self.pending = ("phase_start", ts0, body)
             else:
                 self.pending = None
-                run.writer.emit("phase_start", _wall(), body)
+                run.writer.emit("phase_start", ts0, body)
             # Last, with every field set: the sampler thread reads the open phases.
             run.active[span] = self
         except Exception as exc:
@@ -560,7 +586,6 @@ class Phase:
         self, et: Any, exc: BaseException | None, tb: Any, _ctx: bool = True
     ) -> Literal[False]:
         t1 = _perf_ns()
-        cpu1 = _cpu_ns()
         try:
             run = self._run
             if self._pid != _pid:
@@ -570,7 +595,7 @@ class Phase:
                 return False
             hot = self._agg
             if hot is not None:
-                run._finish_hot(self, hot, exc, t1, cpu1)
+                run._finish_hot(self, hot, exc, t1, _cpu_ns())
                 return False
             if self.status is not None or self.span is None:
                 return False
@@ -584,15 +609,31 @@ class Phase:
             else:
                 status = "failed"
             mon = run.monitor
+            # The end's reading: RSS and CPU, or one < REUSE_NS old and not older than the
+            # start's (another thread may have put back an older one since).
+            rd = self._rd
             st = mon._statm
-            if st is not None:
-                try:
-                    rss = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
-                except (OSError, IndexError, ValueError):
-                    rss = None
+            if st is None:
+                end = (t1, _cpu_ns(), mon._rss)
+                r = mon._reaped()
             else:
-                rss = mon._rss
-            ccpu = mon._children_cpu() - self._ccpu0
+                end = st.reading
+                if t1 - end[0] >= REUSE_NS or end[0] < rd[0]:
+                    cpu = _cpu_ns()
+                    try:
+                        rss = int(_pread(st.fd, 128, 0).split(None, 2)[1]) * st.page
+                    except (OSError, IndexError, ValueError):
+                        rss = None
+                    st.reading = end = (t1, cpu, rss)
+                ru = st.children()
+                r = ru.ru_utime + ru.ru_stime
+            pub = mon._ccpu
+            if pub is None:
+                ccpu = r - self._ccpu0
+            elif r == pub[0] or not pub[2]:
+                ccpu = pub[1] + (r - pub[0]) - self._ccpu0
+            else:
+                ccpu = mon._children_cpu() - self._ccpu0
             if mon._hwm is not None:
                 _fold_hwm()  # into every open phase, this one included, then reset
             self.status = status
@@ -614,23 +655,26 @@ class Phase:
                 body = f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f}'
                 body += self._figures  # measured elsewhere (``run``: the command's tree)
             else:
-                body = (
-                    f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f},'
-                    f'"cpu_ms":{(cpu1 - self._cpu0) / 1e6:.3f}'
-                )
-                if ccpu > 0:
-                    body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
-                if rss is not None:
+                # Two readings of different threads may be a few us out of order: never < 0.
+                cpu = end[1] - rd[1]
+                cc = f',"children_cpu_ms":{ccpu * 1000:.3f}' if ccpu > 0 else ""
+                rss = end[2]
+                r0 = rd[2]
+                if rss is None:
+                    mem = ""
+                else:
                     peak = self.peak_rss
                     if peak is None or rss > peak:
                         peak = rss
-                    r0 = self._rss0
-                    body += (
+                    mem = (
                         f',"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{r0}'
                         if r0 is not None
                         else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
-                    )
-                    body += mon._peak_method
+                    ) + mon._peak_method
+                body = (
+                    f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f},'
+                    f'"cpu_ms":{cpu / 1e6 if cpu > 0 else 0.0:.3f}{cc}{mem}'
+                )
             if self.items:
                 body += f',"items":{self.items}'
             if self.total is not None:
