@@ -26,7 +26,9 @@ lock and copied (``_detach``); JSON encoding happens outside it, once per versio
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import heapq
 import os
 import sys
@@ -220,6 +222,20 @@ def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]]
                 continue
             out[obj["f"]] = (obj["sig"], [_compact(x) for x in obj["runs"]])
     return out
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector paused while a catalog loads: 10,000 summaries are millions of
+    objects (none of them cyclic garbage) that every full collection would walk again, a
+    third of serve's start at 10,000 runs."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _summary_duration(s: dict[str, Any]) -> float | None:
@@ -1622,7 +1638,8 @@ class FileSource(Source):
         for p in self.paths:
             if not os.path.exists(p):
                 raise FileNotFoundError(2, "no such log file or directory", p)
-        self._load_catalogs()
+        with _gc_paused():
+            self._load_catalogs()
         self._evaluate_parked_alerts()
         while self.refresh() and self.backlog():
             pass

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import time
 
+from helpers import poll
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -190,3 +193,67 @@ def test_summary_total_is_exact_whatever_the_order():
     assert a.summary()["phases"]["A"] == {"count": 3, "mean_ms": 0.2}
     assert b.summary() == a.summary()
     assert math.isclose(a.totals.keys["A"][3].value(), 0.6)
+
+
+def _get(src, path, query=""):
+    from atroz_monitor import api
+
+    r = api.route(src, "GET", path, query, {})
+    assert r.status == 200, r.body
+    return json.loads(r.body)
+
+
+def test_a_new_finished_run_shows_in_summary_and_history(tmp_path, monkeypatch):
+    """A run that finishes while serve runs counts in /api/v1/summary and is the newest row
+    of the history routes, first while followed and again once parked (folded into the
+    index), with the same answers as the summaries computed from scratch."""
+    from atroz_monitor import Monitor, source
+
+    def run(rid: str, items: int) -> None:
+        with Monitor(str(tmp_path), run_id=rid, name="nightly", sample_interval=0.05) as m:
+            with m.phase("P00") as p:
+                p.add_items(items)
+
+    for i in range(3):
+        run(f"old-{i}", 1)
+    catalog.Catalog(tmp_path).refresh()
+    src = source.FileSource([str(tmp_path)])
+    try:
+        assert src.live_ids() == set()  # all three parked from the catalog
+        assert _get(src, "/api/v1/summary")["runs"]["total"] == 3
+        assert _get(src, "/api/v1/phases/P00/history")["count"] == 3
+        run("new-0", 7)
+
+        def check() -> None:
+            summ = _get(src, "/api/v1/summary")
+            hist = _get(src, "/api/v1/phases/P00/history")
+            trends = _get(src, "/api/v1/phases/P00/trends")
+            assert summ["runs"]["completed"] == 4
+            assert summ["phases"]["P00"]["count"] == 4
+            assert hist["count"] == 4
+            assert hist["runs"][-1]["run"] == "new-0"
+            assert hist["runs"][-1]["items"] == 7
+            assert trends["runs"] == 4
+            every = catalog.Catalog(tmp_path).summaries()
+            assert summ == history.summary(every)
+            want = history.phase_history(every, "P00", limit=100)
+            assert {k: hist[k] for k in ("count", "stats", "runs")} == {
+                k: want[k] for k in ("count", "stats", "runs")
+            }
+
+        def shown(followed: bool) -> bool:
+            src.refresh()
+            # (cross-run answers are reused for up to CACHE_S after a change)
+            total = _get(src, "/api/v1/summary")["runs"]["total"]
+            return ("new-0" in src.live_ids()) == followed and total == 4
+
+        # Followed first (it changed less than HOT_S ago): laid over the index per request.
+        poll(lambda: shown(True), 30, "the new run followed and counted")
+        check()
+        # Quiet: parked, its summary folded into the index.
+        monkeypatch.setattr(source, "HOT_S", 0.0)
+        poll(lambda: shown(False), 30, "the new run parked and counted")
+        time.sleep(source.CACHE_S)  # every answer cached while it was followed goes stale
+        check()
+    finally:
+        src.close()
