@@ -690,11 +690,11 @@ class Index:
     def get(self, run_id: str) -> Summary | None:
         return self._runs.get(run_id)
 
-    def summaries(self) -> list[Summary]:
+    def summaries(self) -> list[Any]:
         """Every folded summary, oldest first (a copy of the list; the dicts are shared)."""
         return list(self._all.items)
 
-    def before(self, start: float, n: int) -> list[Summary]:
+    def before(self, start: float, n: int) -> list[Any]:
         """The latest ``n`` summaries that started before ``start``, oldest first."""
         i = bisect.bisect_left(self._all.starts, start)
         return self._all.items[max(0, i - n) : i]

@@ -486,7 +486,7 @@ class Source:
             with self._lock:
                 live = self._live_summaries()
                 parked = self._index.summaries()  # oldest first already
-                held = self.state.runs
+                held = set(self.state.runs)
             if held:
                 parked = [s for s in parked if s["run"] not in held]
             out = list(heapq.merge(parked, live, key=catalog.start_of))
@@ -517,7 +517,7 @@ class Source:
         holds (None: the state's other runs, for a source without summaries)."""
         start = _run_start(r)
         with self._lock:
-            held = self.state.runs
+            held = set(self.state.runs)
             live = [s for s in self._live_summaries() if catalog.start_of(s) < start]
             # Enough parked runs that HISTORY_RUNS remain once the held ones are left out.
             parked = self._index.before(start, HISTORY_RUNS + len(held))
@@ -531,10 +531,8 @@ class Source:
         def build() -> list[dict[str, Any]]:
             with self._lock:
                 out = self._index.summaries()
-                held = self.state.runs
-                if held:
-                    out = [s for s in out if s["run"] not in held]
-            return out
+                held = set(self.state.runs)
+            return [s for s in out if s["run"] not in held] if held else out
 
         return self.cached(("parked",), build)  # type: ignore[no-any-return]
 
