@@ -7,6 +7,10 @@ time, peak RSS and items/s, from the run's per-key aggregate (so folded repeats 
 compacted history runs count exactly). Statistics, trends, anomalies and the ETA come from
 ``analysis``. Reading summaries, not logs, is what keeps history's cost flat as runs
 accumulate (issue 13).
+
+These functions compute from scratch. ``Index`` gives the same answers (``summary``,
+``phase_history``, ``phase_trends``) from aggregates folded once per run, for ``serve``,
+where a pass over 10,000 summaries per answer would cost every first visitor.
 """
 
 from __future__ import annotations
