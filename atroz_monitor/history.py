@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import math
 import weakref
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -512,7 +513,7 @@ def _value(f: Figures, metric: str) -> float | None:
     return v if isinstance(v, (int, float)) else None
 
 
-def _find(starts: list[float], ids: list[str], start: float, rid: str) -> int:
+def _find(starts: Sequence[float], ids: list[str], start: float, rid: str) -> int:
     """Where (start, rid) is, or would go, in lists ordered by (start, run id)."""
     i = bisect.bisect_left(starts, start)
     n = len(starts)
@@ -522,14 +523,16 @@ def _find(starts: list[float], ids: list[str], start: float, rid: str) -> int:
 
 
 class _Ordered:
-    """Items ordered by (start, run id), as three parallel lists (bisect on floats)."""
+    """Items ordered by (start, run id), as three parallel sequences (bisect on the starts).
+    ``values``: the items are numbers, kept as doubles in an array (8 bytes each, no object:
+    a key's four series over 10,000 runs are ~1.3 MB, not ~2.2)."""
 
     __slots__ = ("starts", "ids", "items")
 
-    def __init__(self) -> None:
-        self.starts: list[float] = []
+    def __init__(self, values: bool = False) -> None:
+        self.starts = array("d")
         self.ids: list[str] = []
-        self.items: list[Any] = []
+        self.items: Any = array("d") if values else []
 
     def insert(self, start: float, rid: str, item: Any) -> None:
         starts = self.starts
@@ -566,14 +569,14 @@ class _Key:
     def __init__(self) -> None:
         self.rows = _Ordered()  # items: summaries
         self.series: dict[str, _Ordered] | None = None  # items: values
-        self.sorted: dict[str, list[float]] = {}
+        self.sorted: dict[str, Any] = {}  # metric -> array of its values, sorted
         self.stats: dict[str, Any] = {}  # metric -> describe of every folded row
 
     def build_series(self, key: str) -> dict[str, _Ordered]:
         """The metric series, built on first use in one pass over the rows, then kept up
         to date run by run (``add``/``remove``)."""
         if self.series is None:
-            series = {m: _Ordered() for m in METRICS}
+            series = {m: _Ordered(values=True) for m in METRICS}
             d, c, p, r = (series[m] for m in ("duration_ms", "cpu_ms", "peak_rss_bytes",
                                               "items_per_s"))  # fmt: skip
             rows = self.rows
@@ -619,12 +622,12 @@ class _Key:
             self.series = series
         return self.series
 
-    def sorted_values(self, metric: str) -> list[float]:
+    def sorted_values(self, metric: str) -> Any:
         """The metric's values sorted (shared: read only)."""
         out = self.sorted.get(metric)
         if out is None:
             assert self.series is not None
-            out = self.sorted[metric] = sorted(self.series[metric].items)
+            out = self.sorted[metric] = array("d", sorted(self.series[metric].items))
         return out
 
     def fold(self, start: float, rid: str, s: Summary, key: str, sign: int) -> None:
@@ -701,7 +704,7 @@ class Index:
     def before(self, start: float, n: int) -> list[Any]:
         """The latest ``n`` summaries that started before ``start``, oldest first."""
         i = bisect.bisect_left(self._all.starts, start)
-        return self._all.items[max(0, i - n) : i]
+        return list(self._all.items[max(0, i - n) : i])
 
     def keys(self) -> Iterable[str]:
         """Every phase key of a folded run."""
@@ -800,10 +803,10 @@ class Index:
 
     def _rows(
         self, k: _Key | None, i: int, excluded: set[str], over: list[tuple[float, Summary, Any]]
-    ) -> tuple[list[float], list[Any]]:
+    ) -> tuple[Any, list[Any]]:
         """The rows in scope, in order: (starts, items)."""
         if k is None:
-            starts, items = [], []
+            starts, items = array("d"), []
         else:
             starts, items = k.rows.starts[:i], k.rows.items[:i]
             drop = []
@@ -829,7 +832,7 @@ class Index:
         limit: float | None,
         excluded: set[str],
         over: list[tuple[float, Summary, Figures]],
-    ) -> tuple[list[float], list[float]]:
+    ) -> tuple[Any, Any]:
         """The metric's series in scope: (values in run order, the same sorted). The run
         order list holds only what ``trend`` and ``last`` need when the scope is every
         folded run (then the sorted list is the maintained one)."""
