@@ -424,6 +424,12 @@ class Totals:
 
     def fold(self, s: Summary, status: str, sign: int = 1) -> None:
         """Add (``sign`` 1) or take out (-1) one run's summary, counted as ``status``."""
+        self.fold_run(s, status, sign)
+        for k, count, timed, total in _key_totals(s.get("phases") or {}):
+            self.fold_key(k, count, timed, total, sign)
+
+    def fold_run(self, s: Summary, status: str, sign: int) -> None:
+        """The run's part of ``fold``: its status and open alerts."""
         self.runs += sign
         self.statuses[status] = self.statuses.get(status, 0) + sign
         for a in s.get("alerts") or ():
@@ -432,17 +438,18 @@ class Totals:
                 sev = a.get("severity")
                 if isinstance(sev, str):
                     self.alerts[sev] = self.alerts.get(sev, 0) + sign
-        keys = self.keys
-        for k, count, timed, total in _key_totals(s.get("phases") or {}):
-            row = keys.get(k)
-            if row is None:
-                row = keys[k] = [0, 0, 0, _Sum()]
-            row[0] += sign
-            row[1] += sign * count
-            row[2] += sign * timed  # skipped and cached ones have no duration
-            row[3].add(total, sign)
-            if not row[0]:
-                del keys[k]
+
+    def fold_key(self, k: str, count: Any, timed: Any, total: Any, sign: int) -> None:
+        """One phase key's part of ``fold``."""
+        row = self.keys.get(k)
+        if row is None:
+            row = self.keys[k] = [0, 0, 0, _Sum()]
+        row[0] += sign
+        row[1] += sign * count
+        row[2] += sign * timed  # skipped and cached ones have no duration
+        row[3].add(total, sign)
+        if not row[0]:
+            del self.keys[k]
 
     def copy(self) -> Totals:
         c = Totals()
@@ -731,23 +738,33 @@ class Index:
             self._all.insert(start, rid, s)
         else:
             self._all.remove(start, rid)
-        self.totals.fold(s, s.get("status") or "running", sign)
         ph = s.get("phases") or {}
-        if isinstance(ph, catalog.Phases):
-            # The key's count straight from its array: no figures computed per run and key
-            # while a catalog of 10,000 runs loads (a key's series are built when asked).
-            keys = [k for k, raw in ph.raw.items() if len(raw) > 2 and raw[2]]
-        else:
-            keys = [k for k in ph if _figures(s, k) is not None]
-        for key in keys:
-            k = self._keys.get(key)
-            if k is None:
-                if sign < 0:
-                    continue
-                k = self._keys[key] = _Key()
-            k.fold(start, rid, s, key, sign)
-            if sign < 0 and not k.rows.ids:
-                del self._keys[key]
+        t = self.totals
+        if not isinstance(ph, catalog.Phases):
+            t.fold(s, s.get("status") or "running", sign)
+            for key in [k for k in ph if _figures(s, k) is not None]:
+                self._fold_key(key, start, rid, s, sign)
+            return
+        # One pass over the compact arrays for the totals and the rows (``Totals.fold``'s
+        # and ``_figures``' rules, inline): no figures computed per run and key while a
+        # catalog of 10,000 runs loads (a key's series are built when first asked for).
+        t.fold_run(s, s.get("status") or "running", sign)
+        for key, raw in ph.raw.items():
+            n = len(raw)
+            if n > 8:
+                t.fold_key(key, raw[2] or 0, raw[3] or 0, raw[8] or 0.0, sign)
+            if n > 2 and raw[2]:
+                self._fold_key(key, start, rid, s, sign)
+
+    def _fold_key(self, key: str, start: float, rid: str, s: Summary, sign: int) -> None:
+        k = self._keys.get(key)
+        if k is None:
+            if sign < 0:
+                return
+            k = self._keys[key] = _Key()
+        k.fold(start, rid, s, key, sign)
+        if sign < 0 and not k.rows.ids:
+            del self._keys[key]
 
     # -- answers ----------------------------------------------------------------------------
     def summary(
