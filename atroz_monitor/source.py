@@ -224,16 +224,27 @@ def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]]
     return out
 
 
+FREEZE_RUNS = 1000
+"""A catalog load that parks more runs than this is frozen out of the cyclic collector."""
+
+
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(loaded: Callable[[], int]) -> Iterator[None]:
     """The cyclic collector paused while a catalog loads: 10,000 summaries are millions of
     objects (none of them cyclic garbage) that every full collection would walk again, a
-    third of serve's start at 10,000 runs."""
+    third of serve's start at 10,000 runs. Re-enabling it alone would only defer that:
+    the next collections would walk every object the load made, so a big load (more than
+    ``FREEZE_RUNS`` runs, ``loaded()``) is frozen first (``gc.freeze``: objects the
+    collector never walks again; a finished run's summary is acyclic and is freed by
+    reference counting when it goes). Only ``serve``'s ``FileSource`` loads catalogs this
+    big; an embedded dashboard reads at most ``EMBEDDED_HISTORY`` runs."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if loaded() > FREEZE_RUNS:
+            gc.freeze()
         if was:
             gc.enable()
 
@@ -1636,7 +1647,7 @@ class FileSource(Source):
         for p in self.paths:
             if not os.path.exists(p):
                 raise FileNotFoundError(2, "no such log file or directory", p)
-        with _gc_paused():
+        with _gc_paused(lambda: len(self._parked_runs)):
             self._load_catalogs()
         self._evaluate_parked_alerts()
         while self.refresh() and self.backlog():
