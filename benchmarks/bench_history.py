@@ -20,9 +20,12 @@ measured against an empty directory in the same invocation and printed as a grow
 
 - ``fig_serve_*``: ``serve DIR`` in a child process over the same directories: ready time
   (to the first ``/healthz`` answer; the first start, which builds the catalog, shown
-  apart), each route's p99 with 8 keep-alive clients (wrk when installed), RSS and peak,
-  descriptors, and idle CPU with one stream viewer and nothing changing. Targets: ready
-  <= 2 s, p99 <= 100 ms, RSS <= 200 MB, <= 64 log descriptors, idle <= 2% of a core.
+  apart), each route's first answer (one client, right after ready: nothing built on first
+  use may cost the first visitor more than the target) and p99 with 8 keep-alive clients
+  (wrk when installed), RSS and peak, descriptors, and idle CPU with one stream viewer and
+  nothing changing. The history routes are asked as the page asks them too (``before=``
+  the newest run). Targets: ready <= 2 s, first answer and p99 <= 100 ms, RSS <= 200 MB,
+  <= 64 log descriptors, idle <= 2% of a core.
 """
 
 from __future__ import annotations
@@ -268,6 +271,8 @@ SERVE_ROUTES = [
     "/metrics",
     "/api/v1/phases/P00/history",
     "/api/v1/phases/P00/trends",
+    "/api/v1/phases/P05/history?before={newest}",
+    "/api/v1/phases/P05/trends?before={newest}",
     "/",
 ]
 _SERVE: dict[tuple[str, bool], dict[str, Any]] = {}
@@ -347,6 +352,20 @@ def _route_p99(port: int, path: str, quick: bool) -> float:
     return lat[min(len(lat) - 1, int(len(lat) * 0.99))]
 
 
+def _first_ms(port: int, path: str) -> float:
+    """The first answer of ``path`` after the server is ready, in ms (one client): what a
+    cache or an index built on first use costs the first visitor."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    t = time.perf_counter()
+    c.request("GET", path)
+    c.getresponse().read()
+    ms = (time.perf_counter() - t) * 1000
+    c.close()
+    return ms
+
+
 def _serve_measure(d: str, quick: bool) -> dict[str, Any]:
     """Every serve figure of one directory from one server process (cached)."""
     key = (d, quick)
@@ -358,8 +377,11 @@ def _serve_measure(d: str, quick: bool) -> dict[str, Any]:
     first.terminate()
     first.wait()
     p, port, ready_s = _start_serve(d)
+    logs = sorted(n for n in os.listdir(d) if n.endswith(".jsonl"))
+    newest = logs[-1][: -len(".jsonl")] if logs else "none"  # history_dir: ids sort by start
     try:
-        p99 = {path: _route_p99(port, path, quick) for path in SERVE_ROUTES}
+        first = {path: _first_ms(port, path.format(newest=newest)) for path in SERVE_ROUTES}
+        p99 = {path: _route_p99(port, path.format(newest=newest), quick) for path in SERVE_ROUTES}
         status = _proc_status(p.pid)
         fds = len(os.listdir(f"/proc/{p.pid}/fd"))
         # Idle: one viewer on the stream, nothing changing.
@@ -378,6 +400,7 @@ def _serve_measure(d: str, quick: bool) -> dict[str, Any]:
     out = {
         "first_s": first_s,
         "ready_s": ready_s,
+        "first": first,
         "p99": p99,
         "rss": status.get("VmRSS", 0),
         "hwm": status.get("VmHWM", 0),
@@ -418,6 +441,15 @@ def fig_serve_p99(sizes: list[int], quick: bool = False) -> list[Figure]:
     return out
 
 
+def fig_serve_first(sizes: list[int], quick: bool = False) -> list[Figure]:
+    out = []
+    for n, m, base in _serve_pairs(sizes, quick):
+        for path in SERVE_ROUTES:
+            out.append(Figure(f"serve first answer {path}, {n:,} runs", m["first"][path], "ms",
+                              "empty dir", base["first"][path], "<= 100 ms"))  # fmt: skip
+    return out
+
+
 def fig_serve_rss(sizes: list[int], quick: bool = False) -> list[Figure]:
     out = []
     for n, m, base in _serve_pairs(sizes, quick):
@@ -450,6 +482,7 @@ def run(quick: bool = False) -> list[Figure]:
         figs += fig_loop(100 if quick else 1_000)
         figs += fig_metrics(sizes)
         figs += fig_serve_ready(sizes, quick)
+        figs += fig_serve_first(sizes, quick)
         figs += fig_serve_p99(sizes, quick)
         figs += fig_serve_rss(sizes, quick)
         figs += fig_serve_fds(sizes, quick)

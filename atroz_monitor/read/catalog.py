@@ -243,14 +243,40 @@ def _expand(key: str, raw: Sequence[Any]) -> dict[str, Any]:
     if d.get("name") is None:
         d["name"] = key
     d["top"] = bool(d.get("top"))
-    timed = d.get("timed") or 0
-    total = d.get("total_ms") or 0.0
-    cpu = d.get("total_cpu_ms") or 0.0
-    items = d.get("items") or 0
-    d["duration_ms"] = round(total / timed, 3) if timed else None
-    d["cpu_ms"] = round(cpu / timed, 3) if timed else None
-    d["items_per_s"] = items_per_s(items, total)
+    d["duration_ms"], d["cpu_ms"], d["items_per_s"] = _derived(
+        d.get("timed") or 0, d.get("total_ms") or 0.0, d.get("total_cpu_ms") or 0.0,
+        d.get("items") or 0,
+    )  # fmt: skip
     return d
+
+
+def _derived(timed: Any, total: Any, cpu: Any, items: Any) -> tuple[Any, Any, Any]:
+    """(duration_ms, cpu_ms, items_per_s) of a key from its sums: means per occurrence that
+    ran, and the rate. The one home of these figures (``_expand``, ``figures``)."""
+    return (
+        round(total / timed, 3) if timed else None,
+        round(cpu / timed, 3) if timed else None,
+        items_per_s(items, total),  # the one rate (a subnormal total gives None)
+    )
+
+
+def figures(raw: Sequence[Any]) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """(status, count, duration_ms, cpu_ms, peak_rss_bytes, items_per_s) of one key's
+    compact array, as ``Phases[key]`` gives them but without building its dict (what
+    ``history.Index`` folds per run and key)."""
+    n = len(raw)
+    dur, cpu, ips = _derived(
+        (raw[3] if n > 3 else None) or 0, (raw[8] if n > 8 else None) or 0.0,
+        (raw[11] if n > 11 else None) or 0.0, (raw[14] if n > 14 else None) or 0,
+    )  # fmt: skip
+    return (
+        raw[1] if n > 1 else None,
+        raw[2] if n > 2 else None,
+        dur,
+        cpu,
+        raw[13] if n > 13 else None,
+        ips,
+    )
 
 
 class Phases(Mapping[str, dict[str, Any]]):

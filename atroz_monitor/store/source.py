@@ -26,8 +26,9 @@ lock and copied (``_detach``); JSON encoding happens outside it, once per versio
 
 from __future__ import annotations
 
-import bisect
+import contextlib
 import functools
+import gc
 import heapq
 import os
 import sys
@@ -43,7 +44,7 @@ from ..read import catalog, loader, reader
 from ..read.reader import LOG_SUFFIXES, Follower, ReadStats
 from ..read.state import RunState, State, apply
 from ..read.watch import DirWatch
-from ..view import views
+from ..view import history, views
 from ..view.alerts import merge_alerts, open_summary, with_alerts
 
 if TYPE_CHECKING:
@@ -252,6 +253,31 @@ def _read_catalog(directory: str) -> dict[str, tuple[Any, list[dict[str, Any]]]]
     return out
 
 
+FREEZE_RUNS = 1000
+"""A catalog load that parks more runs than this is frozen out of the cyclic collector."""
+
+
+@contextlib.contextmanager
+def _gc_paused(loaded: Callable[[], int]) -> Iterator[None]:
+    """The cyclic collector paused while a catalog loads: 10,000 summaries are millions of
+    objects (none of them cyclic garbage) that every full collection would walk again, a
+    third of serve's start at 10,000 runs. Re-enabling it alone would only defer that:
+    the next collections would walk every object the load made, so a big load (more than
+    ``FREEZE_RUNS`` runs, ``loaded()``) is frozen first (``gc.freeze``: objects the
+    collector never walks again; a finished run's summary is acyclic and is freed by
+    reference counting when it goes). Only ``serve``'s ``FileSource`` loads catalogs this
+    big; an embedded dashboard reads at most ``EMBEDDED_HISTORY`` runs."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if loaded() > FREEZE_RUNS:
+            gc.freeze()
+        if was:
+            gc.enable()
+
+
 def _summary_duration(s: dict[str, Any]) -> float | None:
     """A summary's duration (a light one, from a catalog's tail, has only start and end)."""
     d = s.get("duration_ms")
@@ -307,6 +333,10 @@ class Source:
         self._parked_sigs: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) parked
         self._parked_gone: set[str] = set()  # parked runs whose files vanished
         self._parked_runs: dict[str, dict[str, Any]] = {}  # run id -> summary
+        # The parked runs' cross-run aggregates (summary, history, trends), folded once per
+        # run as it is parked or loaded from a catalog: a request reads them (issue 13).
+        self._index = history.Index()
+        self._live_summ: dict[str, tuple[int, dict[str, Any]]] = {}  # run id -> (events, summary)
         self._parked_files: dict[str, list[str]] = {}  # run id -> its files
         self._parked_rows: list[RunEntry] | None = None  # newest first; None: rebuild
         self._parked_gen = 0  # bumped whenever the parked runs change
@@ -495,34 +525,110 @@ class Source:
     def _summaries(self) -> tuple[list[dict[str, Any]], list[float]]:
         def build() -> tuple[list[dict[str, Any]], list[float]]:
             with self._lock:
-                live = [catalog.summarize(r) for r in self.state.runs.values()]
-                parked = [s for rid, s in self._parked_runs.items() if rid not in self.state.runs]
-            live.sort(key=catalog.start_of)
-            parked.sort(key=catalog.start_of)
+                live = self._live_summaries()
+                parked = self._index.summaries()  # oldest first already
+                held = set(self.state.runs)
+            if held:
+                parked = [s for s in parked if s["run"] not in held]
             out = list(heapq.merge(parked, live, key=catalog.start_of))
             return out, [catalog.start_of(s) for s in out]
 
         return self.cached(("summaries",), build)  # type: ignore[no-any-return]
 
+    def _live_summaries(self) -> list[dict[str, Any]]:
+        """The followed runs' summaries, oldest first; each summarised again only when
+        events were applied to it (call with the lock held)."""
+        cache = self._live_summ
+        runs = self.state.runs
+        out = []
+        for rid, r in runs.items():
+            hit = cache.get(rid)
+            if hit is None or hit[0] != r.events:
+                hit = cache[rid] = (r.events, catalog.summarize(r))
+            out.append(hit[1])
+        if len(cache) > len(runs):
+            for rid in [rid for rid in cache if rid not in runs]:
+                del cache[rid]
+        out.sort(key=catalog.start_of)
+        return out
+
     def _history_for(self, r: RunState) -> list[dict[str, Any]] | None:
         """The earlier runs a run's view compares with (ETA, anomalies): the latest
         ``HISTORY_RUNS`` summaries that started before it, bounded whatever the directory
         holds (None: the state's other runs, for a source without summaries)."""
-        runs, starts = self._summaries()
         start = _run_start(r)
-        i = bisect.bisect_left(starts, start)
-        return [s for s in runs[max(0, i - HISTORY_RUNS) : i] if s["run"] != r.id]
+        with self._lock:
+            held = set(self.state.runs)
+            live = [s for s in self._live_summaries() if catalog.start_of(s) < start]
+            # Enough parked runs that HISTORY_RUNS remain once the held ones are left out.
+            parked = self._index.before(start, HISTORY_RUNS + len(held))
+        parked = [s for s in parked if s["run"] not in held]
+        runs = list(heapq.merge(parked, live, key=catalog.start_of))[-HISTORY_RUNS:]
+        return [s for s in runs if s["run"] != r.id]
 
     def parked_summaries(self) -> list[dict[str, Any]]:
         """Summaries of the parked (finished, not held) runs, oldest first."""
 
         def build() -> list[dict[str, Any]]:
             with self._lock:
-                out = [s for rid, s in self._parked_runs.items() if rid not in self.state.runs]
-            out.sort(key=catalog.start_of)
-            return out
+                out = self._index.summaries()
+                held = set(self.state.runs)
+            return [s for s in out if s["run"] not in held] if held else out
 
         return self.cached(("parked",), build)  # type: ignore[no-any-return]
+
+    # -- cross-run answers, from the maintained aggregates ------------------------------------
+    def _live_statuses(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        now = time.time()
+        return self._live_summaries(), {
+            rid: self.run_status(r, now) for rid, r in self.state.runs.items()
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """``history.summary`` of every run: the parked runs' folded totals with the
+        followed runs laid over them (no pass over every run)."""
+        with self._lock:
+            live, statuses = self._live_statuses()
+            return self._index.summary(live, statuses)
+
+    def phase_history(
+        self,
+        key: str,
+        *,
+        before: str | None = None,
+        limit: int = history.HISTORY_LIMIT,
+        tags: dict[str, str] | None = None,
+        skip: int = 0,
+    ) -> dict[str, Any]:
+        """``history.phase_history`` of ``key`` over every run (``history.Index``): the
+        page of ``limit`` rows ending ``skip`` rows before the newest."""
+        with self._lock:
+            return self._index.phase_history(
+                key, before=before, limit=limit, tags=tags, live=self._live_summaries(), skip=skip
+            )
+
+    def phase_trends(
+        self,
+        key: str,
+        *,
+        before: str | None = None,
+        k: int = 10,
+        tags: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``history.phase_trends`` of ``key`` over every run (``history.Index``)."""
+        with self._lock:
+            return self._index.phase_trends(
+                key, before=before, k=k, tags=tags, live=self._live_summaries()
+            )
+
+    def phase_keys(self) -> set[str]:
+        """Every phase key of a run: the parked runs' (folded) and the followed runs'."""
+        with self._lock:
+            out = set(self._index.keys())
+            for r in self.state.runs.values():
+                out.update(r.keys)
+                out.update(p.phase for p in r.phases.values())
+            return out
 
     def live_ids(self) -> set[str]:
         """Runs held in ``state`` (followed); the others are parked, known by summary."""
@@ -873,6 +979,7 @@ class Source:
                 if status is not None and status != summ["status"]:
                     summ["status"] = status  # a silent run without run_end: interrupted
                 self._parked_runs[rid] = summ
+                self._index.add(summ)
                 self._parked_files[rid] = sorted(sigs)
                 self._views.pop(rid, None)
                 self._liveness.pop(rid, None)
@@ -897,6 +1004,7 @@ class Source:
             for rid in rids:
                 files.update(self._parked_files.pop(rid, ()))
                 self._parked_runs.pop(rid, None)
+                self._index.remove(rid)
                 self._parked_views.pop(rid, None)
                 self._parked_gone.discard(rid)
             for p in files:
@@ -970,6 +1078,7 @@ class Source:
                 sigs[f] = (st.st_size, st.st_mtime_ns)
             else:
                 self._parked_runs[rid] = summ
+                self._index.add(summ)
                 self._parked_files[rid] = sorted(paths)
                 self._parked_sigs.update(sigs)
 
@@ -1549,7 +1658,8 @@ class FileSource(Source):
         for p in self.paths:
             if not os.path.exists(p):
                 raise FileNotFoundError(2, "no such log file or directory", p)
-        self._load_catalogs()
+        with _gc_paused(lambda: len(self._parked_runs)):
+            self._load_catalogs()
         self._evaluate_parked_alerts()
         while self.refresh() and self.backlog():
             pass
