@@ -12,18 +12,8 @@ or, process-wide: ``import atroz_monitor as monitor; with monitor.phase("P00"): 
 from __future__ import annotations
 
 from .events import SCHEMA_VERSION
-from .record.monitor import (
-    ENV_LOG,
-    ENV_RUN,
-    Monitor,
-    Phase,
-    Run,
-    configure,
-    current_phase,
-    default_monitor,
-    phase,
-    shutdown,
-)
+from .record.default import configure, default_monitor, phase, shutdown
+from .record.monitor import ENV_LOG, ENV_RUN, Monitor, Phase, Run, current_phase
 
 # typing is not imported at runtime: it would double the package's import time.
 TYPE_CHECKING = False

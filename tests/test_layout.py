@@ -118,8 +118,6 @@ MARK = "# long:"
 
 # Split by other branches; the lead removes entries at merge.
 PENDING = {
-    "record/monitor.py::Phase.__enter__",
-    "record/monitor.py::Phase.__exit__",
     "read/state.py::_phase_end",
 }
 

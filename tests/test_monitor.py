@@ -399,34 +399,6 @@ def test_module_level_phase_uses_the_active_monitor(tmp_path):
     assert ends["P00.a"]["parent"] == p.span
 
 
-def test_configure_sets_the_process_default(tmp_path):
-    """configure(path) makes atroz_monitor.phase record; shutdown ends the run."""
-    d = tmp_path / "runs"
-    atroz_monitor.configure(d, sample_interval=None, run_id="cfg-1")
-    try:
-        with atroz_monitor.phase("P00"):
-            pass
-    finally:
-        atroz_monitor.shutdown()
-    evs = read_log(d / "cfg-1.jsonl")
-    assert [e["ev"] for e in evs] == ["run_start", "phase_start", "phase_end", "run_end"]
-
-
-def test_unconfigured_phase_records_nothing_and_never_fails(tmp_path, capsys):
-    """With no monitor and no environment, phase() is a no-op that warns once."""
-    assert atroz_monitor.default_monitor() is None
-    with atroz_monitor.phase("P00") as p:
-        p.add_items(3)
-        p.metric("m", 1)
-
-    @atroz_monitor.phase("P01")
-    def f():
-        return 7
-
-    assert f() == 7
-    assert "no monitor configured" in capsys.readouterr().err
-
-
 def test_snapshot_is_the_replay_of_the_file(tmp_path):
     """mon.snapshot() equals the snapshot rebuilt from the log by the reader and reducer."""
     import time

@@ -56,7 +56,7 @@ _spans = itertools.count(1)
 _RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
-def _valid_run_id(run_id: str) -> bool:
+def valid_run_id(run_id: str) -> bool:
     import re  # here, not at import: re costs more than the rest of the package to import
 
     return re.match(_RUN_ID_PATTERN, run_id) is not None  # re caches the compiled pattern
@@ -96,6 +96,11 @@ def _thread_name() -> str:
 def current_phase() -> Phase | None:
     """The phase active in this thread or asyncio task, or None."""
     return _current.get()
+
+
+def innermost_monitor() -> Monitor | None:
+    """The innermost monitor inside its ``with`` block in this process, if any."""
+    return _active[-1] if _active else None
 
 
 def open_phase() -> Phase | None:
@@ -251,7 +256,7 @@ def _counts_member(counts: dict[str, list[Any]]) -> str:
     return ',"counts":{' + ",".join(f"{e[2]}:{E.number(e[0])}" for e in counts.values()) + "}"
 
 
-def _check_key(key: Any) -> str:
+def check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError(f"a phase key must be a non-empty string, not {key!r}")
     return key
@@ -438,6 +443,7 @@ class Phase:
     # The recording itself lives here rather than in a Run method the `with` statement
     # would reach through a second call: this is the hot path. ``_ctx`` is False for the
     # explicit form (``start_phase``/``complete_phase``), which sets no context token.
+    # long: the hot path, inlined: a call layer per step would cost phase() ~5% (PERFORMANCE.md)
     def __enter__(self, _ctx: bool = True) -> Phase:
         try:
             run = self._run
@@ -582,6 +588,7 @@ class Phase:
             self._run.monitor.note_internal_error("phase enter", exc)
         return self
 
+    # long: the hot path, inlined: a call layer per step would cost phase() ~5% (PERFORMANCE.md)
     def __exit__(
         self, et: Any, exc: BaseException | None, tb: Any, _ctx: bool = True
     ) -> Literal[False]:
@@ -1145,7 +1152,7 @@ class Run:
         monitor's recording detail for this key ("auto", "all", "aggregate")."""
         return Phase(
             self,
-            _check_key(key),
+            check_key(key),
             name,
             meta,
             parent,
@@ -1167,7 +1174,7 @@ class Run:
         """Retry a block: ``for attempt in run.attempts("P03", 3): with attempt as p: ...``.
         Each attempt is recorded as a phase with ``attempt`` = 1, 2, ...; a failure of an
         attempt but the last is recorded and swallowed, the last one's propagates."""
-        return Attempts(self, _check_key(key), attempts, name, retry_on, backoff, meta)
+        return Attempts(self, check_key(key), attempts, name, retry_on, backoff, meta)
 
     def retry(
         self,
@@ -1179,7 +1186,7 @@ class Run:
         backoff: float = 0.0,
     ) -> Callable[[F], F]:
         """Decorator form of ``attempts`` for plain functions."""
-        _check_key(key)
+        check_key(key)
 
         def deco(fn: F) -> F:
             import functools
@@ -1199,7 +1206,7 @@ class Run:
 
     def skip_phase(self, key: str, reason: str | None = None, name: str | None = None) -> None:
         """Record a planned phase as skipped without running anything."""
-        with Phase(self, _check_key(key), name) as p:
+        with Phase(self, check_key(key), name) as p:
             p.skip(reason)
 
     def start_phase(
@@ -1211,7 +1218,7 @@ class Run:
         parent: Phase | str | None = None,
     ) -> Phase:
         """Start a phase without a ``with`` block (orchestrators). Returns its handle."""
-        h = Phase(self, _check_key(key), name, meta, parent)
+        h = Phase(self, check_key(key), name, meta, parent)
         h.__enter__(False)
         with self.monitor._lock:
             self._explicit.setdefault(key, []).append(h)
@@ -1222,7 +1229,7 @@ class Run:
         if isinstance(phase, Phase):
             key = phase.key
         else:
-            key = _check_key(phase)
+            key = check_key(phase)
         with self.monitor._lock:
             stack = self._explicit.get(key)
             if not stack:
@@ -1643,7 +1650,7 @@ def _check_options(
         raise ValueError(f"max_phases must be a positive integer, not {max_phases!r}")
     if meta is not None and not isinstance(meta, Mapping):
         raise ValueError(f"meta must be a mapping, not {type(meta).__name__}")
-    if run_id is not None and not _valid_run_id(run_id):
+    if run_id is not None and not valid_run_id(run_id):
         raise ValueError(f"run_id must match {_RUN_ID_PATTERN}: {run_id!r}")
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {', '.join(DETAILS)}, not {detail!r}")
@@ -1916,7 +1923,7 @@ class Monitor:
 
         if given_id is not None and given_id != run_id:
             raise ValueError("give run_id or resume, not both")
-        if not _valid_run_id(run_id):
+        if not valid_run_id(run_id):
             raise ValueError(f"resume: not a run id: {run_id!r}")
         file = os.path.join(self.path, run_id + ".jsonl") if self.is_dir else self.path
         found: dict[str, Any] | None = None
@@ -1992,7 +1999,7 @@ class Monitor:
             run_id = job
         if name is not None and not isinstance(name, str):
             raise ValueError(f"a job's name must be a string, not {type(name).__name__}")
-        if run_id is not None and not (isinstance(run_id, str) and _valid_run_id(run_id)):
+        if run_id is not None and not (isinstance(run_id, str) and valid_run_id(run_id)):
             raise ValueError(f"run_id must match {_RUN_ID_PATTERN}: {run_id!r}")
         with self._lock:
             if run_id is not None and run_id in self._runs:
@@ -2069,7 +2076,7 @@ class Monitor:
     ) -> Phase:
         """A phase of the main run: ``with``, ``async with`` or ``@decorator``."""
         if type(key) is not str or not key:
-            _check_key(key)
+            check_key(key)
         if attempt is not None:
             _check_attempt(attempt)
         if detail is not None:
@@ -2418,138 +2425,6 @@ def _hook_fork() -> None:
         if hasattr(os, "register_at_fork"):  # absent on Windows, where nothing forks
             os.register_at_fork(after_in_child=sinks.after_fork_in_child)
             os.register_at_fork(after_in_child=_after_fork_child)
-
-
-# -- the process-wide default monitor ---------------------------------------------------
-_default: Monitor | None = None
-_default_lock = _thread.allocate_lock()
-_default_auto = False  # created by us (configure or the environment): we end it at exit
-
-
-def configure(path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Monitor:
-    """Set the process-wide monitor used by ``atroz_monitor.phase(...)``.
-
-    Without a path, ``ATROZ_MONITOR_LOG`` names it (and ``ATROZ_MONITOR_RUN`` joins a run
-    another process owns). The run starts at the first phase and ends at interpreter exit,
-    or at ``atroz_monitor.shutdown()``.
-    """
-    global _default, _default_auto
-    with _default_lock:
-        old = _default
-        _default = _from_env(path, kwargs)
-        _default_auto = True
-    if old is not None and old is not _default:
-        old.close()
-    return _default
-
-
-def _from_env(path: Any, kwargs: dict[str, Any]) -> Monitor:
-    env_log = os.environ.get(ENV_LOG)
-    env_run = os.environ.get(ENV_RUN)
-    if path is None:
-        if not env_log:
-            raise ValueError(f"no path given and {ENV_LOG} is not set")
-        if env_run:
-            if not _valid_run_id(env_run):
-                raise ValueError(f"{ENV_RUN} is not a valid run id: {env_run!r}")
-            kwargs.setdefault("sample_interval", None)  # the owner samples the tree
-            return Monitor(env_log, run_id=env_run, _join=True, **kwargs)
-        path = env_log
-    return Monitor(path, **kwargs)
-
-
-def default_monitor() -> Monitor | None:
-    """The monitor ``atroz_monitor.phase`` records into: the innermost ``with Monitor``,
-    else the configured one, else one built from ``ATROZ_MONITOR_LOG``; None without any."""
-    global _default, _default_auto
-    if _active:
-        return _active[-1]
-    if _default is not None:
-        return _default
-    if not os.environ.get(ENV_LOG):
-        return None
-    with _default_lock:
-        if _default is None:
-            try:
-                _default = _from_env(None, {})
-                _default_auto = True
-            except Exception as exc:
-                sys.stderr.write(f"atroz_monitor: cannot record ({exc}); phases are not logged\n")
-                return None
-    return _default
-
-
-class _NullPhase:
-    """What ``atroz_monitor.phase`` gives with no monitor configured: records nothing."""
-
-    key = name = ""
-    span = parent = status = None
-    items = warnings = errors = 0
-    total = None
-
-    def __enter__(self) -> _NullPhase:
-        return self
-
-    def __exit__(self, *a: Any) -> Literal[False]:
-        return False
-
-    async def __aenter__(self) -> _NullPhase:
-        return self
-
-    async def __aexit__(self, *a: Any) -> bool:
-        return False
-
-    def __call__(self, fn: F) -> F:
-        return fn
-
-    def add_items(self, n: int = 1) -> None: ...
-    def set_total(self, n: int) -> None: ...
-    def skip(self, reason: str | None = None) -> None: ...
-    def cached(self, reason: str | None = None) -> None: ...
-    def artifact(self, path: Any, **meta: Any) -> None: ...
-    def metric(self, name: str, value: float, **meta: Any) -> None: ...
-    def count(self, name: str, n: float = 1) -> None: ...
-    def warning(self, msg: str) -> None: ...
-    def error(self, msg: str) -> None: ...
-
-
-_warned_unconfigured = False
-
-
-def phase(
-    key: str,
-    name: str | None = None,
-    *,
-    meta: Mapping[str, Any] | None = None,
-    parent: Phase | str | None = None,
-    attempt: int | None = None,
-    detail: str | None = None,
-) -> Phase | _NullPhase:
-    """A phase of the process-wide default run (see ``configure``)."""
-    global _warned_unconfigured
-    _check_key(key)
-    mon = default_monitor()
-    if mon is None:
-        if not _warned_unconfigured:
-            _warned_unconfigured = True
-            sys.stderr.write(
-                f"atroz_monitor: no monitor configured (call atroz_monitor.configure(path) or "
-                f"set {ENV_LOG}); phases are not recorded\n"
-            )
-        return _NullPhase()
-    h = _current.get()
-    # Inside a phase of a concurrent run (a job), a sub-phase belongs to that job's run.
-    run = h._run if h is not None and h._pid == _pid and h.status is None else mon._main
-    return run.phase(key, name, meta=meta, parent=parent, attempt=attempt, detail=detail)
-
-
-def shutdown(status: str = E.COMPLETED) -> None:
-    """End the default monitor's runs (also done at interpreter exit)."""
-    global _default
-    with _default_lock:
-        m, _default = _default, None
-    if m is not None:
-        m.close(status)
 
 
 def _at_exit() -> None:
