@@ -249,7 +249,7 @@ def _start_run(tmp: Path, code: str, grace: float | None = None) -> subprocess.P
         argv = [sys.executable, "-m", "atroz_monitor", "run", "--out", out, "--", *cmd]
     else:
         main = (
-            "import sys; from atroz_monitor import runcmd; "
+            "import sys; from atroz_monitor.commands import runcmd; "
             f"sys.exit(runcmd.main({cmd!r}, {out!r}, 0.05, grace={grace}))"
         )
         argv = [sys.executable, "-c", main]
