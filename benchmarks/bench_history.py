@@ -15,7 +15,7 @@ measured against an empty directory in the same invocation and printed as a grow
   ``Monitor`` on the same directory: RSS growth from run 100 to the last and the threads
   left behind. Baseline: the same loop giving each run an empty directory of its own.
   Target: <= 10 MiB, no thread;
-- ``fig_metrics``: ``/metrics`` text (``exporters.prometheus`` over the catalog) bytes,
+- ``fig_metrics``: ``/metrics`` text (``prometheus.prometheus`` over the catalog) bytes,
   series and CPU time. Target: <= 2 MB for 10,000 runs.
 
 - ``fig_serve_*``: ``serve DIR`` in a child process over the same directories: ready time
@@ -239,11 +239,11 @@ def fig_loop(n: int) -> list[Figure]:
 def _metrics(d: str) -> tuple[int, int, float]:
     from atroz_monitor.read.catalog import Catalog
     from atroz_monitor.read.state import State
-    from atroz_monitor.surface import exporters
+    from atroz_monitor.surface import prometheus
 
     sums = Catalog(d).summaries()
     t0 = time.process_time()
-    text = exporters.prometheus(State(), history=sums)
+    text = prometheus.prometheus(State(), history=sums)
     cpu = time.process_time() - t0
     series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
     return len(text.encode()), series, cpu

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+import time
+from typing import Any
 
 import pytest
+from helpers import read_log
+
+from atroz_monitor.commands import report
+from atroz_monitor.view import views
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -28,3 +35,37 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits a run from the environment of the one that runs pytest."""
     monkeypatch.delenv("ATROZ_MONITOR_LOG", raising=False)
     monkeypatch.delenv("ATROZ_MONITOR_RUN", raising=False)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two real demo runs (one completed, one with P07 failing), written concurrently: the
+    logs the export formats are tested on (test_chrome_trace, test_otlp_json, test_export)."""
+    base = tmp_path_factory.mktemp("demo")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env.pop("ATROZ_MONITOR_LOG", None)
+    env.pop("ATROZ_MONITOR_RUN", None)
+    cmd = [sys.executable, "-m", "atroz_monitor", "demo", "--no-serve"]
+    ok = subprocess.Popen(
+        [*cmd, "--duration", "2", "--out", str(base / "ok")], env=env, stdout=subprocess.DEVNULL
+    )
+    bad = subprocess.Popen(
+        [*cmd, "--duration", "1", "--fail", "P07", "--out", str(base / "bad")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert ok.wait(timeout=60) == 0
+    assert bad.wait(timeout=60) == 1
+    out: dict[str, Any] = {"base": base}
+    for name in ("ok", "bad"):
+        path = next((base / name).glob("*.jsonl"))
+        st, _, _ = report.load([str(path)])
+        rid = next(iter(st.runs))
+        out[name] = {
+            "path": path,
+            "events": read_log(path),
+            "snap": views.snapshot(st, rid, now=time.time(), alive=None),
+            "state": st,
+        }
+    return out

@@ -16,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from atroz_monitor import Monitor
+from atroz_monitor.commands import report
 from atroz_monitor.read import state
 from atroz_monitor.record import ack
 from atroz_monitor.store.source import FileSource
-from atroz_monitor.surface import api, report
-from atroz_monitor.view import views
+from atroz_monitor.surface import api, report_text
+from atroz_monitor.view import report_model, views
 from atroz_monitor.view.alerts import rule
 
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -67,7 +68,7 @@ def test_report_and_api_show_the_acknowledgement(tmp_path):
     aid = _run_with_alert(log)
     assert _ack(str(log), aid, "--note", "known issue").returncode == 0
     st, _, _ = report.load([str(log)])
-    model = report.build(st, "r1", now=time.time())
+    model = report_model.build(st, "r1", now=time.time())
     (a,) = model["alerts"]
     assert (a["state"], a["acknowledged"], a["ack_by"], a["ack_note"]) == (
         "acknowledged",
@@ -75,7 +76,7 @@ def test_report_and_api_show_the_acknowledgement(tmp_path):
         ME,
         "known issue",
     )
-    assert f"acknowledged by {ME}" in report.render_text(model)
+    assert f"acknowledged by {ME}" in report_text.render_text(model)
     src = FileSource([str(tmp_path)])
     try:
         src.refresh()
@@ -334,7 +335,7 @@ def test_the_watch_keeps_no_descriptor_after_the_run(tmp_path):
 
 def test_cleared_alerts_leave_the_open_alerts_gauge(tmp_path):
     """/metrics' atroz_alerts_open counts an acknowledged alert, and not once cleared."""
-    from atroz_monitor.surface import exporters
+    from atroz_monitor.surface import prometheus
 
     log = tmp_path / "run.jsonl"
     aid = _run_with_alert(log)
@@ -342,7 +343,7 @@ def test_cleared_alerts_leave_the_open_alerts_gauge(tmp_path):
 
     def gauge() -> str:
         st, _, _ = report.load([str(log)])
-        text = exporters.render_prometheus(exporters.collect(st))
+        text = prometheus.render_prometheus(prometheus.collect(st))
         return next(x for x in text.splitlines() if x.startswith(line))
 
     assert _ack(str(log), aid).returncode == 0

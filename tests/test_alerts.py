@@ -528,7 +528,8 @@ def test_serve_and_report_show_one_state_for_an_acknowledged_alert(tmp_path):
     'acknowledged' in both serve's snapshot and report's model."""
     from atroz_monitor.record import ack
     from atroz_monitor.store.source import FileSource
-    from atroz_monitor.surface import report, server
+    from atroz_monitor.surface import server
+    from atroz_monitor.view import report_model
 
     rules_file = tmp_path / "rules.json"
     rules_file.write_text(json.dumps([{"type": "phase_failed"}]))
@@ -547,7 +548,7 @@ def test_serve_and_report_show_one_state_for_an_acknowledged_alert(tmp_path):
     st, _ = load_state([d / "r.jsonl"])
     replay = evaluate_replay(st, "r", load_rules(rules_file))
     assert [a["alert"] for a in replay] == [aid]  # the replay raises the same alert
-    model = report.build(st, "r", now=time.time(), replay_alerts=replay)
+    model = report_model.build(st, "r", now=time.time(), replay_alerts=replay)
     src = FileSource([d], alerts=server._alert_hook(str(rules_file)))
     try:
         served = src.snapshot("r")["alerts"]

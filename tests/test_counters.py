@@ -14,9 +14,10 @@ from hypothesis import strategies as hs
 
 import atroz_monitor
 from atroz_monitor import Monitor
+from atroz_monitor.commands import report
 from atroz_monitor.read import state
-from atroz_monitor.surface import exporters, report
-from atroz_monitor.view import views
+from atroz_monitor.surface import prometheus, report_text
+from atroz_monitor.view import report_model, views
 
 
 def test_count_sums_per_phase_and_per_run(tmp_path):
@@ -141,7 +142,7 @@ def test_counter_is_a_prometheus_counter(tmp_path):
             p.count("signals", 41)
             p.count("signals")
     st, _, _ = report.load([str(log)])
-    text = exporters.render_prometheus(exporters.collect(st))
+    text = prometheus.render_prometheus(prometheus.collect(st))
     assert "# TYPE atroz_count_total counter" in text
     assert 'atroz_count_total{run="r1",name="signals"} 42' in text
 
@@ -157,7 +158,7 @@ def test_counter_passes_promtool(tmp_path):
     with Monitor(log, sample_interval=None) as mon:
         mon.count("signals", 3)
     st, _, _ = report.load([str(log)])
-    text = exporters.render_prometheus(exporters.collect(st))
+    text = prometheus.render_prometheus(prometheus.collect(st))
     r = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
@@ -173,10 +174,10 @@ def test_report_shows_counters(tmp_path):
             p.count("signals", 1234)
     st, _, _ = report.load([str(log)])
     rid = views.latest_run(st)
-    model = report.build(st, rid, now=0.0)
+    model = report_model.build(st, rid, now=0.0)
     assert model["counters"] == {"signals": 1234}
-    assert "counters  signals 1,234" in report.render_text(model)
-    assert "**Counters:** signals 1,234" in report.render_markdown(model)
+    assert "counters  signals 1,234" in report_text.render_text(model)
+    assert "**Counters:** signals 1,234" in report_text.render_markdown(model)
 
 
 def test_monitor_creates_missing_directories_of_a_log_file(tmp_path):

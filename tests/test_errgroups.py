@@ -11,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from atroz_monitor import Monitor
+from atroz_monitor.commands import report
 from atroz_monitor.read import errgroups, state
 from atroz_monitor.read.errgroups import fingerprint, frame_of, mask
 from atroz_monitor.store.source import FileSource
-from atroz_monitor.surface import api, report
-from atroz_monitor.view import views
+from atroz_monitor.surface import api, report_text
+from atroz_monitor.view import report_model, views
 
 TEMPLATES = [
     "failed to parse doc {n} at {path}",
@@ -198,12 +199,12 @@ def test_report_formats_carry_error_groups(tmp_path):
     """text, markdown and json reports list the groups with counts and 'gone'."""
     _runs(tmp_path, 2, errors_in=(0,))
     st, _, _ = report.load([str(tmp_path)])
-    model = report.build(st, "run1", now=time.time())
-    text = report.render_text(model)
+    model = report_model.build(st, "run1", now=time.time())
+    text = report_text.render_text(model)
     assert "error groups (3 groups, 42 occurrences; against the last 1 run(s))" in text
     assert "failed to parse doc <n>" in text
     assert "gone since the previous run (1): slow doc '<q>' took <n> ms" in text
-    md = report.render_markdown(model)
+    md = report_text.render_markdown(model)
     assert "| 40 | error | - | failed to parse doc \\<n\\> |" in md
     doc = json.loads(json.dumps(model, default=repr))
     assert doc["error_groups"]["groups"][0]["count"] == 40

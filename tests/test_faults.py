@@ -693,6 +693,6 @@ def test_dead_webhook_never_holds_the_run_and_every_alert_is_counted(
     assert exit_s < 0.5 + 1.0  # the budget plus room for a loaded machine; was 2-3 s
     snap = mon.snapshot()
     assert snap["monitor"]["notify_failed"] + snap["monitor"]["notify_dropped"] == 20
-    from atroz_monitor.surface.report import quality_line
+    from atroz_monitor.surface.report_text import quality_line
 
     assert "alert notifications not delivered:" in quality_line(snap["quality"], snap["monitor"])

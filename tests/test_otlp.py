@@ -392,9 +392,9 @@ def test_encoding_of_values_and_ids() -> None:
 
 
 def test_live_push_and_file_export_agree(tmp_path: Any, receiver: Receiver) -> None:
-    """The spans pushed live and exporters.otlp_json of the same log name the same trace and
+    """The spans pushed live and otlp_json.otlp_json of the same log name the same trace and
     spans, with the same parents, names, times, status, attributes, events and resource."""
-    from atroz_monitor.surface import exporters
+    from atroz_monitor.surface import otlp_json
 
     log = tmp_path / "run.jsonl"
     mon = Monitor(log, sample_interval=0.05)  # default alert rules: P01's failure alerts
@@ -408,7 +408,7 @@ def test_live_push_and_file_export_agree(tmp_path: Any, receiver: Receiver) -> N
         return (s["traceId"], s.get("parentSpanId"), s["name"], s["startTimeUnixNano"],
                 s["endTimeUnixNano"], s["status"], attrs(s["attributes"]), events)  # fmt: skip
 
-    doc = exporters.otlp_json(mon.snapshot())  # the reducer over the same log
+    doc = otlp_json.otlp_json(mon.snapshot())  # the reducer over the same log
     exported = {
         s["spanId"]: s
         for rs in doc["resourceSpans"]
@@ -547,7 +547,7 @@ def test_span_builder_never_raises_and_gives_strict_json(
 
 def test_phase_to_span_mapping_is_written_once() -> None:
     """The atroz.* span attribute names of a phase appear in otlp.py only (one mapping for
-    the live push and exporters.otlp_json), and there once each."""
+    the live push and otlp_json.otlp_json), and there once each."""
     import re
     from pathlib import Path
 

@@ -36,7 +36,7 @@ def test_the_read_api_is_not_imported_by_recording() -> None:
         "import sys, tempfile, atroz_monitor\n"
         "with atroz_monitor.Monitor(tempfile.mkdtemp(), sample_interval=None) as m:\n"
         "    with m.phase('P'): pass\n"
-        "print(sorted(n for n in ('atroz_monitor.surface.runs', 'atroz_monitor.surface.report') "
+        "print(sorted(n for n in ('atroz_monitor.surface.runs', 'atroz_monitor.commands.report') "
         "if n in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True,

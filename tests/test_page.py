@@ -32,8 +32,8 @@ from browser import (
 from atroz_monitor import Monitor
 from atroz_monitor.commands import cli
 from atroz_monitor.read.loader import load_state
-from atroz_monitor.surface import page, report
-from atroz_monitor.view import views
+from atroz_monitor.surface import page
+from atroz_monitor.view import report_model, views
 from atroz_monitor.view.alerts import with_alerts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,8 +140,8 @@ def static_data(paths: list[Path], run_id: str) -> dict[str, Any]:
     return {
         "snapshot": snap,
         "runs": rows,
-        "run_counts": report.run_counts(rows),
-        **report.static_history(st, run_id, keys),
+        "run_counts": report_model.run_counts(rows),
+        **report_model.static_history(st, run_id, keys),
         "generated": now,
     }
 

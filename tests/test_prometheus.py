@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from conftest import require_tool
 
+from atroz_monitor.commands import report
 from atroz_monitor.read.state import State, apply
 from atroz_monitor.store import source
-from atroz_monitor.surface import api, exporters, report, server
+from atroz_monitor.surface import api, prometheus, server
 from atroz_monitor.view import views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +51,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def _text(logs: Any, openmetrics: bool = False) -> str:
     st, _, _ = report.load([str(logs)])
-    return exporters.prometheus(st, now=time.time(), openmetrics=openmetrics)
+    return prometheus.prometheus(st, now=time.time(), openmetrics=openmetrics)
 
 
 def _promtool(text: str) -> subprocess.CompletedProcess[str]:
@@ -156,7 +157,7 @@ def test_errors_total_is_the_count_every_surface_shows(logs: Any) -> None:
     the pipeline's latest, so it keeps run-labelled series) has 1 error, the snapshot's
     errors.count; the earlier completed run (0 errors) is folded into history, unlabelled."""
     st, _, _ = report.load([str(logs)])
-    s = _samples(exporters.prometheus(st, now=time.time()))
+    s = _samples(prometheus.prometheus(st, now=time.time()))
     counts = {rid: views.snapshot(st, rid, now=time.time())["errors"]["count"] for rid in st.runs}
     assert sorted(counts.values()) == [0, 1]
     failed = next(rid for rid, n in counts.items() if n == 1)
@@ -182,7 +183,7 @@ def _synthetic(key: str, durations_ms: list[float], max_phases: int = 10_000) ->
 def test_histogram_buckets_are_exact_and_cumulative() -> None:
     """Durations of 3 ms, 40 ms and 2 s fall in le=0.005, 0.05 and 2.5: cumulative counts
     1, 2, 3 there, count 3 and sum 2.043 s."""
-    s = _samples(exporters.prometheus(_synthetic("P00", [3.0, 40.0, 2000.0]), now=2000.0))
+    s = _samples(prometheus.prometheus(_synthetic("P00", [3.0, 40.0, 2000.0]), now=2000.0))
     b = 'atroz_phase_duration_seconds_bucket{run="r1",phase="P00",le="%s"}'
     assert [s[b % le] for le in ("0.005", "0.01", "0.05", "1.0", "2.5", "3600.0", "+Inf")] == [
         1, 1, 2, 2, 3, 3, 3,
@@ -194,7 +195,7 @@ def test_histogram_buckets_are_exact_and_cumulative() -> None:
 def test_histogram_stays_exact_when_records_are_folded() -> None:
     """Beyond max_phases the reducer folds repeats away, but its per-key bucket counters
     keep the histogram exact: 100 phases of 1 ms are all in le=0.005."""
-    text = exporters.prometheus(_synthetic("loop", [1.0] * 100, max_phases=10), now=2000.0)
+    text = prometheus.prometheus(_synthetic("loop", [1.0] * 100, max_phases=10), now=2000.0)
     s = _samples(text)
     assert s['atroz_phase_duration_seconds_bucket{run="r1",phase="loop",le="0.005"}'] == 100
     assert s['atroz_phase_duration_seconds_sum{run="r1",phase="loop"}'] == pytest.approx(0.1)
@@ -207,7 +208,7 @@ def test_histogram_sends_only_inf_for_calls_summed_by_the_writer() -> None:
     apply(st, {"run": "r1", "pid": 1, "seq": 99, "ev": "aggregate", "ts": 1001.0,
                "phase": "loop", "parent": None, "count": 1000, "completed": 1000,
                "total_ms": 2000.0, "min_ms": 1.5, "max_ms": 2.5})  # fmt: skip
-    text = exporters.prometheus(st, now=2000.0)
+    text = prometheus.prometheus(st, now=2000.0)
     buckets = [ln for ln in text.splitlines() if ln.startswith("atroz_phase_duration_seconds_b")]
     assert buckets == ['atroz_phase_duration_seconds_bucket{run="r1",phase="loop",le="+Inf"} 1003']
     s = _samples(text)
@@ -242,7 +243,7 @@ def test_metrics_on_10000_runs_are_bounded_and_promtool_clean() -> None:
     """/metrics over 10,000 catalogued runs of 20 phase keys: under 2 MB, accepted by
     promtool, one run-labelled run (the pipeline's latest), and every run counted once in
     the history histogram of each key."""
-    text = exporters.prometheus(State(), history=_history(10_000, 20), now=2e9)
+    text = prometheus.prometheus(State(), history=_history(10_000, 20), now=2e9)
     assert len(text.encode()) < 2_000_000
     r = _promtool(text)
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
@@ -261,7 +262,7 @@ def test_series_count_follows_the_documented_formula() -> None:
     the same 3 pipelines give the same count, within SCALING.md's bound."""
 
     def series(n: int) -> int:
-        text = exporters.prometheus(State(), history=_history(n, 5, pipelines=3), now=2e9)
+        text = prometheus.prometheus(State(), history=_history(n, 5, pipelines=3), now=2e9)
         return sum(1 for ln in text.splitlines() if ln and not ln.startswith("#"))
 
     k, p = 5, 3
@@ -273,19 +274,19 @@ def test_series_count_follows_the_documented_formula() -> None:
 def test_pipelines_beyond_the_cap_are_summed_as_other() -> None:
     """Runs of 50 different names: 20 pipelines keep their own series, the rest are summed
     under pipeline "_other" (a run-unique name cannot explode cardinality)."""
-    text = exporters.prometheus(State(), history=_history(50, 2, pipelines=50), now=2e9)
+    text = prometheus.prometheus(State(), history=_history(50, 2, pipelines=50), now=2e9)
     pipes = set(re.findall(r'atroz_history_runs\{pipeline="([^"]+)"', text))
-    assert len(pipes) == exporters.MAX_PIPELINES + 1 and "_other" in pipes
+    assert len(pipes) == prometheus.MAX_PIPELINES + 1 and "_other" in pipes
     s = _samples(text)
     assert s['atroz_history_runs{pipeline="_other",status="completed"}'] == 30
-    assert len(set(re.findall(r'run="([^"]+)"', text))) == exporters.MAX_PIPELINES
+    assert len(set(re.findall(r'run="([^"]+)"', text))) == prometheus.MAX_PIPELINES
 
 
 def test_label_values_are_escaped() -> None:
     """A phase named a"b\\c<newline>d is written a\\"b\\\\c\\nd, promtool accepts it and a
     parser gets the name back."""
     name = 'a"b\\c\nd'
-    text = exporters.prometheus(_synthetic(name, [5.0]), now=2000.0)
+    text = prometheus.prometheus(_synthetic(name, [5.0]), now=2000.0)
     assert 'phase="a\\"b\\\\c\\nd"' in text
     r = _promtool(text)
     assert (r.returncode, r.stdout) == (0, "")
@@ -296,12 +297,12 @@ def test_label_values_are_escaped() -> None:
 
 def test_accept_header_negotiation() -> None:
     """OpenMetrics when Accept prefers it (Prometheus's own header), 0.0.4 otherwise."""
-    assert exporters.wants_openmetrics(OM_ACCEPT)
-    assert exporters.wants_openmetrics("application/openmetrics-text")
-    assert not exporters.wants_openmetrics(None)
-    assert not exporters.wants_openmetrics("text/plain;version=0.0.4")
-    assert not exporters.wants_openmetrics("text/plain, application/openmetrics-text;q=0.5")
-    assert not exporters.wants_openmetrics("application/openmetrics-text;q=0")
+    assert prometheus.wants_openmetrics(OM_ACCEPT)
+    assert prometheus.wants_openmetrics("application/openmetrics-text")
+    assert not prometheus.wants_openmetrics(None)
+    assert not prometheus.wants_openmetrics("text/plain;version=0.0.4")
+    assert not prometheus.wants_openmetrics("text/plain, application/openmetrics-text;q=0.5")
+    assert not prometheus.wants_openmetrics("application/openmetrics-text;q=0")
 
 
 def test_metrics_route_serves_both_formats(logs: Any) -> None:
@@ -311,7 +312,7 @@ def test_metrics_route_serves_both_formats(logs: Any) -> None:
     try:
         resp = api.route(src, "GET", "/metrics", "", {})
         h = dict(resp.headers)
-        assert (resp.status, h["Content-Type"]) == (200, exporters.PROMETHEUS_CONTENT_TYPE)
+        assert (resp.status, h["Content-Type"]) == (200, prometheus.PROMETHEUS_CONTENT_TYPE)
         assert h["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
         assert b"atroz_phase_duration_seconds_count{" in resp.body
         assert h["X-Content-Type-Options"] == "nosniff"
@@ -450,17 +451,17 @@ def test_history_index_is_reused_and_follows_a_new_list() -> None:
     """A scrape over the same catalog list reuses its index (same text); a list with one
     run more counts it (the cache is keyed by the summaries themselves)."""
     runs = _history(50, 3)
-    first = exporters.prometheus(State(), history=runs, now=2e9)
-    assert exporters.prometheus(State(), history=runs, now=2e9) == first
+    first = prometheus.prometheus(State(), history=runs, now=2e9)
+    assert prometheus.prometheus(State(), history=runs, now=2e9) == first
     more = runs + _history(51, 3)[50:]
-    s = _samples(exporters.prometheus(State(), history=more, now=2e9))
+    s = _samples(prometheus.prometheus(State(), history=more, now=2e9))
     assert s['atroz_history_runs{pipeline="pipe0",status="completed"}'] == 51
-    assert 'run="h00050"' in exporters.prometheus(State(), history=more, now=2e9)
+    assert 'run="h00050"' in prometheus.prometheus(State(), history=more, now=2e9)
 
 
 def test_a_duration_exactly_on_a_bound_counts_in_that_bucket() -> None:
     """Prometheus buckets are `le` (less or equal): 5 ms exactly is in le=0.005 and 2.5 s
     exactly in le=2.5, not in the next bucket."""
-    s = _samples(exporters.prometheus(_synthetic("P00", [5.0, 2500.0]), now=2000.0))
+    s = _samples(prometheus.prometheus(_synthetic("P00", [5.0, 2500.0]), now=2000.0))
     b = 'atroz_phase_duration_seconds_bucket{run="r1",phase="P00",le="%s"}'
     assert [s[b % le] for le in ("0.005", "0.01", "1.0", "2.5", "+Inf")] == [1, 1, 1, 2, 2]

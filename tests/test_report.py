@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from atroz_monitor import Monitor
-from atroz_monitor.commands import cli
-from atroz_monitor.surface import report
+from atroz_monitor.commands import cli, report
+from atroz_monitor.surface import report_text
 from atroz_monitor.view import views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +120,7 @@ def test_completed_demo_report_matches_the_log(demo_logs):
     assert "data quality: ok" in out
     ends = [e for e in evs if e["ev"] == "phase_end" and e["parent"] is None]
     assert len(ends) == 10
-    from atroz_monitor.surface.report import fmt_ms
+    from atroz_monitor.surface.report_text import fmt_ms
 
     for e in ends:
         line = next(ln for ln in out.splitlines() if ln.startswith(e["phase"] + " "))
@@ -511,8 +511,8 @@ def test_a_loop_of_sub_phases_is_summed_into_one_row(tmp_path):
 def test_progress_line_on_a_large_input_shows_position_and_clears(tmp_path, capsys):
     """With ``show`` (stderr a TTY and a large input) a line with the percentage read and
     the events so far is rewritten in place, then erased; every event is still applied."""
+    from atroz_monitor.commands import report
     from atroz_monitor.read.state import State
-    from atroz_monitor.surface import report
 
     path = tmp_path / "big.jsonl"
     n = 150_000  # more than two slices of 65,536 events
@@ -532,20 +532,6 @@ def test_progress_line_on_a_large_input_shows_position_and_clears(tmp_path, caps
     assert err.endswith("\r" + " " * 70 + "\r")
     assert stats.events == n and st.runs["r"].events == n
     assert st.runs["r"].metrics["m"]["count"] == n - 1
-
-
-def test_durations_keep_their_sign_and_fit_their_unit():
-    """fmt_ms: "-516.4ms" (not "-516394us"), "+2.50s" when signed, and the unit chosen on
-    the rounded value (999.96 ms is "1.00s", 59.999 s is "1m00.0s")."""
-    assert report.fmt_ms(-516.394) == "-516.4ms"
-    assert report.fmt_ms(-0.25) == "-250us"
-    assert report.fmt_ms(2500.0, signed=True) == "+2.50s"
-    assert report.fmt_ms(0.0, signed=True) == "0us"
-    assert report.fmt_ms(999.96) == "1.00s"
-    assert report.fmt_ms(0.9996) == "1.0ms"
-    assert report.fmt_ms(59_999.0) == "1m00.0s"
-    assert report.fmt_ms(-3_599_990.0) == "-1h00m"
-    assert report.fmt_ms(-90_000.0) == "-1m30.0s"
 
 
 def _events_file(path, events):
@@ -597,7 +583,7 @@ def test_a_failed_phase_is_an_error_in_the_demo_summary_and_markdown(tmp_path):
     ])  # fmt: skip
     st, _, _ = report.load([str(path)])
     snap = views.snapshot(st, "r", now=200.0)
-    table = report.phase_table(snap, depth=1)
+    table = report_text.phase_table(snap, depth=1)
     assert "0 warnings, 1 errors" in table
     assert [line.split()[-1] for line in table.splitlines() if line.startswith(("P07", "  P07"))
             ] == ["0/1", "0/1"]  # fmt: skip

@@ -17,8 +17,9 @@ from helpers import of_kind, read_log
 from test_tags import LARGE, SMALL, T0, make_history, synth_run
 
 import atroz_monitor
-from atroz_monitor.surface import report
+from atroz_monitor.commands import report
 from atroz_monitor.surface.runs import PhaseView, Runs, RunView, load
+from atroz_monitor.view import report_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "NOTEBOOKS.md"
@@ -130,14 +131,14 @@ def test_sequence_access_latest_and_ids(demo_dir: tuple[Path, list[Path]]) -> No
 
 
 def test_run_view_is_the_report_view(demo_dir: tuple[Path, list[Path]]) -> None:
-    """A RunView's snapshot, phases and critical path are those report.build makes from the
+    """A RunView's snapshot, phases and critical path are those report_model.build makes from the
     same state: one set of views."""
     out, _ = demo_dir
     runs = load(out)
     run = runs.latest
     assert run is not None
     st, stats, _ = report.load([str(out)])
-    model = report.build(st, run.id, now=runs.loaded_at, quality=runs.quality)
+    model = report_model.build(st, run.id, now=runs.loaded_at, quality=runs.quality)
     assert run.snapshot["phases"] == model["snapshot"]["phases"]
     assert run.snapshot["run"] == model["run"]
     assert [p.span for p in run.critical_path()] == [c["span"] for c in model["critical_path"]]
@@ -268,7 +269,7 @@ def test_missing_path_raises_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as err:
         load(tmp_path / "nope.jsonl")
     assert err.value.filename == str(tmp_path / "nope.jsonl")
-    assert not isinstance(err.value, report.ReportError)
+    assert not isinstance(err.value, report_model.ReportError)
 
 
 def test_input_without_runs_raises_value_error(tmp_path: Path) -> None:
@@ -302,7 +303,7 @@ def test_read_api_is_exported_and_imported_lazily() -> None:
     assert atroz_monitor.Runs is Runs and atroz_monitor.RunView is RunView
     assert atroz_monitor.PhaseView is PhaseView
     assert {"load", "Runs", "RunView", "PhaseView"} <= set(atroz_monitor.__all__)
-    code = "import sys, atroz_monitor; print('atroz_monitor.surface.report' in sys.modules)"
+    code = "import sys, atroz_monitor; print('atroz_monitor.commands.report' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

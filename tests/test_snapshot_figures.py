@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from atroz_monitor import Monitor
 from atroz_monitor.read.loader import load_state
 from atroz_monitor.read.state import KeyAgg
-from atroz_monitor.surface import report
-from atroz_monitor.view import views
+from atroz_monitor.view import report_model, views
 
 T0 = 1_700_000_000.0
 
@@ -98,7 +97,7 @@ def test_report_repeat_row_counts_what_the_page_aggregate_counts(tmp_path: Path)
     failure count for the same hot loop (both counted by state.KeyAgg)."""
     hot_loop_run(tmp_path, 500, 7)
     st_, _ = load_state([tmp_path])
-    model = report.build(st_, "hot", now=T0)
+    model = report_model.build(st_, "hot", now=T0)
     snap = model["snapshot"]
     p00 = next(p for p in snap["phases"] if p["phase"] == "P00")
     (row,) = snap["aggregates"][p00["span"]]["rows"]
@@ -176,7 +175,7 @@ def test_repeat_aggregate_counts_each_record_once(
 
 
 def test_static_report_history_is_the_runs_before_and_with_the_same_tags(tmp_path: Path) -> None:
-    """report.static_history for the 3rd of 4 runs: 2 earlier runs of A; with its tag
+    """report_model.static_history for the 3rd of 4 runs: 2 earlier runs of A; with its tag
     dataset=small, 1 (the 'big' one and the later run are left out)."""
     runs = [("r1", "small", 0.1), ("r2", "big", 0.3), ("r3", "small", 0.2), ("r4", "small", 9.0)]
     for i, (rid, ds, dur) in enumerate(runs):
@@ -191,7 +190,7 @@ def test_static_report_history_is_the_runs_before_and_with_the_same_tags(tmp_pat
             rest.append(json.dumps(ev))
         log.write_text("\n".join([json.dumps(first), *rest]) + "\n")
     st_, _ = load_state([tmp_path])
-    doc = report.static_history(st_, "r3", ["A"])
+    doc = report_model.static_history(st_, "r3", ["A"])
     assert doc["history"]["A"]["stats"]["duration_ms"]["count"] == 2
     assert doc["history"]["A"]["stats"]["duration_ms"]["median"] == 200.0
     same = doc["history_same_tags"]["A"]
@@ -246,9 +245,9 @@ def test_snapshot_alerts_open_matches_a_live_failed_phase_alert(tmp_path: Path) 
 
 
 def test_report_run_counts_counts_runs_by_status() -> None:
-    """report.run_counts: two completed, one failed."""
+    """report_model.run_counts: two completed, one failed."""
     rows = [{"status": "completed"}, {"status": "failed"}, {"status": "completed"}]
-    assert report.run_counts(rows) == {"completed": 2, "failed": 1}
+    assert report_model.run_counts(rows) == {"completed": 2, "failed": 1}
 
 
 def test_share_of_the_run_is_one_formula_for_phases_and_aggregates(tmp_path: Path) -> None:
@@ -259,7 +258,7 @@ def test_share_of_the_run_is_one_formula_for_phases_and_aggregates(tmp_path: Pat
     st_, _ = load_state([log])
     snap = views.snapshot(st_, "r", now=T0 + 100.0, alive=False)
     assert {p["phase"]: p["share_pct"] for p in snap["phases"]} == {"A": 25.0, "B": 75.0}
-    model = report.build(st_, "r", now=T0 + 100.0)
+    model = report_model.build(st_, "r", now=T0 + 100.0)
     assert [(s["phase"], s["share_pct"]) for s in model["slowest"]] == [("B", 75.0), ("A", 25.0)]
     assert views.share_pct(50.0, 0.0) is None and views.share_pct(None, 10.0) is None
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from atroz_monitor.commands import cli
+from atroz_monitor.commands import cli, report
 from atroz_monitor.read.loader import load_state
-from atroz_monitor.surface import report
 from atroz_monitor.surface.runs import load
 from atroz_monitor.view import history
 

@@ -409,11 +409,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..surface import report
+    from ..view import report_model
+    from . import report
 
     try:
         return report.main(args)
-    except report.ReportError as exc:
+    except report_model.ReportError as exc:
         raise UsageError(f"report: {exc}") from None
 
 
@@ -438,17 +439,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..surface import exporters
+    from . import export
 
     try:
-        return exporters.main(
+        return export.main(
             args.paths,
             args.format,
             args.run,
             args.output,
             follow_symlinks=args.follow_symlinks,
         )
-    except exporters.ExportError as exc:
+    except export.ExportError as exc:
         raise UsageError(f"export: {exc}") from None
 
 

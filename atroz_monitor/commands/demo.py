@@ -354,7 +354,7 @@ def main(
 ) -> int:
     """Run the demo pipeline; print the per-phase summary. Returns the exit code."""
     from ..read.loader import load_state
-    from ..surface.report import phase_table
+    from ..surface.report_text import phase_table
 
     runs_before = _earlier_runs(out)
     mon = Monitor(
@@ -417,7 +417,7 @@ def _recent_logs(out: str, own: str, n: int) -> list[str]:
 def _print_insights(out: str, path: str, run_id: str, runs_before: int) -> None:
     """The suggestions for this run against the latest earlier runs, after the summary."""
     from ..read.loader import load_state
-    from ..surface.report import suggestion_lines
+    from ..surface.report_text import suggestion_lines
     from ..view import charts, suggestions
     from ..view.views import snapshot
 

@@ -17,7 +17,7 @@ and the log's span id by :func:`trace_id` / :func:`span_id`; 64-bit integers (``
 1 = OK for ``completed``, 2 = ERROR for ``failed`` and ``cancelled``). One ``resourceSpans``
 per process (run id, pid) with ``service.name``, ``process.pid``, ``host.name``,
 ``atroz.run.id``. One phase-to-span mapping, ``phase_span`` (with ``span_event`` and
-``resource_fields``), builds the spans of both the live push and ``exporters.otlp_json``
+``resource_fields``), builds the spans of both the live push and ``surface.otlp_json``
 (from a snapshot's phases), so a file export and a live push of the same run describe the
 same spans.
 """
@@ -83,7 +83,7 @@ def _digest(*parts: str, size: int) -> str:
 
 def trace_id(run_id: str) -> str:
     """The OTLP ``traceId`` of a run: 32 hex characters, the same on every host and tool
-    (``exporters.otlp_json`` uses it too, so a file export and a live push agree)."""
+    (``surface.otlp_json`` uses it too, so a file export and a live push agree)."""
     return _digest("atroz-trace", run_id, size=16)
 
 
@@ -110,14 +110,14 @@ def any_value(v: Any) -> dict[str, Any] | None:
             return {"intValue": str(v)}
         return {"stringValue": str(v)}
     if isinstance(v, float):
-        # NaN and infinity have no faithful JSON number: absent, as in exporters.otlp_json.
+        # NaN and infinity have no faithful JSON number: absent, as in surface.otlp_json.
         return {"doubleValue": v} if math.isfinite(v) else None
     if isinstance(v, str):
         return {"stringValue": v if len(v) <= MAX_VALUE_CHARS else v[:MAX_VALUE_CHARS]}
     if isinstance(v, (list, tuple)):
         vals = [a for a in (any_value(x) for x in v[:128]) if a is not None]
         return {"arrayValue": {"values": vals}}
-    from ..events import dumps  # what exporters.otlp_json does with anything else
+    from ..events import dumps  # what surface.otlp_json does with anything else
 
     return {"stringValue": dumps(v)[:MAX_VALUE_CHARS]}
 
@@ -338,7 +338,7 @@ class SpanBuilder:
                 o.metrics[name] = ev.get("value")
             return
         if kind == "artifact":
-            o.artifacts += 1  # a count, as exporters.otlp_json (the log keeps the paths)
+            o.artifacts += 1  # a count, as surface.otlp_json (the log keeps the paths)
             return
         if len(o.events) < MAX_EVENTS_PER_SPAN:
             o.events.append(span_event(kind, ev))
@@ -347,7 +347,7 @@ class SpanBuilder:
 
     def _end(self, run: str, pid: int, ev: Mapping[str, Any]) -> None:
         # The event and what was gathered since its start, in a snapshot phase's fields,
-        # through phase_span: the mapping exporters.otlp_json uses too.
+        # through phase_span: the mapping surface.otlp_json uses too.
         span = ev.get("span")
         ts = _ts(ev.get("ts"))
         if not isinstance(span, str) or ts is None:
@@ -555,7 +555,7 @@ def phase_span(
     """One phase (a snapshot phase's fields) as an OTLP span from ``start`` to ``end`` (Unix
     seconds), with its span ``events`` (``span_event``) and, for an error, the
     semantic-conventions ``exception`` event at its end. The live push and
-    ``exporters.otlp_json`` both build their spans here, so they describe the same spans."""
+    ``surface.otlp_json`` both build their spans here, so they describe the same spans."""
     kv = attributes(phase_attributes(p, ended=ended, parent_known=parent_known))
     span = str(p.get("span"))
     out: Span = {

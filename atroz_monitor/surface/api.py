@@ -25,7 +25,7 @@ from ..events import dumps
 from ..read import catalog
 from ..read.state import State
 from ..store.source import RunEntry, Source, View
-from . import exporters
+from . import chrome_trace, otlp_json, prometheus
 
 __all__ = [
     "API_PREFIX",
@@ -512,13 +512,13 @@ def _run_route(source: Source, run: str, rest: list[str], q: Query) -> Response:
         raise BadRequest(
             f"format: unknown value {fmt[:40]!r} (one of json, chrome-trace, otlp-json)"
         )
-    doc = exporters.chrome_trace(snap) if fmt == "chrome-trace" else exporters.otlp_json(snap)
+    doc = chrome_trace.chrome_trace(snap) if fmt == "chrome-trace" else otlp_json.otlp_json(snap)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", rid)[:120] or "run"
     ext = "trace.json" if fmt == "chrome-trace" else "otlp.json"
     return Response(
         200,
         _headers(JSON) + [("Content-Disposition", f'attachment; filename="{safe}.{ext}"')],
-        exporters.encode_json(doc),
+        otlp_json.encode_json(doc),
     )
 
 
@@ -796,26 +796,26 @@ def _insights(source: Source, q: Query) -> Response:
 
 def _metrics(source: Source, headers: Mapping[str, str]) -> Response:
     """Prometheus exposition: the runs the source holds (live ones) copied under its lock
-    (``exporters.collect``), finished ones from their summaries, rendered outside the lock;
+    (``prometheus.collect``), finished ones from their summaries, rendered outside the lock;
     cached per version like every answer over all runs."""
     source.ensure_fresh()
-    om = exporters.wants_openmetrics(headers.get("accept"))
+    om = prometheus.wants_openmetrics(headers.get("accept"))
 
     def build() -> bytes:
         history_ = source.parked_summaries()
         # What ``collect`` derives from the finished runs (a pass over every summary,
         # ~0.3 s over 10,000) is derived here, outside the source's lock, and kept by
-        # ``exporters`` for this very list: the call under the lock below then costs the
+        # ``prometheus`` for this very list: the call under the lock below then costs the
         # held runs only, and no request waits on the lock while a scrape is built.
-        exporters.collect(State(), now=time.time(), history=history_)
+        prometheus.collect(State(), now=time.time(), history=history_)
         # The latest run of each pipeline has run-labelled series in full: those that are
         # parked (ended, not held) are reduced again, lightly, and cached.
         latest: dict[str, Any] = {}
         for s in history_:
             latest[catalog.pipeline(s)] = s["run"]
-        extra = source.reduced(list(latest.values())[-exporters.MAX_PIPELINES :])
+        extra = source.reduced(list(latest.values())[-prometheus.MAX_PIPELINES :])
 
-        def collect(held: Any) -> list[exporters.Family]:
+        def collect(held: Any) -> list[prometheus.Family]:
             now = time.time()
             st = State(max_phases=held.max_phases)
             st.runs = {**extra, **held.runs}
@@ -823,15 +823,15 @@ def _metrics(source: Source, headers: Mapping[str, str]) -> Response:
             statuses = {rid: source.run_status(r, now) for rid, r in runs}
             alerts = {rid: source.alerts_of(r) for rid, r in runs}
             monitor = {rid: m for rid in st.runs if (m := source.monitor_info(rid)) is not None}
-            return exporters.collect(
+            return prometheus.collect(
                 st, statuses, now=now, alerts=alerts, monitor=monitor, history=history_
             )
 
         families = source.read(collect)
-        return exporters.render_prometheus(families, openmetrics=om).encode("utf-8")
+        return prometheus.render_prometheus(families, openmetrics=om).encode("utf-8")
 
     body = source.cached(("metrics", om), build)
-    ctype = exporters.OPENMETRICS_CONTENT_TYPE if om else exporters.PROMETHEUS_CONTENT_TYPE
+    ctype = prometheus.OPENMETRICS_CONTENT_TYPE if om else prometheus.PROMETHEUS_CONTENT_TYPE
     return Response(200, _headers(ctype), body)
 
 

@@ -2,7 +2,7 @@
 
 Plain Python objects over the views every other surface uses: a ``RunView`` wraps its
 snapshot (``views.snapshot``, the JSON the API serves and the report reads), history and trends are
-``history``'s, a comparison is ``report.compare``. Nothing here reduces events a second
+``history``'s, a comparison is ``report_model.compare``. Nothing here reduces events a second
 time, so a notebook sees exactly what the report and the dashboard show.
 
 Records (``to_records()``, ``phase_records()``, ...) are lists of flat dicts of plain
@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from ..read import loader
 from ..read.loader import liveness
 from ..read.state import RunState, State
-from ..view import analysis, history, views
-from . import report
+from ..view import analysis, history, report_model, views
 
 __all__ = ["PhaseView", "RunView", "Runs", "load"]
 
@@ -447,8 +447,10 @@ class Runs(Sequence[RunView]):
         the ``baseline`` runs (default: the runs here that started before it); the subject
         itself never counts as its own baseline. Same result as the report's
         ``comparison`` (docs/REPORT.md)."""
-        if metric not in report.METRICS:
-            raise ValueError(f"metric must be one of {', '.join(report.METRICS)}, not {metric!r}")
+        if metric not in report_model.METRICS:
+            raise ValueError(
+                f"metric must be one of {', '.join(report_model.METRICS)}, not {metric!r}"
+            )
         for name, v in (("threshold", threshold), ("noise_floor", noise_floor)):
             if v is not None and not v >= 0:
                 raise ValueError(f"{name} must be >= 0, not {v!r}")
@@ -458,7 +460,7 @@ class Runs(Sequence[RunView]):
             base = history.subset(self._state, lambda r: r.id in earlier)
         else:
             base = history.subset(baseline._state, lambda r: r.id != run.id)
-        return report.compare(run.snapshot, base, metric, threshold, noise_floor)
+        return report_model.compare(run.snapshot, base, metric, threshold, noise_floor)
 
     def summary(self) -> dict[str, Any]:
         """``history.summary``: counts by status, open alerts by severity, phase means."""
@@ -533,15 +535,8 @@ def load(paths: PathArg | Iterable[PathArg], *, tags: Mapping[str, str] | None =
     )
     if tags is not None:
         _check_tags(tags)
-    try:
-        st, stats, files = report.load(names)
-    except report.ReportError as exc:
-        # report.load words the problem for a terminal and drops the cause; a script wants
-        # the exception type back: the OS error it came from, else a ValueError.
-        cause = exc.__context__
-        if isinstance(cause, OSError):
-            raise cause from None
-        raise ValueError(str(exc)) from None
+    # OSError and FileNotFoundError come through as they are; loader.NoRuns is a ValueError.
+    st, stats, files = loader.load(names)
     quality = stats.to_dict()
     quality.pop("path", None)
     alive = {rid: liveness(r) for rid, r in st.runs.items() if r.end is None}

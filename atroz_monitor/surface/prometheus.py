@@ -1,74 +1,35 @@
-"""Exporters: runs in the formats of the tools that take over beyond one machine.
-
-Pure functions of reducer state or of a run snapshot (``views.snapshot``), no I/O:
-
-- ``collect(state, ...)`` + ``render_prometheus(families, openmetrics=...)``: every run the
-  state holds as Prometheus text exposition 0.0.4 or OpenMetrics 1.0 (``prometheus()`` does
-  both steps). ``collect`` copies what it needs into plain tuples, so a server calls it under
-  its state lock and renders outside it (prometheus_client's ``registry.collect()`` habit).
-- ``chrome_trace(snapshot)``: Trace Event Format JSON for Perfetto UI and chrome://tracing.
-- ``otlp_json(snapshot)``: an OTLP/JSON ``ExportTraceServiceRequest``.
-
-``main()`` at the end is the ``export`` command (reading logs, writing the output); it is the
-only part that touches files.
+"""Prometheus text exposition 0.0.4 and OpenMetrics 1.0: bounded series (run-labelled only for
+running runs and the latest run of each pipeline; history as histograms by phase key),
+rendered from snapshots and catalog summaries.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import sys
 import time
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..read.state import DURATION_BUCKETS_S, KeyAgg, RunState, State, error_count
-from ..record.otlp import (
-    attributes,
-    phase_span,
-    resource_fields,
-    service_name,
-    span_event,
-    span_id,
-    trace_id,
-)
-
-__all__ = [
-    "DURATION_BUCKETS_S",
-    "ExportError",
-    "FORMATS",
-    "Family",
-    "OPENMETRICS_CONTENT_TYPE",
-    "PROMETHEUS_CONTENT_TYPE",
-    "chrome_trace",
-    "collect",
-    "encode_json",
-    "main",
-    "otlp_json",
-    "prometheus",
-    "render",
-    "render_prometheus",
-    "span_id",
-    "trace_id",
-    "wants_openmetrics",
-]
-
-FORMATS = ("chrome-trace", "prometheus", "otlp-json")
+from ..view.timeline import finite
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
-# DURATION_BUCKETS_S (state.py): 5 ms (a tight inner step) to 1 h (a long batch phase);
-# 18 buckets keep a histogram at 21 series per run and phase key.
 
 SEVERITIES = ("info", "warning", "critical")
+
+
 OPEN_ALERT_STATES = ("raised", "acknowledged")
+
+
 MAX_CUSTOM_METRICS = 100
+
+
 """Custom metric names exported per run: user-chosen names must not explode cardinality."""
 
-
-# -- Prometheus / OpenMetrics ----------------------------------------------------------------
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -81,12 +42,6 @@ class Family(NamedTuple):
     type: str  # counter, gauge, histogram, info
     help: str
     samples: list[tuple[str, Labels, float]]
-
-
-def _finite(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
 
 
 def _start_of(r: RunState) -> float | None:
@@ -172,7 +127,7 @@ def collect(
     fam: dict[str, Family] = {}
 
     def add(name: str, typ: str, help_: str, labels: Labels, value: Any, suffix: str = "") -> None:
-        v = _finite(value)
+        v = finite(value)
         if v is None:
             return  # absent means not measured: no sample, never an invented zero
         f = fam.get(name)
@@ -256,6 +211,8 @@ class _HistoryIndex(NamedTuple):
 # (pipeline, status) -> runs; (pipeline, key, key status) -> runs; (pipeline, key) ->
 # [cumulative bucket counts..., count, sum]
 _Agg = tuple[dict[tuple[str, str], int], dict[tuple[str, str, str], int], dict[Any, list[float]]]
+
+
 _INDEX: list[Any] = [None, None, None]  # (id key, the list itself, index): the last one
 
 
@@ -333,6 +290,8 @@ def _merge(a: _Agg, b: _Agg) -> _Agg:
 
 
 MAX_PIPELINES = 20
+
+
 """Pipelines (run names) with their own series; the rest are summed as pipeline "_other"."""
 
 
@@ -818,517 +777,3 @@ def wants_openmetrics(accept: str | None) -> bool:
         elif media in ("text/plain", "text/*", "*/*"):
             text_q = max(text_q, q)
     return om_q > 0 and om_q >= text_q
-
-
-# -- shared by the trace exporters -------------------------------------------------------------
-
-
-def _num(v: Any) -> float | None:
-    return _finite(v)
-
-
-def _interval(p: Mapping[str, Any], snap: Mapping[str, Any]) -> tuple[float, float, bool]:
-    """(start, end, ended) of a phase in Unix seconds. An ended phase lasts its monotonic
-    ``duration_ms``; an open one (running, or interrupted by a dead writer) ends at the run's
-    last event, the last moment the log vouches for."""
-    run = snap["run"]
-    start = _num(p.get("start"))
-    if start is None:
-        off = _num(p.get("offset_ms"))
-        base = _num(run.get("start")) or 0.0
-        start = base + (off or 0.0) / 1000.0
-    ended = p.get("status") not in ("running", "interrupted")
-    dur = _num(p.get("duration_ms"))
-    if ended and dur is not None:
-        return start, start + max(0.0, dur) / 1000.0, True
-    end = _num(p.get("end"))
-    if ended and end is not None:
-        return start, max(start, end), True
-    last = _num(run.get("last_event"))
-    return start, max(start, last if last is not None else start), False
-
-
-def _phase_label(p: Mapping[str, Any]) -> str:
-    key, name = str(p.get("phase")), p.get("name")
-    return key if not isinstance(name, str) or name == key else f"{key} {name}"
-
-
-def _owner_pid(snap: Mapping[str, Any]) -> int | None:
-    pid = snap["run"].get("pid")
-    return pid if type(pid) is int else None
-
-
-# -- Chrome trace / Perfetto -------------------------------------------------------------------
-
-
-def chrome_trace(snap: Mapping[str, Any]) -> dict[str, Any]:
-    """The run as Trace Event Format JSON (Perfetto UI, chrome://tracing).
-
-    One process track per pid and one thread track per thread of it (tids are small ints per
-    pid; phases that overlap on one thread without nesting, asyncio tasks, get a second track
-    so slices always nest). Phases are complete events (``X``, microseconds from the run
-    start) nested by time (a child is clamped into its parent on the same track); samples are
-    counter tracks; logs, phase errors and alerts are instant events; a sub-phase on another
-    track (a worker process) is linked to its parent by a flow arrow.
-    """
-    run = snap["run"]
-    phases = snap.get("phases") or []
-    t0 = _trace_t0(run, phases)
-    owner = _owner_pid(snap)
-    # Times first (children clamped into their parents on the same thread), then tracks.
-    placed, rows = _place_slices(snap, phases, t0, owner)
-    rows_sorted = sorted(
-        rows, key=lambda r: (r["ts"], -(r["te"] - r["ts"]), r["p"].get("depth", 0))
-    )
-    tids = _assign_tracks(rows_sorted)
-    events = _phase_events(rows_sorted, placed)
-    span_lane = {s: (r["pid"], r["tid"]) for s, r in placed.items()}
-    events += _sample_events(snap, t0, owner)
-    events += _log_events(snap, t0, owner, span_lane)
-    events += _alert_events(snap, t0, owner)
-    run_name = run.get("name") or run.get("id")
-    meta = _trace_metadata(snap, tids, events, owner, run_name)
-    return {
-        "traceEvents": meta + events,
-        "displayTimeUnit": "ms",
-        "otherData": {
-            "run": run.get("id"),
-            "name": run_name,
-            "status": run.get("status"),
-            "host": run.get("host"),
-            "start_unix_s": t0,
-            "exporter": "atroz_monitor",
-        },
-    }
-
-
-def _trace_t0(run: Mapping[str, Any], phases: Sequence[Mapping[str, Any]]) -> float:
-    """The trace's zero: the run's start, else its earliest phase start, else 0."""
-    t0 = _num(run.get("start"))
-    if t0 is None:
-        starts = [s for p in phases if (s := _num(p.get("start"))) is not None]
-        t0 = min(starts) if starts else 0.0
-    return t0
-
-
-def _us(t: float, t0: float) -> float:
-    """Microseconds from the trace's zero, as the Trace Event Format counts."""
-    return round((t - t0) * 1e6, 3)
-
-
-def _place_slices(
-    snap: Mapping[str, Any], phases: Sequence[Any], t0: float, owner: int | None
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Each phase's slice times (a child clamped into its parent on the same thread), by
-    span and in the snapshot's order."""
-    placed: dict[str, dict[str, Any]] = {}
-    rows = []
-    for p in phases:  # depth-first: a parent comes before its children
-        start, end, ended = _interval(p, snap)
-        ts, te = _us(start, t0), _us(end, t0)
-        pid = p.get("pid")
-        pid = pid if type(pid) is int else (owner if owner is not None else 0)
-        thread = str(p.get("thread")) if p.get("thread") is not None else "thread ?"
-        parent = placed.get(p.get("parent")) if p.get("parent") is not None else None
-        if parent is not None and (parent["pid"], parent["thread"]) == (pid, thread):
-            ts = min(max(ts, parent["ts"]), parent["te"])
-            te = max(min(te, parent["te"]), ts)
-        row = {"p": p, "pid": pid, "thread": thread, "ts": ts, "te": max(te, ts), "ended": ended}
-        placed[str(p.get("span"))] = row
-        rows.append(row)
-    return placed, rows
-
-
-def _assign_tracks(rows_sorted: Sequence[dict[str, Any]]) -> dict[int, dict[tuple[str, int], int]]:
-    """Set each row's ``tid``: the first track of its thread where it nests (an overlap
-    without nesting opens the next track). Returns pid -> (thread, slot) -> tid."""
-    # Lanes: (pid, thread name) -> tracks, each a stack of the open slices' ends.
-    tids: dict[int, dict[tuple[str, int], int]] = {}
-    stacks: dict[tuple[int, int], list[float]] = {}
-    for row in rows_sorted:
-        pid, thread = row["pid"], row["thread"]
-        lanes = tids.setdefault(pid, {})
-        slot = 0
-        while True:
-            tid = lanes.get((thread, slot))
-            if tid is None:
-                tid = lanes[(thread, slot)] = len(lanes) + 1
-            stack = stacks.setdefault((pid, tid), [])
-            while stack and stack[-1] <= row["ts"]:
-                stack.pop()
-            if not stack or row["te"] <= stack[-1]:
-                stack.append(row["te"])
-                row["tid"] = tid
-                break
-            slot += 1
-    return tids
-
-
-_SLICE_ARGS = (
-    "span",
-    "phase",
-    "name",
-    "status",
-    "parent",
-    "duration_ms",
-    "cpu_ms",
-    "cpu_pct",
-    "children_cpu_ms",
-    "rss_bytes",
-    "peak_rss_bytes",
-    "rss_delta_bytes",
-    "items",
-    "total",
-    "items_per_s",
-    "warnings",
-    "errors",
-)
-
-
-def _phase_events(
-    rows_sorted: Sequence[dict[str, Any]], placed: Mapping[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Per phase: its slice, a flow arrow from a parent on another track, its error."""
-    events: list[dict[str, Any]] = []
-    flows = 0
-    for row in rows_sorted:
-        p = row["p"]
-        events.append(_phase_slice(row))
-        parent = placed.get(p.get("parent")) if p.get("parent") is not None else None
-        if parent is not None and (parent["pid"], parent["tid"]) != (row["pid"], row["tid"]):
-            # A sub-phase on another track (a worker process, a thread): an arrow from the
-            # parent's slice to the child's start.
-            flows += 1
-            events += _flow_arrow(flows, parent, row)
-        err = p.get("error")
-        if isinstance(err, dict) and row["ended"]:
-            events.append(
-                {
-                    "name": f"error: {err.get('type')}: {err.get('msg')}"[:120],
-                    "cat": "error",
-                    "ph": "i",
-                    "s": "p",
-                    "ts": round(row["te"], 3),
-                    "pid": row["pid"],
-                    "tid": row["tid"],
-                    "args": {"span": p.get("span"), "phase": p.get("phase"), **err},
-                }
-            )
-    return events
-
-
-def _phase_slice(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A phase as a complete event (``X``) with its figures as args."""
-    p = row["p"]
-    args: dict[str, Any] = {k: p.get(k) for k in _SLICE_ARGS if p.get(k) is not None}
-    if p.get("metrics"):
-        args["metrics"] = p["metrics"]
-    if not row["ended"]:
-        args["open"] = True  # no end line (yet): drawn to the last event of the run
-    ev: dict[str, Any] = {
-        "name": _phase_label(p),
-        "cat": "phase",
-        "ph": "X",
-        "ts": row["ts"],
-        "dur": round(row["te"] - row["ts"], 3),
-        "pid": row["pid"],
-        "tid": row["tid"],
-        "args": args,
-    }
-    cname = {"failed": "terrible", "cancelled": "bad", "interrupted": "bad"}.get(
-        str(p.get("status"))
-    )
-    if cname:
-        ev["cname"] = cname  # chrome://tracing colours; Perfetto ignores it
-    return ev
-
-
-def _flow_arrow(n: int, parent: Mapping[str, Any], row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Flow ``n``: from the parent's slice (at the child's start, clamped) to the child."""
-    at = min(max(row["ts"], parent["ts"]), parent["te"])
-    common = {"name": "sub-phase", "cat": "flow", "id": n}
-    return [
-        {**common, "ph": "s", "ts": at, "pid": parent["pid"], "tid": parent["tid"]},
-        {**common, "ph": "f", "bp": "e", "ts": row["ts"], "pid": row["pid"], "tid": row["tid"]},
-    ]
-
-
-_COUNTERS = (
-    ("CPU %", (("process", "cpu_pct"), ("children", "children_cpu_pct"))),
-    ("Memory bytes", (("rss", "rss_bytes"), ("children rss", "children_rss_bytes"))),
-    ("System %", (("cpu", "sys_cpu_pct"), ("memory", "sys_mem_pct"))),
-)
-
-
-def _sample_events(snap: Mapping[str, Any], t0: float, owner: int | None) -> list[dict[str, Any]]:
-    """Samples as counter events (``C``), one track per counter and pid."""
-    events: list[dict[str, Any]] = []
-    for s in (snap.get("resources") or {}).get("samples") or []:
-        ts_s, pid = _num(s.get("ts")), s.get("pid")
-        if ts_s is None:
-            continue
-        pid = pid if type(pid) is int else (owner or 0)
-        for name, series in _COUNTERS:
-            cargs = {label: v for label, key in series if (v := _num(s.get(key))) is not None}
-            if cargs:
-                events.append(
-                    {
-                        "name": name,
-                        "cat": "resources",
-                        "ph": "C",
-                        "ts": _us(ts_s, t0),
-                        "pid": pid,
-                        "args": cargs,
-                    }
-                )
-    return events
-
-
-def _log_events(
-    snap: Mapping[str, Any],
-    t0: float,
-    owner: int | None,
-    span_lane: Mapping[str, tuple[int, int]],
-) -> list[dict[str, Any]]:
-    """Log lines as instant events on their phase's track (else their process's)."""
-    events: list[dict[str, Any]] = []
-    for item in (snap.get("logs") or {}).get("items") or []:
-        ts_l = _num(item.get("ts"))
-        if ts_l is None:
-            continue
-        pid, tid = span_lane.get(str(item.get("span")), (None, 1))
-        if pid is None:
-            lp = item.get("pid")
-            pid = lp if type(lp) is int else (owner or 0)
-        level = str(item.get("level"))
-        events.append(
-            {
-                "name": f"{level}: {item.get('msg')}"[:120],
-                "cat": level,
-                "ph": "i",
-                "s": "p",
-                "ts": _us(ts_l, t0),
-                "pid": pid,
-                "tid": tid,
-                "args": {k: v for k, v in item.items() if k not in ("ts", "pid")},
-            }
-        )
-    return events
-
-
-def _alert_events(snap: Mapping[str, Any], t0: float, owner: int | None) -> list[dict[str, Any]]:
-    """Alerts raised and resolved as global instant events."""
-    events: list[dict[str, Any]] = []
-    for a in snap.get("alerts") or []:
-        label = a.get("rule") or a.get("alert")
-        akeys = ("alert", "rule", "severity", "state", "value", "threshold", "msg")
-        aargs = {k: a.get(k) for k in akeys if a.get(k) is not None}
-        for what, key in (("alert", "raised_ts"), ("alert resolved", "resolved_ts")):
-            t = _num(a.get(key))
-            if t is None:
-                continue
-            sev = f" {a.get('severity')}" if what == "alert" else ""
-            events.append(
-                {
-                    "name": f"{what}{sev}: {label}"[:120],
-                    "cat": "alert",
-                    "ph": "i",
-                    "s": "g",
-                    "ts": _us(t, t0),
-                    "pid": owner or 0,
-                    "tid": 0,
-                    "args": aargs,
-                }
-            )
-    return events
-
-
-def _trace_metadata(
-    snap: Mapping[str, Any],
-    tids: Mapping[int, Mapping[tuple[str, int], int]],
-    events: Sequence[Mapping[str, Any]],
-    owner: int | None,
-    run_name: Any,
-) -> list[dict[str, Any]]:
-    """Process and thread names and order (``M`` events): the owner first, then by start."""
-    run = snap["run"]
-    meta: list[dict[str, Any]] = []
-    procs = {p.get("pid"): p for p in snap.get("processes") or [] if type(p.get("pid")) is int}
-    pids = sorted(
-        set(tids) | {e["pid"] for e in events},
-        key=lambda x: (x != owner, (procs.get(x) or {}).get("start") or 0.0, x),
-    )
-    for order, pid in enumerate(pids):
-        proc = procs.get(pid) or {}
-        if pid == owner:
-            pname = f"{run_name} (pid {pid}, owner)"
-        else:
-            ppid = proc.get("ppid")
-            pname = f"pid {pid}" + (f" (child of {ppid})" if type(ppid) is int else "")
-        meta += [
-            {"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": pname}},
-            {
-                "name": "process_sort_index",
-                "ph": "M",
-                "pid": pid,
-                "tid": 0,
-                "args": {"sort_index": order},
-            },
-            {
-                "name": "process_labels",
-                "ph": "M",
-                "pid": pid,
-                "tid": 0,
-                "args": {"labels": f"run {run.get('id')}"},
-            },
-        ]
-        for (thread, slot), tid in (tids.get(pid) or {}).items():
-            tname = thread if slot == 0 else f"{thread} ({slot + 1})"
-            meta += [
-                {"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": tname}},
-                {
-                    "name": "thread_sort_index",
-                    "ph": "M",
-                    "pid": pid,
-                    "tid": tid,
-                    "args": {"sort_index": tid},
-                },
-            ]
-    return meta
-
-
-# -- OpenTelemetry (OTLP/JSON) -----------------------------------------------------------------
-
-
-def otlp_json(snap: Mapping[str, Any]) -> dict[str, Any]:
-    """The run as an OTLP/JSON ``ExportTraceServiceRequest`` (one trace, one span per phase).
-
-    Encoding (OTLP spec, "JSON Protobuf Encoding"): lowerCamelCase keys, hex ids, enums as
-    integers, 64-bit integers (times, ``intValue``) as decimal strings. One ``resourceSpans``
-    per process of the run, so each process is its own resource (``process.pid``).
-    """
-    from .. import __version__
-
-    run = snap["run"]
-    rid = str(run.get("id"))
-    owner = _owner_pid(snap)
-    service = service_name(run.get("name"), rid)
-    spans_present = {str(p.get("span")) for p in snap.get("phases") or []}
-    logs_by_span: dict[str, list[Mapping[str, Any]]] = {}
-    for item in (snap.get("logs") or {}).get("items") or []:
-        s = item.get("span")
-        if isinstance(s, str) and _num(item.get("ts")) is not None:
-            logs_by_span.setdefault(s, []).append(item)
-    alerts_by_span: dict[str, list[Mapping[str, Any]]] = {}
-    for a in snap.get("alerts") or []:
-        s, t = a.get("span"), _num(a.get("raised_ts") or a.get("ts"))
-        if isinstance(s, str) and t is not None:
-            alerts_by_span.setdefault(s, []).append({**a, "ts": t})  # raised: its time
-
-    by_pid: dict[int, list[dict[str, Any]]] = {}
-    for p in snap.get("phases") or []:
-        span = str(p.get("span"))
-        start, end, ended = _interval(p, snap)
-        events = [span_event("log", item) for item in logs_by_span.get(span, ())]
-        events += [span_event("alert", a) for a in alerts_by_span.get(span, ())]
-        parent = p.get("parent")
-        known = not isinstance(parent, str) or parent in spans_present
-        # The one phase-to-span mapping (the live push's too).
-        span_obj = phase_span(rid, p, start, end, ended=ended, events=events, parent_known=known)
-        pid = p.get("pid")
-        pid = pid if type(pid) is int else (owner if owner is not None else 0)
-        by_pid.setdefault(pid, []).append(span_obj)
-
-    procs = {p.get("pid"): p for p in snap.get("processes") or [] if type(p.get("pid")) is int}
-    resource_spans = []
-    for pid in sorted(by_pid, key=lambda x: (x != owner, (procs.get(x) or {}).get("start") or 0)):
-        proc = procs.get(pid) or {}
-        res = attributes(
-            resource_fields(rid, pid, service=service, host=run.get("host"),
-                            argv=proc.get("argv"), ppid=proc.get("ppid"), owner=pid == owner)
-        )  # fmt: skip
-        resource_spans.append(
-            {
-                "resource": {"attributes": res},
-                "scopeSpans": [
-                    {
-                        "scope": {"name": "atroz_monitor", "version": __version__},
-                        "spans": by_pid[pid],
-                    }
-                ],
-            }
-        )
-    return {"resourceSpans": resource_spans}
-
-
-def encode_json(doc: Any) -> bytes:
-    """A trace document as compact ASCII JSON bytes (non-finite numbers become null)."""
-    from ..events import dumps
-
-    return dumps(doc).encode("ascii")
-
-
-# -- the ``export`` command --------------------------------------------------------------------
-
-
-class ExportError(Exception):
-    """Input that yields no export: one line on stderr, exit 2."""
-
-
-def render(
-    paths: Sequence[str], fmt: str, run: str | None = None, *, follow_symlinks: bool = False
-) -> bytes:
-    """Read run logs and render them in ``fmt`` (one of ``FORMATS``); ExportError on bad
-    input. Prometheus covers every run read; the trace formats the ``run`` (default: the
-    latest)."""
-    from ..read import loader
-    from ..view import views
-    from . import report
-
-    if fmt not in FORMATS:
-        raise ExportError(f"--format: unknown format {fmt!r} (one of {', '.join(FORMATS)})")
-    try:
-        st, stats, _ = report.load(list(paths), follow_symlinks=follow_symlinks)
-    except report.ReportError as exc:
-        raise ExportError(str(exc)) from None
-    now = time.time()
-    if fmt == "prometheus":
-        statuses = {rid: views.run_status(r, now, loader.liveness(r)) for rid, r in st.runs.items()}
-        return prometheus(st, statuses, now=now).encode("utf-8")
-    if run is not None and run not in st.runs:
-        known = ", ".join(sorted(st.runs)[:8])
-        raise ExportError(f"--run: no run {run!r} in the input (runs: {known})")
-    rid = run if run is not None else (views.latest_run(st) or next(iter(st.runs)))
-    snap = views.snapshot(st, rid, now=now, alive=loader.liveness(st.runs[rid]))
-    doc = chrome_trace(snap) if fmt == "chrome-trace" else otlp_json(snap)
-    return encode_json(doc) + b"\n"
-
-
-def main(
-    paths: Sequence[str],
-    fmt: str,
-    run: str | None = None,
-    output: str | None = None,
-    *,
-    follow_symlinks: bool = False,
-) -> int:
-    """The ``export`` command: stdout unless ``output``; ExportError on bad input."""
-    body = render(paths, fmt, run, follow_symlinks=follow_symlinks)
-    if output is None:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(body)
-        sys.stdout.buffer.flush()
-        return 0
-    tmp = f"{output}.tmp{os.getpid()}"
-    try:
-        # Whole or nothing: a reader (a scraper's textfile collector) never sees half a file.
-        with open(tmp, "xb") as f:  # O_EXCL: never written through a link planted at tmp
-            f.write(body)
-        os.replace(tmp, output)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise ExportError(f"--output: cannot write {output}: {exc.strerror}") from None
-    return 0
