@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from atroz_monitor.commands import export
+from atroz_monitor.record import otlp
 from atroz_monitor.surface import otlp_json
 
 
@@ -30,7 +30,7 @@ def test_otlp_encoding_rules(demo: dict[str, Any]) -> None:
     strings, lowerCamelCase keys only, kind as the integer 1."""
     doc = json.loads(otlp_json.encode_json(otlp_json.otlp_json(demo["bad"]["snap"])))
     spans = _spans(doc)
-    assert {s["traceId"] for s in spans} == {export.trace_id(demo["bad"]["snap"]["run"]["id"])}
+    assert {s["traceId"] for s in spans} == {otlp.trace_id(demo["bad"]["snap"]["run"]["id"])}
     assert all(re.fullmatch(r"[0-9a-f]{32}", s["traceId"]) for s in spans)
     assert all(re.fullmatch(r"[0-9a-f]{16}", s["spanId"]) for s in spans)
     assert len({s["spanId"] for s in spans}) == len(spans)
