@@ -271,3 +271,11 @@ def test_any_run_gives_durations_and_rates_from_its_end_lines(phases) -> None:
     }
     assert got == want
     json.dumps(snap, allow_nan=False)
+
+
+def test_plan_progress_is_the_one_percentage_of_planned_phases_done() -> None:
+    """1 of 3 planned phases done is 33.3 %; no plan gives no percentage; the snapshot's
+    progress and the run lists (store.source) carry this same dict."""
+    assert views.plan_progress(3, 1) == {"planned": 3, "done": 1, "pct": 33.3}
+    assert views.plan_progress(0, 0) == {"planned": 0, "done": 0, "pct": None}
+    assert views.plan_progress(8, 8)["pct"] == 100.0

@@ -368,6 +368,16 @@ def _tries(
     return {"n": n, "of": n, "failed": failed} if n > 1 else None
 
 
+def plan_progress(planned: int, done: int) -> dict[str, Any]:
+    """Planned phases done, as every run list and the snapshot show it: the one home of
+    the percentage (None without a plan)."""
+    return {
+        "planned": planned,
+        "done": done,
+        "pct": _r(done / planned * 100.0, 1) if planned else None,
+    }
+
+
 def progress_view(flow: list[dict[str, Any]], phases: list[dict[str, Any]]) -> dict[str, Any]:
     """Planned phases done, the running spans, the finished top-level phases' mean
     duration and slowest one (the page's "average phase" card), and ``bar``: the page's
@@ -385,9 +395,7 @@ def progress_view(flow: list[dict[str, Any]], phases: list[dict[str, Any]]) -> d
         if slow is None or v["duration_ms"] > slow["duration_ms"]:
             slow = v
     return {
-        "planned": len(flow),
-        "done": done,
-        "pct": _r(done / len(flow) * 100.0, 1) if flow else None,
+        **plan_progress(len(flow), done),
         "running": [v["span"] for v in phases if v["status"] == "running"],
         "finished_top": len(tops),
         "mean_top_ms": _r(sum(v["duration_ms"] for v in tops) / len(tops)) if tops else None,
