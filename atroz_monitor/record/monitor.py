@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from contextvars import Token
     from typing import Any, Literal, TypeVar
 
+    from ..probe.procfs import HighWater, Statm
+    from ..store.live import LiveView
+    from ..view.alerts import Evaluator
+    from .ack import AckWatch
     from .component import Component
     from .notify import Notifier
     from .redact import Redactor
@@ -984,8 +988,8 @@ class Run:
         self.status: str | None = None
         self._t0 = 0
         self._env_saved: dict[str, str | None] | None = None
-        self.evaluator: Any = None  # alerts.Evaluator of an owned run with rules
-        self._ackwatch: Any = None  # ack.AckWatch: acknowledgements other processes append
+        self.evaluator: Evaluator | None = None  # an owned run's, when it has rules
+        self._ackwatch: AckWatch | None = None  # acknowledgements other processes append
         self._hot_top: dict[str, _Hot] = {}  # hot-loop tables of top-level phases
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -1348,7 +1352,7 @@ class Run:
             body += f',"total":{h.total}'
         self.writer.emit(E.PROGRESS, _wall(), body)
 
-    def attach_alerting(self, evaluator: Any, ackwatch: Any) -> None:
+    def attach_alerting(self, evaluator: Evaluator | None, ackwatch: AckWatch | None) -> None:
         """Give this run its alert evaluator (``alerts.Evaluator``) and the watch that brings
         it acknowledgements other processes append (``ack.AckWatch``, closed at run end)."""
         self.evaluator = evaluator
@@ -1566,13 +1570,13 @@ def _fold_hwm() -> None:
     that keeps exact peaks, then reset it: each reset is preceded by a fold, so every open
     phase sees every moment of its life (the high-water mark is one per process)."""
     with _hwm_lock:
-        mons = [m for m in list(_monitors) if m._hwm is not None]
-        if not mons:
+        marks = [(m, m._hwm) for m in list(_monitors) if m._hwm is not None]
+        if not marks:
             return
-        v = mons[0]._hwm.take()
+        v = marks[0][1].take()
         if v is None:
             return
-        for m in mons:
+        for m, _ in marks:
             for run in list(m._runs.values()):
                 for h in list(run.active.values()):
                     if h.peak_rss is None or v > h.peak_rss:
@@ -1851,7 +1855,7 @@ class Monitor:
         self._internal_errors, self._internal_warned = 0, False
         self._internal_last: str | None = None
         self._open_boundary_readers(proc, exact_peak)
-        self._view: Any = None
+        self._view: LiveView | None = None
         self._entered = False
         self.redactor = _redactor(redact, redact_disable)
         self.limits = _read_limits(proc)
@@ -1874,11 +1878,12 @@ class Monitor:
         # (RUSAGE_CHILDREN, tree total, live children's part) at the sampler's last read
         self._ccpu: tuple[float, float, tuple[tuple[int, float], ...]] | None = None
         self._reaped = procfs.reaped_children_cpu_s
-        self._statm: Any = procfs.shared_statm(proc)  # one descriptor per process, not per run
+        # One descriptor per process, not per run.
+        self._statm: Statm | None = procfs.shared_statm(proc)
         if self._statm.fd < 0:
             self._statm = None  # no /proc: the sampler's figures, if any
         # Exact peak RSS (opt-in: the reset also lowers the process's own ru_maxrss).
-        self._hwm: Any = None
+        self._hwm: HighWater | None = None
         if exact_peak:
             try:
                 self._hwm = procfs.shared_high_water(proc)
@@ -2131,7 +2136,7 @@ class Monitor:
                 if self._view is None:
                     self._view = LiveView(self)
                 view = self._view
-            return view.snapshot(run_id or self._main.id)  # type: ignore[no-any-return]
+            return view.snapshot(run_id or self._main.id)
         except KeyError:
             return self._unread_snapshot(run_id or self._main.id)
         except Exception as exc:
