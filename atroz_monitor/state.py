@@ -776,16 +776,11 @@ def error_count(r: RunState) -> int:
     return r.log_counts.get("error", 0) + r.failures + r.run_failure
 
 
-def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
-    span = ev.get("span")
-    if type(span) is not str:
-        return
-    rec = r.phases.get(span)
+def _end_record(
+    state: State, r: RunState, ev: dict[str, Any], ts: float | None, span: str, rec: PhaseRec | None
+) -> None:
+    """The end of a phase that has a record (or none at all)."""
     if rec is None:
-        lite = r.lite.pop(span, None)
-        if lite is not None:
-            _fold_lite(r, span, lite, ev)
-            return
         # The start line is missing (a cut log, a folded repeat): rebuild from the end line.
         _phase_start(state, r, ev, None)
         rec = r.phases.get(span)
@@ -880,11 +875,17 @@ def _materialize(r: RunState, span: str) -> PhaseRec | None:
     return _record(r, span, key, parent, ev, ts if type(ts) is float or type(ts) is int else None)
 
 
-def _fold_lite(
-    r: RunState, span: str, lite: tuple[str, str | None, Any], ev: dict[str, Any]
-) -> None:
-    """The end of a repeat kept light: straight into the aggregates, as _maybe_fold
-    would have put it."""
+def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
+    span = ev.get("span")
+    if type(span) is not str:
+        return
+    rec = r.phases.get(span)
+    lite = r.lite.pop(span, None) if rec is None else None
+    if lite is None:
+        _end_record(state, r, ev, ts, span, rec)
+        return
+    # The end of a repeat kept light (the usual end beyond max_phases): straight into the
+    # aggregates, as _maybe_fold would have put it.
     key, parent, _ = lite
     get = ev.get
     status = get("status")
@@ -1048,13 +1049,13 @@ def _progress(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -
     if rec is None:
         return
     # Checks inline for the usual type, the helper for anything else (a tenth of a replay).
-    items = get("items")
-    if type(items) is int and 0 <= items <= INT_LIMIT or _size(r, items) is not None:
-        rec.items = items
+    v = get("items")
+    if v is not None and (type(v) is int and 0 <= v <= INT_LIMIT or _size(r, v) is not None):
+        rec.items = v
         rec.items_ts = ts
-    total = get("total")
-    if type(total) is int and 0 <= total <= INT_LIMIT or _size(r, total) is not None:
-        rec.total = total
+    v = get("total")
+    if v is not None and (type(v) is int and 0 <= v <= INT_LIMIT or _size(r, v) is not None):
+        rec.total = v
 
 
 def _bare(ev: dict[str, Any]) -> dict[str, Any]:
