@@ -618,14 +618,18 @@ def _process_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None
 
 
 def _phase_start(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
-    span = ev.get("span")
+    try:  # what every start line has: subscripts cost less than get() calls
+        span = ev["span"]
+        parent = ev["parent"]
+        key = ev["phase"]
+    except KeyError:
+        get = ev.get
+        span, parent, key = get("span"), get("parent"), get("phase")
     phases = r.phases
     if type(span) is not str or span in phases:
         return
-    parent = ev.get("parent")
     if type(parent) is not str:
         parent = None
-    key = ev.get("phase")
     if type(key) is not str:
         key = "?"
     if parent is not None and parent in r.lite:
@@ -891,20 +895,24 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     # aggregates, as _maybe_fold would have put it.
     key, parent, _ = lite
     get = ev.get
-    status = get("status")
+    try:  # what the monitor writes at every end: subscripts cost less than get() calls
+        status = ev["status"]
+        d = ev["duration_ms"]
+        c = ev["cpu_ms"]
+        items = ev["items"]
+        peak = ev["peak_rss_bytes"]
+    except KeyError:
+        status, d, c = get("status"), get("duration_ms"), get("cpu_ms")
+        items, peak = get("items"), get("peak_rss_bytes")
     if type(status) is not str:
         status = "completed"
     # Each check inline for the usual type; the helpers only for anything else.
-    d = get("duration_ms")
     if not (type(d) is float and 0.0 <= d <= LIMIT):
         d = _measure(r, d) or 0.0
-    c = get("cpu_ms")
     if not (type(c) is float and 0.0 <= c <= LIMIT):
         c = _measure(r, c) or 0.0
-    items = get("items")
     if not (type(items) is int and 0 <= items <= INT_LIMIT):
         items = _size(r, items) or 0
-    peak = get("peak_rss_bytes")
     if peak is not None and not (type(peak) is int and 0 <= peak <= INT_LIMIT):
         peak = _size(r, peak)
     prec = r.phases.get(parent) if parent is not None else None
