@@ -452,14 +452,16 @@ def apply_all(state: State, events: Iterable[dict[str, Any]]) -> int:
         for ev in events:
             n += 1
             try:  # the envelope every writer gives: subscripts cost less than get() calls
+                kind = ev["ev"]
                 run_id = ev["run"]
                 ts = ev["ts"]
                 seq = ev["seq"]
                 pid = ev["pid"]
             except KeyError:
                 get = ev.get
-                run_id, ts, seq, pid = get("run"), get("ts"), get("seq"), get("pid")
-            handler = handlers.get(ev.get("ev"))  # type: ignore[arg-type]
+                kind, run_id, ts = get("ev"), get("run"), get("ts")
+                seq, pid = get("seq"), get("pid")
+            handler = handlers.get(kind)
             if handler is None or type(run_id) is not str:
                 state.ignored += 1
                 continue
