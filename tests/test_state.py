@@ -467,3 +467,35 @@ def test_the_runs_peak_is_never_below_one_of_its_own_phases():
     st = S.State()
     S.apply_all(st, evs)
     assert views.snapshot(st, "r", now=2.0)["resources"]["peak_rss_bytes"] == 150
+
+
+def test_light_repeats_fold_into_aggregates_as_key_agg_add_does():
+    """Completed repeats kept light (beyond max_phases) fold into the run's per-key and the
+    parent's aggregates exactly as KeyAgg.add folds them: counts, sums, extremes, buckets,
+    recent durations."""
+    env = {"run": "r", "pid": 1}
+    evs = [{"ev": "run_start", "ts": 1.0, **env},
+           {"ev": "phase_start", "ts": 1.0, "span": "p", "phase": "loop", **env}]  # fmt: skip
+    durations = [0.5, 7.0, 30.0, 1200.0, 3, 0.02, 90000.0, 2.5, 4000000.0]
+    for i, d in enumerate(durations):
+        evs.append({"ev": "phase_start", "ts": 2.0, "span": f"c{i}", "phase": "item",
+                    "parent": "p", **env})  # fmt: skip
+        evs.append({"ev": "phase_end", "ts": 2.5, "span": f"c{i}", "phase": "item",
+                    "parent": "p", "status": "completed", "duration_ms": d, "cpu_ms": 0.25,
+                    "items": i, "peak_rss_bytes": 1000 + (i * 37) % 100, **env})  # fmt: skip
+    s = _reduce(evs, max_phases=3)
+    r = s.runs["r"]
+    # c0 (the first of its key) and c1 (within max_phases) keep records; the rest fold.
+    assert sorted(r.phases) == ["c0", "c1", "p"] and r.folded_count == len(durations) - 2
+    full, light = S.KeyAgg(), S.KeyAgg(light=True)
+    for i, d in enumerate(durations):
+        full.add("completed", d, 0.25, i, 1000 + (i * 37) % 100)
+        if i >= 2:
+            light.add("completed", d, 0.25, i, 1000 + (i * 37) % 100)
+    got = r.keys["item"]
+    assert got.to_dict() == full.to_dict()
+    assert got.bucket_counts == full.bucket_counts
+    assert list(got.recent or ()) == list(full.recent or ())
+    assert r.phases["p"].folded is not None
+    assert r.phases["p"].folded["item"].to_dict() == light.to_dict()
+    assert r.phases["p"].folded["item"].to_dict()["count"] == len(durations) - 2

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..read import catalog
 from ..read.state import RunState, State
 from . import analysis, history
 
@@ -66,8 +67,9 @@ def row_of(r: RunState) -> dict[str, Any]:
     names = {rec.phase: rec.name for rec in r.phases.values()}
     outputs = _outputs(r) if r.phases else {}
     phases: dict[str, dict[str, Any]] = {}
+    summary = catalog.summarize(r)  # once: each key_row of a RunState would summarise it again
     for key in r.keys:
-        row = history.key_row(r, key)
+        row = history.key_row(summary, key)
         if row is None:
             continue
         entry = {
