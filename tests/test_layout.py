@@ -8,8 +8,6 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "atroz_monitor"
 
 # Underscore names of the standard library that are its documented interface.
@@ -116,11 +114,6 @@ MAX_LINES = 80
 #     # long: one declarative table of the wire format, read top to bottom
 MARK = "# long:"
 
-# Split by other branches; the lead removes entries at merge.
-PENDING = {
-    "read/state.py::_phase_end",
-}
-
 
 class Long(NamedTuple):
     where: str  # module.py::Class.function
@@ -164,16 +157,11 @@ def _package_long_functions() -> list[Long]:
 
 
 def test_no_long_functions() -> None:
-    """No function under atroz_monitor/ is over 80 lines without a ``# long:`` reason
-    (those other branches are splitting are listed in PENDING and only xfail)."""
-    found = _package_long_functions()
-    offenders = [f"{x.where} ({x.lines} lines)" for x in found if x.where not in PENDING]
+    """No function under atroz_monitor/ is over 80 lines without a ``# long:`` reason."""
+    offenders = [f"{x.where} ({x.lines} lines)" for x in _package_long_functions()]
     assert offenders == [], "split these, or say why they must be long (# long: ...): " + (
         ", ".join(offenders)
     )
-    pending = sorted(f"{x.where} ({x.lines} lines)" for x in found)
-    if pending:
-        pytest.xfail("split by other branches, not merged yet: " + ", ".join(pending))
 
 
 def test_long_function_check_flags_length_and_accepts_a_reason() -> None:

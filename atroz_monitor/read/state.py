@@ -652,7 +652,9 @@ def _record(
 ) -> PhaseRec:
     """The open record of a phase from its start line, under its parent (or a root)."""
     name = ev.get("name")
-    rec = PhaseRec(span, key, name if type(name) is str else key, parent, ev.get("pid"))
+    pid = ev.get("pid")
+    rec = PhaseRec(span, key, name if type(name) is str else key, parent,
+                   pid if type(pid) is int else None)  # fmt: skip
     if ts is not None:
         rec.start = ts
     thread = ev.get("thread")
@@ -785,6 +787,7 @@ def error_count(r: RunState) -> int:
     return r.log_counts.get("error", 0) + r.failures + r.run_failure
 
 
+# long: the reducer's per-phase path, kept in one frame: `report` on 1M events (PERFORMANCE.md)
 def _end_record(
     state: State, r: RunState, ev: dict[str, Any], ts: float | None, span: str, rec: PhaseRec | None
 ) -> None:
@@ -884,6 +887,8 @@ def _materialize(r: RunState, span: str) -> PhaseRec | None:
     return _record(r, span, key, parent, ev, ts if type(ts) is float or type(ts) is int else None)
 
 
+# phase_end with light repeats folded inline (no call per repeat):
+# long: the reducer's per-event path; the 1M-event `report` figure depends on it
 def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> None:
     span = ev.get("span")
     if type(span) is not str:
