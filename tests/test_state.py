@@ -499,3 +499,17 @@ def test_light_repeats_fold_into_aggregates_as_key_agg_add_does():
     assert r.phases["p"].folded is not None
     assert r.phases["p"].folded["item"].to_dict() == light.to_dict()
     assert r.phases["p"].folded["item"].to_dict()["count"] == len(durations) - 2
+
+
+def test_a_kept_sample_carries_the_trees_rss() -> None:
+    """A sample of 10 MiB with 5 MiB of children keeps tree_rss_bytes 15 MiB (the page draws
+    it, summing nothing); without children figures it is the process's own RSS."""
+    st = S.State()
+    base = {"run": "r", "pid": 1}
+    S.apply(st, {"ev": "run_start", "ts": 1.0, "seq": 1, **base})
+    S.apply(st, {"ev": "sample", "ts": 2.0, "seq": 2, "rss_bytes": 10 * 2**20,
+                 "children_rss_bytes": 5 * 2**20, **base})  # fmt: skip
+    S.apply(st, {"ev": "sample", "ts": 3.0, "seq": 3, "rss_bytes": 7 * 2**20, **base})
+    kept = st.runs["r"].samples.snapshot()
+    assert [s["tree_rss_bytes"] for s in kept] == [15 * 2**20, 7 * 2**20]
+    assert st.runs["r"].peak_tree_rss_bytes == 15 * 2**20

@@ -1108,7 +1108,8 @@ def _sample(state: State, r: RunState, ev: dict[str, Any], ts: float | None) -> 
     if type(rss) is int and rss >= 0:
         if r.peak_rss_bytes is None or rss > r.peak_rss_bytes:
             r.peak_rss_bytes = rss
-        tree = rss + _int(get("children_rss_bytes"))
+        # The process tree's RSS (the page's "process + children" line): summed here once.
+        sample["tree_rss_bytes"] = tree = rss + _int(get("children_rss_bytes"))
         if r.peak_tree_rss_bytes is None or tree > r.peak_tree_rss_bytes:
             r.peak_tree_rss_bytes = tree
     else:

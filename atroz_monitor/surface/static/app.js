@@ -1130,7 +1130,7 @@
   }
 
   function memSpec() {
-    const tree = (s) => (num(s.rss_bytes) ? s.rss_bytes + (num(s.children_rss_bytes) ? s.children_rss_bytes : 0) : null);
+    const tree = (s) => (num(s.tree_rss_bytes) ? s.tree_rss_bytes : null); // state._sample sums it
     return {
       id: "mem",
       series: [
