@@ -87,7 +87,7 @@ MUTANTS: tuple[Mutant, ...] = (
       "< left raw in JSON embedded in the html report (</script> breakout)"),
     # -- the recorder -----------------------------------------------------------------------
     M("current_phase_kept", "monitor.py",
-      "                    _current.reset(self._token)\n"
+      "                    _current.reset(self._token)  # type: ignore[arg-type]\n"
       "                except (ValueError, RuntimeError, TypeError):\n"
       "                    _current.set(self._prev)  # exited in another context than it entered\n"
       "            elif _current.get() is self:\n                _current.set(self._prev)\n",
@@ -130,8 +130,9 @@ MUTANTS: tuple[Mutant, ...] = (
       "        if True:\n", ("tests/test_fuzz_paths.py", "-k", "issue_14"), False,
       "samples with NaN, infinite or wrong-typed values kept as they are"),
     M("mean_counts_skips", "history.py",
-      "row[1] += timed  # skipped and cached ones have no duration", "row[1] += count",
-      ("tests/test_history.py",), False, "the history mean counts skipped and cached repeats"),
+      "row[2] += sign * timed  # skipped and cached ones have no duration",
+      "row[2] += sign * count", ("tests/test_history.py", "tests/test_history_index.py"), False,
+      "the history mean counts skipped and cached repeats"),
     M("percentile_rank", "analysis.py", "    h = (n - 1) * q / 100.0\n", "    h = n * q / 100.0\n",
       ("tests/test_analysis.py",), False, "p95 off by one rank"),
     M("mad_constant", "analysis.py", "_MAD_Z = 0.6745\n", "_MAD_Z = 1.0\n",
@@ -139,8 +140,8 @@ MUTANTS: tuple[Mutant, ...] = (
     M("regression_no_floor", "analysis.py", '"regressed": beyond and abs(delta) > noise_floor,',
       '"regressed": beyond,', ("tests/test_analysis.py", "tests/test_report.py"), False,
       "regressions flagged within the noise floor"),
-    M("gate_without_history", "report.py", "        if earlier < MIN_HISTORY_FOR_GATE:\n",
-      "        if False:\n", ("tests/test_report.py",), False,
+    M("gate_without_history", "report.py", "    if earlier < MIN_HISTORY_FOR_GATE:\n",
+      "    if False:\n", ("tests/test_report.py",), False,
       "--fail-on-regression without a baseline passes silently"),
     M("evaluator_unlocked", "alerts.py", "        self._lock = threading.Lock()\n        self.open",
       '        self._lock = __import__("contextlib").nullcontext()\n        self.open',
