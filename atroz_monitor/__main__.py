@@ -1,4 +1,4 @@
-"""``python -m atroz_monitor``: see ``cli.py``."""
+"""``python -m atroz_monitor``: see ``commands/cli.py``."""
 
 from .commands.cli import main
 

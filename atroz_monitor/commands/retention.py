@@ -10,7 +10,7 @@ live means no ``run_end`` and either its owner process still runs (same host, pi
 ``prune`` removes the oldest runs first until every limit given holds: ``keep_runs`` newest
 runs, ``max_bytes`` in total, nothing last written longer than ``older_than_days`` ago (by
 the newest file's modification time). Oldest means by the run's start time as its log says,
-taken from the directory's catalog (``catalog.py``), never by file modification times (a
+taken from the directory's catalog (``read/catalog.py``), never by file modification times (a
 plain ``cp -r`` gives every file the same new mtime); a run the catalog cannot date falls
 back on its newest file's mtime. Removed and compressed logs leave the catalog with them.
 :class:`Pruner` runs the same on a schedule for ``serve``. Files that

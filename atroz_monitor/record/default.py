@@ -66,15 +66,17 @@ def _from_env(path: Any, kwargs: dict[str, Any]) -> Monitor:
 def default_monitor() -> Monitor | None:
     """The monitor ``atroz_monitor.phase`` records into: the innermost ``with Monitor``,
     else the configured one, else one built from ``ATROZ_MONITOR_LOG``; None without any."""
-    global _default
+    global _default, _env_failed
     active = innermost_monitor()
     if active is not None:
         return active
     if _default is not None:
         return _default
-    global _env_failed
-    env = (os.environ.get(ENV_LOG), os.environ.get(ENV_RUN))
-    if not env[0] or env == _env_failed:  # said once; tried again if the environment changes
+    log = os.environ.get(ENV_LOG)
+    if not log:
+        return None
+    env = (log, os.environ.get(ENV_RUN))
+    if env == _env_failed:  # said once; tried again if the environment changes
         return None
     with _default_lock:
         if _default is None:

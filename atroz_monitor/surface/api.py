@@ -639,7 +639,7 @@ def _artifacts(snap: dict[str, Any]) -> dict[str, Any]:
 
 
 def _error_groups(snap: dict[str, Any], q: Query) -> dict[str, Any]:
-    """The run's error groups (errgroups.py), a page at a time: ``limit`` (default 100,
+    """The run's error groups (read/errgroups.py), a page at a time: ``limit`` (default 100,
     at most 1,000) and the ``cursor`` the previous page returned as ``next_cursor``."""
     eg = snap.get("error_groups") or {"groups": [], "gone": []}
     levels = q.choice("level", ("error", "warning"))

@@ -457,7 +457,7 @@ def _across(g: Mapping[str, Any]) -> str:
 
 
 def _groups_text(eg: Mapping[str, Any] | None, st: _Style, limit: int) -> list[str]:
-    """Errors and warnings by fingerprint (errgroups.py): one line per group."""
+    """Errors and warnings by fingerprint (read/errgroups.py): one line per group."""
     if not eg or not (eg.get("groups") or eg.get("gone")):
         return []
     groups = eg.get("groups") or []
