@@ -11,10 +11,6 @@ import time
 from typing import Any
 
 import pytest
-from helpers import read_log
-
-from atroz_monitor.commands import report
-from atroz_monitor.view import views
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -41,6 +37,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two real demo runs (one completed, one with P07 failing), written concurrently: the
     logs the export formats are tested on (test_chrome_trace, test_otlp_json, test_export)."""
+    # Imported here: conftest loads before every test, and tests check what importing loads.
+    from helpers import read_log
+
+    from atroz_monitor.read import loader
+    from atroz_monitor.view import views
+
     base = tmp_path_factory.mktemp("demo")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env.pop("ATROZ_MONITOR_LOG", None)
@@ -60,7 +62,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out: dict[str, Any] = {"base": base}
     for name in ("ok", "bad"):
         path = next((base / name).glob("*.jsonl"))
-        st, _, _ = report.load([str(path)])
+        st, _, _ = loader.load([str(path)])
         rid = next(iter(st.runs))
         out[name] = {
             "path": path,

@@ -1,6 +1,7 @@
-"""From logs to state (loader.py): load_state reads files and directories into one state
-with the read counters summed, and liveness asks /proc whether a run without run_end is
-still written, checked with real child processes (alive, then killed and reaped)."""
+"""From logs to state (read/loader.py): load() and load_state read files and directories
+into one state with the read counters summed, and liveness asks /proc whether a run without
+run_end is still written, checked with real child processes (alive, then killed and
+reaped)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from helpers import child_env, poll
 
 from atroz_monitor import Monitor
-from atroz_monitor.read.loader import liveness, load_state
+from atroz_monitor.read.loader import NoRuns, liveness, load, load_state
 
 # A child owning a run it never ends: it records one phase, says so, then waits.
 OWNER = textwrap.dedent(
@@ -77,6 +78,32 @@ def test_a_missing_path_is_an_error_naming_it(tmp_path: Path) -> None:
     read as an empty history)."""
     with pytest.raises(FileNotFoundError, match="no such log file or directory"):
         load_state([tmp_path / "nope"])
+
+
+def test_load_takes_one_path_or_many_and_returns_the_files_read(tmp_path: Path) -> None:
+    """load(): one path (not its characters) or a list; the state, the summed counters and
+    the files read, in the reader's order."""
+    _run(tmp_path / "a.jsonl", "a", 2)
+    _run(tmp_path / "b.jsonl", "b", 1)
+    st, stats, files = load(str(tmp_path / "a.jsonl"))
+    assert sorted(st.runs) == ["a"] and files == [str(tmp_path / "a.jsonl")]
+    assert stats.lines == 2 + 4
+    st, _, files = load([tmp_path])
+    assert sorted(st.runs) == ["a", "b"] and len(files) == 2
+
+
+def test_load_says_why_nothing_usable_is_there(tmp_path: Path) -> None:
+    """No logs in a directory, or a log without one event of ours: NoRuns (a ValueError)
+    naming the input and what was read; a missing path stays a FileNotFoundError."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NoRuns, match=r"no run logs \(\*\.jsonl, \*\.jsonl\.gz\) in "):
+        load([tmp_path / "empty"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('not json\n{"ev": "phase_start"}\n')
+    with pytest.raises(ValueError, match=r"no atroz_monitor events in .*2 line\(s\) read"):
+        load([bad])
+    with pytest.raises(FileNotFoundError):
+        load([tmp_path / "nope"])
 
 
 def test_liveness_follows_a_real_owner_process(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def read_files(files: Iterable[str], st: State) -> reader.ReadStats:
 
 
 def load(
-    paths: Sequence[str | os.PathLike[str]],
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     max_phases: int = 10_000,
     *,
     follow_symlinks: bool = False,
@@ -48,7 +48,10 @@ def load(
     counters and the files read. FileNotFoundError for a path that does not exist, another
     OSError for one that cannot be read, NoRuns when nothing usable is there. Symlinks
     inside a directory are skipped unless ``follow_symlinks`` (``reader.discover``)."""
-    names = [os.fsdecode(p) for p in paths]
+    if isinstance(paths, (str, os.PathLike)):  # a single path, not its characters
+        names = [os.fsdecode(paths)]
+    else:
+        names = [os.fsdecode(p) for p in paths]
     files = reader.discover(names, follow_symlinks=follow_symlinks)
     if not files:
         raise NoRuns(f"no run logs (*.jsonl, *.jsonl.gz) in {', '.join(names)}")
