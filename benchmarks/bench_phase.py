@@ -3,11 +3,13 @@
 Floor: a minimal context manager that reads the same sources as phase() at each boundary,
 with the same reuse of a reading younger than ``monitor.REUSE_NS`` (the RSS with one pread of
 a kept /proc/<pid>/statm descriptor and the process's CPU clock; RUSAGE_CHILDREN at every
-boundary; the monotonic and wall clocks), hand-formats the two lines with the same fields and
-writes them with one os.write at the exit to an O_APPEND descriptor, as phase() does with a
-sampler running (the start line is deferred). Baselines: prometheus_client Histogram.time()
-and an OpenTelemetry SDK span (SimpleSpanProcessor + InMemorySpanExporter, which writes
-nothing). Targets (issue 12): median <= 1.25x the floor and <= 1/3 of the OpenTelemetry span.
+boundary; the monotonic and wall clocks), hand-formats the one line with the same fields and
+writes it with one os.write at the exit to an O_APPEND descriptor, as phase() does with a
+sampler running for a phase that ends before the sampler's next tick (the start line is
+deferred, and the end line, carrying the start's thread, stands for both). Baselines:
+prometheus_client Histogram.time() and an OpenTelemetry SDK span (SimpleSpanProcessor +
+InMemorySpanExporter, which writes nothing). Targets (issue 12): median <= 1.25x the floor
+and <= 1/3 of the OpenTelemetry span.
 
 The span's cost depends on the round's length: the in-memory exporter keeps every span until
 the round ends, and the garbage collector's passes over them grow with it (on a 2-core box:
@@ -33,7 +35,7 @@ from .common import Figure, per_op_us
 
 
 class Floor:
-    """The floor: the same fields from the same sources, two hand-formatted lines, one write.
+    """The floor: the same fields from the same sources, one hand-formatted line, one write.
 
     The same readings as phase()'s, at the same moments: at each boundary the RSS (os.pread
     of a kept statm descriptor) and the process's CPU clock, or the last such reading if it
@@ -67,7 +69,7 @@ class Floor:
 
 
 class _FloorPhase:
-    __slots__ = ("f", "key", "t0", "rd", "cc0", "span", "ts0", "tok", "head", "start")
+    __slots__ = ("f", "key", "t0", "rd", "cc0", "span", "tok", "head", "tq")
 
     def __init__(self, f: Floor, key: str) -> None:
         self.f = f
@@ -89,7 +91,7 @@ class _FloorPhase:
             f'"span":"{span}","phase":{q},"name":{q},'
             f'"parent":{"null" if parent is None else quote(parent.span)}'
         )
-        self.start = f'{self.head},"thread":{tq}'
+        self.tq = tq
         now = time.perf_counter_ns()
         rd = f.reading
         if now - rd[0] >= REUSE_NS:
@@ -99,7 +101,6 @@ class _FloorPhase:
         ru = rusage_children()
         self.cc0 = ru.ru_utime + ru.ru_stime
         self.t0 = now
-        self.ts0 = time.time()
         return self
 
     def __exit__(self, *a: object) -> None:
@@ -116,15 +117,13 @@ class _FloorPhase:
         f.current.reset(self.tok)
         head = self.head
         with f.lock:
-            seq = f.seq + 1
-            f.seq = seq + 1
+            f.seq = seq = f.seq + 1
             data = (
-                f'{{"ev":"phase_start","ts":{self.ts0:.6f},{f.rp}{seq},{self.start}}}\n'
-                f'{{"ev":"phase_end","ts":{time.time():.6f},{f.rp}{seq + 1},{head},'
+                f'{{"ev":"phase_end","ts":{time.time():.6f},{f.rp}{seq},{head},'
                 f'"status":"completed","duration_ms":{d:.3f},"cpu_ms":{c:.3f},'
                 + (f'"children_cpu_ms":{cc * 1000:.3f},' if cc > 0 else "")
                 + f'"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{rd[2]},'
-                f'"peak_rss_method":"sampled"}}\n'
+                f'"peak_rss_method":"sampled","thread":{self.tq}}}\n'
             )
             os.write(f.fd, data.encode("ascii"))
 

@@ -26,6 +26,19 @@ def of_kind(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["ev"] == kind]
 
 
+def phase_starts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every phase's start as the log gives it: its phase_start line, or, for a phase
+    written whole in one line (a phase_end carrying the start's ``thread``), that line with
+    ``ts`` moved back to its start (ts - duration_ms)."""
+    out = []
+    for e in events:
+        if e["ev"] == "phase_start":
+            out.append(e)
+        elif e["ev"] == "phase_end" and "thread" in e:
+            out.append({**e, "ts": e["ts"] - e["duration_ms"] / 1000})
+    return out
+
+
 def phase_ends(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """phase_end events keyed by phase key (last one wins)."""
     return {e["phase"]: e for e in events if e["ev"] == "phase_end"}

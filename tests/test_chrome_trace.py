@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from helpers import phase_starts
 
 from atroz_monitor.surface import chrome_trace, otlp_json
 from atroz_monitor.view import views
@@ -39,13 +40,13 @@ def test_chrome_trace_times_match_the_log_and_children_nest(demo: dict[str, Any]
     sub-phase on its parent's track lies within the parent's slice."""
     evs = demo["ok"]["events"]
     t0 = next(e["ts"] for e in evs if e["ev"] == "run_start")
-    starts = {e["span"]: e["ts"] for e in evs if e["ev"] == "phase_start"}
+    starts = {e["span"]: e["ts"] for e in phase_starts(evs)}
     ends = {e["span"]: e for e in evs if e["ev"] == "phase_end"}
     xs = {e["args"]["span"]: e for e in _x_events(chrome_trace.chrome_trace(demo["ok"]["snap"]))}
     for span, x in xs.items():
         assert x["ts"] == pytest.approx((starts[span] - t0) * 1e6, abs=50)
         assert x["dur"] == pytest.approx(ends[span]["duration_ms"] * 1000, abs=50)
-    threads = {e["span"]: (e["pid"], e["thread"]) for e in evs if e["ev"] == "phase_start"}
+    threads = {e["span"]: (e["pid"], e["thread"]) for e in phase_starts(evs)}
     same_lane = [s for s, e in ends.items() if e["parent"] and threads[s] == threads[e["parent"]]]
     nested = 0
     for span, x in xs.items():

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import child_env, of_kind, poll, read_log
+from helpers import child_env, of_kind, phase_starts, poll, read_log
 
 import atroz_monitor
 from atroz_monitor import Monitor
@@ -482,14 +482,13 @@ def test_32_threads_and_4_processes_write_one_run_exactly(tmp_path: Path) -> Non
         for p in procs:
             assert p.wait(120) == 0
     evs = read_log(log)  # strict: a torn or interleaved line fails here
-    by_key = Counter(e["phase"] for e in evs if e["ev"] in ("phase_start", "phase_end"))
+    by_key = Counter(e["phase"] for e in phase_starts(evs))
+    assert by_key == Counter(e["phase"] for e in of_kind(evs, "phase_end"))
     assert {k: v for k, v in by_key.items()} == {
-        **{f"t{t}": n for t in range(32)},
-        **{f"p{k}": n for k in range(4)},
+        **{f"t{t}": n // 2 for t in range(32)},
+        **{f"p{k}": n // 2 for k in range(4)},
     }
-    threads_of = Counter(
-        e["thread"] for e in of_kind(evs, "phase_start") if e["pid"] == os.getpid()
-    )
+    threads_of = Counter(e["thread"] for e in phase_starts(evs) if e["pid"] == os.getpid())
     assert threads_of == {f"w{t}": n // 2 for t in range(32)}
     spans = [e["span"] for e in of_kind(evs, "phase_end")]
     assert len(spans) == len(set(spans)) == 36 * n // 2

@@ -8,7 +8,7 @@ import os
 import threading
 
 import pytest
-from helpers import of_kind, phase_ends, read_log
+from helpers import of_kind, phase_ends, poll, read_log
 
 import atroz_monitor
 from atroz_monitor import Monitor
@@ -551,3 +551,109 @@ def test_a_line_written_after_its_run_ended_is_not_lost(tmp_path):
     evs = read_log(tmp_path / "r.jsonl")
     assert [e["ev"] for e in evs][-3:] == ["run_end", "phase_start", "phase_end"]
     assert [r.health()["events_lost"] for r in m.runs()] == [0]
+
+
+# -- a phase written whole: one line when it ends before its start line is due -----------
+
+
+def test_a_phase_shorter_than_a_tick_is_one_line_with_its_start(tmp_path):
+    """With a sampler, a phase that ends before the next tick writes no phase_start: its
+    phase_end carries the start's members (thread, meta) besides every end field, its
+    start is ts - duration_ms, and the replay shows the same phase as two lines would."""
+    import time
+
+    log = tmp_path / "r.jsonl"
+    with Monitor(log, sample_interval=60) as mon:
+        w0 = time.time()
+        with mon.phase("P00", "Load", meta={"rows": 3}, attempt=2) as p:
+            p.add_items(5)
+        w1 = time.time()
+        snap = mon.snapshot()
+    evs = read_log(log)
+    assert of_kind(evs, "phase_start") == []
+    (end,) = of_kind(evs, "phase_end")
+    assert (end["phase"], end["name"], end["parent"], end["thread"]) == (
+        "P00", "Load", None, "MainThread"
+    )  # fmt: skip
+    assert (end["meta"], end["attempt"], end["items"], end["status"]) == (
+        {"rows": 3}, 2, 5, "completed"
+    )  # fmt: skip
+    for f in ("duration_ms", "cpu_ms", "rss_bytes", "peak_rss_bytes", "rss_start_bytes"):
+        assert f in end
+    start = end["ts"] - end["duration_ms"] / 1000
+    assert w0 - 0.001 <= start <= end["ts"] <= w1 + 0.001
+    (ph,) = snap["phases"]
+    assert (ph["span"], ph["thread"], ph["meta"], ph["attempt"]) == (
+        p.span, "MainThread", {"rows": 3}, 2
+    )  # fmt: skip
+    assert ph["start"] == pytest.approx(start, abs=1e-6)
+    assert ph["duration_ms"] == end["duration_ms"]
+
+
+def test_a_phase_still_running_at_a_tick_keeps_its_start_line(tmp_path):
+    """A phase the sampler sees running gets its phase_start at that tick, with the time it
+    started; its end line then is a plain end (no start members), and a child that ends
+    inside a tick is one whole line under it."""
+    import time
+
+    log = tmp_path / "r.jsonl"
+    with Monitor(log, sample_interval=0.02) as mon:
+        w0 = time.time()
+        with mon.phase("P01") as outer:
+            poll(
+                lambda: any(
+                    e.get("span") == outer.span for e in of_kind(_lines(log), "phase_start")
+                ),
+                10,
+                "the sampler to write the running phase's start line",
+            )
+            with mon.phase("P01.a"):
+                pass
+    evs = read_log(log)
+    starts = of_kind(evs, "phase_start")
+    assert [e["phase"] for e in starts] == ["P01"]
+    assert w0 - 0.001 <= starts[0]["ts"] <= w0 + 0.05
+    assert starts[0]["thread"] == "MainThread"
+    ends = {e["phase"]: e for e in of_kind(evs, "phase_end")}
+    assert "thread" not in ends["P01"]
+    assert ends["P01.a"]["thread"] == "MainThread"
+    assert ends["P01.a"]["parent"] == outer.span
+    assert abs(starts[0]["ts"] - (ends["P01"]["ts"] - ends["P01"]["duration_ms"] / 1000)) < 0.005
+
+
+def test_a_parents_start_line_precedes_its_childs_whole_line(tmp_path):
+    """A child entering writes its parent's deferred start line first; the child, ending
+    first, is one line; the parent ends with a plain end line."""
+    log = tmp_path / "r.jsonl"
+    with Monitor(log, sample_interval=60) as mon:
+        with mon.phase("A") as a:
+            with mon.phase("B"):
+                pass
+    evs = [e for e in read_log(log) if e["ev"].startswith("phase")]
+    assert [(e["ev"], e["phase"], "thread" in e) for e in evs] == [
+        ("phase_start", "A", True),
+        ("phase_end", "B", True),
+        ("phase_end", "A", False),
+    ]
+    assert evs[1]["parent"] == a.span
+
+
+def test_without_a_sampler_every_phase_has_its_start_line(tmp_path):
+    """sample_interval=None writes each start line as the phase starts (nothing defers it)."""
+    log = tmp_path / "r.jsonl"
+    with Monitor(log, sample_interval=None) as mon:
+        with mon.phase("P00", meta={"k": "v"}, attempt=1):
+            pass
+    evs = [e for e in read_log(log) if e["ev"].startswith("phase")]
+    assert [e["ev"] for e in evs] == ["phase_start", "phase_end"]
+    assert (evs[0]["meta"], evs[0]["attempt"], evs[0]["thread"]) == ({"k": "v"}, 1, "MainThread")
+    assert "thread" not in evs[1] and "meta" not in evs[1] and evs[1]["attempt"] == 1
+
+
+def _lines(log):
+    """The complete lines of a log being written (a partial last line is left out)."""
+    import json
+
+    with open(log, "rb") as f:
+        data = f.read()
+    return [json.loads(x) for x in data.split(b"\n")[:-1] if x]

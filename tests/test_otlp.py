@@ -560,3 +560,28 @@ def test_phase_to_span_mapping_is_written_once() -> None:
             for f in pkg.rglob("*.py")
         }
         assert {f: n for f, n in where.items() if n} == {"otlp.py": 1}, name
+
+
+def test_a_phase_written_whole_is_the_span_its_two_lines_make() -> None:
+    """A phase_end carrying the start's members (thread, meta: a phase written whole) makes
+    the span its start and end lines make: same times, attributes and parent."""
+    env = {"run": "r1", "pid": 7}
+    head = {**env, "ev": "run_start", "ts": 100.0, "seq": 1, "name": "nightly", "host": "h"}
+    start = {**env, "ev": "phase_start", "ts": 100.5, "span": "7.1", "phase": "P00",
+             "name": "Load", "parent": None, "thread": "worker-1", "meta": {"rows": 3}}  # fmt: skip
+    end = {**env, "ev": "phase_end", "ts": 101.75, "span": "7.1", "phase": "P00",
+           "name": "Load", "parent": None, "status": "completed", "duration_ms": 1250.0,
+           "cpu_ms": 3.0, "items": 4}  # fmt: skip
+    spans = []
+    for evs in ([head, start, end], [head, {**end, "thread": "worker-1", "meta": {"rows": 3}}]):
+        b = otlp.SpanBuilder()
+        for e in evs:
+            b.feed(e)
+        assert b.take() == []  # settling
+        b.feed({**env, "ev": "run_end", "ts": 102.0, "status": "completed"})
+        [(_, span)] = b.take()
+        spans.append(span)
+    two, one = spans
+    got = attrs(one["attributes"])
+    assert (got["thread.name"], got["atroz.meta.rows"]) == ("worker-1", 3)
+    assert one == two

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from helpers import of_kind, read_log
+from helpers import of_kind, phase_starts, read_log
 
 import atroz_monitor
 from atroz_monitor import Monitor
@@ -174,9 +174,10 @@ def test_threads_nested_phases_exact(tmp_path):
         for t in ts:
             t.join()
     evs = read_log(log)
-    starts = of_kind(evs, "phase_start")
+    starts = phase_starts(evs)
     ends = of_kind(evs, "phase_end")
     assert len(starts) == len(ends) == 16_000
+    assert {e["span"] for e in starts} == {e["span"] for e in ends}
     assert len({e["span"] for e in ends}) == 16_000
     parent_key = {e["span"]: e["phase"] for e in ends}
     for e in ends:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import of_kind, read_log
+from helpers import of_kind, phase_starts, read_log
 from test_tags import LARGE, SMALL, T0, make_history, synth_run
 
 import atroz_monitor
@@ -69,7 +69,7 @@ def test_phase_records_match_every_phase_of_the_log(demo_dir: tuple[Path, list[P
         events = read_log(log)
         rid = events[0]["run"]
         ends = {e["span"]: e for e in of_kind(events, "phase_end")}
-        assert len(ends) == len(of_kind(events, "phase_start")) > 10
+        assert len(ends) == len(phase_starts(events)) > 10
         recs = {r["span"]: r for r in runs.phase_records() if r["run"] == rid}
         assert recs.keys() == ends.keys()
         for span, e in ends.items():

@@ -33,14 +33,14 @@ def _samples(log: Path) -> list[dict]:
 
 def test_a_run_shorter_than_one_interval_has_a_sample(tmp_path: Path) -> None:
     """sample_interval=60 and a run of a moment: the reading taken at start is written at
-    once (after run_start, before the first phase), and health() counts two readings from
-    /proc, the one at start and the one at stop."""
+    once (after run_start, before the first phase, written whole in one line), and health()
+    counts two readings from /proc, the one at start and the one at stop."""
     log = tmp_path / "a.jsonl"
     with Monitor(log, sample_interval=60, alert_rules=[]) as mon:
         with mon.phase("P"):
             pass
     kinds = [e["ev"] for e in read_log(log)]
-    assert kinds[:3] == ["run_start", "sample", "phase_start"]
+    assert kinds[:3] == ["run_start", "sample", "phase_end"]  # the phase whole, in one line
     assert of_kind(read_log(log), "sample")[0]["spans"] == []
     h = mon.snapshot()["monitor"]
     assert (h["samples"], h["sample_errors"], h["sample_source"]) == (2, 0, "procfs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -513,3 +514,90 @@ def test_a_kept_sample_carries_the_trees_rss() -> None:
     kept = st.runs["r"].samples.snapshot()
     assert [s["tree_rss_bytes"] for s in kept] == [15 * 2**20, 7 * 2**20]
     assert st.runs["r"].peak_tree_rss_bytes == 15 * 2**20
+
+
+def _whole(program: list[dict], merge: list[bool], tid: int) -> tuple[list[dict], list[dict]]:
+    """A writer's program as the monitor writes it, both ways: every start line kept (with
+    its thread), and the phases ``merge`` picks (those nothing referred to between their
+    start and their end) written whole: the end line with the start's members."""
+    full = [dict(e, thread=f"T{tid}") if e["ev"] == "phase_start" else e for e in program]
+    out: list[dict] = []
+    held: dict[str, dict] = {}
+    picks = iter(merge)
+    for e in full:
+        span = e.get("span")
+        if e["ev"] != "phase_end":
+            for ref in (span, e.get("parent")):
+                if ref in held:  # a line about it (a child's start): its start line first
+                    del held[ref]
+        if e["ev"] == "phase_start" and next(picks, False):
+            held[span] = e  # deferred: written whole if its end comes first
+            out.append(e)
+            continue
+        if e["ev"] == "phase_end" and span in held:
+            start = held.pop(span)
+            out.remove(start)
+            e = dict(e, thread=start["thread"])
+        out.append(e)
+    return full, out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_phase_written_whole_reduces_as_its_two_lines(data):
+    """Any phases of any writers written whole (one end line with the start's members,
+    start = ts - duration_ms) give the same phases, tree, threads, starts and aggregates as
+    the same phases written as start and end lines."""
+    programs = [
+        _thread_program(data.draw, tid, data.draw(st.integers(1, 10))) for tid in range(1, 4)
+    ]
+    two, one = [], []
+    for tid, p in enumerate(programs, 1):
+        merge = data.draw(st.lists(st.booleans(), min_size=10, max_size=10))
+        a, b = _whole(p, merge, tid)
+        # The start a whole line implies: the ts its two-line form would have had.
+        starts = {e["span"]: e["ts"] - e["duration_ms"] / 1000 for e in b if "thread" in e
+                  and e["ev"] == "phase_end"}  # fmt: skip
+        two += [dict(e, ts=starts[e["span"]]) if e["ev"] == "phase_start" and e["span"] in starts
+                else e for e in a]  # fmt: skip
+        one += b
+    assert len(one) < len(two) or not any(e["ev"] == "phase_end" and "thread" in e for e in one)
+    head = [{"ev": "run_start", "ts": 999.0, "run": "r", "pid": 1, "seq": 0, "v": 1}]
+    sa = views.snapshot(_reduce(head + two), "r", now=2000.0)
+    sb = views.snapshot(_reduce(head + one), "r", now=2000.0)
+    key = lambda p: p["span"]  # noqa: E731
+    pa, pb = sorted(sa["phases"], key=key), sorted(sb["phases"], key=key)
+    assert [p["span"] for p in pa] == [p["span"] for p in pb]
+    for x, y in zip(pa, pb, strict=True):
+        assert x["start"] == pytest.approx(y["start"], abs=1e-9)
+        assert {k: v for k, v in x.items() if k != "start"} == {
+            k: v for k, v in y.items() if k != "start"
+        }
+    assert sa["keys"] == sb["keys"]
+    assert sa["flow"] == sb["flow"]
+
+
+def test_whole_lines_beyond_max_phases_fold_into_the_aggregates():
+    """Repeats written whole beyond max_phases fold into their key's aggregates exactly as
+    repeats written as two lines do (no record kept, every repeat counted)."""
+
+    def log(whole: bool) -> list[dict]:
+        evs = [{"ev": "run_start", "ts": 1.0, "run": "r", "pid": 1, "seq": 0, "v": 1}]
+        for i in range(1, 51):
+            ts = 2.0 + i
+            end = {"ev": "phase_end", "ts": ts + 0.5, "run": "r", "pid": 1, "span": f"1.{i}",
+                   "phase": "K", "name": "K", "parent": None, "status": "completed",
+                   "duration_ms": 500.0, "cpu_ms": 1.0, "items": 1}  # fmt: skip
+            if whole:
+                evs.append(dict(end, thread="M"))
+            else:
+                evs.append({"ev": "phase_start", "ts": ts, "run": "r", "pid": 1, "span": f"1.{i}",
+                            "phase": "K", "name": "K", "parent": None, "thread": "M"})  # fmt: skip
+                evs.append(end)
+        return evs
+
+    a = views.snapshot(_reduce(log(False), max_phases=10), "r", now=100.0)
+    b = views.snapshot(_reduce(log(True), max_phases=10), "r", now=100.0)
+    assert b["keys"]["K"]["count"] == 50 == a["keys"]["K"]["count"]
+    assert a["keys"] == b["keys"]
+    assert len(a["phases"]) == len(b["phases"]) <= 10

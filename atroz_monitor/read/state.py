@@ -789,20 +789,9 @@ def error_count(r: RunState) -> int:
 
 # long: the reducer's per-phase path, kept in one frame: `report` on 1M events (PERFORMANCE.md)
 def _end_record(
-    state: State, r: RunState, ev: dict[str, Any], ts: float | None, span: str, rec: PhaseRec | None
+    state: State, r: RunState, ev: dict[str, Any], ts: float | None, span: str, rec: PhaseRec
 ) -> None:
-    """The end of a phase that has a record (or none at all)."""
-    if rec is None:
-        # The start line is missing (a cut log, a folded repeat): rebuild from the end line.
-        _phase_start(state, r, ev, None)
-        rec = r.phases.get(span)
-        if rec is None:
-            return
-        d = _num(ev.get("duration_ms"))
-        if ts is not None and d is not None and d >= 0:
-            rec.start = ts - d / 1000.0
-            if r.end is not None and rec.start > r.end and not rec.late:
-                _make_late(r, rec)
+    """The end of a phase that has a record."""
     get = ev.get
     status = get("status")
     rec.status = status if type(status) is str else "completed"
@@ -894,9 +883,25 @@ def _phase_end(state: State, r: RunState, ev: dict[str, Any], ts: float | None) 
     if type(span) is not str:
         return
     rec = r.phases.get(span)
-    lite = r.lite.pop(span, None) if rec is None else None
-    if lite is None:
+    lite = None
+    if rec is None:
+        lite = r.lite.pop(span, None)
+        if lite is None:
+            # No start line: a phase written whole in one line (it ended before its start
+            # line was due; the line carries the start's members), a cut log, a folded
+            # repeat. The start from the end line, at ts - duration_ms.
+            d = _num(ev.get("duration_ms"))
+            start = ts - d / 1000.0 if ts is not None and d is not None and d >= 0 else None
+            _phase_start(state, r, ev, start)
+            rec = r.phases.get(span)
+            if rec is None:
+                lite = r.lite.pop(span, None)  # a repeat beyond max_phases: folded below
+                if lite is None:
+                    return
+    if rec is not None:
         _end_record(state, r, ev, ts, span, rec)
+        return
+    if lite is None:
         return
     # The end of a repeat kept light (the usual end beyond max_phases): straight into the
     # aggregates, as _maybe_fold would have put it.

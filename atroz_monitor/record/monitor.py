@@ -71,6 +71,7 @@ _perf_ns = time.perf_counter_ns
 _pread = os.pread  # the phase boundary's statm read (see procfs.Statm.rss)
 _cpu_ns = time.process_time_ns
 _wall = time.time
+_wall_ns = time.time_ns
 
 REUSE_NS = 20_000
 """A phase boundary reuses the process's last RSS and CPU reading (``procfs.Statm.reading``)
@@ -85,7 +86,7 @@ it by any amount at once."""
 _tls = _thread._local()  # threading.local
 
 
-def _thread_name() -> str:
+def _thread_name() -> bytes:
     """The current thread's name, JSON-quoted; cached per thread at its first phase (names
     are for display; a thread renamed later keeps the name it had then)."""
     try:
@@ -93,8 +94,60 @@ def _thread_name() -> str:
     except AttributeError:
         import threading
 
-        q = _tls.q = quote(threading.current_thread().name)
+        q = _tls.q = _quoted(threading.current_thread().name)
         return q
+
+
+def _quoted(s: str) -> bytes:
+    """``s`` as a JSON string, in bytes (ASCII: quote() escapes everything else); the first
+    _QUOTED_MAX keys are kept (a phase's key is quoted at every call)."""
+    q = quote(s).encode("ascii")
+    if len(_quoted_keys) < _QUOTED_MAX:
+        _quoted_keys[s] = q
+    return q
+
+
+_quoted_keys: dict[str, bytes] = {}
+_QUOTED_MAX = 4096
+
+
+# The phase lines, as bytes formats: one ``%`` formats a whole line, with no str round trip
+# (the hot path; docs/FORMAT.md). The writer fills the first fields: the time (two), the
+# run/pid prefix and the seq (LogWriter.emit_fmt). The members after: span, phase, name,
+# parent; then the start's thread and optional members (meta, attempt); the end's status
+# and duration, then its figures (_END: the common case, all of them; _END_ANY: any other,
+# preformatted), then its optional members (items ... reason). A phase that ends before its
+# start line was written is one line, its end's with the start's thread and meta at the
+# end (the _WHOLE formats: LogWriter.emit_end); its start is ts - duration_ms.
+_HEAD = b'{"ev":"%s","ts":%%s%%06d,%%s%%d,"span":"%%s","phase":%%s,"name":%%s,"parent":%%s'
+_START = _HEAD % b"phase_start" + b',"thread":%s%s%s}\n'
+_END_ANY = _HEAD % b"phase_end" + b',"status":"%s","duration_ms":%.3f%s%s}\n'
+_END = (
+    _HEAD % b"phase_end"
+    + b',"status":"%s","duration_ms":%.3f,"cpu_ms":%.3f%s'
+    + b',"rss_bytes":%d,"peak_rss_bytes":%d,"rss_start_bytes":%d%s%s}\n'
+)
+_END_ANY_WHOLE = _END_ANY[:-2] + b',"thread":%s%s}\n'
+_END_WHOLE = _END[:-2] + b',"thread":%s%s}\n'
+# The plain end lines take the same arguments and drop the start's two (%.0s: nothing).
+_END_ANY = _END_ANY[:-2] + b"%.0s%.0s}\n"
+_END = _END[:-2] + b"%.0s%.0s}\n"
+# The wall clock's current second, as (its first microsecond, b"<seconds>."): a phase line's
+# time is that prefix and %06d microseconds, read from time_ns (the %.6f of a 10-digit float
+# goes through dtoa's big-number path, and costs more than every other number in the line).
+_second: tuple[int, bytes] = (0, b"0.")
+
+
+def _new_second(us: int) -> tuple[int, bytes]:
+    """The second ``us`` (wall-clock microseconds) falls in, cached (one tuple: a thread
+    reading it never sees a new start with an old prefix)."""
+    global _second
+    sec = us // 1_000_000
+    _second = t = (sec * 1_000_000, b"%d." % sec)
+    return t
+
+
+_STATUS = {s: s.encode() for s in ("completed", "failed", "cancelled", "skipped", "cached")}
 
 
 def current_phase() -> Phase | None:
@@ -343,7 +396,9 @@ class Phase:
         "_parent_arg",
         "_qkey",
         "_qname",
-        "_head",
+        "_sb",
+        "_qp",
+        "_tq",
         "span",
         "parent",
         "status",
@@ -376,9 +431,10 @@ class Phase:
     name: str
     meta: Mapping[str, Any] | None
     _parent_arg: Phase | str | None
-    _qkey: str  # the key, JSON-quoted
-    _qname: str
-    _head: str  # the members the start and end lines share
+    _qkey: bytes  # the key, JSON-quoted (ASCII: quote() escapes the rest)
+    _qname: bytes
+    _sb: bytes  # the span, as bytes
+    _qp: bytes  # the parent span, JSON-quoted, or null
     span: str | None
     parent: str | None
     status: str | None
@@ -396,9 +452,10 @@ class Phase:
     peak_rss: int | None
     _prog_t: float
     _last_activity: float
-    # A deferred start line (kind, time, body): public, LogWriter.emit_deferred and
-    # emit_after_deferred take it and clear it under the writer's lock.
-    pending: tuple[str, float, str] | None
+    # The start line is deferred and not written yet (deferred_line() gives it): public,
+    # LogWriter.emit_deferred and emit_end test and clear it under the writer's lock.
+    pending: bool
+    _tq: bytes  # the thread's name, JSON-quoted
     _figures: str | None
     attempt: int | None
     _outcome: tuple[str, str | None] | None  # ("skipped" or "cached", reason)
@@ -414,7 +471,7 @@ class Phase:
         name: str | None = None,
         meta: Mapping[str, Any] | None = None,
         parent: Phase | str | None = None,
-        _q: tuple[str, str] | None = None,
+        _q: tuple[bytes, bytes] | None = None,
         attempt: int | None = None,
         detail: str | None = None,
     ) -> None:
@@ -431,13 +488,13 @@ class Phase:
             self.name = name if name is not None else key
             self._qkey, self._qname = _q
         else:
-            self._qkey = q = quote(key)
+            self._qkey = q = _quoted_keys.get(key) or _quoted(key)
             if name is None or name == key:
                 self.name = key
                 self._qname = q
             else:
                 self.name = name
-                self._qname = quote(name)
+                self._qname = _quoted(name)
         # Read before entering (a second entry, repr, an exit after a failed entry).
         self.span = None
         self.status = None
@@ -472,12 +529,16 @@ class Phase:
             else:
                 p = None
             if p is not None:
-                parent = p.span
-                if p.pending is not None:
+                parent = p.span  # "<pid>.<n>": nothing to escape
+                qp = b"null" if parent is None else b'"%s"' % parent.encode()
+                if p.pending:
                     # A parent's start line must precede its children's.
                     run.writer.emit_deferred(p)
+            elif parg is None:
+                parent, qp = None, b"null"
             else:
-                parent = None if parg is None else str(parg)
+                parent = str(parg)
+                qp = _quoted(parent)
             mon = run.monitor
             detail = self._detail or mon.detail
             # Top-level hot loops aggregate only in the run's owner, which flushes them at
@@ -514,6 +575,8 @@ class Phase:
                     return self
             self._agg = None
             self.span = span = _span_prefix + str(next(_spans))
+            self._sb = span.encode()
+            self._qp = qp
             self.parent = parent
             self._prev = prev
             self._pid = pid
@@ -525,19 +588,9 @@ class Phase:
                 self._token = None
                 _current.set(self)
             try:
-                tq = _tls.q  # this thread's name, JSON-quoted (see _thread_name)
+                self._tq = _tls.q  # this thread's name, JSON-quoted (see _thread_name)
             except AttributeError:
-                tq = _thread_name()
-            # The members the start and end lines share, formatted once.
-            self._head = head = (
-                f',"span":"{span}","phase":{self._qkey},"name":{self._qname},'
-                f'"parent":{"null" if parent is None else quote(parent)}'
-            )
-            body = f'{head},"thread":{tq}'
-            if self.meta:
-                body += ',"meta":' + dumps(mon.redactor.redact_obj(self.meta))
-            if self.attempt is not None:
-                body += f',"attempt":{int(self.attempt)}'
+                self._tq = _thread_name()
             # The boundary itself, last (the monitor's own work above is not the phase's):
             # the exact peak so far folded into the phases already open (this one starts
             # from its own figure), then RSS (one pread) and CPU, or a reading < REUSE_NS old.
@@ -560,10 +613,9 @@ class Phase:
                     now = _perf_ns()  # the pread lets other threads take the GIL: after it
                 ru = st.children()
                 r = ru.ru_utime + ru.ru_stime
-            # The start, after any read that may wait for the GIL: the start line's time and
-            # the duration's origin together.
+            # The start, after any read that may wait for the GIL: the duration's origin (the
+            # start line's time is the wall clock's now less the time since: deferred_line).
             self._t0 = t0 = now
-            ts0 = _wall()
             self._rd = rd
             self.peak_rss = rd[2]
             # Children's CPU (mon._children_cpu() inlined but for its rare slow case).
@@ -579,13 +631,13 @@ class Phase:
             if p is not None:
                 p._last_activity = self._last_activity  # a sub-phase is progress (stall rule)
             if _ctx and mon._sampler is not None:
-                # Deferred: written with the end line in one system call, or by the sampler
-                # at its next tick if the phase is still running then (so a running phase
-                # shows live and in a crashed log within one sample interval).
-                self.pending = ("phase_start", ts0, body)
+                # Deferred: the end line stands for both if the phase ends first, or the
+                # sampler writes it at its next tick if the phase is still running then (so a
+                # running phase shows live and in a crashed log within one sample interval).
+                self.pending = True
             else:
-                self.pending = None
-                run.writer.emit("phase_start", ts0, body)
+                self.pending = False
+                run.writer.emit_fmt(*self.deferred_line())
             # Last, with every field set: the sampler thread reads the open phases.
             run.active[span] = self
         except Exception as exc:
@@ -662,48 +714,47 @@ class Phase:
                     _current.set(self._prev)  # exited in another context than it entered
             elif _current.get() is self:
                 _current.set(self._prev)
-            if self._figures is not None:
-                body = f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f}'
-                body += self._figures  # measured elsewhere (``run``: the command's tree)
+            # The optional members (rare: a few tests when there are none).
+            if (
+                exc is not None
+                or self.items
+                or self.total is not None
+                or self.warnings
+                or self.errors
+                or self._counts
+                or self.attempt is not None
+                or reason is not None
+            ):
+                ex = self._end_extra(exc, reason, mon)
             else:
+                ex = b""
+            d = (t1 - self._t0) / 1e6
+            us = _wall_ns() // 1000
+            sec = _second
+            if not 0 <= us - sec[0] < 1_000_000:
+                sec = _new_second(us)
+            rss = end[2]
+            r0 = rd[2]
+            if self._figures is None and rss is not None and r0 is not None:
                 # Two readings of different threads may be a few us out of order: never < 0.
                 cpu = end[1] - rd[1]
-                cc = f',"children_cpu_ms":{ccpu * 1000:.3f}' if ccpu > 0 else ""
-                rss = end[2]
-                r0 = rd[2]
-                if rss is None:
-                    mem = ""
-                else:
-                    peak = self.peak_rss
-                    if peak is None or rss > peak:
-                        peak = rss
-                    mem = (
-                        f',"rss_bytes":{rss},"peak_rss_bytes":{peak},"rss_start_bytes":{r0}'
-                        if r0 is not None
-                        else f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
-                    ) + mon._peak_method
-                body = (
-                    f'{self._head},"status":"{status}","duration_ms":{(t1 - self._t0) / 1e6:.3f},'
-                    f'"cpu_ms":{cpu / 1e6 if cpu > 0 else 0.0:.3f}{cc}{mem}'
-                )
-            if self.items:
-                body += f',"items":{self.items}'
-            if self.total is not None:
-                body += f',"total":{self.total}'
-            if self.warnings:
-                body += f',"warnings":{self.warnings}'
-            if self.errors:
-                body += f',"errors":{self.errors}'
-            if self._counts:
-                body += _counts_member(self._counts)
-                self._counts = None
-            if exc is not None and status != "completed":
-                body += ',"error":' + dumps(_format_error(exc, mon.redactor))
-            if self.attempt is not None:
-                body += f',"attempt":{int(self.attempt)}'
-            if reason is not None:
-                body += ',"reason":' + quote(clip(str(reason), E.MESSAGE_LIMIT))
-            run.writer.emit_after_deferred(self, "phase_end", _wall(), body)
+                peak = self.peak_rss
+                if peak is None or rss > peak:
+                    peak = rss
+                args: tuple[Any, ...] = (
+                    self._sb, self._qkey, self._qname, self._qp, _STATUS[status], d,
+                    cpu / 1e6 if cpu > 0 else 0.0,
+                    b',"children_cpu_ms":%.3f' % (ccpu * 1000) if ccpu > 0 else b"",
+                    rss, peak, r0, mon._peak_method, ex, self._tq,
+                    self._meta_member() if self.meta else b"",
+                )  # fmt: skip
+                run.writer.emit_end(self, _END, _END_WHOLE, sec[1], us - sec[0], args)
+            else:
+                args = (
+                    self._sb, self._qkey, self._qname, self._qp, _STATUS[status], d,
+                    self._end_figures(end, ccpu, mon), ex, self._tq, self._meta_member(),
+                )  # fmt: skip
+                run.writer.emit_end(self, _END_ANY, _END_ANY_WHOLE, sec[1], us - sec[0], args)
             ev = run.evaluator
             # Outcome rules run here, so a failed phase's alert is written before the host's
             # exception propagates; a completed, clean phase costs only this test.
@@ -728,6 +779,67 @@ class Phase:
         except Exception as e:
             self._run.monitor.note_internal_error("phase exit", e)
         return False  # the host's exception propagates unchanged
+
+    # -- the rare parts of the two lines (off the hot path) -------------------------------
+    def deferred_line(self) -> tuple[bytes, bytes, int, tuple[Any, ...]]:
+        """The start line, as ``LogWriter.emit_fmt`` takes it (public: ``emit_deferred``
+        calls it). Its time is the wall clock's now less the monotonic time since the start,
+        as a phase written whole starts at its end's time less its duration."""
+        us = _wall_ns() // 1000 - (_perf_ns() - self._t0) // 1000
+        sec = us // 1_000_000
+        ab = b"" if self.attempt is None else b',"attempt":%d' % int(self.attempt)
+        args = (self._sb, self._qkey, self._qname, self._qp, self._tq, self._meta_member(), ab)
+        return _START, b"%d." % sec, us - sec * 1_000_000, args
+
+    def _meta_member(self) -> bytes:
+        """The start's ``meta`` member, redacted, or nothing."""
+        if not self.meta:
+            return b""
+        meta = self._run.monitor.redactor.redact_obj(self.meta)
+        return (',"meta":' + dumps(meta)).encode("ascii")
+
+    def _end_figures(self, end: tuple[int, int, int | None], ccpu: float, mon: Monitor) -> bytes:
+        """The end line's figures when they are not all there (_END's common case)."""
+        if self._figures is not None:
+            return self._figures.encode("ascii")  # measured elsewhere (``run``: the command's)
+        rd = self._rd
+        cpu = end[1] - rd[1]
+        body = f',"cpu_ms":{cpu / 1e6 if cpu > 0 else 0.0:.3f}'
+        if ccpu > 0:
+            body += f',"children_cpu_ms":{ccpu * 1000:.3f}'
+        rss = end[2]
+        if rss is None:
+            return body.encode("ascii")
+        peak = self.peak_rss
+        if peak is None or rss > peak:
+            peak = rss
+        body += f',"rss_bytes":{rss},"peak_rss_bytes":{peak}'
+        if rd[2] is not None:
+            body += f',"rss_start_bytes":{rd[2]}'
+        return body.encode("ascii") + mon._peak_method
+
+    def _end_extra(self, exc: BaseException | None, reason: Any, mon: Monitor) -> bytes:
+        """The end line's optional members, in their order: items, total, warnings, errors,
+        counts, error, attempt, reason."""
+        body = ""
+        if self.items:
+            body += f',"items":{self.items}'
+        if self.total is not None:
+            body += f',"total":{self.total}'
+        if self.warnings:
+            body += f',"warnings":{self.warnings}'
+        if self.errors:
+            body += f',"errors":{self.errors}'
+        if self._counts:
+            body += _counts_member(self._counts)
+            self._counts = None
+        if exc is not None:
+            body += ',"error":' + dumps(_format_error(exc, mon.redactor))
+        if self.attempt is not None:
+            body += f',"attempt":{int(self.attempt)}'
+        if reason is not None:
+            body += ',"reason":' + quote(clip(str(reason), E.MESSAGE_LIMIT))
+        return body.encode("ascii")
 
     async def __aenter__(self) -> Phase:
         return self.__enter__()
@@ -1079,7 +1191,7 @@ class Run:
             if extra:
                 fields.update(extra)
             for h in list(self.active.values()):
-                if h.pending is not None:
+                if h.pending:
                     self.writer.emit_deferred(h)
                 for hot in (h._hot or {}).values():
                     self._flush_hot(hot)
@@ -1329,7 +1441,7 @@ class Run:
         if not hot.count:
             return
         owner = hot.owner
-        if owner is not None and owner.pending is not None:
+        if owner is not None and owner.pending:
             self.writer.emit_deferred(owner)  # the parent's start line comes first
         fields = {
             "phase": hot.key, "name": hot.name, "parent": hot.parent, "count": hot.count,
@@ -1345,9 +1457,9 @@ class Run:
         self.emit(E.AGGREGATE, fields)
 
     def _progress(self, h: Phase) -> None:
-        if h.pending is not None:
+        if h.pending:
             self.writer.emit_deferred(h)
-        body = f',"span":"{h.span}","phase":{h._qkey},"items":{h.items}'
+        body = f',"span":"{h.span}","phase":{h._qkey.decode()},"items":{h.items}'
         if h.total is not None:
             body += f',"total":{h.total}'
         self.writer.emit(E.PROGRESS, _wall(), body)
@@ -1367,7 +1479,7 @@ class Run:
 
     def _event(self, ev: str, fields: dict[str, Any], h: Phase | None) -> None:
         if h is not None and h.span is not None:
-            if h.pending is not None:
+            if h.pending:
                 self.writer.emit_deferred(h)
             fields["span"] = h.span
             fields["phase"] = h.key
@@ -1441,9 +1553,10 @@ class Run:
         if not inc:
             return
         ent[1] = 0
-        if h.pending is not None:
+        if h.pending:
             self.writer.emit_deferred(h)  # the phase's start line comes first
-        body = f',"name":{ent[2]},"inc":{E.number(inc)},"span":"{h.span}","phase":{h._qkey}'
+        key = h._qkey.decode()
+        body = f',"name":{ent[2]},"inc":{E.number(inc)},"span":"{h.span}","phase":{key}'
         self.writer.emit(E.COUNT, _wall(), body)
 
     def _count(self, name: Any, n: Any, h: Phase | None) -> None:
@@ -1507,7 +1620,7 @@ class Run:
         taken at that time covers (one entered during the reading must not take it)."""
         active = [h for h in list(self.active.values()) if h._t0 <= before_ns]
         for h in active:
-            if h.pending is not None:  # a start line still deferred: it is written now
+            if h.pending:  # a start line still deferred: it is written now
                 self.writer.emit_deferred(h)
         return active
 
@@ -1889,9 +2002,8 @@ class Monitor:
                 self._hwm = procfs.shared_high_water(proc)
             except OSError as exc:
                 self.note_internal_error(f"exact_peak unavailable, peaks are sampled ({exc})", None)
-        self._peak_method = (
-            ',"peak_rss_method":"hwm"' if self._hwm is not None else ',"peak_rss_method":"sampled"'
-        )
+        method = b"hwm" if self._hwm is not None else b"sampled"
+        self._peak_method = b',"peak_rss_method":"%s"' % method
 
     def _make_components(self, otlp_endpoint: str | None) -> None:
         """The parts started with the runs this process owns (see component.py), in the

@@ -299,7 +299,11 @@ class SpanBuilder:
         span = ev.get("span")
         if not isinstance(span, str) or len(self._open) >= MAX_OPEN_SPANS:
             return  # its phase_end alone still makes a span, with a start from its duration
-        o = _Open(pid, _ts(ev.get("ts")))
+        self._open[(run, span)] = self._opened(run, pid, ev, _ts(ev.get("ts")))
+
+    def _opened(self, run: str, pid: int, ev: Mapping[str, Any], start: float | None) -> _Open:
+        """What a start line says of a phase: thread, meta, depth."""
+        o = _Open(pid, start)
         th = ev.get("thread")
         o.thread = th if isinstance(th, str) else None
         o.meta = ev.get("meta")
@@ -309,7 +313,7 @@ class SpanBuilder:
         elif isinstance(parent, str):
             p = self._open.get((run, parent))
             o.depth = p.depth + 1 if p is not None and p.depth is not None else None
-        self._open[(run, span)] = o
+        return o
 
     def _attach(self, run: str, kind: str, ev: Mapping[str, Any]) -> None:
         span = ev.get("span")
@@ -352,7 +356,11 @@ class SpanBuilder:
         ts = _ts(ev.get("ts"))
         if not isinstance(span, str) or ts is None:
             return
-        o = self._open.pop((run, span), None) or _Open(pid, None)
+        o = self._open.pop((run, span), None)
+        if o is None:
+            # No start line: a phase written whole in one line carries the start's members
+            # (thread, meta); any other end line stands alone.
+            o = self._opened(run, pid, ev, None) if "thread" in ev else _Open(pid, None)
         dur = _ts(ev.get("duration_ms"))
         dur = max(0.0, dur) if dur is not None else None
         start = o.start

@@ -114,6 +114,7 @@ class LogWriter:
         "_lock",
         "_seq",
         "_rp",
+        "_rpb",
         "write_errors",
         "lost",
         "last_error",
@@ -181,6 +182,7 @@ class LogWriter:
         self.pid = os.getpid()
         self._seq = 0
         self._rp = f'"run":{quote(self.run)},"pid":{self.pid},"seq":'
+        self._rpb = self._rp.encode("ascii")  # quote() escapes to ASCII
 
     def emit(self, ev: str, ts: float, body: str = "") -> int:
         """Write one event; ``body`` is pre-encoded JSON members starting with a comma.
@@ -193,57 +195,65 @@ class LogWriter:
             line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq}{body}}}\n'
             return seq if self._write(line.encode("ascii"), 1) else 0
 
-    def emit_deferred(self, holder: Any) -> None:
-        """Write a deferred line held in ``holder.pending`` (``(ev, ts, body)``), if it is
-        still pending. The check and the write happen under the lock, so a line is written
-        once whichever thread gets there first."""
+    def emit_fmt(self, fmt: bytes, sec: bytes, us: int, args: tuple[Any, ...]) -> int:
+        """Write one event formatted by ``fmt % (sec, us, prefix, seq, *args)``: ``fmt`` is a
+        whole line whose first fields are the time (``b"<seconds>."`` and the microseconds,
+        ``%s%06d``), the run/pid prefix and the seq (the phase lines: one ``%`` formats a
+        line, no str round trip). Returns the seq, or 0 when it could not be written."""
         with self._lock:
-            pend = holder.pending
-            if pend is None:
-                return
-            holder.pending = None
-            self._seq += 1
-            ev, ts, body = pend
-            line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{self._seq}{body}}}\n'
-            self._write(line.encode("ascii"), 1)
+            self._seq = seq = self._seq + 1
+            return seq if self._write(fmt % (sec, us, self._rpb, seq, *args), 1) else 0
 
-    def emit_after_deferred(self, holder: Any, ev: str, ts: float, body: str) -> None:
-        """Write ``holder``'s deferred line (if still pending) and this event in ONE write:
-        a short phase costs one system call for its two lines."""
+    def emit_deferred(self, holder: Any) -> None:
+        """Write ``holder``'s deferred line (``holder.deferred_line()``: as ``emit_fmt``
+        takes it) if ``holder.pending`` says it is still unwritten. The check and the write
+        happen under the lock, so a line is written once whichever thread gets there first."""
         with self._lock:
-            pend = holder.pending
-            seq = self._seq + 1
-            if pend is None:
-                self._seq = seq
-                line = f'{{"ev":"{ev}","ts":{ts:.6f},{self._rp}{seq}{body}}}\n'
-                self._write(line.encode("ascii"), 1)
+            if not holder.pending:
                 return
-            holder.pending = None
-            self._seq = seq + 1
-            ev0, ts0, body0 = pend
-            rp = self._rp
-            data = (
-                f'{{"ev":"{ev0}","ts":{ts0:.6f},{rp}{seq}{body0}}}\n'
-                f'{{"ev":"{ev}","ts":{ts:.6f},{rp}{seq + 1}{body}}}\n'
-            ).encode("ascii")
-            # The common case inline (one whole write, no rotation): this is the hot path.
-            if self.max_bytes is None and not self._partial:
+            holder.pending = False
+            fmt, sec, us, args = holder.deferred_line()
+            self._seq = seq = self._seq + 1
+            self._write(fmt % (sec, us, self._rpb, seq, *args), 1)
+
+    def emit_end(
+        self,
+        holder: Any,
+        fmt: bytes,
+        whole: bytes,
+        sec: bytes,
+        us: int,
+        args: tuple[Any, ...],
+    ) -> None:
+        """Write the line that ends ``holder`` (as ``emit_fmt``). If its deferred start line
+        is still unwritten (``holder.pending``), it never will be: the end line is formatted
+        by ``whole`` instead, which takes the start's members from ``args`` where ``fmt``
+        drops them, and stands for both (a short phase costs one line, one system call)."""
+        with self._lock:
+            self._seq = seq = self._seq + 1
+            if holder.pending:
+                holder.pending = False
+                fmt = whole
+            data = fmt % (sec, us, self._rpb, seq, *args)
+            # The common case inline (one whole write, no rotation, the descriptor open):
+            # this is the hot path.
+            if self.max_bytes is None and not self._partial and self._fd >= 0:
                 try:
                     n = os.write(self._fd, data)
                     if n == len(data):
                         return
                     if n > 0:
                         self._partial = True
-                    data = data[n:]  # a short write: _write finishes the lines below
+                    data = data[n:]  # a short write: _write finishes the line below
                 except OSError as exc:
-                    self._failed(exc, 2)
+                    self._failed(exc, 1)
                     return
                 except Exception as exc:
-                    self._failed(OSError(9, str(exc)), 2)
+                    self._failed(OSError(9, str(exc)), 1)
                     return
-                self._write(data, 2, cont=True)
+                self._write(data, 1, cont=True)
                 return
-            self._write(data, 2)
+            self._write(data, 1)
 
     def _write(self, data: bytes, lines: int, cont: bool = False) -> bool:
         """Append whole lines; called with the lock held. ``cont``: ``data`` finishes a line
