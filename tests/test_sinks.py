@@ -209,3 +209,88 @@ def test_a_later_run_through_a_planted_link_is_counted_not_raised(tmp_path):
     assert w.emit("metric", 1.0, ',"name":"m","value":1') == 0
     assert w.lost == 1 and "symbolic link" in (w.last_error or "")
     assert not target.exists()
+
+
+class _Held:
+    """A holder of a deferred line, as a phase is to the writer."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.pending = True
+
+    def deferred_line(self):
+        return b'{"ev":"s","ts":%s%06d,%s%d,"n":%d}\n', b"1.", 5, (self.n,)
+
+
+_PLAIN = b'{"ev":"e","ts":%s%06d,%s%d,"n":%d%.0s}\n'
+_WHOLE = b'{"ev":"e","ts":%s%06d,%s%d,"n":%d,"whole":%s}\n'
+
+
+def test_emit_end_stands_for_a_start_never_written(tmp_path):
+    """emit_end formats ``whole`` while the holder's start line is unwritten, ``fmt`` (which
+    drops the start's arguments) once emit_deferred wrote it; seqs follow the file order."""
+    w = LogWriter(tmp_path / "w.jsonl", "r")
+    a, b = _Held(1), _Held(2)
+    w.emit_end(a, _PLAIN, _WHOLE, b"2.", 7, (1, b"true"))
+    w.emit_deferred(b)
+    w.emit_deferred(b)  # written once
+    w.emit_end(b, _PLAIN, _WHOLE, b"3.", 8, (2, b"true"))
+    w.close()
+    evs = read_log(tmp_path / "w.jsonl")
+    assert [(e["ev"], e["n"], e.get("whole"), e["seq"]) for e in evs] == [
+        ("e", 1, True, 1), ("s", 2, None, 2), ("e", 2, None, 3)
+    ]  # fmt: skip
+    assert evs[0]["ts"] == 2.000007 and evs[1]["ts"] == 1.000005
+    assert not a.pending and not b.pending
+
+
+def test_a_start_line_and_its_end_race_to_exactly_one_start(tmp_path):
+    """A sampler thread writing deferred start lines while phases end in other threads:
+    every phase has exactly one start, as its own line before its end or inside its end."""
+    import threading
+
+    w = LogWriter(tmp_path / "w.jsonl", "r")
+    held = [_Held(i) for i in range(3000)]
+    go = threading.Event()
+
+    def sampler() -> None:
+        go.wait()
+        for h in held:
+            w.emit_deferred(h)
+
+    def ender(part: list[_Held]) -> None:
+        go.wait()
+        for h in part:
+            w.emit_end(h, _PLAIN, _WHOLE, b"2.", 0, (h.n, b"true"))
+
+    ts = [threading.Thread(target=sampler)]
+    ts += [threading.Thread(target=ender, args=(held[k::2],)) for k in range(2)]
+    for t in ts:
+        t.start()
+    go.set()
+    for t in ts:
+        t.join(60)
+    w.close()
+    evs = read_log(tmp_path / "w.jsonl")
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+    starts, ends = {}, {}
+    for i, e in enumerate(evs):
+        (starts if e["ev"] == "s" else ends)[e["n"]] = (i, e)
+    assert sorted(ends) == list(range(3000))
+    for n, (i, e) in ends.items():
+        if e.get("whole"):
+            assert n not in starts
+        else:
+            assert starts[n][0] < i
+
+
+def test_an_end_line_after_release_reopens_the_log(tmp_path):
+    """A writer released at its run's end (descriptor closed) reopens the file for a later
+    end line: its inline write does not take the closed descriptor for a failure."""
+    w = LogWriter(tmp_path / "w.jsonl", "r")
+    w.emit("run_end", 1.0)
+    w.release()
+    w.emit_end(_Held(9), _PLAIN, _WHOLE, b"2.", 0, (9, b"true"))
+    w.close()
+    assert [e["ev"] for e in read_log(tmp_path / "w.jsonl")] == ["run_end", "e"]
+    assert (w.lost, w.write_errors) == (0, 0)

@@ -611,7 +611,8 @@ class Phase:
                         rss = None
                     st.reading = rd = (now, cpu, rss)
                     now = _perf_ns()  # the pread lets other threads take the GIL: after it
-                ru = st.children()
+                children = st.children  # a slot holding a C callable: LOAD_METHOD is generic
+                ru = children()
                 r = ru.ru_utime + ru.ru_stime
             # The start, after any read that may wait for the GIL: the duration's origin (the
             # start line's time is the wall clock's now less the time since: deferred_line).
@@ -688,7 +689,8 @@ class Phase:
                     except (OSError, IndexError, ValueError):
                         rss = None
                     st.reading = end = (t1, cpu, rss)
-                ru = st.children()
+                children = st.children
+                ru = children()
                 r = ru.ru_utime + ru.ru_stime
             pub = mon._ccpu
             if pub is None:
