@@ -99,11 +99,16 @@ def _thread_name() -> bytes:
 
 
 def _quoted(s: str) -> bytes:
-    """``s`` as a JSON string, in bytes (ASCII: quote() escapes everything else); the first
-    _QUOTED_MAX keys are kept (a phase's key is quoted at every call)."""
-    q = quote(s).encode("ascii")
+    """``s`` as a JSON string, in bytes (ASCII: quote() escapes everything else)."""
+    return quote(s).encode("ascii")
+
+
+def _quoted_key(key: str) -> bytes:
+    """A phase key, quoted; the first _QUOTED_MAX keys are kept (a key is quoted at every
+    call; names, parents and threads are not kept, so they never crowd the keys out)."""
+    q = _quoted(key)
     if len(_quoted_keys) < _QUOTED_MAX:
-        _quoted_keys[s] = q
+        _quoted_keys[key] = q
     return q
 
 
@@ -138,12 +143,18 @@ _END = _END[:-2] + b"%.0s%.0s}\n"
 _second: tuple[int, bytes] = (0, b"0.")
 
 
-def _new_second(us: int) -> tuple[int, bytes]:
-    """The second ``us`` (wall-clock microseconds) falls in, cached (one tuple: a thread
-    reading it never sees a new start with an old prefix)."""
-    global _second
+def _second_of(us: int) -> tuple[int, bytes]:
+    """The second ``us`` (wall-clock microseconds) falls in: its first microsecond and its
+    ``b"<seconds>."`` prefix (a line's time is the prefix and ``us`` less that, %06d)."""
     sec = us // 1_000_000
-    _second = t = (sec * 1_000_000, b"%d." % sec)
+    return sec * 1_000_000, b"%d." % sec
+
+
+def _new_second(us: int) -> tuple[int, bytes]:
+    """``_second_of(us)``, cached as the current second (one tuple: a thread reading it
+    never sees a new start with an old prefix)."""
+    global _second
+    _second = t = _second_of(us)
     return t
 
 
@@ -488,7 +499,7 @@ class Phase:
             self.name = name if name is not None else key
             self._qkey, self._qname = _q
         else:
-            self._qkey = q = _quoted_keys.get(key) or _quoted(key)
+            self._qkey = q = _quoted_keys.get(key) or _quoted_key(key)
             if name is None or name == key:
                 self.name = key
                 self._qname = q
@@ -788,10 +799,10 @@ class Phase:
         calls it). Its time is the wall clock's now less the monotonic time since the start,
         as a phase written whole starts at its end's time less its duration."""
         us = _wall_ns() // 1000 - (_perf_ns() - self._t0) // 1000
-        sec = us // 1_000_000
+        start, prefix = _second_of(us)
         ab = b"" if self.attempt is None else b',"attempt":%d' % int(self.attempt)
         args = (self._sb, self._qkey, self._qname, self._qp, self._tq, self._meta_member(), ab)
-        return _START, b"%d." % sec, us - sec * 1_000_000, args
+        return _START, prefix, us - start, args
 
     def _meta_member(self) -> bytes:
         """The start's ``meta`` member, redacted, or nothing."""
