@@ -79,12 +79,14 @@ def demo_logs(tmp_path_factory):
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    while True:  # kill once P03 has ended (a bounded poll on the log itself)
+    # Kill once P03 has ended and P04 is in the log (a bounded poll on the log itself): a
+    # phase's start line may wait for the sampler's next tick or the phase's first line.
+    while True:
         logs = list(killed.glob("*.jsonl")) if killed.exists() else []
+        data = logs[0].read_bytes() if logs else b""
         if (
-            logs
-            and b'"phase":"P03","name":"Entity Recognition","parent":null,"status"'
-            in logs[0].read_bytes()
+            b'"phase":"P03","name":"Entity Recognition","parent":null,"status"' in data
+            and b'"phase":"P04"' in data
         ):
             break
         assert time.monotonic() < deadline and proc.poll() is None
